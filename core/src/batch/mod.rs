@@ -1,0 +1,331 @@
+//! The record batch: the unit of append, replication, CRC and compression.
+//!
+//! A batch is a fixed 81-byte header followed by varint-framed records. All
+//! integers are little-endian. The fields before the CRC are stamped by the
+//! broker when it appends (offset, Raft term, node and index), so the CRC a
+//! producer computed stays valid; everything from `attributes` to the end is
+//! covered by the CRC32 (IEEE, `crc32fast`).
+//!
+//! | at | bytes | field | meaning |
+//! | --- | --- | --- | --- |
+//! | 0 | 8 | `base_offset` u64 | offset of the first record; assigned by the log |
+//! | 8 | 4 | `batch_length` u32 | bytes after this field (whole batch = 12 + length) |
+//! | 12 | 8 | `leader_epoch` u64 | Raft term of the leader that appended it (0 before replication) |
+//! | 20 | 8 | `leader_node` u64 | Raft node id of that leader, so a Raft `LogId` can be rebuilt |
+//! | 28 | 8 | `raft_index` u64 | Raft log index of this batch (0 before replication) |
+//! | 36 | 1 | `magic` u8 | format version, currently 1 |
+//! | 37 | 4 | `crc` u32 | CRC32 of bytes 41..end |
+//! | 41 | 2 | `attributes` u16 | bits 0-2 codec (0 = none), bit 3 timestamp type (0 create, 1 log-append), bit 5 control |
+//! | 43 | 4 | `last_offset_delta` u32 | `record_count - 1` (0 for an empty control batch) |
+//! | 47 | 8 | `first_timestamp` i64 | ms since epoch of the first record |
+//! | 55 | 8 | `max_timestamp` i64 | largest record timestamp |
+//! | 63 | 8 | `producer_id` i64 | idempotent producer id, -1 if none |
+//! | 71 | 2 | `producer_epoch` i16 | producer epoch, -1 if none |
+//! | 73 | 4 | `base_sequence` i32 | sequence of the first record, -1 if none |
+//! | 77 | 4 | `record_count` u32 | number of records |
+//! | 81 | .. | records | `record_count` records, see [`record`] |
+//!
+//! Each record: `length` uvarint (bytes that follow), `attributes` u8 (0),
+//! `timestamp_delta` zigzag varint (from `first_timestamp`), `offset_delta`
+//! uvarint, `key_length` zigzag varint (-1 = null) and key bytes,
+//! `value_length` zigzag varint (-1 = null) and value bytes, `header_count`
+//! uvarint, then per header `key_length` uvarint, UTF-8 key bytes,
+//! `value_length` zigzag varint (-1 = null), value bytes.
+//!
+//! Decoding is total and zero-copy: [`RecordBatch::decode`] checks lengths
+//! before touching data, never allocates more than the input, and hands out
+//! keys and values as `Bytes` slices of the input.
+
+mod builder;
+pub mod record;
+mod varint;
+
+pub use builder::{BatchBuilder, ProducerStamp};
+pub use record::{Header, Record, RecordIter};
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// Current on-disk and on-wire batch format version.
+pub const MAGIC: u8 = 1;
+/// Bytes before the records.
+pub const HEADER_LEN: usize = 81;
+/// Bytes needed to learn a batch's total length (`base_offset` + `batch_length`).
+pub const LENGTH_PREFIX_LEN: usize = 12;
+/// First byte covered by the CRC.
+pub const CRC_START: usize = 41;
+
+pub(crate) mod at {
+    pub const BASE_OFFSET: usize = 0;
+    pub const BATCH_LENGTH: usize = 8;
+    pub const LEADER_EPOCH: usize = 12;
+    pub const LEADER_NODE: usize = 20;
+    pub const RAFT_INDEX: usize = 28;
+    pub const MAGIC: usize = 36;
+    pub const CRC: usize = 37;
+    pub const ATTRIBUTES: usize = 41;
+    pub const LAST_OFFSET_DELTA: usize = 43;
+    pub const FIRST_TIMESTAMP: usize = 47;
+    pub const MAX_TIMESTAMP: usize = 55;
+    pub const PRODUCER_ID: usize = 63;
+    pub const PRODUCER_EPOCH: usize = 71;
+    pub const BASE_SEQUENCE: usize = 73;
+    pub const RECORD_COUNT: usize = 77;
+}
+
+/// Attribute bits.
+pub mod attributes {
+    /// Mask of the compression codec; 0 is "none", the only codec so far.
+    pub const CODEC_MASK: u16 = 0b111;
+    /// Set when timestamps were assigned by the log rather than the producer.
+    pub const LOG_APPEND_TIME: u16 = 1 << 3;
+    /// Set on control batches (Raft blank and membership entries).
+    pub const CONTROL: u16 = 1 << 5;
+    /// Bits this version understands; anything else is rejected.
+    pub const KNOWN: u16 = CODEC_MASK | LOG_APPEND_TIME | CONTROL;
+}
+
+/// Why bytes are not a valid batch. Each variant says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    /// Fewer bytes than the header or the declared length needs.
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    /// `batch_length` is smaller than a header or larger than allowed.
+    #[error("batch length {length} is invalid (must be {min}..={max})")]
+    BadLength { length: u64, min: u64, max: u64 },
+    /// Unknown format version.
+    #[error("unsupported batch magic {0} (this broker understands {MAGIC})")]
+    BadMagic(u8),
+    /// The CRC over the batch does not match: the bytes are corrupt.
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    /// Attributes carry bits or a codec this version does not know.
+    #[error("unsupported batch attributes {0:#06x}")]
+    BadAttributes(u16),
+    /// A record inside the batch is malformed.
+    #[error("record {index} is malformed: {reason}")]
+    BadRecord { index: u32, reason: &'static str },
+    /// Header fields disagree with the records (count, deltas, timestamps).
+    #[error("batch header is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// The header fields of a batch, as plain values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_length: u32,
+    pub leader_epoch: u64,
+    pub leader_node: u64,
+    pub raft_index: u64,
+    pub magic: u8,
+    pub crc: u32,
+    pub attributes: u16,
+    pub last_offset_delta: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Total bytes of the batch including the length prefix.
+    pub fn total_len(&self) -> usize {
+        LENGTH_PREFIX_LEN + self.batch_length as usize
+    }
+
+    /// Offset after the last record of this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & attributes::CONTROL != 0
+    }
+
+    /// Reads a header from the first [`HEADER_LEN`] bytes without checking the
+    /// CRC. Returns `Truncated` if there are fewer.
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated { needed: HEADER_LEN, available: buf.len() });
+        }
+        Ok(Self {
+            base_offset: u64_at(buf, at::BASE_OFFSET),
+            batch_length: u32_at(buf, at::BATCH_LENGTH),
+            leader_epoch: u64_at(buf, at::LEADER_EPOCH),
+            leader_node: u64_at(buf, at::LEADER_NODE),
+            raft_index: u64_at(buf, at::RAFT_INDEX),
+            magic: buf[at::MAGIC],
+            crc: u32_at(buf, at::CRC),
+            attributes: u16::from_le_bytes([buf[at::ATTRIBUTES], buf[at::ATTRIBUTES + 1]]),
+            last_offset_delta: u32_at(buf, at::LAST_OFFSET_DELTA),
+            first_timestamp: u64_at(buf, at::FIRST_TIMESTAMP) as i64,
+            max_timestamp: u64_at(buf, at::MAX_TIMESTAMP) as i64,
+            producer_id: u64_at(buf, at::PRODUCER_ID) as i64,
+            producer_epoch: u16::from_le_bytes([buf[at::PRODUCER_EPOCH], buf[at::PRODUCER_EPOCH + 1]]) as i16,
+            base_sequence: u32_at(buf, at::BASE_SEQUENCE) as i32,
+            record_count: u32_at(buf, at::RECORD_COUNT),
+        })
+    }
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(raw)
+}
+
+/// Looks at the front of `buf` and says how long the batch there is, without
+/// allocating. `Ok(None)` means more bytes are needed to tell. `max_len` bounds
+/// the total length a caller is prepared to accept.
+pub fn peek_total_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, BatchError> {
+    if buf.len() < LENGTH_PREFIX_LEN {
+        return Ok(None);
+    }
+    let length = u64::from(u32_at(buf, at::BATCH_LENGTH));
+    let min = (HEADER_LEN - LENGTH_PREFIX_LEN) as u64;
+    let max = max_len.saturating_sub(LENGTH_PREFIX_LEN) as u64;
+    if length < min || length > max {
+        return Err(BatchError::BadLength { length, min, max });
+    }
+    Ok(Some(LENGTH_PREFIX_LEN + length as usize))
+}
+
+/// Overwrites the fields the log assigns at append time. They precede the
+/// CRC, so the batch stays valid. `buf` must hold at least a header.
+pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u64, leader_node: u64, raft_index: u64) {
+    buf[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
+    buf[at::LEADER_EPOCH..at::LEADER_EPOCH + 8].copy_from_slice(&leader_epoch.to_le_bytes());
+    buf[at::LEADER_NODE..at::LEADER_NODE + 8].copy_from_slice(&leader_node.to_le_bytes());
+    buf[at::RAFT_INDEX..at::RAFT_INDEX + 8].copy_from_slice(&raft_index.to_le_bytes());
+}
+
+/// A validated batch over shared bytes. Cloning is cheap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl RecordBatch {
+    /// Decodes one batch from the front of `buf`: checks length, magic,
+    /// attributes and CRC. Returns the batch and the bytes after it. Records
+    /// are framed lazily; call [`RecordBatch::validate`] to check them all.
+    pub fn decode(buf: &Bytes, max_len: usize) -> Result<(RecordBatch, Bytes), BatchError> {
+        let total = match peek_total_len(buf, max_len)? {
+            Some(total) => total,
+            None => return Err(BatchError::Truncated { needed: LENGTH_PREFIX_LEN, available: buf.len() }),
+        };
+        if buf.len() < total {
+            return Err(BatchError::Truncated { needed: total, available: buf.len() });
+        }
+        let header = BatchHeader::parse(buf)?;
+        if header.magic != MAGIC {
+            return Err(BatchError::BadMagic(header.magic));
+        }
+        let computed = crc32fast::hash(&buf[CRC_START..total]);
+        if computed != header.crc {
+            return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        }
+        if header.attributes & !attributes::KNOWN != 0 || header.attributes & attributes::CODEC_MASK != 0 {
+            return Err(BatchError::BadAttributes(header.attributes));
+        }
+        let batch = RecordBatch { header, bytes: buf.slice(..total) };
+        Ok((batch, buf.slice(total..)))
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch as stored and sent.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.header.base_offset
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.header.next_offset()
+    }
+
+    /// Iterates the records. Each item is a record or the error that stops
+    /// iteration; the iterator ends after an error.
+    pub fn records(&self) -> RecordIter {
+        RecordIter::new(self.bytes.slice(HEADER_LEN..), self.header.record_count)
+    }
+
+    /// Checks every record and that the header agrees with them: exactly
+    /// `record_count` records filling the batch, offset deltas 0, 1, 2, ...,
+    /// `last_offset_delta` = count - 1, timestamps within
+    /// `first_timestamp..=max_timestamp`. A broker runs this on every batch a
+    /// client sends.
+    pub fn validate(&self) -> Result<(), BatchError> {
+        let h = &self.header;
+        let expected_last = h.record_count.saturating_sub(1);
+        if h.last_offset_delta != expected_last {
+            return Err(BatchError::Inconsistent("last_offset_delta is not record_count - 1"));
+        }
+        if h.record_count == 0 && !h.is_control() {
+            return Err(BatchError::Inconsistent("a data batch must hold at least one record"));
+        }
+        if h.max_timestamp < h.first_timestamp {
+            return Err(BatchError::Inconsistent("max_timestamp is before first_timestamp"));
+        }
+        let mut seen = 0u32;
+        let mut iter = self.records();
+        for record in iter.by_ref() {
+            let record = record?;
+            if record.offset_delta != seen {
+                return Err(BatchError::BadRecord { index: seen, reason: "offset deltas must be 0, 1, 2, ..." });
+            }
+            let ts = record.timestamp(h.first_timestamp);
+            if ts < h.first_timestamp || ts > h.max_timestamp {
+                return Err(BatchError::BadRecord { index: seen, reason: "timestamp outside the batch's range" });
+            }
+            seen += 1;
+        }
+        if seen != h.record_count {
+            return Err(BatchError::Inconsistent("fewer records than record_count"));
+        }
+        if !iter.remaining_is_empty() {
+            return Err(BatchError::Inconsistent("bytes left over after the last record"));
+        }
+        Ok(())
+    }
+}
+
+/// Iterates the batches in a buffer of whole batches (as a fetch returns
+/// them), stopping with an error at the first bad one.
+pub fn decode_all(mut buf: Bytes, max_len: usize) -> impl Iterator<Item = Result<RecordBatch, BatchError>> {
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || buf.is_empty() {
+            return None;
+        }
+        match RecordBatch::decode(&buf, max_len) {
+            Ok((batch, rest)) => {
+                buf = rest;
+                Some(Ok(batch))
+            }
+            Err(e) => {
+                failed = true;
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Records inside a batch: varint framing, decoded lazily and zero-copy.
+
+use super::BatchError;
+use super::varint;
+use bytes::Bytes;
+
+/// A key/value header on a record. Keys are UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// One decoded record; key and value are slices of the batch's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset_delta: u32,
+    pub timestamp_delta: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Absolute timestamp given the batch's first timestamp.
+    pub fn timestamp(&self, first_timestamp: i64) -> i64 {
+        first_timestamp.saturating_add(self.timestamp_delta)
+    }
+}
+
+/// Iterator over the records of a batch; yields at most `count` items and
+/// stops after the first error.
+pub struct RecordIter {
+    buf: Bytes,
+    left: u32,
+    index: u32,
+    failed: bool,
+}
+
+impl RecordIter {
+    pub(super) fn new(buf: Bytes, count: u32) -> Self {
+        Self { buf, left: count, index: 0, failed: false }
+    }
+
+    /// True when every byte of the records area has been consumed.
+    pub fn remaining_is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    fn bad(&mut self, reason: &'static str) -> Option<Result<Record, BatchError>> {
+        self.failed = true;
+        Some(Err(BatchError::BadRecord { index: self.index, reason }))
+    }
+}
+
+/// A cursor over one record's bytes; every read is bounds-checked.
+struct Cursor<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    fn uvarint(&mut self) -> Option<u64> {
+        let (v, used) = varint::get_u64(&self.buf[self.pos..self.end])?;
+        self.pos += used;
+        Some(v)
+    }
+
+    fn ivarint(&mut self) -> Option<i64> {
+        let (v, used) = varint::get_i64(&self.buf[self.pos..self.end])?;
+        self.pos += used;
+        Some(v)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.buf[..self.end].get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, len: usize) -> Option<Bytes> {
+        if self.end - self.pos < len {
+            return None;
+        }
+        let out = self.buf.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Some(out)
+    }
+
+    /// A zigzag length where -1 means null.
+    fn nullable(&mut self) -> Result<Option<Bytes>, &'static str> {
+        match self.ivarint().ok_or("truncated length")? {
+            -1 => Ok(None),
+            len if len < 0 => Err("negative length"),
+            len => {
+                let len = usize::try_from(len).map_err(|_| "length too large")?;
+                self.take(len).map(Some).ok_or("length runs past the record")
+            }
+        }
+    }
+}
+
+/// Smallest possible header encoding: empty key length, null value.
+const HEADER_BYTES_MIN: usize = 2;
+
+impl Iterator for RecordIter {
+    type Item = Result<Record, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.left == 0 {
+            return None;
+        }
+        let Some((len, used)) = varint::get_u64(&self.buf) else {
+            return self.bad("truncated record length");
+        };
+        let Some(end) = usize::try_from(len).ok().and_then(|l| l.checked_add(used)) else {
+            return self.bad("record length too large");
+        };
+        if end > self.buf.len() {
+            return self.bad("record length runs past the batch");
+        }
+        let mut c = Cursor { buf: &self.buf, pos: used, end };
+        let parsed = (|| -> Result<Record, &'static str> {
+            let _attributes = c.u8().ok_or("truncated attributes")?;
+            let timestamp_delta = c.ivarint().ok_or("truncated timestamp delta")?;
+            let offset_delta = c.uvarint().ok_or("truncated offset delta")?;
+            let offset_delta = u32::try_from(offset_delta).map_err(|_| "offset delta too large")?;
+            let key = c.nullable()?;
+            let value = c.nullable()?;
+            let header_count = c.uvarint().ok_or("truncated header count")?;
+            // Bound the allocation by the bytes actually present.
+            if header_count > ((c.end - c.pos) / HEADER_BYTES_MIN) as u64 {
+                return Err("header count larger than the record");
+            }
+            let mut headers = Vec::with_capacity(header_count as usize);
+            for _ in 0..header_count {
+                let klen = c.uvarint().ok_or("truncated header key length")?;
+                let klen = usize::try_from(klen).map_err(|_| "header key too large")?;
+                let key = c.take(klen).ok_or("header key runs past the record")?;
+                let key = std::str::from_utf8(&key).map_err(|_| "header key is not UTF-8")?.to_owned();
+                let value = c.nullable()?;
+                headers.push(Header { key, value });
+            }
+            if c.pos != c.end {
+                return Err("bytes left over inside the record");
+            }
+            Ok(Record { offset_delta, timestamp_delta, key, value, headers })
+        })();
+        match parsed {
+            Ok(record) => {
+                self.buf = self.buf.slice(end..);
+                self.left -= 1;
+                self.index += 1;
+                Some(Ok(record))
+            }
+            Err(reason) => self.bad(reason),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+use super::*;
+use proptest::prelude::*;
+
+type Input = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>);
+
+fn record_strategy() -> impl Strategy<Value = Input> {
+    (
+        0i64..1_000_000,
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        proptest::collection::vec(("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10))), 0..3),
+    )
+}
+
+fn build(records: &[Input], base_ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new(ProducerStamp { producer_id: 7, producer_epoch: 2, base_sequence: 40 });
+    for (ts, key, value, headers) in records {
+        let hs: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        b.push(base_ts + ts, key.as_deref(), value.as_deref(), &hs);
+    }
+    b.finish()
+}
+
+proptest! {
+    #[test]
+    fn round_trip(records in proptest::collection::vec(record_strategy(), 1..20), offset in 0u64..1 << 40, epoch: u64, index: u64) {
+        let bytes = build(&records, 1_700_000_000_000);
+        let mut raw = bytes.to_vec();
+        stamp(&mut raw, offset, epoch, 3, index);
+        let raw = Bytes::from(raw);
+        let (batch, rest) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+        prop_assert!(rest.is_empty());
+        batch.validate().unwrap();
+        let h = batch.header();
+        prop_assert_eq!(h.base_offset, offset);
+        prop_assert_eq!(h.leader_epoch, epoch);
+        prop_assert_eq!(h.raft_index, index);
+        prop_assert_eq!(h.record_count as usize, records.len());
+        prop_assert_eq!(h.total_len(), raw.len());
+        prop_assert_eq!(h.producer_id, 7);
+        prop_assert_eq!(h.base_sequence, 40);
+        let first = records[0].0;
+        for (got, want) in batch.records().zip(records.iter()) {
+            let got = got.unwrap();
+            prop_assert_eq!(got.key.as_deref(), want.1.as_deref());
+            prop_assert_eq!(got.value.as_deref(), want.2.as_deref());
+            prop_assert_eq!(got.timestamp(h.first_timestamp), 1_700_000_000_000 + want.0.max(first));
+            prop_assert_eq!(got.headers.len(), want.3.len());
+            for (gh, wh) in got.headers.iter().zip(want.3.iter()) {
+                prop_assert_eq!(&gh.key, &wh.0);
+                prop_assert_eq!(gh.value.as_deref(), wh.1.as_deref());
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let raw = Bytes::from(raw);
+        for batch in decode_all(raw, 1 << 20).flatten() {
+            let _ = batch.validate();
+            for _ in batch.records() {}
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_after_crc_start_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>()) {
+        let mut raw = build(&records, 0).to_vec();
+        let bits = (raw.len() - CRC_START) * 8;
+        let bit = CRC_START * 8 + bit.index(bits);
+        raw[bit / 8] ^= 1 << (bit % 8);
+        let raw = Bytes::from(raw);
+        prop_assert!(RecordBatch::decode(&raw, usize::MAX).is_err());
+    }
+
+    /// Arbitrary record bytes behind a valid header and CRC: the record
+    /// decoder must stay total, not just the envelope.
+    #[test]
+    fn arbitrary_records_behind_valid_crc_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300), count in 0u32..50) {
+        let mut raw = build(&[(0, None, Some(vec![1]), vec![])], 0).to_vec();
+        raw.truncate(HEADER_LEN);
+        raw.extend_from_slice(&body);
+        let len = (raw.len() - LENGTH_PREFIX_LEN) as u32;
+        raw[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+        raw[at::RECORD_COUNT..at::RECORD_COUNT + 4].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32fast::hash(&raw[CRC_START..]);
+        raw[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let raw = Bytes::from(raw);
+        let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+        let _ = batch.validate();
+        prop_assert!(batch.records().count() <= count as usize);
+    }
+}
+
+#[test]
+fn control_batch_has_no_records_and_validates() {
+    let raw = BatchBuilder::control(5);
+    let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+    assert!(batch.header().is_control());
+    assert_eq!(batch.header().record_count, 0);
+    assert_eq!(batch.next_offset(), batch.base_offset());
+    batch.validate().unwrap();
+}
+
+#[test]
+fn empty_data_batch_is_rejected() {
+    let raw = BatchBuilder::new(ProducerStamp::NONE).finish();
+    let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+    assert!(matches!(batch.validate(), Err(BatchError::Inconsistent(_))));
+}
+
+#[test]
+fn length_is_checked_before_anything_else() {
+    let mut raw = build(&[(0, None, Some(vec![1; 10]), vec![])], 0).to_vec();
+    raw[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = RecordBatch::decode(&Bytes::from(raw), 1 << 20).unwrap_err();
+    assert!(matches!(err, BatchError::BadLength { .. }), "{err}");
+    assert_eq!(peek_total_len(&[0; 5], 100), Ok(None));
+}
+
+#[test]
+fn header_count_cannot_force_a_large_allocation() {
+    // A record claiming 2^40 headers in a few bytes is refused before allocating.
+    let mut body = Vec::new();
+    let mut rec = vec![0u8];
+    varint::put_i64(&mut rec, 0);
+    varint::put_u64(&mut rec, 0);
+    varint::put_i64(&mut rec, -1);
+    varint::put_i64(&mut rec, -1);
+    varint::put_u64(&mut rec, 1 << 40);
+    varint::put_u64(&mut body, rec.len() as u64);
+    body.extend_from_slice(&rec);
+    let mut iter = RecordIter::new(Bytes::from(body), 1);
+    assert!(matches!(iter.next(), Some(Err(BatchError::BadRecord { .. }))));
+}

@@ -1,0 +1,505 @@
+//! The partition log: an ordered sequence of segments holding record batches
+//! at dense offsets.
+//!
+//! Files in a partition directory: `{base_offset:020}.log` (batches),
+//! `.index` (sparse offset → position) and `.timeindex` (sparse max timestamp
+//! → offset) per segment. The last segment is the active one; older segments
+//! are sealed: trimmed to their data, synced, never written again.
+//!
+//! Durability: [`PartitionLog::append`] only writes to the page cache.
+//! [`PartitionLog::flush`] (or the split [`PartitionLog::begin_flush`] /
+//! [`FlushJob::run`] / [`PartitionLog::complete_flush`], which lets the sync
+//! run elsewhere while appends continue) makes everything appended before it
+//! durable and reports up to which offset: one sync serves every producer
+//! whose batch was appended before it (group commit). A failed sync poisons
+//! the log (the kernel may have dropped the dirty pages): it must be reopened.
+//!
+//! Replication (DESIGN.md): every batch header carries the Raft term, node and
+//! index; [`PartitionLog::append_with`] stamps them, [`PartitionLog::truncate_suffix`]
+//! drops an uncommitted suffix, [`PartitionLog::purge_prefix`] drops whole
+//! old segments, control batches (no records) take no offsets. A sparse index
+//! by Raft index can be added as one more file per segment and rebuilt by a
+//! scan, since the data already carries the index: no format change.
+
+mod index;
+mod segment;
+
+#[cfg(test)]
+mod tests;
+
+use crate::Timestamp;
+use crate::batch::{self, BatchError, BatchHeader};
+use crate::disk::{Disk, DiskError, DiskFile};
+use bytes::Bytes;
+use segment::Segment;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+pub use segment::ScanEnd;
+
+/// Limits and policies of one partition log. Units are in the names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before the active one would exceed this.
+    pub segment_bytes_max: u64,
+    /// Roll when the active segment has been open this long (ms); 0 = never.
+    pub segment_age_max_ms: i64,
+    /// Add a sparse index entry after at least this many bytes of batches.
+    pub index_interval_bytes: u64,
+    /// Delete old segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this (ms).
+    pub retention_ms: Option<i64>,
+    /// Largest batch accepted or read back.
+    pub batch_bytes_max: usize,
+    /// Grow the active file in steps of this many bytes so a sync needs no
+    /// size change (0 = grow with each write).
+    pub preallocate_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: 256 << 20,
+            segment_age_max_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            batch_bytes_max: 16 << 20,
+            preallocate_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Errors of the partition log. `Disk` and `Failed` are storage faults;
+/// the others are the caller's or the data's.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LogError {
+    /// The requested offset is outside `start..=end`.
+    #[error("offset {offset} is out of range: the log holds offsets {start}..{end}")]
+    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    /// A stored batch failed its CRC or framing; it is never served as data.
+    #[error("corrupt data in {segment:?} at position {position} (offset {offset}): {reason}")]
+    Corruption { segment: PathBuf, position: u64, offset: u64, reason: String },
+    /// The batch handed to append is malformed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The batch is larger than `batch_bytes_max`.
+    #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+    /// Truncation must land on a batch boundary.
+    #[error("offset {0} is not the start of a batch: cannot truncate there")]
+    NotBatchBoundary(u64),
+    /// The disk failed.
+    #[error("storage error: {0}")]
+    Disk(#[from] DiskError),
+    /// A sync failed earlier; durability can no longer be promised until the
+    /// log is reopened (which re-reads what really reached the disk).
+    #[error("log is failed after an earlier storage error ({0}); reopen it")]
+    Failed(String),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    /// Offset after the batch's last record.
+    pub next_offset: u64,
+    pub max_timestamp: i64,
+}
+
+/// The Raft fields an append stamps into the batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RaftStamp {
+    pub term: u64,
+    pub node: u64,
+    pub index: u64,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches; the first one holds the requested offset (and may
+    /// start before it).
+    pub bytes: Bytes,
+    /// Offset after the last batch returned; where the next read continues.
+    pub next_offset: u64,
+}
+
+/// What recovery found when the log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Bytes cut from the active segment's tail (torn or failing CRC).
+    pub truncated_bytes: u64,
+    /// Why the active segment's tail was cut, if it was.
+    pub truncated_reason: Option<String>,
+    /// Sealed segments whose data did not scan cleanly: served up to the
+    /// fault, which reads then report as corruption.
+    pub damaged_segments: Vec<u64>,
+    /// Stray files removed (an index without its log, a partial segment).
+    pub removed_files: Vec<String>,
+}
+
+/// A sync to run outside the log (possibly on another thread), covering
+/// everything appended before [`PartitionLog::begin_flush`].
+#[derive(Debug)]
+pub struct FlushJob {
+    files: Vec<Arc<dyn DiskFile>>,
+    up_to: u64,
+}
+
+impl FlushJob {
+    /// Syncs the files. Blocking IO.
+    pub fn run(&self) -> Result<(), DiskError> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Offsets below this are durable once `run` succeeds.
+    pub fn up_to(&self) -> u64 {
+        self.up_to
+    }
+}
+
+/// Result of a retention pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// One partition's log. See the module documentation.
+#[derive(Debug)]
+pub struct PartitionLog {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<u64, Segment>,
+    flushed: u64,
+    failed: Option<String>,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir` and recovers it: see
+    /// [`RecoveryReport`]. After open everything present is durable.
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path, config: LogConfig, now: Timestamp) -> Result<(Self, RecoveryReport), LogError> {
+        assert!(config.segment_bytes_max + config.batch_bytes_max as u64 <= u64::from(u32::MAX), "segment positions must fit u32 indexes");
+        if !disk.exists(dir) {
+            disk.create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                disk.sync_dir(parent)?;
+            }
+        }
+        let mut report = RecoveryReport::default();
+        let names = disk.list_dir(dir)?;
+        let mut bases: Vec<u64> = names.iter().filter_map(|n| segment::parse_log_name(n)).collect();
+        bases.sort_unstable();
+        // Index files without their log belong to a segment that was deleted
+        // or never fully created.
+        for name in &names {
+            let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
+            let is_index = name.ends_with(".index") || name.ends_with(".timeindex");
+            if is_index && !bases.iter().any(|b| segment::file_name(*b, "log").starts_with(stem)) {
+                disk.remove_file(&dir.join(name))?;
+                report.removed_files.push(name.clone());
+            }
+        }
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let active = i + 1 == bases.len();
+            let (mut seg, scan) = Segment::open(&*disk, dir, base, active, &config, now)?;
+            if let Some(scan) = scan {
+                if active {
+                    report.truncated_bytes = scan.file_len - scan.position;
+                    report.truncated_reason = scan.invalid.clone();
+                    tracing::warn!(dir = %dir.display(), segment = base, position = scan.position, reason = ?scan.invalid, "recovery cut the active segment's tail");
+                } else {
+                    // A sealed segment is acknowledged data: keep it whole so
+                    // that reads reach the fault and report it loudly.
+                    seg.size = seg.log.len()?;
+                    seg.next_offset = bases[i + 1];
+                    report.damaged_segments.push(base);
+                    tracing::error!(dir = %dir.display(), segment = base, position = scan.position, reason = ?scan.invalid, "sealed segment does not scan cleanly");
+                }
+            }
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let seg = Segment::create(&*disk, dir, 0, now)?;
+            disk.sync_dir(dir)?;
+            segments.insert(0, seg);
+        }
+        report.segments = segments.len();
+        let mut log = PartitionLog { disk, dir: dir.to_path_buf(), config, segments, flushed: 0, failed: None };
+        log.flushed = log.log_end_offset();
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// First offset still held.
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments.values().next().map_or(0, |s| s.base_offset)
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.active().next_offset
+    }
+
+    /// Offsets below this are durable.
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed
+    }
+
+    /// Bytes of data across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.segments.keys().copied().collect()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    fn check_failed(&self) -> Result<(), LogError> {
+        match &self.failed {
+            Some(why) => Err(LogError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one encoded batch (as [`batch::BatchBuilder`] makes it, or as
+    /// a client sent it), assigning its offsets. `batch` is stamped in place.
+    /// The caller has validated the records (`RecordBatch::validate`); the log
+    /// checks the framing. Volatile until a flush covers it.
+    pub fn append(&mut self, batch: &mut [u8], now: Timestamp) -> Result<AppendInfo, LogError> {
+        self.append_with(batch, RaftStamp::default(), now)
+    }
+
+    /// As [`PartitionLog::append`], stamping the Raft term, node and index.
+    pub fn append_with(&mut self, batch: &mut [u8], raft: RaftStamp, now: Timestamp) -> Result<AppendInfo, LogError> {
+        self.check_failed()?;
+        let max = self.config.batch_bytes_max;
+        if batch.len() > max {
+            return Err(LogError::BatchTooLarge { size: batch.len(), max });
+        }
+        match batch::peek_total_len(batch, max)? {
+            Some(total) if total == batch.len() => {}
+            Some(total) => return Err(BatchError::Truncated { needed: total, available: batch.len() }.into()),
+            None => return Err(BatchError::Truncated { needed: batch::HEADER_LEN, available: batch.len() }.into()),
+        }
+        let mut header = BatchHeader::parse(batch)?;
+        if header.magic != batch::MAGIC {
+            return Err(BatchError::BadMagic(header.magic).into());
+        }
+        if header.last_offset_delta != header.record_count.saturating_sub(1) {
+            return Err(BatchError::Inconsistent("last_offset_delta is not record_count - 1").into());
+        }
+        self.maybe_roll(batch.len() as u64, now)?;
+        let base = self.log_end_offset();
+        batch::stamp(batch, base, raft.term, raft.node, raft.index);
+        header.base_offset = base;
+        let config = self.config.clone();
+        self.active_mut().append(batch, &header, &config)?;
+        Ok(AppendInfo { base_offset: base, next_offset: header.next_offset(), max_timestamp: header.max_timestamp })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now: Timestamp) -> Result<(), LogError> {
+        let active = self.active();
+        let full = active.size > 0 && active.size + incoming > self.config.segment_bytes_max;
+        let old =
+            self.config.segment_age_max_ms > 0 && active.size > 0 && now.millis_since(active.opened_at) >= self.config.segment_age_max_ms;
+        if full || old { self.roll(now) } else { Ok(()) }
+    }
+
+    /// Seals the active segment and starts a new one at the log end. The old
+    /// segment is made durable first, so a new segment file on disk always
+    /// means its predecessors are complete.
+    pub fn roll(&mut self, now: Timestamp) -> Result<(), LogError> {
+        self.check_failed()?;
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        let end = self.log_end_offset();
+        if let Err(e) = self.active_mut().seal() {
+            self.failed = Some(e.to_string());
+            return Err(e.into());
+        }
+        self.flushed = self.flushed.max(end);
+        let seg = Segment::create(&*self.disk, &self.dir, end, now)?;
+        self.disk.sync_dir(&self.dir)?;
+        self.segments.insert(end, seg);
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable; returns the flushed offset.
+    pub fn flush(&mut self) -> Result<u64, LogError> {
+        let job = self.begin_flush()?;
+        let result = job.run();
+        self.complete_flush(job, result)
+    }
+
+    /// Starts a flush: collects the files with unsynced writes. Run the job
+    /// (anywhere), then hand it back to [`PartitionLog::complete_flush`].
+    pub fn begin_flush(&mut self) -> Result<FlushJob, LogError> {
+        self.check_failed()?;
+        let up_to = self.log_end_offset();
+        let mut files = Vec::new();
+        for seg in self.segments.values_mut().filter(|s| s.dirty) {
+            seg.dirty = false;
+            files.push(seg.log.clone());
+        }
+        Ok(FlushJob { files, up_to })
+    }
+
+    /// Finishes a flush: on success advances the flushed offset; on failure
+    /// poisons the log (see the module doc).
+    pub fn complete_flush(&mut self, job: FlushJob, result: Result<(), DiskError>) -> Result<u64, LogError> {
+        match result {
+            Ok(()) => {
+                // A truncation while the job ran may have moved the end back.
+                self.flushed = self.flushed.max(job.up_to.min(self.log_end_offset()));
+                Ok(self.flushed)
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "sync failed: the partition stops accepting writes until reopened");
+                self.failed = Some(e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads whole batches from `offset`, about `max_bytes` of them (the
+    /// first batch is returned whole even if larger), none reaching past
+    /// `upper` (the high watermark: the flushed offset on a single node, the
+    /// commit index in a cluster). Reading at `upper` returns no bytes.
+    pub fn read(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<ReadResult, LogError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        let upper = upper.min(end);
+        for seg in
+            self.segments.range(..=offset).next_back().into_iter().map(|(_, s)| s).chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
+            if let Some((bytes, next_offset)) = seg.read(offset, max_bytes, upper, self.config.batch_bytes_max)? {
+                return Ok(ReadResult { bytes, next_offset });
+            }
+            if seg.base_offset >= upper {
+                break;
+            }
+        }
+        Ok(ReadResult { bytes: Bytes::new(), next_offset: offset })
+    }
+
+    /// First offset whose record timestamp is at or after `timestamp`, or
+    /// `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
+        for seg in self.segments.values() {
+            if let Some(offset) = seg.offset_for_timestamp(timestamp, self.config.batch_bytes_max)? {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch at or after `offset`, durably (Raft truncating an
+    /// uncommitted suffix). `offset` must start a batch or be the log end.
+    pub fn truncate_suffix(&mut self, offset: u64) -> Result<(), LogError> {
+        self.check_failed()?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset == end {
+            return Ok(());
+        }
+        let later: Vec<u64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        let (_, seg) = self.segments.range(..=offset).next_back().expect("offset >= log start has a segment");
+        let pos = seg.position_of(offset, self.config.batch_bytes_max)?.ok_or(LogError::NotBatchBoundary(offset))?;
+        // Remove later segments newest first, so a crash part-way leaves a
+        // contiguous log.
+        for b in later.iter().rev() {
+            let seg = self.segments.remove(b).expect("listed above");
+            seg.remove_files(&*self.disk)?;
+            self.disk.sync_dir(&self.dir)?;
+        }
+        let seg = self.active_mut();
+        seg.truncate_to(offset, pos)?;
+        self.flushed = self.flushed.min(offset);
+        Ok(())
+    }
+
+    /// Deletes whole segments that end at or before `offset` (never the
+    /// active one). Returns what was deleted.
+    pub fn purge_prefix(&mut self, offset: u64) -> Result<RetentionReport, LogError> {
+        let doomed: Vec<u64> = self.segments.iter().rev().skip(1).filter(|(_, s)| s.next_offset <= offset).map(|(b, _)| *b).collect();
+        self.delete_segments(doomed)
+    }
+
+    fn delete_segments(&mut self, mut bases: Vec<u64>) -> Result<RetentionReport, LogError> {
+        self.check_failed()?;
+        bases.sort_unstable();
+        let mut report = RetentionReport::default();
+        // Oldest first: a crash part-way leaves a log that starts later, never one with a hole.
+        for base in bases {
+            let seg = self.segments.remove(&base).expect("caller lists existing segments");
+            seg.remove_files(&*self.disk)?;
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.size;
+        }
+        if report.segments_deleted > 0 {
+            self.disk.sync_dir(&self.dir)?;
+        }
+        Ok(report)
+    }
+
+    /// Applies retention by size and time at `now`, deleting whole sealed
+    /// segments from the oldest. The active segment is never deleted.
+    pub fn apply_retention(&mut self, now: Timestamp) -> Result<RetentionReport, LogError> {
+        let mut doomed = Vec::new();
+        let mut total = self.size_bytes();
+        let sealed: Vec<(u64, u64, i64)> =
+            self.segments.values().rev().skip(1).rev().map(|s| (s.base_offset, s.size, s.max_timestamp)).collect();
+        for (base, size, max_ts) in sealed {
+            // Never go below the limit: delete a segment only if what stays is still at least that big.
+            let too_big = self.config.retention_bytes.is_some_and(|limit| total - size >= limit);
+            let too_old = self.config.retention_ms.is_some_and(|ms| max_ts != i64::MIN && now.as_millis().saturating_sub(max_ts) > ms);
+            if !(too_big || too_old) {
+                break;
+            }
+            doomed.push(base);
+            total -= size;
+        }
+        self.delete_segments(doomed)
+    }
+
+    /// Seals nothing and syncs everything: for a clean shutdown.
+    pub fn close(mut self) -> Result<u64, LogError> {
+        self.flush()
+    }
+}

@@ -1,0 +1,551 @@
+//! One segment: a `.log` file of whole batches named by its base offset, with
+//! its sparse `.index` and `.timeindex`. The segment knows where its valid
+//! data ends (`size`); the file may be longer because it is preallocated, and
+//! recovery finds the end by CRC.
+
+use super::LogError;
+use super::index::{self, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry};
+use crate::Timestamp;
+use crate::batch::{self, BatchError, BatchHeader, HEADER_LEN, RecordBatch};
+use crate::disk::{Disk, DiskError, DiskFile};
+use bytes::{Bytes, BytesMut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes read at a time when scanning a segment.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+pub fn file_name(base_offset: u64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+/// Parses `{base:020}.log` back into a base offset.
+pub fn parse_log_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Where and why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEnd {
+    pub position: u64,
+    pub next_offset: u64,
+    /// `None` if the scan reached its limit; otherwise why the bytes at
+    /// `position` are not the next valid batch.
+    pub invalid: Option<String>,
+    /// Length of the file scanned (set by `Segment::open`).
+    pub file_len: u64,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    /// Bytes of valid data.
+    pub size: u64,
+    /// Length of the file (≥ size when preallocated).
+    allocated: u64,
+    pub max_timestamp: i64,
+    /// When this segment became active, for rolling by age.
+    pub opened_at: Timestamp,
+    /// Has writes that no sync has covered yet.
+    pub dirty: bool,
+    pub log: Arc<dyn DiskFile>,
+    index_file: Arc<dyn DiskFile>,
+    time_file: Arc<dyn DiskFile>,
+    index: Vec<OffsetEntry>,
+    time_index: Vec<TimeEntry>,
+    bytes_since_index: u64,
+    /// Relative offset of the batch holding `max_timestamp`.
+    max_timestamp_relative: u32,
+    dir: PathBuf,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+        ["log", "index", "timeindex"].map(|ext| dir.join(file_name(base, ext)))
+    }
+
+    /// Creates an empty segment. The caller syncs the directory.
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: u64, now: Timestamp) -> Result<Self, DiskError> {
+        let [log, idx, time] = Self::paths(dir, base_offset);
+        let log = disk.open(&log, true)?;
+        // A leftover file with this name (from a truncated suffix) must not leak old bytes.
+        log.set_len(0)?;
+        let index_file = disk.open(&idx, true)?;
+        index_file.set_len(0)?;
+        let time_file = disk.open(&time, true)?;
+        time_file.set_len(0)?;
+        Ok(Self::empty(base_offset, now, log, index_file, time_file, dir))
+    }
+
+    fn empty(
+        base_offset: u64,
+        now: Timestamp,
+        log: Arc<dyn DiskFile>,
+        index_file: Arc<dyn DiskFile>,
+        time_file: Arc<dyn DiskFile>,
+        dir: &Path,
+    ) -> Self {
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            allocated: 0,
+            max_timestamp: i64::MIN,
+            opened_at: now,
+            dirty: false,
+            log,
+            index_file,
+            time_file,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            max_timestamp_relative: 0,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Opens an existing segment and finds where its valid data ends.
+    ///
+    /// A sealed segment is scanned from its last index entry that still
+    /// points at a valid batch, and its indexes are extended if they fall
+    /// short of the data. The active segment is scanned from its start;
+    /// everything after the first torn or CRC-failing batch is cut off
+    /// (durably), and its indexes are rewritten to match.
+    pub fn open(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: u64,
+        active: bool,
+        config: &super::LogConfig,
+        now: Timestamp,
+    ) -> Result<(Self, Option<ScanEnd>), LogError> {
+        let [log_path, idx_path, time_path] = Self::paths(dir, base_offset);
+        let log = disk.open(&log_path, false)?;
+        let index_file = disk.open(&idx_path, true)?;
+        let time_file = disk.open(&time_path, true)?;
+        let file_len = log.len()?;
+        let mut seg = Self::empty(base_offset, now, log, index_file, time_file, dir);
+        seg.allocated = file_len;
+        seg.size = file_len;
+
+        // The active segment's indexes were never synced, and a lost time
+        // entry cannot be detected, so they are rebuilt by a full scan
+        // (bounded by `segment_bytes_max`). Sealed segments' indexes were
+        // synced when sealed and are only checked.
+        let mut entries = if active { Vec::new() } else { OffsetEntry::decode_all(&read_all(&*seg.index_file)?) };
+        entries.truncate(index::valid_offset_prefix(&entries, file_len));
+        // Back off to the last entry that points at a real batch.
+        let mut start: Option<(usize, u64, u64)> = None; // (entries kept, position, offset)
+        while let Some(last) = entries.last().copied() {
+            let want = base_offset + u64::from(last.relative_offset);
+            if seg.batch_at(u64::from(last.position), want, config.batch_bytes_max).is_ok() {
+                start = Some((entries.len(), u64::from(last.position), want));
+                break;
+            }
+            entries.pop();
+        }
+        let (position, offset) = start.map(|(_, p, o)| (p, o)).unwrap_or((0, base_offset));
+        seg.index = entries;
+        let mut times = if active { Vec::new() } else { TimeEntry::decode_all(&read_all(&*seg.time_file)?) };
+        times.truncate(index::valid_time_prefix(&times, offset - base_offset + 1));
+        times.retain(|t| u64::from(t.relative_offset) <= offset - base_offset);
+        if let Some(t) = times.last() {
+            seg.max_timestamp = t.timestamp;
+            seg.max_timestamp_relative = t.relative_offset;
+        }
+        seg.time_index = times;
+        let index_len_before = seg.index.len();
+        let time_len_before = seg.time_index.len();
+
+        // Rebuild everything after the start point from the data itself.
+        seg.size = position;
+        seg.next_offset = offset;
+        seg.bytes_since_index = 0;
+        let mut end = seg.scan(position, offset, file_len, config.batch_bytes_max, |seg, header, pos| {
+            seg.note_batch(header, pos, config.index_interval_bytes);
+        })?;
+        end.file_len = file_len;
+        seg.size = end.position;
+        seg.next_offset = end.next_offset;
+        let rebuilt = seg.index.len() != index_len_before || seg.time_index.len() != time_len_before;
+        if rebuilt
+            || end.invalid.is_some()
+            || seg.index_file.len()? != (seg.index.len() * OFFSET_ENTRY_LEN) as u64
+            || seg.time_file.len()? != (seg.time_index.len() * TIME_ENTRY_LEN) as u64
+        {
+            seg.persist_indexes(index_len_before, time_len_before)?;
+        }
+        if active {
+            // Cut stale bytes after the valid end so they can never be
+            // mistaken for data, and make what was recovered durable.
+            if file_len != seg.size {
+                seg.log.set_len(seg.size)?;
+                seg.allocated = seg.size;
+            }
+            seg.log.sync_data()?;
+            return Ok((seg, end.invalid.is_some().then_some(end)));
+        }
+        let report = if end.invalid.is_some() || end.position != file_len { Some(end) } else { None };
+        Ok((seg, report))
+    }
+
+    /// Reads and checks the batch at `pos`, expecting `base_offset`.
+    fn batch_at(&self, pos: u64, base_offset: u64, batch_bytes_max: usize) -> Result<RecordBatch, String> {
+        let mut head = [0u8; batch::LENGTH_PREFIX_LEN];
+        let n = self.log.read_at(&mut head, pos).map_err(|e| e.to_string())?;
+        let total = batch::peek_total_len(&head[..n], batch_bytes_max).map_err(|e| e.to_string())?.ok_or("end of file")?;
+        let mut buf = BytesMut::zeroed(total);
+        let n = self.log.read_at(&mut buf, pos).map_err(|e| e.to_string())?;
+        if n < total {
+            return Err(format!("batch truncated at {n} of {total} bytes"));
+        }
+        let (batch, _) = RecordBatch::decode(&buf.freeze(), batch_bytes_max).map_err(|e| e.to_string())?;
+        if batch.base_offset() != base_offset {
+            return Err(format!("expected base offset {base_offset}, found {}", batch.base_offset()));
+        }
+        Ok(batch)
+    }
+
+    /// Walks whole, CRC-valid, offset-contiguous batches from `pos` up to
+    /// `limit`, calling `visit` for each; stops at the first that is not. A
+    /// run of zero bytes (preallocated space) is a clean end, not an error.
+    fn scan(
+        &mut self,
+        mut pos: u64,
+        mut expected: u64,
+        limit: u64,
+        batch_bytes_max: usize,
+        mut visit: impl FnMut(&mut Self, &BatchHeader, u64),
+    ) -> Result<ScanEnd, DiskError> {
+        let end = |position, next_offset, invalid: Option<String>| Ok(ScanEnd { position, next_offset, invalid, file_len: 0 });
+        let mut buf = Bytes::new();
+        let mut buf_pos = pos;
+        while pos < limit {
+            let mut off = (pos - buf_pos) as usize;
+            if buf.len() < off + batch::LENGTH_PREFIX_LEN && buf_pos + (buf.len() as u64) < limit {
+                buf = self.read_chunk(pos, (limit - pos).min(SCAN_CHUNK_BYTES as u64) as usize)?;
+                buf_pos = pos;
+                off = 0;
+            }
+            let rest = &buf[off.min(buf.len())..];
+            if rest.len() < batch::LENGTH_PREFIX_LEN {
+                let torn = rest.iter().any(|&b| b != 0);
+                return end(pos, expected, torn.then(|| "partial batch header at the end of the file".to_owned()));
+            }
+            if rest[..batch::LENGTH_PREFIX_LEN].iter().all(|&b| b == 0) {
+                return end(pos, expected, None);
+            }
+            let total = match batch::peek_total_len(rest, batch_bytes_max) {
+                Ok(Some(total)) => total,
+                Ok(None) => return end(pos, expected, Some("partial batch header".to_owned())),
+                Err(e) => return end(pos, expected, Some(e.to_string())),
+            };
+            if pos + total as u64 > limit {
+                return end(pos, expected, Some(format!("batch of {total} bytes runs past the end of the data")));
+            }
+            if off + total > buf.len() {
+                let want = (total as u64).max((limit - pos).min(SCAN_CHUNK_BYTES as u64)) as usize;
+                buf = self.read_chunk(pos, want)?;
+                buf_pos = pos;
+                off = 0;
+                if buf.len() < total {
+                    return end(pos, expected, Some("short read".to_owned()));
+                }
+            }
+            match self.check(&buf.slice(off..off + total), expected, batch_bytes_max) {
+                Ok(header) => {
+                    visit(self, &header, pos);
+                    expected = header.next_offset();
+                    pos += total as u64;
+                }
+                Err(reason) => return end(pos, expected, Some(reason)),
+            }
+        }
+        end(pos, expected, None)
+    }
+
+    fn read_chunk(&self, pos: u64, len: usize) -> Result<Bytes, DiskError> {
+        let mut buf = BytesMut::zeroed(len);
+        let n = self.log.read_at(&mut buf, pos)?;
+        buf.truncate(n);
+        Ok(buf.freeze())
+    }
+
+    fn check(&self, bytes: &Bytes, expected: u64, batch_bytes_max: usize) -> Result<BatchHeader, String> {
+        let (batch, _) = RecordBatch::decode(bytes, batch_bytes_max).map_err(|e: BatchError| e.to_string())?;
+        let h = *batch.header();
+        if h.base_offset != expected {
+            return Err(format!("expected base offset {expected}, found {}", h.base_offset));
+        }
+        if h.last_offset_delta != h.record_count.saturating_sub(1) {
+            return Err("last_offset_delta disagrees with record_count".to_owned());
+        }
+        Ok(h)
+    }
+
+    /// Records a batch just placed at `pos` in the in-memory indexes and the
+    /// segment's counters; returns the index entries to persist.
+    fn note_batch(&mut self, h: &BatchHeader, pos: u64, interval: u64) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        let relative = (h.base_offset - self.base_offset) as u32;
+        let len = h.total_len() as u64;
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.max_timestamp_relative = relative;
+        }
+        let mut added = (None, None);
+        if self.bytes_since_index >= interval && pos > 0 {
+            let entry = OffsetEntry { relative_offset: relative, position: pos as u32 };
+            self.index.push(entry);
+            added.0 = Some(entry);
+            if self.time_index.last().is_none_or(|t| t.timestamp < self.max_timestamp) && self.max_timestamp > i64::MIN {
+                let t = TimeEntry { timestamp: self.max_timestamp, relative_offset: self.max_timestamp_relative };
+                if self.time_index.last().is_none_or(|l| l.relative_offset < t.relative_offset) {
+                    self.time_index.push(t);
+                    added.1 = Some(t);
+                }
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += len;
+        self.next_offset = h.next_offset();
+        self.size = pos + len;
+        added
+    }
+
+    /// Writes a stamped batch at the end. Volatile until the file is synced.
+    pub fn append(&mut self, data: &[u8], h: &BatchHeader, config: &super::LogConfig) -> Result<(), DiskError> {
+        let pos = self.size;
+        let end = pos + data.len() as u64;
+        if config.preallocate_bytes > 0 && end > self.allocated {
+            let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
+            self.log.preallocate(target)?;
+            self.allocated = target;
+        }
+        self.log.write_at(data, pos)?;
+        self.dirty = true;
+        let (entry, time) = self.note_batch(h, pos, config.index_interval_bytes);
+        if let Some(entry) = entry {
+            self.index_file.write_at(&entry.encode(), ((self.index.len() - 1) * OFFSET_ENTRY_LEN) as u64)?;
+        }
+        if let Some(t) = time {
+            self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Writes index entries from `offset_from` and `time_from` on, cuts the
+    /// files to the entries held, and syncs them. Entries before those
+    /// points are already in the files and are never rewritten, so a crash
+    /// part-way leaves every entry recovery trusted at open.
+    fn persist_indexes(&mut self, offset_from: usize, time_from: usize) -> Result<(), DiskError> {
+        let raw: Vec<u8> = self.index[offset_from..].iter().flat_map(|e| e.encode()).collect();
+        self.index_file.write_at(&raw, (offset_from * OFFSET_ENTRY_LEN) as u64)?;
+        self.index_file.set_len((self.index.len() * OFFSET_ENTRY_LEN) as u64)?;
+        self.index_file.sync_data()?;
+        let raw: Vec<u8> = self.time_index[time_from..].iter().flat_map(|e| e.encode()).collect();
+        self.time_file.write_at(&raw, (time_from * TIME_ENTRY_LEN) as u64)?;
+        self.time_file.set_len((self.time_index.len() * TIME_ENTRY_LEN) as u64)?;
+        self.time_file.sync_data()?;
+        Ok(())
+    }
+
+    /// Seals the segment: trims preallocated space, makes data and indexes
+    /// durable. After this the file length is the data length.
+    pub fn seal(&mut self) -> Result<(), DiskError> {
+        // A last time entry at the segment's maximum makes the time index
+        // alone tell the segment's newest timestamp after a restart.
+        let t = TimeEntry { timestamp: self.max_timestamp, relative_offset: self.max_timestamp_relative };
+        if self.max_timestamp > i64::MIN
+            && self.time_index.last().is_none_or(|l| l.timestamp < t.timestamp && l.relative_offset < t.relative_offset)
+        {
+            self.time_index.push(t);
+            self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
+        }
+        if self.allocated != self.size {
+            self.log.set_len(self.size)?;
+            self.allocated = self.size;
+        }
+        self.log.sync_data()?;
+        self.dirty = false;
+        self.index_file.sync_data()?;
+        self.time_file.sync_data()?;
+        Ok(())
+    }
+
+    /// Position of the batch whose base offset is `offset`, if there is one.
+    pub fn position_of(&self, offset: u64, batch_bytes_max: usize) -> Result<Option<u64>, DiskError> {
+        if offset == self.next_offset {
+            return Ok(Some(self.size));
+        }
+        let mut pos = u64::from(index::floor_position(&self.index, (offset - self.base_offset) as u32));
+        while pos < self.size {
+            let h = self.header_at(pos)?;
+            let Some(h) = h else { return Ok(None) };
+            if h.base_offset == offset {
+                return Ok(Some(pos));
+            }
+            if h.base_offset > offset || h.total_len() > batch_bytes_max {
+                return Ok(None);
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, DiskError> {
+        let mut head = [0u8; HEADER_LEN];
+        let n = self.log.read_at(&mut head, pos)?;
+        Ok(BatchHeader::parse(&head[..n]).ok())
+    }
+
+    /// Cuts the segment so that `offset` (a batch boundary at `pos`) is its
+    /// end, durably, and drops index entries past it.
+    pub fn truncate_to(&mut self, offset: u64, pos: u64) -> Result<(), DiskError> {
+        self.log.set_len(pos)?;
+        self.log.sync_data()?;
+        self.allocated = pos;
+        self.size = pos;
+        self.next_offset = offset;
+        let rel = offset - self.base_offset;
+        self.index.retain(|e| u64::from(e.relative_offset) < rel);
+        self.time_index.retain(|e| u64::from(e.relative_offset) < rel);
+        self.max_timestamp = self.time_index.last().map_or(i64::MIN, |t| t.timestamp);
+        self.max_timestamp_relative = self.time_index.last().map_or(0, |t| t.relative_offset);
+        self.bytes_since_index = 0;
+        self.dirty = false;
+        let (offsets, times) = (self.index.len(), self.time_index.len());
+        self.persist_indexes(offsets, times)?;
+        // The truncated batches may have held a larger max timestamp than any
+        // index entry remembers: recompute it from the batches that remain.
+        let start = self.index.last().map_or(0, |e| u64::from(e.position));
+        let mut p = start;
+        while p < self.size {
+            let Some(h) = self.header_at(p)? else { break };
+            if h.max_timestamp > self.max_timestamp {
+                self.max_timestamp = h.max_timestamp;
+                self.max_timestamp_relative = (h.base_offset - self.base_offset) as u32;
+            }
+            p += h.total_len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (but always the first batch whole), stopping before any
+    /// batch that reaches past `upper`. Returns `None` if this segment has
+    /// nothing at or after `offset` below `upper`.
+    pub fn read(&self, offset: u64, max_bytes: usize, upper: u64, batch_bytes_max: usize) -> Result<Option<(Bytes, u64)>, LogError> {
+        if offset >= self.next_offset || offset >= upper {
+            return Ok(None);
+        }
+        let mut pos = u64::from(index::floor_position(&self.index, (offset.max(self.base_offset) - self.base_offset) as u32));
+        let first = loop {
+            if pos >= self.size {
+                return Ok(None);
+            }
+            let Some(h) = self.header_at(pos)? else {
+                return Err(self.corrupt(pos, offset, "unreadable batch header".to_owned()));
+            };
+            if h.total_len() > batch_bytes_max || h.batch_length < (HEADER_LEN - batch::LENGTH_PREFIX_LEN) as u32 {
+                return Err(self.corrupt(pos, h.base_offset, format!("batch length {} is invalid", h.batch_length)));
+            }
+            if h.next_offset() > offset {
+                break h;
+            }
+            pos += h.total_len() as u64;
+        };
+        if first.next_offset() > upper {
+            return Ok(None);
+        }
+        let avail = self.size - pos;
+        let want = (max_bytes as u64).max(first.total_len() as u64).min(avail) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let n = self.log.read_at(&mut buf, pos)?;
+        buf.truncate(n);
+        let buf = buf.freeze();
+        let mut at = 0usize;
+        let mut expected = first.base_offset;
+        while at < buf.len() {
+            let Ok(Some(total)) = batch::peek_total_len(&buf[at..], batch_bytes_max) else { break };
+            if at + total > buf.len() {
+                break;
+            }
+            let header = match self.check(&buf.slice(at..at + total), expected, batch_bytes_max) {
+                Ok(h) => h,
+                Err(reason) if at == 0 => return Err(self.corrupt(pos, expected, reason)),
+                // Serve the good prefix; the next read reports the bad batch.
+                Err(_) => break,
+            };
+            if header.next_offset() > upper {
+                break;
+            }
+            expected = header.next_offset();
+            at += total;
+        }
+        if at == 0 {
+            return Err(self.corrupt(pos, expected, "first batch could not be read whole".to_owned()));
+        }
+        Ok(Some((buf.slice(..at), expected)))
+    }
+
+    fn corrupt(&self, position: u64, offset: u64, reason: String) -> LogError {
+        LogError::Corruption { segment: self.dir.join(file_name(self.base_offset, "log")), position, offset, reason }
+    }
+
+    /// First offset in this segment whose record timestamp is ≥ `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64, batch_bytes_max: usize) -> Result<Option<u64>, LogError> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let start = self.base_offset + u64::from(index::time_floor(&self.time_index, timestamp));
+        let mut offset = start;
+        while offset < self.next_offset {
+            let Some((bytes, next)) = self.read(offset, 1 << 20, u64::MAX, batch_bytes_max)? else { break };
+            for batch in batch::decode_all(bytes, batch_bytes_max) {
+                let batch = batch.map_err(|e| self.corrupt(0, offset, e.to_string()))?;
+                if batch.header().max_timestamp < timestamp {
+                    continue;
+                }
+                let first_ts = batch.header().first_timestamp;
+                for record in batch.records() {
+                    let record = record.map_err(|e| self.corrupt(0, batch.base_offset(), e.to_string()))?;
+                    let at = batch.base_offset() + u64::from(record.offset_delta);
+                    if at >= offset && record.timestamp(first_ts) >= timestamp {
+                        return Ok(Some(at));
+                    }
+                }
+            }
+            offset = next;
+        }
+        Ok(None)
+    }
+
+    pub fn remove_files(&self, disk: &dyn Disk) -> Result<(), DiskError> {
+        for path in Self::paths(&self.dir, self.base_offset) {
+            match disk.remove_file(&path) {
+                Ok(()) | Err(DiskError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sparse offset index entries held (for tests of index maintenance).
+    #[cfg(test)]
+    pub fn index_len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+fn read_all(file: &dyn DiskFile) -> Result<Vec<u8>, DiskError> {
+    let len = file.len()? as usize;
+    let mut buf = vec![0; len];
+    let n = file.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
+}

@@ -1,0 +1,476 @@
+//! Unit tests of the partition log and the crash model test against a plain
+//! in-memory model.
+
+use super::*;
+use crate::batch::{BatchBuilder, ProducerStamp, RecordBatch, decode_all};
+use crate::disk::sim::SimDisk;
+use proptest::prelude::*;
+
+const DIR: &str = "/data/topic-0";
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 2048,
+        segment_age_max_ms: 0,
+        index_interval_bytes: 128,
+        retention_bytes: None,
+        retention_ms: None,
+        batch_bytes_max: 64 << 10,
+        preallocate_bytes: 512,
+    }
+}
+
+fn batch(ts: i64, values: &[&[u8]]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ProducerStamp::NONE);
+    for v in values {
+        b.push(ts, None, Some(v), &[]);
+    }
+    b.finish().to_vec()
+}
+
+fn open(disk: &SimDisk, config: LogConfig) -> (PartitionLog, RecoveryReport) {
+    PartitionLog::open(Arc::new(disk.clone()), Path::new(DIR), config, Timestamp(0)).unwrap()
+}
+
+/// Every record value at and after `from`, in order, reading up to the log end.
+fn values_from(log: &PartitionLog, mut from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let end = log.log_end_offset();
+    while from < end {
+        let r = log.read(from, 300, end).unwrap();
+        assert!(!r.bytes.is_empty(), "read at {from} returned nothing below the end {end}");
+        for b in decode_all(r.bytes, usize::MAX) {
+            let b = b.unwrap();
+            for (i, rec) in b.records().enumerate() {
+                let off = b.base_offset() + i as u64;
+                if off >= from {
+                    out.push((off, rec.unwrap().value.unwrap().to_vec()));
+                }
+            }
+        }
+        assert!(r.next_offset > from);
+        from = r.next_offset;
+    }
+    out
+}
+
+#[test]
+fn offsets_are_dense_and_reads_find_every_record_through_the_index() {
+    let disk = SimDisk::new(1);
+    let (mut log, _) = open(&disk, small_config());
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let n = 1 + (i % 3) as usize;
+        let vals: Vec<Vec<u8>> = (0..n).map(|j| format!("v{i}-{j}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
+        let info = log.append(&mut batch(i as i64, &refs), Timestamp(0)).unwrap();
+        assert_eq!(info.base_offset, expected.len() as u64);
+        for v in vals {
+            expected.push(v);
+        }
+        assert_eq!(info.next_offset, expected.len() as u64);
+    }
+    assert!(log.segment_count() > 3, "small segments must have rolled");
+    assert!(log.segments.values().all(|s| s.index_len() > 0 || s.size < 256), "sparse index maintained");
+    for start in [0u64, 1, 7, 100, 250, expected.len() as u64 - 1] {
+        let got = values_from(&log, start);
+        let want: Vec<(u64, Vec<u8>)> = expected.iter().cloned().enumerate().skip(start as usize).map(|(i, v)| (i as u64, v)).collect();
+        assert_eq!(got, want, "reading from {start}");
+    }
+    let end = log.log_end_offset();
+    assert!(matches!(log.read(end + 1, 100, end), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(log.read(end, 100, end).unwrap().bytes.is_empty());
+}
+
+#[test]
+fn read_respects_the_upper_bound_and_max_bytes_but_returns_one_whole_batch() {
+    let disk = SimDisk::new(2);
+    let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
+    let big = vec![7u8; 1000];
+    for _ in 0..5 {
+        log.append(&mut batch(1, &[&big]), Timestamp(0)).unwrap();
+    }
+    let r = log.read(0, 10, 5).unwrap();
+    assert_eq!(r.next_offset, 1, "one whole batch even though it exceeds max_bytes");
+    let r = log.read(0, 1 << 20, 3).unwrap();
+    assert_eq!(r.next_offset, 3, "nothing at or past the upper bound");
+    assert!(log.read(3, 1 << 20, 3).unwrap().bytes.is_empty());
+}
+
+#[test]
+fn segment_rolls_exactly_at_the_size_boundary() {
+    let disk = SimDisk::new(3);
+    let one = batch(0, &[b"x"]);
+    let len = one.len() as u64;
+    let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: len * 4, ..small_config() });
+    for _ in 0..4 {
+        log.append(&mut one.clone(), Timestamp(0)).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1, "four batches fill the segment exactly");
+    log.append(&mut one.clone(), Timestamp(0)).unwrap();
+    assert_eq!(log.segment_bases(), vec![0, 4]);
+    let names = disk.list_dir(Path::new(DIR)).unwrap();
+    assert!(names.contains(&"00000000000000000004.log".to_owned()), "{names:?}");
+    // The sealed segment was trimmed to its data and synced.
+    let sealed = disk.open(&Path::new(DIR).join("00000000000000000000.log"), false).unwrap();
+    assert_eq!(sealed.len().unwrap(), len * 4);
+    assert_eq!(log.flushed_offset(), 4, "sealing makes the old segment durable");
+}
+
+#[test]
+fn segment_rolls_by_age() {
+    let disk = SimDisk::new(4);
+    let (mut log, _) = open(&disk, LogConfig { segment_age_max_ms: 1000, segment_bytes_max: 1 << 20, ..small_config() });
+    log.append(&mut batch(0, &[b"a"]), Timestamp(0)).unwrap();
+    log.append(&mut batch(0, &[b"b"]), Timestamp(999)).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&mut batch(0, &[b"c"]), Timestamp(1000)).unwrap();
+    assert_eq!(log.segment_bases(), vec![0, 2]);
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
+    let disk = SimDisk::new(5);
+    let (mut log, _) = open(&disk, small_config());
+    // Timestamps 0, 10, 20, ... with one out-of-order record.
+    for i in 0..100i64 {
+        let ts = if i == 50 { 5 } else { i * 10 };
+        log.append(&mut batch(ts, &[b"0123456789"]), Timestamp(0)).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp(250).unwrap(), Some(25));
+    assert_eq!(log.offset_for_timestamp(495).unwrap(), Some(51), "offset 50 holds the late record");
+    assert_eq!(log.offset_for_timestamp(990).unwrap(), Some(99));
+    assert_eq!(log.offset_for_timestamp(991).unwrap(), None);
+}
+
+#[test]
+fn torn_tail_is_cut_on_recovery_and_appends_continue() {
+    let mut cut_seen = false;
+    for seed in 0..40 {
+        let disk = SimDisk::new(seed);
+        let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
+        for i in 0..10 {
+            log.append(&mut batch(i, &[b"durable"]), Timestamp(0)).unwrap();
+        }
+        log.flush().unwrap();
+        for i in 0..10 {
+            log.append(&mut batch(i, &[b"volatile-record"]), Timestamp(0)).unwrap();
+        }
+        drop(log);
+        disk.crash();
+        let (mut log, report) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
+        cut_seen |= report.truncated_reason.is_some();
+        let end = log.log_end_offset();
+        assert!((10..=20).contains(&end), "end {end}");
+        let vals = values_from(&log, 0);
+        assert_eq!(vals.len() as u64, end);
+        assert!(vals[..10].iter().all(|(_, v)| v == b"durable"));
+        assert!(vals[10..].iter().all(|(_, v)| v == b"volatile-record"));
+        let info = log.append(&mut batch(0, &[b"after"]), Timestamp(0)).unwrap();
+        assert_eq!(info.base_offset, end);
+    }
+    assert!(cut_seen, "some seed must tear a write");
+}
+
+#[test]
+fn corrupt_batch_in_the_middle_is_reported_not_served() {
+    let disk = SimDisk::new(6);
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
+    let (mut log, _) = open(&disk, config.clone());
+    let one = batch(0, &[b"payload-payload-payload"]);
+    let len = one.len() as u64;
+    for _ in 0..20 {
+        log.append(&mut one.clone(), Timestamp(0)).unwrap();
+    }
+    log.flush().unwrap();
+    // Flip a bit inside batch 5's CRC-covered bytes.
+    let path = Path::new(DIR).join("00000000000000000000.log");
+    disk.flip_bit(&path, Some(5 * len + 50..5 * len + 60)).unwrap();
+    let err = log.read(5, 1 << 20, 20).unwrap_err();
+    assert!(matches!(err, LogError::Corruption { offset: 5, .. }), "{err}");
+    // A read from before the fault serves the good prefix only.
+    let r = log.read(0, 1 << 20, 20).unwrap();
+    assert_eq!(r.next_offset, 5);
+    assert!(log.read(6, 1 << 20, 20).is_ok(), "batches after the fault are still served");
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_and_their_files() {
+    let disk = SimDisk::new(7);
+    let config = LogConfig { retention_bytes: Some(4096), ..small_config() };
+    let (mut log, _) = open(&disk, config);
+    for i in 0..100 {
+        log.append(&mut batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
+    }
+    let before = log.segment_count();
+    let report = log.apply_retention(Timestamp(0)).unwrap();
+    assert!(report.segments_deleted > 0);
+    assert_eq!(log.segment_count(), before - report.segments_deleted);
+    assert!(log.size_bytes() >= 4096, "never below the limit");
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    let names = disk.list_dir(Path::new(DIR)).unwrap();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".log")).count(), log.segment_count());
+    assert!(!names.contains(&"00000000000000000000.log".to_owned()));
+    assert!(!names.contains(&"00000000000000000000.index".to_owned()));
+    assert!(matches!(log.read(0, 100, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(values_from(&log, start).first().map(|(o, _)| *o), Some(start));
+
+    // By time: everything sealed is older than a day at `now`.
+    let config = LogConfig { retention_ms: Some(86_400_000), ..small_config() };
+    let (mut log, _) = PartitionLog::open(Arc::new(disk.clone()), Path::new("/data/t2"), config, Timestamp(0)).unwrap();
+    for i in 0..50 {
+        log.append(&mut batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
+    }
+    assert_eq!(log.apply_retention(Timestamp(1000)).unwrap().segments_deleted, 0);
+    let r = log.apply_retention(Timestamp(86_400_000 + 100)).unwrap();
+    assert_eq!(r.segments_deleted, log.segment_count() + r.segments_deleted - 1, "all but the active segment");
+}
+
+#[test]
+fn truncate_suffix_is_durable_and_offsets_are_reused() {
+    let disk = SimDisk::new(8);
+    let (mut log, _) = open(&disk, small_config());
+    for i in 0..60 {
+        log.append(&mut batch(i, &[format!("a{i}").as_bytes()]), Timestamp(0)).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(matches!(log.truncate_suffix(61), Err(LogError::OffsetOutOfRange { .. })));
+    log.truncate_suffix(20).unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(log.flushed_offset(), 20);
+    log.append(&mut batch(0, &[b"b20"]), Timestamp(0)).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    disk.crash();
+    let (log, _) = open(&disk, small_config());
+    let vals = values_from(&log, 0);
+    assert_eq!(vals.len(), 21);
+    assert_eq!(vals[20].1, b"b20");
+    assert_eq!(vals[19].1, b"a19");
+}
+
+#[test]
+fn damaged_index_is_rebuilt() {
+    let disk = SimDisk::new(9);
+    let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
+    for i in 0..50 {
+        log.append(&mut batch(i, &[b"0123456789"]), Timestamp(0)).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log);
+    let idx = disk.open(&Path::new(DIR).join("00000000000000000000.index"), false).unwrap();
+    idx.write_at(&[0xff; 16], 8).unwrap();
+    idx.sync_data().unwrap();
+    let (log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
+    assert_eq!(log.log_end_offset(), 50);
+    assert_eq!(values_from(&log, 33).len(), 17);
+}
+
+#[test]
+fn failed_sync_poisons_the_log_until_reopened() {
+    let disk = SimDisk::new(10);
+    let (mut log, _) = open(&disk, small_config());
+    log.append(&mut batch(0, &[b"x"]), Timestamp(0)).unwrap();
+    disk.set_faults(crate::disk::sim::FaultConfig { sync_error: 1.0, ..Default::default() });
+    assert!(log.flush().is_err());
+    assert!(matches!(log.append(&mut batch(0, &[b"y"]), Timestamp(0)), Err(LogError::Failed(_))));
+    assert_eq!(log.flushed_offset(), 0);
+}
+
+#[test]
+fn control_batches_take_no_offsets() {
+    let disk = SimDisk::new(11);
+    let (mut log, _) = open(&disk, small_config());
+    log.append(&mut batch(0, &[b"a"]), Timestamp(0)).unwrap();
+    let mut control = BatchBuilder::control(0).to_vec();
+    let info = log.append_with(&mut control, RaftStamp { term: 3, node: 1, index: 2 }, Timestamp(0)).unwrap();
+    assert_eq!((info.base_offset, info.next_offset), (1, 1));
+    log.append(&mut batch(0, &[b"b"]), Timestamp(0)).unwrap();
+    assert_eq!(values_from(&log, 1), vec![(1, b"b".to_vec())]);
+    let r = log.read(0, 1 << 20, 2).unwrap();
+    let batches: Vec<RecordBatch> = decode_all(r.bytes, usize::MAX).map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[1].header().raft_index, 2);
+    assert_eq!(batches[1].header().leader_epoch, 3);
+}
+
+// ---- crash model test ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { records: u8, size: u16, ts_jitter: i8 },
+    Flush,
+    Read { at: u16 },
+    Roll,
+    Retention,
+    Truncate { at: u16 },
+    TimeLookup { ts: u16 },
+    CrashReopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1u8..6, 0u16..300, any::<i8>()).prop_map(|(records, size, ts_jitter)| Op::Append { records, size, ts_jitter }),
+        3 => Just(Op::Flush),
+        3 => any::<u16>().prop_map(|at| Op::Read { at }),
+        1 => Just(Op::Roll),
+        1 => Just(Op::Retention),
+        1 => any::<u16>().prop_map(|at| Op::Truncate { at }),
+        1 => any::<u16>().prop_map(|ts| Op::TimeLookup { ts }),
+        2 => Just(Op::CrashReopen),
+    ]
+}
+
+/// A batch as the model remembers it: its offsets, record values and
+/// timestamps, and its exact stored bytes.
+#[derive(Debug, Clone)]
+struct ModelBatch {
+    base: u64,
+    values: Vec<(i64, Vec<u8>)>,
+    bytes: Vec<u8>,
+}
+
+impl ModelBatch {
+    fn next(&self) -> u64 {
+        self.base + self.values.len() as u64
+    }
+}
+
+fn model_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 3000,
+        segment_age_max_ms: 0,
+        index_interval_bytes: 200,
+        retention_bytes: Some(6000),
+        retention_ms: None,
+        batch_bytes_max: 64 << 10,
+        preallocate_bytes: 1024,
+    }
+}
+
+fn check_matches(log: &PartitionLog, model: &[ModelBatch]) -> Result<(), TestCaseError> {
+    let start = log.log_start_offset();
+    let mut offset = start;
+    let end = log.log_end_offset();
+    prop_assert_eq!(end, model.last().map_or(start, |b| b.next()));
+    let mut expected = model.iter().filter(|b| b.next() > start || b.values.is_empty() && b.base >= start);
+    while offset < end {
+        let r = log.read(offset, 1 << 20, end).unwrap();
+        for batch in decode_all(r.bytes, usize::MAX) {
+            let batch = batch.unwrap();
+            let want = expected.next().expect("log holds a batch the model does not");
+            prop_assert_eq!(batch.as_bytes().as_ref(), want.bytes.as_slice(), "batch at {} differs", want.base);
+        }
+        offset = r.next_offset;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// After every crash and reopen, everything flushed is present and
+    /// byte-identical, whatever survived beyond it is a prefix of what was
+    /// appended, nothing else appears, and offsets stay dense.
+    #[test]
+    fn log_matches_model_across_crashes(seed: u64, ops in proptest::collection::vec(op(), 1..120)) {
+        let disk = SimDisk::new(seed);
+        let dir = Path::new(DIR);
+        let reopen = |disk: &SimDisk| PartitionLog::open(Arc::new(disk.clone()), dir, model_config(), Timestamp(0)).unwrap().0;
+        let mut log = reopen(&disk);
+        let mut model: Vec<ModelBatch> = Vec::new();
+        let mut flushed = 0u64;
+        let mut now = 1_000i64;
+        let mut counter = 0u64;
+        for op in ops {
+            match op {
+                Op::Append { records, size, ts_jitter } => {
+                    now += 10;
+                    let mut b = BatchBuilder::new(ProducerStamp::NONE);
+                    let mut values = Vec::new();
+                    for _ in 0..records {
+                        counter += 1;
+                        let mut v = counter.to_le_bytes().to_vec();
+                        v.resize(8 + size as usize, (counter % 251) as u8);
+                        let ts = now + i64::from(ts_jitter);
+                        b.push(ts, None, Some(&v), &[]);
+                        values.push((ts, v));
+                    }
+                    let mut bytes = b.finish().to_vec();
+                    let info = log.append(&mut bytes, Timestamp(now)).unwrap();
+                    prop_assert_eq!(info.base_offset, model.last().map_or(log.log_start_offset(), |b| b.next()));
+                    // Model timestamps as the batch stores them (clamped to the first).
+                    let first = values[0].0;
+                    for v in &mut values { v.0 = v.0.max(first); }
+                    model.push(ModelBatch { base: info.base_offset, values, bytes });
+                }
+                Op::Flush => {
+                    flushed = log.flush().unwrap();
+                    prop_assert_eq!(flushed, log.log_end_offset());
+                }
+                Op::Read { at } => {
+                    let start = log.log_start_offset();
+                    let end = log.log_end_offset();
+                    let offset = start + u64::from(at) % (end - start + 1);
+                    let r = log.read(offset, 1 << 20, end).unwrap();
+                    if offset < end {
+                        let first = RecordBatch::decode(&r.bytes, usize::MAX).unwrap().0;
+                        let want = model.iter().find(|b| b.next() > offset).unwrap();
+                        prop_assert_eq!(first.as_bytes().as_ref(), want.bytes.as_slice());
+                    } else {
+                        prop_assert!(r.bytes.is_empty());
+                    }
+                }
+                Op::Roll => {
+                    log.roll(Timestamp(now)).unwrap();
+                    flushed = log.flushed_offset();
+                }
+                Op::Retention => {
+                    log.apply_retention(Timestamp(now)).unwrap();
+                    let start = log.log_start_offset();
+                    prop_assert!(start <= flushed.max(log.flushed_offset()), "retention removed unflushed data");
+                    model.retain(|b| b.base >= start);
+                }
+                Op::Truncate { at } => {
+                    if model.is_empty() { continue; }
+                    let i = usize::from(at) % model.len();
+                    let offset = model[i].base;
+                    if model[..i].iter().any(|b| b.base == offset) { continue; }
+                    log.truncate_suffix(offset).unwrap();
+                    model.truncate(i);
+                    flushed = flushed.min(offset);
+                    prop_assert_eq!(log.log_end_offset(), offset);
+                }
+                Op::TimeLookup { ts } => {
+                    let ts = 1_000 + i64::from(ts % 2000);
+                    let want = model.iter().flat_map(|b| b.values.iter().enumerate().map(move |(i, v)| (b.base + i as u64, v.0))).find(|(_, t)| *t >= ts).map(|(o, _)| o);
+                    prop_assert_eq!(log.offset_for_timestamp(ts).unwrap(), want);
+                }
+                Op::CrashReopen => {
+                    drop(log);
+                    disk.crash();
+                    log = reopen(&disk);
+                    let end = log.log_end_offset();
+                    prop_assert!(end >= flushed, "flushed offset {} lost: log ends at {}", flushed, end);
+                    // What survived past the flushed point is a prefix of what was appended.
+                    let keep = model.iter().take_while(|b| b.next() <= end).count();
+                    model.truncate(keep);
+                    prop_assert_eq!(model.last().map_or(log.log_start_offset(), |b| b.next()), end, "recovered end is not a batch boundary of the appended history");
+                    flushed = end;
+                }
+            }
+            prop_assert!(log.flushed_offset() >= flushed.min(log.log_end_offset()) || log.flushed_offset() == flushed);
+        }
+        check_matches(&log, &model)?;
+        drop(log);
+        disk.crash();
+        let log = reopen(&disk);
+        prop_assert!(log.log_end_offset() >= flushed);
+        let keep = model.iter().take_while(|b| b.next() <= log.log_end_offset()).count();
+        model.truncate(keep);
+        check_matches(&log, &model)?;
+    }
+}
