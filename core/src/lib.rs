@@ -13,6 +13,7 @@ pub mod batch;
 pub mod disk;
 pub mod log;
 pub mod name;
+pub mod producer;
 mod time;
 
 pub use time::Timestamp;

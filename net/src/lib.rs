@@ -1,6 +1,18 @@
 //! weir-net: the wire protocol shared by the broker and the client.
 //!
-//! It will own the length-prefixed frame codec (magic, version, API key,
-//! correlation id, postcard body), the request and response types and the one
-//! stable enum of error codes. Decoders are total: any byte string yields a
-//! value or an error, never a panic or an allocation beyond the frame limit.
+//! A message travels in one frame ([`frame`]): a 16-byte header (length,
+//! magic, protocol version, kind, API key, API version, correlation id)
+//! followed by a postcard body and, for produce requests and fetch responses,
+//! raw record batches. [`message`] holds the request and response types,
+//! [`error`] the one stable enum of error codes. Decoders are total: any byte
+//! string yields a value or an error, never a panic, and the frame length is
+//! checked against a limit before anything is allocated. See
+//! `docs/PROTOCOL.md` for the byte layouts.
+
+pub mod error;
+pub mod frame;
+pub mod message;
+
+pub use error::{ErrorCode, WireError};
+pub use frame::{Frame, FrameError, FrameHeader, Kind};
+pub use message::{ApiKey, Request, Response};

@@ -97,6 +97,10 @@ impl Disk for RealDisk {
         std::fs::remove_dir(path).map_err(|e| map(path, e))
     }
 
+    fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError> {
+        std::fs::remove_dir_all(path).map_err(|e| map(path, e))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError> {
         std::fs::rename(from, to).map_err(|e| map(from, e))
     }

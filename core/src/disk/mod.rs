@@ -74,6 +74,9 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn remove_file(&self, path: &Path) -> Result<(), DiskError>;
     /// Removes an empty directory. Durable after `sync_dir(parent)`.
     fn remove_dir(&self, path: &Path) -> Result<(), DiskError>;
+    /// Removes a directory and everything below it. Durable after
+    /// `sync_dir(parent)`.
+    fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError>;
     /// Atomically renames `from` to `to`, replacing `to`. Durable after
     /// `sync_dir` of both parents.
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError>;

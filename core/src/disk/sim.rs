@@ -465,6 +465,21 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError> {
+        let path = normalize(path);
+        let mut s = self.lock();
+        if s.names.get(&path) != Some(&Entry::Dir) {
+            return Err(DiskError::NotFound(path));
+        }
+        // Deepest first, so every removal names an entry whose parent still exists.
+        let mut doomed: Vec<PathBuf> = s.names.keys().filter(|p| p.starts_with(&path)).cloned().collect();
+        doomed.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in doomed {
+            s.remove_name(&p);
+        }
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError> {
         let (from, to) = (normalize(from), normalize(to));
         let mut s = self.lock();

@@ -285,6 +285,11 @@ impl PartitionLog {
         self.segments.values_mut().next_back().expect("a log always has an active segment")
     }
 
+    /// True after a failed sync: the log refuses writes until reopened.
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     fn check_failed(&self) -> Result<(), LogError> {
         match &self.failed {
             Some(why) => Err(LogError::Failed(why.clone())),

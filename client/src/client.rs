@@ -1,0 +1,155 @@
+//! The entry point: `Client::connect(ClientConfig { brokers, .. })`. A client
+//! keeps one multiplexed connection per broker, a metadata cache, and retries
+//! retriable failures with backoff. Producers, consumers and admin handles
+//! are cheap views over one client.
+
+use crate::connection::Connection;
+use crate::error::{ClientError, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_net::message::{ApiVersionsRequest, MetadataRequest, TopicMetadata};
+use weir_net::{ErrorCode, Request, Response};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of one or more brokers; the first reachable one is used.
+    pub brokers: Vec<String>,
+    /// Timeout of each request (and of connecting).
+    pub timeout: Duration,
+    /// Attempts for a retriable failure before giving up.
+    pub retries: u32,
+    /// First backoff between retries; doubles up to one second.
+    pub retry_backoff: Duration,
+    /// Largest frame accepted from a broker.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            brokers: vec!["127.0.0.1:9092".to_owned()],
+            timeout: Duration::from_secs(30),
+            retries: 10,
+            retry_backoff: Duration::from_millis(50),
+            max_frame_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    metadata: Mutex<HashMap<String, TopicMetadata>>,
+}
+
+/// A handle to a Weir cluster. Clone it freely.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to the first reachable broker and checks it speaks our protocol.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        if config.brokers.is_empty() {
+            return Err(ClientError::InvalidArgument("ClientConfig.brokers is empty: give at least one host:port".to_owned()));
+        }
+        let client = Client { inner: Arc::new(Inner { config, conn: tokio::sync::Mutex::new(None), metadata: Mutex::default() }) };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// A live connection, reconnecting (and handshaking) if needed.
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let cfg = &self.inner.config;
+        let mut last = String::new();
+        for addr in &cfg.brokers {
+            match Connection::connect(addr, cfg.timeout, cfg.max_frame_bytes).await {
+                Ok(c) => {
+                    let hello = Request::ApiVersions(ApiVersionsRequest { client: format!("weir-client {}", env!("CARGO_PKG_VERSION")) });
+                    match c.request(&hello, cfg.timeout).await {
+                        Ok(Response::ApiVersions(v)) => {
+                            tracing::debug!(broker = %addr, version = %v.broker_version, "connected");
+                            let c = Arc::new(c);
+                            *slot = Some(c.clone());
+                            return Ok(c);
+                        }
+                        Ok(_) => last = format!("{addr}: unexpected handshake response"),
+                        Err(e) => last = format!("{addr}: {e}"),
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(ClientError::Connect { brokers: cfg.brokers.clone(), reason: last })
+    }
+
+    /// Sends one request once, with the configured timeout.
+    pub async fn request_once(&self, req: &Request) -> Result<Response> {
+        let conn = self.connection().await?;
+        conn.request(req, self.inner.config.timeout).await
+    }
+
+    /// Sends a request, retrying retriable failures with backoff. Only for
+    /// requests that are safe to repeat.
+    pub async fn request(&self, req: &Request) -> Result<Response> {
+        let mut backoff = self.inner.config.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            match self.request_once(req).await {
+                Err(e) if e.is_retriable() && attempt < self.inner.config.retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "retrying");
+                    if e.code() == Some(ErrorCode::NotLeader) {
+                        self.invalidate_metadata();
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Metadata of one topic, from the cache or the broker.
+    pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata> {
+        if let Some(m) = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
+            return Ok(m.clone());
+        }
+        let resp = self.request(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
+        let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
+        let t = m.topics.into_iter().find(|t| t.name == topic).ok_or_else(|| ClientError::Protocol(format!("metadata for {topic:?} missing")))?;
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    /// Forgets cached metadata (after NotLeader, topic changes).
+    pub fn invalidate_metadata(&self) {
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Unwraps the response variant a request must get.
+macro_rules! expect_response {
+    ($resp:expr, $variant:ident) => {
+        match $resp {
+            weir_net::Response::$variant(r) => Ok(r),
+            other => Err($crate::error::ClientError::Protocol(format!(
+                "expected a {} response, got {:?}",
+                stringify!($variant),
+                other.api_key()
+            ))),
+        }
+    };
+}
+pub(crate) use expect_response;

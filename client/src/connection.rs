@@ -1,0 +1,153 @@
+//! One multiplexed connection to a broker: many requests in flight, matched
+//! to their responses by correlation id. A writer task coalesces queued
+//! frames into large writes; a reader task completes waiting requests. When
+//! either side fails, every waiting request gets `Disconnected`.
+
+use crate::error::{ClientError, Result};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use weir_net::frame::{self, Frame};
+use weir_net::{Request, Response, WireError};
+
+/// Frames queued for the writer; beyond this `request` waits (backpressure).
+const WRITE_QUEUE_MAX: usize = 1024;
+/// Bytes the writer gathers into one write.
+const WRITE_COALESCE_BYTES: usize = 1 << 20;
+
+type Waiter = oneshot::Sender<Result<Frame>>;
+
+#[derive(Debug)]
+pub struct Connection {
+    addr: String,
+    tx: mpsc::Sender<BytesMut>,
+    pending: Arc<Mutex<HashMap<u32, Waiter>>>,
+    next_id: AtomicU32,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    pub async fn connect(addr: &str, timeout: Duration, max_frame_bytes: usize) -> Result<Connection> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Disconnected { broker: addr.to_owned(), reason: format!("connect timed out after {timeout:?}") })?
+            .map_err(|e| ClientError::Disconnected { broker: addr.to_owned(), reason: e.to_string() })?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<BytesMut>(WRITE_QUEUE_MAX);
+        let pending: Arc<Mutex<HashMap<u32, Waiter>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+
+        let fail_all = {
+            let pending = pending.clone();
+            let closed = closed.clone();
+            let addr = addr.to_owned();
+            move |reason: String| {
+                closed.store(true, Ordering::SeqCst);
+                let waiters: Vec<Waiter> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, w)| w).collect();
+                for w in waiters {
+                    let _ = w.send(Err(ClientError::Disconnected { broker: addr.clone(), reason: reason.clone() }));
+                }
+            }
+        };
+
+        let fail = fail_all.clone();
+        tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            while let Some(first) = rx.recv().await {
+                out.extend_from_slice(&first);
+                while out.len() < WRITE_COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(more) => out.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = wr.write_all(&out).await {
+                    fail(format!("write failed: {e}"));
+                    return;
+                }
+                out.clear();
+            }
+            let _ = wr.shutdown().await;
+        });
+
+        let reader_pending = pending.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(256 << 10);
+            loop {
+                loop {
+                    match frame::decode(&mut buf, max_frame_bytes) {
+                        Ok(Some(f)) => {
+                            let waiter = reader_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&f.header.correlation_id);
+                            match waiter {
+                                Some(w) => {
+                                    let _ = w.send(Ok(f));
+                                }
+                                // A request that timed out; its late answer is dropped.
+                                None => tracing::debug!(id = f.header.correlation_id, "response for no waiting request"),
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            fail_all(format!("bad frame from broker: {e}"));
+                            return;
+                        }
+                    }
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        fail_all("broker closed the connection".to_owned());
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        fail_all(format!("read failed: {e}"));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends a request and waits up to `timeout` for its response.
+    pub async fn request(&self, req: &Request, timeout: Duration) -> Result<Response> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected { broker: self.addr.clone(), reason: "connection closed".to_owned() });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut out = BytesMut::new();
+        req.encode(id, &mut out);
+        let (wtx, wrx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, wtx);
+        let sent = async {
+            self.tx.send(out).await.map_err(|_| ClientError::Disconnected { broker: self.addr.clone(), reason: "writer stopped".to_owned() })?;
+            wrx.await.map_err(|_| ClientError::Disconnected { broker: self.addr.clone(), reason: "connection dropped".to_owned() })?
+        };
+        let frame = match tokio::time::timeout(timeout, sent).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                Err(ClientError::Timeout(timeout))
+            }
+        }?;
+        let key = req.api_key() as u16;
+        if frame.header.api_key != key {
+            return Err(ClientError::Protocol(format!("response for API {} to a request for API {key}", frame.header.api_key)));
+        }
+        match Response::decode(&frame) {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(ClientError::Broker(e)),
+            Err(e) => Err(ClientError::Protocol(format!("cannot decode response: {}", WireError::to_string(&e)))),
+        }
+    }
+}

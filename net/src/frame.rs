@@ -1,0 +1,202 @@
+//! Frames: the unit on the wire. Check, then parse: [`decode`] learns whether
+//! a whole frame is buffered from its 4-byte length alone, refuses lengths
+//! above the limit before reserving memory, and only then splits the frame off.
+//!
+//! | at | bytes | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | `length` u32 LE: bytes after this field (≥ 12) |
+//! | 4 | 2 | `magic` = `b"WE"` |
+//! | 6 | 1 | `protocol_version` u8 = 1 |
+//! | 7 | 1 | `kind` u8: 0 request, 1 response |
+//! | 8 | 2 | `api_key` u16 LE |
+//! | 10 | 2 | `api_version` u16 LE |
+//! | 12 | 4 | `correlation_id` u32 LE |
+//! | 16 | … | body: postcard-encoded message, then raw payload if the message has one |
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+pub const MAGIC: [u8; 2] = *b"WE";
+pub const PROTOCOL_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 16;
+/// Default frame limit (bytes after the length field).
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request = 0,
+    Response = 1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: Kind,
+    pub api_key: u16,
+    pub api_version: u16,
+    pub correlation_id: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub header: FrameHeader,
+    pub body: Bytes,
+}
+
+/// Why bytes on a connection are not a frame. After any of these the stream
+/// cannot be resynchronised: answer if possible, then close.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    #[error("frame of {length} bytes exceeds the limit of {max} bytes")]
+    TooLarge { length: usize, max: usize, correlation_id: Option<u32> },
+    #[error("frame length {0} is shorter than the 12-byte header")]
+    TooShort(usize),
+    #[error("bad frame magic {0:?}: the peer does not speak the Weir protocol")]
+    BadMagic([u8; 2]),
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    BadProtocolVersion(u8),
+    #[error("bad frame kind {0}")]
+    BadKind(u8),
+}
+
+impl FrameError {
+    /// The correlation id, if the header got far enough to carry one.
+    pub fn correlation_id(&self) -> Option<u32> {
+        match self {
+            FrameError::TooLarge { correlation_id, .. } => *correlation_id,
+            _ => None,
+        }
+    }
+}
+
+impl FrameHeader {
+    /// Parses the 16 header bytes (including the length prefix).
+    fn parse(b: &[u8]) -> Result<FrameHeader, FrameError> {
+        if b[4..6] != MAGIC {
+            return Err(FrameError::BadMagic([b[4], b[5]]));
+        }
+        if b[6] != PROTOCOL_VERSION {
+            return Err(FrameError::BadProtocolVersion(b[6]));
+        }
+        let kind = match b[7] {
+            0 => Kind::Request,
+            1 => Kind::Response,
+            k => return Err(FrameError::BadKind(k)),
+        };
+        Ok(FrameHeader {
+            kind,
+            api_key: u16::from_le_bytes([b[8], b[9]]),
+            api_version: u16::from_le_bytes([b[10], b[11]]),
+            correlation_id: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+}
+
+/// Takes one whole frame off the front of `buf`, or says more bytes are
+/// needed (`Ok(None)`, having reserved room for the rest of a frame whose
+/// length is within `max`).
+pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let length = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if length > max {
+        let correlation_id = (buf.len() >= HEADER_LEN).then(|| u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]));
+        return Err(FrameError::TooLarge { length, max, correlation_id });
+    }
+    if length < HEADER_LEN - 4 {
+        return Err(FrameError::TooShort(length));
+    }
+    if buf.len() >= HEADER_LEN {
+        // Reject garbage as soon as the header is visible, not after its claimed length arrives.
+        FrameHeader::parse(&buf[..HEADER_LEN])?;
+    }
+    if buf.len() < 4 + length {
+        buf.reserve(4 + length - buf.len());
+        return Ok(None);
+    }
+    let frame = buf.split_to(4 + length).freeze();
+    let header = FrameHeader::parse(&frame[..HEADER_LEN])?;
+    Ok(Some(Frame { header, body: frame.slice(HEADER_LEN..) }))
+}
+
+/// Writes a frame whose body is `body` followed by `payload`.
+pub fn encode(out: &mut BytesMut, header: FrameHeader, body: &[u8], payload: &[u8]) {
+    let length = HEADER_LEN - 4 + body.len() + payload.len();
+    out.reserve(4 + length);
+    out.put_u32_le(length as u32);
+    out.put_slice(&MAGIC);
+    out.put_u8(PROTOCOL_VERSION);
+    out.put_u8(header.kind as u8);
+    out.put_u16_le(header.api_key);
+    out.put_u16_le(header.api_version);
+    out.put_u32_le(header.correlation_id);
+    out.put_slice(body);
+    out.put_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> FrameHeader {
+        FrameHeader { kind: Kind::Request, api_key: 6, api_version: 1, correlation_id: 77 }
+    }
+
+    #[test]
+    fn partial_frames_wait_and_whole_frames_split() {
+        let mut out = BytesMut::new();
+        encode(&mut out, header(), b"body", b"payload");
+        encode(&mut out, header(), b"", b"");
+        let all = out.clone();
+        let mut buf = BytesMut::new();
+        for (i, b) in all.iter().enumerate() {
+            buf.put_u8(*b);
+            if i + 1 < 27 {
+                assert_eq!(decode(&mut buf, 1024).unwrap(), None);
+            }
+        }
+        let f = decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(f.header, header());
+        assert_eq!(&f.body[..], b"bodypayload");
+        assert!(decode(&mut buf, 1024).unwrap().unwrap().body.is_empty());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let mut buf = BytesMut::new();
+        encode(&mut buf, header(), &[0; 100], b"");
+        let err = decode(&mut buf, 50).unwrap_err();
+        assert_eq!(err, FrameError::TooLarge { length: 112, max: 50, correlation_id: Some(77) });
+        let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+        assert!(matches!(decode(&mut buf, 1 << 20), Err(FrameError::TooLarge { correlation_id: None, .. })));
+        assert!(buf.capacity() < 1 << 20);
+    }
+
+    #[test]
+    fn garbage_is_rejected_once_the_header_is_visible() {
+        let mut buf = BytesMut::from(&b"\x10\x00\x00\x00GET / HTTP/1.1\r\n"[..]);
+        assert!(matches!(decode(&mut buf, 1 << 20), Err(FrameError::BadMagic(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut buf = BytesMut::from(&raw[..]);
+            while let Ok(Some(f)) = decode(&mut buf, 1 << 16) {
+                prop_assert!(f.body.len() <= raw.len());
+            }
+        }
+
+        #[test]
+        fn round_trip(key: u16, version: u16, id: u32, body in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let h = FrameHeader { kind: Kind::Response, api_key: key, api_version: version, correlation_id: id };
+            let mut buf = BytesMut::new();
+            encode(&mut buf, h, &body, b"");
+            let f = decode(&mut buf, 1 << 16).unwrap().unwrap();
+            prop_assert_eq!(f.header, h);
+            prop_assert_eq!(&f.body[..], &body[..]);
+        }
+    }
+}

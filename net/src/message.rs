@@ -1,0 +1,466 @@
+//! Requests and responses. Each API has a key (stable forever) and a version
+//! range; every body is postcard. Produce requests and fetch responses carry
+//! record batches as a raw payload after the postcard body, so batches are
+//! sliced out of the frame without copying or re-encoding.
+//!
+//! A response body is `postcard(Result<T, WireError>)`: `0x00` then the
+//! response, or `0x01` then the error code and message.
+
+use crate::error::{ErrorCode, WireError};
+use crate::frame::{self, Frame, FrameHeader, Kind};
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Raw bytes carried after the postcard body.
+trait Payload {
+    fn payload(&self) -> &[u8] {
+        &[]
+    }
+    /// Takes the payload; returns false if this message has none.
+    fn set_payload(&mut self, payload: Bytes) -> bool {
+        payload.is_empty()
+    }
+}
+
+macro_rules! apis {
+    ($($(#[$doc:meta])* $name:ident = $num:literal, $req:ident => $resp:ident;)*) => {
+        /// API keys. Numbers are stable forever.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum ApiKey { $($(#[$doc])* $name = $num,)* }
+
+        impl ApiKey {
+            pub fn from_u16(n: u16) -> Option<ApiKey> {
+                match n { $($num => Some(ApiKey::$name),)* _ => None }
+            }
+            pub const ALL: &'static [ApiKey] = &[$(ApiKey::$name,)*];
+        }
+
+        /// A request of any API.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Request { $($name($req),)* }
+
+        /// A successful response of any API.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Response { $($name($resp),)* }
+
+        impl Request {
+            pub fn api_key(&self) -> ApiKey {
+                match self { $(Request::$name(_) => ApiKey::$name,)* }
+            }
+
+            /// Appends the framed request to `out`.
+            pub fn encode(&self, correlation_id: u32, out: &mut BytesMut) {
+                let header = FrameHeader { kind: Kind::Request, api_key: self.api_key() as u16, api_version: VERSION_MAX, correlation_id };
+                match self { $(Request::$name(r) => encode_parts(out, header, r),)* }
+            }
+
+            /// Decodes a request frame. Errors are what to answer with.
+            pub fn decode(frame: &Frame) -> Result<Request, WireError> {
+                let h = frame.header;
+                if h.kind != Kind::Request {
+                    return Err(WireError::new(ErrorCode::InvalidRequest, "expected a request frame, got a response"));
+                }
+                let key = ApiKey::from_u16(h.api_key).ok_or_else(|| WireError::new(ErrorCode::UnknownApi, format!("unknown API key {}: this broker knows keys 0..={}", h.api_key, ApiKey::ALL.len() - 1)))?;
+                check_version(key, h.api_version)?;
+                match key { $(ApiKey::$name => decode_parts(&frame.body).map(Request::$name),)* }
+            }
+        }
+
+        impl Response {
+            pub fn api_key(&self) -> ApiKey {
+                match self { $(Response::$name(_) => ApiKey::$name,)* }
+            }
+
+            /// Appends the framed response (or error) to `out`.
+            pub fn encode(key: ApiKey, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) {
+                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: VERSION_MAX, correlation_id };
+                match result {
+                    $(Ok(Response::$name(r)) => encode_result(out, header, Ok(r)),)*
+                    Err(e) => encode_result::<ApiVersionsResponse>(out, header, Err(e)),
+                }
+            }
+
+            /// Decodes a response frame to the API named in its header.
+            pub fn decode(frame: &Frame) -> Result<Result<Response, WireError>, WireError> {
+                let h = frame.header;
+                if h.kind != Kind::Response {
+                    return Err(WireError::new(ErrorCode::InvalidRequest, "expected a response frame, got a request"));
+                }
+                let key = ApiKey::from_u16(h.api_key).ok_or_else(|| WireError::new(ErrorCode::UnknownApi, format!("response for unknown API key {}", h.api_key)))?;
+                match key { $(ApiKey::$name => decode_result(&frame.body).map(|r| r.map(Response::$name)),)* }
+            }
+        }
+    };
+}
+
+/// Every API is at version 1 today; a range per API lets them move apart.
+pub const VERSION_MIN: u16 = 1;
+pub const VERSION_MAX: u16 = 1;
+
+fn check_version(key: ApiKey, version: u16) -> Result<(), WireError> {
+    if (VERSION_MIN..=VERSION_MAX).contains(&version) {
+        Ok(())
+    } else {
+        Err(WireError::new(ErrorCode::UnsupportedVersion, format!("{key:?} version {version} is not supported: this broker speaks {VERSION_MIN}..={VERSION_MAX}")))
+    }
+}
+
+fn encode_parts<T: Serialize + Payload>(out: &mut BytesMut, header: FrameHeader, msg: &T) {
+    let body = postcard::to_stdvec(msg).expect("postcard encoding of owned data cannot fail");
+    frame::encode(out, header, &body, msg.payload());
+}
+
+fn encode_result<T: Serialize + Payload>(out: &mut BytesMut, header: FrameHeader, result: Result<&T, &WireError>) {
+    let body = postcard::to_stdvec(&result).expect("postcard encoding of owned data cannot fail");
+    let payload = match result {
+        Ok(r) => r.payload(),
+        Err(_) => &[],
+    };
+    frame::encode(out, header, &body, payload);
+}
+
+fn invalid(what: &str, e: postcard::Error) -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, format!("malformed {what} body: {e}"))
+}
+
+fn decode_parts<T: DeserializeOwned + Payload>(body: &Bytes) -> Result<T, WireError> {
+    let (mut msg, rest): (T, &[u8]) = postcard::take_from_bytes(body).map_err(|e| invalid("request", e))?;
+    let payload = body.slice(body.len() - rest.len()..);
+    if !msg.set_payload(payload) {
+        return Err(WireError::new(ErrorCode::InvalidRequest, "unexpected bytes after the request body"));
+    }
+    Ok(msg)
+}
+
+fn decode_result<T: DeserializeOwned + Payload>(body: &Bytes) -> Result<Result<T, WireError>, WireError> {
+    let (result, rest): (Result<T, WireError>, &[u8]) = postcard::take_from_bytes(body).map_err(|e| invalid("response", e))?;
+    let payload = body.slice(body.len() - rest.len()..);
+    match result {
+        Ok(mut msg) => {
+            if !msg.set_payload(payload) {
+                return Err(WireError::new(ErrorCode::InvalidRequest, "unexpected bytes after the response body"));
+            }
+            Ok(Ok(msg))
+        }
+        Err(e) if payload.is_empty() => Ok(Err(e)),
+        Err(_) => Err(WireError::new(ErrorCode::InvalidRequest, "unexpected bytes after an error response")),
+    }
+}
+
+apis! {
+    /// Handshake: which APIs and versions the broker speaks.
+    ApiVersions = 0, ApiVersionsRequest => ApiVersionsResponse;
+    /// Brokers, topics, partitions and their leaders.
+    Metadata = 1, MetadataRequest => MetadataResponse;
+    CreateTopic = 2, CreateTopicRequest => CreateTopicResponse;
+    DeleteTopic = 3, DeleteTopicRequest => DeleteTopicResponse;
+    ListTopics = 4, ListTopicsRequest => ListTopicsResponse;
+    DescribeTopic = 5, DescribeTopicRequest => DescribeTopicResponse;
+    /// Append one record batch to a partition.
+    Produce = 6, ProduceRequest => ProduceResponse;
+    /// Read batches from a partition, optionally waiting for data (long poll).
+    Fetch = 7, FetchRequest => FetchResponse;
+    /// Earliest, latest, or first offset at or after a timestamp.
+    ListOffsets = 8, ListOffsetsRequest => ListOffsetsResponse;
+    /// Obtain an idempotent producer id and epoch.
+    InitProducerId = 9, InitProducerIdRequest => InitProducerIdResponse;
+}
+
+macro_rules! no_payload {
+    ($($t:ty),*) => { $(impl Payload for $t {})* };
+}
+
+no_payload!(
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    MetadataRequest,
+    MetadataResponse,
+    CreateTopicRequest,
+    CreateTopicResponse,
+    DeleteTopicRequest,
+    DeleteTopicResponse,
+    ListTopicsRequest,
+    ListTopicsResponse,
+    DescribeTopicRequest,
+    DescribeTopicResponse,
+    ProduceResponse,
+    FetchRequest,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ApiVersionsRequest {
+    /// Free-form client name and version, for the broker's logs.
+    pub client: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ApiVersionRange {
+    pub api_key: u16,
+    pub min: u16,
+    pub max: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ApiVersionsResponse {
+    pub broker_version: String,
+    pub apis: Vec<ApiVersionRange>,
+}
+
+impl ApiVersionsResponse {
+    /// What this build speaks.
+    pub fn current(broker_version: &str) -> Self {
+        ApiVersionsResponse {
+            broker_version: broker_version.to_owned(),
+            apis: ApiKey::ALL.iter().map(|k| ApiVersionRange { api_key: *k as u16, min: VERSION_MIN, max: VERSION_MAX }).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct MetadataRequest {
+    /// Topics to describe; `None` means all.
+    pub topics: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct BrokerInfo {
+    pub node_id: u64,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct PartitionMetadata {
+    pub partition: u32,
+    /// Node id of the leader, `None` while there is none.
+    pub leader: Option<u64>,
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct TopicMetadata {
+    pub name: String,
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct MetadataResponse {
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// Per-topic settings; `None` takes the broker's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct TopicConfig {
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<i64>,
+    pub segment_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    pub replicas: u16,
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct CreateTopicResponse {
+    pub name: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DeleteTopicRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DeleteTopicResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListTopicsRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub replicas: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListTopicsResponse {
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeTopicRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub leader: Option<u64>,
+    pub replicas: Vec<u64>,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    /// Offsets below this are committed (durable) and readable.
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+    pub segments: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeTopicResponse {
+    pub name: String,
+    pub replicas: u16,
+    /// The effective settings, defaults filled in.
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// When a produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum Acks {
+    /// Fire and forget: answered once appended, before it is durable.
+    None,
+    /// Answered once durable on the leader.
+    Leader,
+    /// Answered once durable on a majority of replicas (a single node: itself).
+    #[default]
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub acks: Acks,
+    pub timeout_ms: u32,
+    /// One record batch (weir-core's format), sent as the frame's payload.
+    #[serde(skip)]
+    #[cfg_attr(test, proptest(strategy = "tests::bytes()"))]
+    pub batch: Bytes,
+}
+
+impl Payload for ProduceRequest {
+    fn payload(&self) -> &[u8] {
+        &self.batch
+    }
+    fn set_payload(&mut self, payload: Bytes) -> bool {
+        self.batch = payload;
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ProduceResponse {
+    pub base_offset: u64,
+    /// True when the batch was a retry of one already stored: `base_offset`
+    /// is where the original landed and nothing was appended.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct FetchRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub max_bytes: u32,
+    /// Wait up to this long for `min_bytes` to be available.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct FetchResponse {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// Where the next fetch should continue.
+    pub next_offset: u64,
+    /// Whole record batches, sent as the frame's payload. The first may start
+    /// before the requested offset; skip records below it.
+    #[serde(skip)]
+    #[cfg_attr(test, proptest(strategy = "tests::bytes()"))]
+    pub batches: Bytes,
+}
+
+impl Payload for FetchResponse {
+    fn payload(&self) -> &[u8] {
+        &self.batches
+    }
+    fn set_payload(&mut self, payload: Bytes) -> bool {
+        self.batches = payload;
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// First offset whose timestamp (ms) is at or after this.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListOffsetsRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub spec: OffsetSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListOffsetsResponse {
+    /// The offset; for a timestamp after every record, the latest offset.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct InitProducerIdRequest {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct InitProducerIdResponse {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

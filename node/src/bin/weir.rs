@@ -1,0 +1,60 @@
+//! `weir`: the broker binary. With no arguments it serves 127.0.0.1:9092 with
+//! data in ./weir-data. SIGINT or SIGTERM shut it down gracefully: stop
+//! accepting, finish in-flight requests, flush every partition, exit 0.
+
+use anyhow::Context;
+use clap::Parser;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+use weir_node::broker::Broker;
+use weir_node::config::{Args, Config};
+use weir_node::disk::RealDisk;
+use weir_node::server::{self, Shutdown};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::resolve(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir").build().context("cannot start the runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let broker = Broker::open(config, Arc::new(RealDisk)).with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}: is another broker running? choose another with --listen"))?;
+    let bound = listener.local_addr()?;
+    broker.set_advertised(bound);
+    // One machine-readable line on stdout, for scripts and tests that ask for port 0.
+    println!("weir listening on {bound}");
+    tracing::info!(%bound, data_dir = %data_dir.display(), "serving");
+    let (shutdown, rx) = Shutdown::new();
+    let retention = weir_node::spawn_retention(broker.clone(), rx.clone());
+    let server = tokio::spawn(server::serve(listener, broker.clone(), rx));
+    wait_for_signal().await?;
+    tracing::info!("shutting down: finishing in-flight requests");
+    shutdown.trigger();
+    let _ = server.await;
+    let _ = retention.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        biased;
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

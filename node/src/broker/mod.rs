@@ -1,0 +1,324 @@
+//! The broker's state: topics and their partitions, with the request
+//! handlers that act on them. Sessions and sockets live in `server`; this
+//! module only sees decoded requests and returns responses.
+
+pub mod partition;
+pub mod store;
+
+use crate::config::Config;
+use partition::{Partition, log_error};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use store::{StoredConfig, TopicRecord};
+use weir_core::disk::{Disk, DiskError};
+use weir_core::log::{LogConfig, PartitionLog};
+use weir_net::message::*;
+use weir_net::{ErrorCode, Request, Response, WireError};
+
+/// Producer ids are `boot << 24 | counter`: unique across restarts because
+/// the boot counter is persisted before any id of a boot is handed out.
+const PRODUCER_IDS_PER_BOOT: i64 = 1 << 24;
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub replicas: u16,
+    pub config: StoredConfig,
+    pub log_config: LogConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug)]
+struct ProducerIds {
+    boot: u64,
+    next: i64,
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    config: Config,
+    disk: Arc<dyn Disk>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and deletion (metadata writes).
+    admin: tokio::sync::Mutex<()>,
+    producer_ids: Mutex<ProducerIds>,
+    advertised: Mutex<SocketAddr>,
+}
+
+fn disk_error(e: DiskError) -> WireError {
+    tracing::error!(error = %e, "storage fault");
+    WireError::new(ErrorCode::StorageError, e.to_string())
+}
+
+impl Broker {
+    /// Opens every topic under the data directory, recovering each log.
+    pub fn open(config: Config, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Broker>> {
+        let data_dir = config.data_dir.clone();
+        let topics_dir = store::topics_dir(&data_dir);
+        store::ensure_dir(&*disk, &topics_dir)?;
+        let boot = store::next_boot(&*disk, &data_dir)?;
+        let mut topics = BTreeMap::new();
+        for name in disk.list_dir(&topics_dir)? {
+            let dir = topics_dir.join(&name);
+            let meta = dir.join(store::TOPIC_FILE);
+            if weir_core::name::validate(&name).is_err() {
+                tracing::warn!(entry = %dir.display(), "ignoring an entry that is not a topic");
+                continue;
+            }
+            if !disk.exists(&meta) {
+                // Created but never committed, or deleted half-way: finish the job.
+                tracing::warn!(topic = %name, "removing a topic directory without topic.json (interrupted create or delete)");
+                disk.remove_dir_all(&dir)?;
+                disk.sync_dir(&topics_dir)?;
+                continue;
+            }
+            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?)
+                .map_err(|e| anyhow::anyhow!("{} is not valid topic metadata: {e}", meta.display()))?;
+            let topic = open_topic(&config, &disk, record)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
+        let advertised = config.listen;
+        Ok(Arc::new(Broker {
+            config,
+            disk,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            producer_ids: Mutex::new(ProducerIds { boot, next: 0 }),
+            advertised: Mutex::new(advertised),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The address clients are told to use (the bound one, once known).
+    pub fn set_advertised(&self, addr: SocketAddr) {
+        *self.advertised.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, WireError> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist: create it first (weirctl topic create {name})")))
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, WireError> {
+        let t = self.topic(topic)?;
+        t.partitions.get(partition as usize).cloned().ok_or_else(|| {
+            WireError::new(ErrorCode::UnknownPartition, format!("topic {topic:?} has partitions 0..{}, not {partition}", t.partitions.len()))
+        })
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|t| t.partitions.iter().cloned()).collect()
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Result<Response, WireError> {
+        match request {
+            Request::ApiVersions(r) => {
+                tracing::debug!(client = %r.client, "handshake");
+                Ok(Response::ApiVersions(ApiVersionsResponse::current(env!("CARGO_PKG_VERSION"))))
+            }
+            Request::Metadata(r) => self.metadata(r).map(Response::Metadata),
+            Request::CreateTopic(r) => self.create_topic(r).await.map(Response::CreateTopic),
+            Request::DeleteTopic(r) => self.delete_topic(r).await.map(Response::DeleteTopic),
+            Request::ListTopics(_) => Ok(Response::ListTopics(self.list_topics())),
+            Request::DescribeTopic(r) => self.describe_topic(&r.name).map(Response::DescribeTopic),
+            Request::Produce(r) => self.produce(r).await.map(Response::Produce),
+            Request::Fetch(r) => self.fetch(r).await.map(Response::Fetch),
+            Request::ListOffsets(r) => self.list_offsets(r).map(Response::ListOffsets),
+            Request::InitProducerId(_) => self.init_producer_id().map(Response::InitProducerId),
+        }
+    }
+
+    fn metadata(&self, r: MetadataRequest) -> Result<MetadataResponse, WireError> {
+        let addr = *self.advertised.lock().unwrap_or_else(|p| p.into_inner());
+        let node = self.config.node_id;
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let describe = |t: &Topic| TopicMetadata {
+            name: t.name.clone(),
+            partitions: t.partitions.iter().map(|p| PartitionMetadata { partition: p.id, leader: Some(node), replicas: vec![node] }).collect(),
+        };
+        let list = match r.topics {
+            None => topics.values().map(|t| describe(t)).collect(),
+            Some(names) => {
+                let mut out = Vec::new();
+                for name in names {
+                    let t = topics.get(&name).ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist")))?;
+                    out.push(describe(t));
+                }
+                out
+            }
+        };
+        Ok(MetadataResponse { brokers: vec![BrokerInfo { node_id: node, host: addr.ip().to_string(), port: addr.port() }], topics: list })
+    }
+
+    async fn create_topic(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
+        weir_core::name::validate(&r.name).map_err(|e| WireError::new(ErrorCode::InvalidName, e.to_string()))?;
+        if r.partitions == 0 || r.partitions > self.config.partitions_max {
+            return Err(WireError::new(ErrorCode::InvalidPartitions, format!("partitions must be 1..={}, got {}", self.config.partitions_max, r.partitions)));
+        }
+        if r.replicas != 1 {
+            return Err(WireError::new(
+                ErrorCode::InvalidReplication,
+                format!("replication factor {} is not possible on a single-node broker: use 1", r.replicas),
+            ));
+        }
+        let stored = StoredConfig::from(&r.config);
+        let record = TopicRecord { name: r.name.clone(), partitions: r.partitions, replicas: r.replicas, config: stored };
+        effective_log_config(&self.config.log, &record.config).map_err(|m| WireError::new(ErrorCode::InvalidConfig, m))?;
+        let _guard = self.admin.lock().await;
+        if self.topic(&r.name).is_ok() {
+            return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {:?} already exists", r.name)));
+        }
+        let dir = store::topic_dir(&self.config.data_dir, &r.name);
+        if self.disk.exists(&dir) {
+            // Left over from an interrupted create or delete.
+            self.disk.remove_dir_all(&dir).map_err(disk_error)?;
+        }
+        store::ensure_dir(&*self.disk, &dir).map_err(disk_error)?;
+        let topic = open_topic(&self.config, &self.disk, record.clone()).map_err(|e| WireError::new(ErrorCode::StorageError, e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&record).expect("topic record serialises");
+        // The commit point: the topic exists once topic.json is durable.
+        store::write_atomic(&*self.disk, &dir, store::TOPIC_FILE, &json).map_err(disk_error)?;
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(r.name.clone(), Arc::new(topic));
+        tracing::info!(topic = %r.name, partitions = r.partitions, "topic created");
+        Ok(CreateTopicResponse { name: r.name, partitions: r.partitions })
+    }
+
+    async fn delete_topic(&self, r: DeleteTopicRequest) -> Result<DeleteTopicResponse, WireError> {
+        let _guard = self.admin.lock().await;
+        let topic = self.topic(&r.name)?;
+        let dir = store::topic_dir(&self.config.data_dir, &r.name);
+        // Removing topic.json first is the commit point; a crash after it
+        // leaves a directory that the next start removes.
+        self.disk.remove_file(&dir.join(store::TOPIC_FILE)).map_err(disk_error)?;
+        self.disk.sync_dir(&dir).map_err(disk_error)?;
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&r.name);
+        for p in &topic.partitions {
+            p.close();
+        }
+        self.disk.remove_dir_all(&dir).map_err(disk_error)?;
+        self.disk.sync_dir(&store::topics_dir(&self.config.data_dir)).map_err(disk_error)?;
+        tracing::info!(topic = %r.name, "topic deleted");
+        Ok(DeleteTopicResponse {})
+    }
+
+    fn list_topics(&self) -> ListTopicsResponse {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        ListTopicsResponse {
+            topics: topics.values().map(|t| TopicSummary { name: t.name.clone(), partitions: t.partitions.len() as u32, replicas: t.replicas }).collect(),
+        }
+    }
+
+    fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse, WireError> {
+        let t = self.topic(name)?;
+        Ok(DescribeTopicResponse {
+            name: t.name.clone(),
+            replicas: t.replicas,
+            config: TopicConfig {
+                retention_bytes: t.log_config.retention_bytes,
+                retention_ms: t.log_config.retention_ms,
+                segment_bytes: Some(t.log_config.segment_bytes_max),
+            },
+            partitions: t.partitions.iter().map(|p| p.describe()).collect(),
+        })
+    }
+
+    async fn produce(&self, r: ProduceRequest) -> Result<ProduceResponse, WireError> {
+        let p = self.partition(&r.topic, r.partition)?;
+        let max = self.config.produce_timeout_max;
+        let timeout = if r.timeout_ms == 0 { max } else { Duration::from_millis(u64::from(r.timeout_ms)).min(max) };
+        let a = p.produce(r.batch, r.acks, timeout).await?;
+        Ok(ProduceResponse { base_offset: a.base_offset, duplicate: a.duplicate })
+    }
+
+    async fn fetch(&self, r: FetchRequest) -> Result<FetchResponse, WireError> {
+        let p = self.partition(&r.topic, r.partition)?;
+        // Leave room for the frame header and body inside the frame limit.
+        let max_bytes = (r.max_bytes as usize).clamp(1, self.config.max_frame_bytes.saturating_sub(4096).max(1));
+        let wait = Duration::from_millis(u64::from(r.max_wait_ms)).min(self.config.fetch_wait_max);
+        let (result, hw, start) = p.fetch(r.offset, max_bytes, r.min_bytes as usize, wait).await?;
+        Ok(FetchResponse { high_watermark: hw, log_start_offset: start, next_offset: result.next_offset, batches: result.bytes })
+    }
+
+    fn list_offsets(&self, r: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
+        let p = self.partition(&r.topic, r.partition)?;
+        let (start, _) = p.offsets();
+        let hw = p.high_watermark();
+        let offset = match r.spec {
+            OffsetSpec::Earliest => start,
+            OffsetSpec::Latest => hw,
+            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.map_or(hw, |o| o.min(hw)),
+        };
+        Ok(ListOffsetsResponse { offset })
+    }
+
+    fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.next >= PRODUCER_IDS_PER_BOOT {
+            ids.boot = store::next_boot(&*self.disk, &self.config.data_dir).map_err(disk_error)?;
+            ids.next = 0;
+        }
+        let id = (ids.boot as i64) * PRODUCER_IDS_PER_BOOT + ids.next;
+        ids.next += 1;
+        Ok(InitProducerIdResponse { producer_id: id, producer_epoch: 0 })
+    }
+
+    /// Runs retention on every partition.
+    pub fn apply_retention(&self) {
+        for p in self.all_partitions() {
+            p.apply_retention();
+        }
+    }
+
+    /// Flushes every partition and stops their flushers: the last step of a
+    /// graceful shutdown.
+    pub fn shutdown(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.flush_now() {
+                tracing::error!(partition = p.id, error = %e, "final flush failed");
+            }
+            p.close();
+        }
+    }
+}
+
+fn effective_log_config(defaults: &LogConfig, c: &StoredConfig) -> Result<LogConfig, String> {
+    let mut log = defaults.clone();
+    if let Some(b) = c.segment_bytes {
+        if !(4096..=2 << 30).contains(&b) {
+            return Err(format!("segment_bytes must be between 4096 and {}, got {b}", 2u64 << 30));
+        }
+        log.segment_bytes_max = b;
+    }
+    if let Some(ms) = c.retention_ms {
+        log.retention_ms = (ms >= 0).then_some(ms);
+    }
+    if let Some(b) = c.retention_bytes {
+        log.retention_bytes = Some(b);
+    }
+    Ok(log)
+}
+
+fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> anyhow::Result<Topic> {
+    let log_config = effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
+    let mut partitions = Vec::with_capacity(record.partitions as usize);
+    for id in 0..record.partitions {
+        let dir = store::partition_dir(&config.data_dir, &record.name, id);
+        let (log, report) = PartitionLog::open(disk.clone(), &dir, log_config.clone(), crate::clock::now())?;
+        if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
+            tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
+        }
+        partitions.push(Partition::start(id, config.node_id, log).map_err(|e| anyhow::anyhow!(log_error(e)))?);
+    }
+    Ok(Topic { name: record.name, replicas: record.replicas, config: record.config, log_config, partitions })
+}

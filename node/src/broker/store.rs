@@ -1,0 +1,114 @@
+//! The broker's metadata on disk: one `topic.json` per topic (written last
+//! on create and removed first on delete, so it is the commit point) and the
+//! boot counter that makes producer ids unique across restarts.
+//!
+//! ```text
+//! data_dir/
+//!   meta/boot                    boot counter, decimal
+//!   topics/<topic>/topic.json    name, partitions, replicas, config
+//!   topics/<topic>/<partition>/  the partition log's segments
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use weir_core::disk::{Disk, DiskError};
+use weir_net::message::TopicConfig;
+
+pub const TOPIC_FILE: &str = "topic.json";
+/// Largest metadata file read back; anything bigger is not ours.
+const META_FILE_BYTES_MAX: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub partitions: u32,
+    pub replicas: u16,
+    pub config: StoredConfig,
+}
+
+/// `TopicConfig` as stored (serde_json-friendly, every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredConfig {
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<i64>,
+    pub segment_bytes: Option<u64>,
+}
+
+impl From<&TopicConfig> for StoredConfig {
+    fn from(c: &TopicConfig) -> Self {
+        StoredConfig { retention_bytes: c.retention_bytes, retention_ms: c.retention_ms, segment_bytes: c.segment_bytes }
+    }
+}
+
+impl From<&StoredConfig> for TopicConfig {
+    fn from(c: &StoredConfig) -> Self {
+        TopicConfig { retention_bytes: c.retention_bytes, retention_ms: c.retention_ms, segment_bytes: c.segment_bytes }
+    }
+}
+
+pub fn topics_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("topics")
+}
+
+pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
+    topics_dir(data_dir).join(topic)
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    topic_dir(data_dir, topic).join(partition.to_string())
+}
+
+/// Creates `dir` (and parents) durably.
+pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
+    if disk.exists(dir) {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(disk, parent)?;
+    }
+    disk.create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        disk.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: write a temp
+/// file, sync it, rename over, sync the directory.
+pub fn write_atomic(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let f = disk.open(&tmp, true)?;
+    f.set_len(0)?;
+    f.write_at(bytes, 0)?;
+    f.sync_data()?;
+    disk.rename(&tmp, &dir.join(name))?;
+    disk.sync_dir(dir)
+}
+
+pub fn read_small(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
+    let f = disk.open(path, false)?;
+    let len = f.len()?;
+    if len > META_FILE_BYTES_MAX {
+        return Err(DiskError::io(path, format!("metadata file of {len} bytes is larger than {META_FILE_BYTES_MAX}")));
+    }
+    let mut buf = vec![0; len as usize];
+    let n = f.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Bumps and persists the boot counter; returns the new value.
+pub fn next_boot(disk: &dyn Disk, data_dir: &Path) -> Result<u64, DiskError> {
+    let dir = data_dir.join("meta");
+    ensure_dir(disk, &dir)?;
+    let path = dir.join("boot");
+    let current = if disk.exists(&path) {
+        let raw = read_small(disk, &path)?;
+        String::from_utf8_lossy(&raw).trim().parse::<u64>().map_err(|_| DiskError::io(&path, "boot counter is not a number"))?
+    } else {
+        0
+    };
+    let next = current + 1;
+    write_atomic(disk, &dir, "boot", next.to_string().as_bytes())?;
+    Ok(next)
+}

@@ -1,0 +1,199 @@
+//! Broker configuration: defaults that need no file, overridden by a TOML
+//! file (`--config weir.toml`), then `WEIR_*` environment variables, then
+//! command-line flags. Every limit has a unit in its name.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use weir_core::log::LogConfig;
+
+/// The resolved configuration of one broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_in_flight_per_connection: usize,
+    pub idle_timeout: Duration,
+    pub retention_check_interval: Duration,
+    /// Longest a produce may ask to wait for durability.
+    pub produce_timeout_max: Duration,
+    /// Longest a fetch may long-poll.
+    pub fetch_wait_max: Duration,
+    pub partitions_max: u32,
+    /// Defaults for topics that do not set their own.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            listen: "127.0.0.1:9092".parse().expect("valid default address"),
+            data_dir: PathBuf::from("weir-data"),
+            max_connections: 1024,
+            max_frame_bytes: weir_net::frame::FRAME_BYTES_MAX_DEFAULT,
+            max_in_flight_per_connection: 64,
+            idle_timeout: Duration::from_secs(600),
+            retention_check_interval: Duration::from_secs(60),
+            produce_timeout_max: Duration::from_secs(60),
+            fetch_wait_max: Duration::from_secs(30),
+            partitions_max: 10_000,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Command-line flags; each can also come from a `WEIR_*` variable.
+#[derive(Debug, Parser, Default)]
+#[command(name = "weir", version, about = "Weir message broker: with no arguments serves 127.0.0.1:9092 with data in ./weir-data")]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "WEIR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory holding topics and logs.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of the settings below (flags and variables win).
+    #[arg(long, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "WEIR_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "WEIR_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    #[arg(long, env = "WEIR_RETENTION_MS")]
+    pub retention_ms: Option<i64>,
+    #[arg(long, env = "WEIR_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+    #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// The TOML file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<u64>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_in_flight_per_connection: Option<usize>,
+    pub idle_timeout_ms: Option<u64>,
+    pub retention_check_interval_ms: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    pub segment_age_ms: Option<i64>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub index_interval_bytes: Option<u64>,
+    pub preallocate_bytes: Option<u64>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path:?}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path:?} is invalid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Applies the file (if any), then the flags/variables, to the defaults.
+    pub fn resolve(args: &Args) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+            c.apply_file(file);
+        }
+        macro_rules! set {
+            ($($field:ident => $target:expr),*) => { $(if let Some(v) = args.$field.clone() { $target = v; })* };
+        }
+        set!(listen => c.listen, data_dir => c.data_dir, max_connections => c.max_connections, max_frame_bytes => c.max_frame_bytes,
+             segment_bytes => c.log.segment_bytes_max);
+        if let Some(ms) = args.retention_ms {
+            c.log.retention_ms = (ms >= 0).then_some(ms);
+        }
+        if let Some(b) = args.retention_bytes {
+            c.log.retention_bytes = Some(b);
+        }
+        if let Some(ms) = args.retention_check_interval_ms {
+            c.retention_check_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = args.idle_timeout_ms {
+            c.idle_timeout = Duration::from_millis(ms);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_file(&mut self, f: FileConfig) {
+        let c = self;
+        if let Some(v) = f.node_id { c.node_id = v }
+        if let Some(v) = f.listen { c.listen = v }
+        if let Some(v) = f.data_dir { c.data_dir = v }
+        if let Some(v) = f.max_connections { c.max_connections = v }
+        if let Some(v) = f.max_frame_bytes { c.max_frame_bytes = v }
+        if let Some(v) = f.max_in_flight_per_connection { c.max_in_flight_per_connection = v }
+        if let Some(v) = f.idle_timeout_ms { c.idle_timeout = Duration::from_millis(v) }
+        if let Some(v) = f.retention_check_interval_ms { c.retention_check_interval = Duration::from_millis(v) }
+        if let Some(v) = f.segment_bytes { c.log.segment_bytes_max = v }
+        if let Some(v) = f.segment_age_ms { c.log.segment_age_max_ms = v }
+        if let Some(v) = f.retention_ms { c.log.retention_ms = (v >= 0).then_some(v) }
+        if let Some(v) = f.retention_bytes { c.log.retention_bytes = Some(v) }
+        if let Some(v) = f.index_interval_bytes { c.log.index_interval_bytes = v }
+        if let Some(v) = f.preallocate_bytes { c.log.preallocate_bytes = v }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > 1 << 30 {
+            return bad("max_frame_bytes must be between 1 KiB and 1 GiB");
+        }
+        if self.max_in_flight_per_connection == 0 {
+            return bad("max_in_flight_per_connection must be at least 1");
+        }
+        if self.log.segment_bytes_max < 4096 || self.log.segment_bytes_max > 2 << 30 {
+            return bad("segment_bytes must be between 4 KiB and 2 GiB");
+        }
+        if self.log.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nsegment_bytes = 1048576\nretention_ms = -1\n").unwrap();
+        let args = Args { config: Some(path.clone()), data_dir: Some("/tmp/x".into()), ..Args::default() };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.log.segment_bytes_max, 1 << 20);
+        assert_eq!(c.log.retention_ms, None);
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Config::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}
