@@ -128,7 +128,11 @@ impl Client {
         }
         let resp = self.request(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
         let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
-        let t = m.topics.into_iter().find(|t| t.name == topic).ok_or_else(|| ClientError::Protocol(format!("metadata for {topic:?} missing")))?;
+        let t = m
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| ClientError::Protocol(format!("metadata for {topic:?} missing")))?;
         self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_owned(), t.clone());
         Ok(t)
     }

@@ -130,7 +130,10 @@ impl Connection {
         let (wtx, wrx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, wtx);
         let sent = async {
-            self.tx.send(out).await.map_err(|_| ClientError::Disconnected { broker: self.addr.clone(), reason: "writer stopped".to_owned() })?;
+            self.tx
+                .send(out)
+                .await
+                .map_err(|_| ClientError::Disconnected { broker: self.addr.clone(), reason: "writer stopped".to_owned() })?;
             wrx.await.map_err(|_| ClientError::Disconnected { broker: self.addr.clone(), reason: "connection dropped".to_owned() })?
         };
         let frame = match tokio::time::timeout(timeout, sent).await {

@@ -335,7 +335,8 @@ impl PartitionSender {
                     _ => break,
                 },
             };
-            bytes += BatchBuilder::record_len(next.key.as_deref(), Some(&next.value), &[]) + next.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
+            bytes += BatchBuilder::record_len(next.key.as_deref(), Some(&next.value), &[])
+                + next.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
             records.push(next);
         }
         records

@@ -68,24 +68,28 @@ impl ProducerTable {
             return SequenceCheck::Append;
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
-            return if h.base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence } };
+            return if h.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence }
+            };
         };
         if h.producer_epoch < entry.epoch {
             return SequenceCheck::Fenced { current_epoch: entry.epoch, got: h.producer_epoch };
         }
         if h.producer_epoch > entry.epoch {
-            return if h.base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence } };
+            return if h.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder { expected: 0, got: h.base_sequence }
+            };
         }
         let last = last_seq(h);
         if let Some(b) = entry.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last) {
             return SequenceCheck::Duplicate { base_offset: b.base_offset, next_offset: b.next_offset };
         }
         let expected = entry.batches.back().map_or(h.base_sequence, |b| seq_add(b.last_seq, 1));
-        if h.base_sequence == expected {
-            SequenceCheck::Append
-        } else {
-            SequenceCheck::OutOfOrder { expected, got: h.base_sequence }
-        }
+        if h.base_sequence == expected { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected, got: h.base_sequence } }
     }
 
     /// Remembers a batch that was appended at `base_offset` (also used when
@@ -96,13 +100,22 @@ impl ProducerTable {
         }
         self.writes += 1;
         let writes = self.writes;
-        let entry = self.producers.entry(h.producer_id).or_insert(ProducerEntry { epoch: h.producer_epoch, batches: VecDeque::new(), last_write: writes });
+        let entry = self.producers.entry(h.producer_id).or_insert(ProducerEntry {
+            epoch: h.producer_epoch,
+            batches: VecDeque::new(),
+            last_write: writes,
+        });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
         entry.last_write = writes;
-        entry.batches.push_back(CachedBatch { first_seq: h.base_sequence, last_seq: last_seq(h), base_offset, next_offset: h.next_offset() });
+        entry.batches.push_back(CachedBatch {
+            first_seq: h.base_sequence,
+            last_seq: last_seq(h),
+            base_offset,
+            next_offset: h.next_offset(),
+        });
         while entry.batches.len() > CACHED_BATCHES_MAX {
             entry.batches.pop_front();
         }

@@ -102,7 +102,10 @@ fn check_version(key: ApiKey, version: u16) -> Result<(), WireError> {
     if (VERSION_MIN..=VERSION_MAX).contains(&version) {
         Ok(())
     } else {
-        Err(WireError::new(ErrorCode::UnsupportedVersion, format!("{key:?} version {version} is not supported: this broker speaks {VERSION_MIN}..={VERSION_MAX}")))
+        Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            format!("{key:?} version {version} is not supported: this broker speaks {VERSION_MIN}..={VERSION_MAX}"),
+        ))
     }
 }
 

@@ -94,7 +94,13 @@ fn unknown_api_and_version_get_specific_errors() {
 
 #[test]
 fn produce_payload_is_a_slice_of_the_frame() {
-    let req = Request::Produce(ProduceRequest { topic: "t".into(), partition: 0, acks: Acks::All, timeout_ms: 5, batch: Bytes::from_static(b"batch-bytes") });
+    let req = Request::Produce(ProduceRequest {
+        topic: "t".into(),
+        partition: 0,
+        acks: Acks::All,
+        timeout_ms: 5,
+        batch: Bytes::from_static(b"batch-bytes"),
+    });
     let mut buf = BytesMut::new();
     req.encode(1, &mut buf);
     let f = one_frame(&mut buf);

@@ -114,7 +114,8 @@ impl Config {
         let mut c = Config::default();
         if let Some(path) = &args.config {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+            let file: FileConfig =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
             c.apply_file(file);
         }
         macro_rules! set {
@@ -140,20 +141,48 @@ impl Config {
 
     fn apply_file(&mut self, f: FileConfig) {
         let c = self;
-        if let Some(v) = f.node_id { c.node_id = v }
-        if let Some(v) = f.listen { c.listen = v }
-        if let Some(v) = f.data_dir { c.data_dir = v }
-        if let Some(v) = f.max_connections { c.max_connections = v }
-        if let Some(v) = f.max_frame_bytes { c.max_frame_bytes = v }
-        if let Some(v) = f.max_in_flight_per_connection { c.max_in_flight_per_connection = v }
-        if let Some(v) = f.idle_timeout_ms { c.idle_timeout = Duration::from_millis(v) }
-        if let Some(v) = f.retention_check_interval_ms { c.retention_check_interval = Duration::from_millis(v) }
-        if let Some(v) = f.segment_bytes { c.log.segment_bytes_max = v }
-        if let Some(v) = f.segment_age_ms { c.log.segment_age_max_ms = v }
-        if let Some(v) = f.retention_ms { c.log.retention_ms = (v >= 0).then_some(v) }
-        if let Some(v) = f.retention_bytes { c.log.retention_bytes = Some(v) }
-        if let Some(v) = f.index_interval_bytes { c.log.index_interval_bytes = v }
-        if let Some(v) = f.preallocate_bytes { c.log.preallocate_bytes = v }
+        if let Some(v) = f.node_id {
+            c.node_id = v
+        }
+        if let Some(v) = f.listen {
+            c.listen = v
+        }
+        if let Some(v) = f.data_dir {
+            c.data_dir = v
+        }
+        if let Some(v) = f.max_connections {
+            c.max_connections = v
+        }
+        if let Some(v) = f.max_frame_bytes {
+            c.max_frame_bytes = v
+        }
+        if let Some(v) = f.max_in_flight_per_connection {
+            c.max_in_flight_per_connection = v
+        }
+        if let Some(v) = f.idle_timeout_ms {
+            c.idle_timeout = Duration::from_millis(v)
+        }
+        if let Some(v) = f.retention_check_interval_ms {
+            c.retention_check_interval = Duration::from_millis(v)
+        }
+        if let Some(v) = f.segment_bytes {
+            c.log.segment_bytes_max = v
+        }
+        if let Some(v) = f.segment_age_ms {
+            c.log.segment_age_max_ms = v
+        }
+        if let Some(v) = f.retention_ms {
+            c.log.retention_ms = (v >= 0).then_some(v)
+        }
+        if let Some(v) = f.retention_bytes {
+            c.log.retention_bytes = Some(v)
+        }
+        if let Some(v) = f.index_interval_bytes {
+            c.log.index_interval_bytes = v
+        }
+        if let Some(v) = f.preallocate_bytes {
+            c.log.preallocate_bytes = v
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -114,7 +114,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mu
                 Err(e) => {
                     let (key, id) = header_ids(&buf, &e);
                     if let Some(id) = id {
-                        let code = if matches!(e, FrameError::TooLarge { .. }) { ErrorCode::MessageTooLarge } else { ErrorCode::InvalidRequest };
+                        let code =
+                            if matches!(e, FrameError::TooLarge { .. }) { ErrorCode::MessageTooLarge } else { ErrorCode::InvalidRequest };
                         let err = WireError::new(code, format!("{e}; closing the connection"));
                         in_flight.push_back(Box::pin(async move { (key, id, Err(err)) }));
                     }

@@ -1,1 +1,383 @@
-fn main() {}
+//! `weirctl`: the command-line tool for Weir. Human-readable tables by
+//! default, `--json` for scripts (one JSON object per line).
+//!
+//! Exit codes: 0 success, 1 other error, 2 usage error, 3 no such topic or
+//! partition, 4 no broker reachable, 5 topic already exists.
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use weir_client::*;
+
+#[derive(Parser)]
+#[command(name = "weirctl", version, about = "Administer, produce to and consume from a Weir broker")]
+struct Cli {
+    /// Broker address (host:port).
+    #[arg(long, global = true, env = "WEIR_BROKER", default_value = "127.0.0.1:9092")]
+    broker: String,
+    /// Print JSON objects, one per line, instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Request timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 30_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send messages: `--message M [--count N]`, or one message per stdin line.
+    Produce {
+        topic: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        message: Option<String>,
+        /// Send `--message` this many times.
+        #[arg(long, default_value_t = 1, requires = "message")]
+        count: u64,
+        /// none | leader | all
+        #[arg(long, default_value = "all", value_parser = parse_acks)]
+        acks: Acks,
+    },
+    /// Read messages from a partition (or all partitions).
+    Consume {
+        topic: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        /// earliest | latest | OFFSET | @TIMESTAMP_MS
+        #[arg(long, default_value = "earliest", value_parser = parse_start)]
+        from: StartOffset,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Keep waiting for new messages instead of stopping at the end.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        replicas: u16,
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+fn parse_acks(s: &str) -> Result<Acks, String> {
+    match s {
+        "none" | "0" => Ok(Acks::None),
+        "leader" | "1" => Ok(Acks::Leader),
+        "all" | "-1" => Ok(Acks::All),
+        _ => Err(format!("{s:?} is not one of none, leader, all")),
+    }
+}
+
+fn parse_start(s: &str) -> Result<StartOffset, String> {
+    match s {
+        "earliest" => Ok(StartOffset::Earliest),
+        "latest" => Ok(StartOffset::Latest),
+        _ if s.starts_with('@') => {
+            s[1..].parse().map(StartOffset::Timestamp).map_err(|_| format!("{s:?}: expected @ followed by milliseconds since the epoch"))
+        }
+        _ => s.parse().map(StartOffset::Offset).map_err(|_| format!("{s:?} is not earliest, latest, an offset or @timestamp")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Connect { .. }) => 4,
+                Some(c) if matches!(c.code(), Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)) => 3,
+                Some(c) if c.code() == Some(ErrorCode::TopicAlreadyExists) => 5,
+                _ => 1,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = ClientConfig { brokers: vec![cli.broker.clone()], timeout: Duration::from_millis(cli.timeout_ms), ..Default::default() };
+    let client = Client::connect(config).await.map_err(|e| {
+        anyhow::Error::new(e).context("is the broker running? start one with `cargo run --release -p weir-node --bin weir`")
+    })?;
+    match cli.command {
+        Command::Topic(t) => topic(&client, t, cli.json).await,
+        Command::Produce { topic, partition, key, message, count, acks } => {
+            produce(&client, topic, partition, key, message, count, acks, cli.json).await
+        }
+        Command::Consume { topic, partition, from, count, follow } => {
+            consume(&client, topic, partition, from, count, follow, cli.json).await
+        }
+    }
+}
+
+async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match cmd {
+        TopicCommand::Create { name, partitions, replicas, retention_ms, retention_bytes, segment_bytes } => {
+            let config = TopicConfig { retention_ms, retention_bytes, segment_bytes };
+            let r = admin.create_topic(CreateTopicRequest { name, partitions, replicas, config }).await?;
+            if json {
+                println!("{}", json!({"name": r.name, "partitions": r.partitions}));
+            } else {
+                println!("created topic {} with {} partition(s)", r.name, r.partitions);
+            }
+        }
+        TopicCommand::List => {
+            let topics = admin.list_topics().await?;
+            if json {
+                for t in topics {
+                    println!("{}", json!({"name": t.name, "partitions": t.partitions, "replicas": t.replicas}));
+                }
+            } else {
+                println!("{:<40} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
+                for t in topics {
+                    println!("{:<40} {:>10} {:>8}", t.name, t.partitions, t.replicas);
+                }
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let d = admin.describe_topic(&name).await?;
+            if json {
+                let parts: Vec<_> = d
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        json!({"partition": p.partition, "leader": p.leader, "replicas": p.replicas, "log_start_offset": p.log_start_offset,
+                               "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark, "size_bytes": p.size_bytes, "segments": p.segments})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"name": d.name, "replicas": d.replicas, "config": {"retention_ms": d.config.retention_ms, "retention_bytes": d.config.retention_bytes, "segment_bytes": d.config.segment_bytes}, "partitions": parts})
+                );
+            } else {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+                println!(
+                    "topic {}  replicas {}  retention.ms {}  retention.bytes {}  segment.bytes {}",
+                    d.name,
+                    d.replicas,
+                    opt(d.config.retention_ms.map(|v| v.to_string())),
+                    opt(d.config.retention_bytes.map(|v| v.to_string())),
+                    opt(d.config.segment_bytes.map(|v| v.to_string()))
+                );
+                println!(
+                    "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}",
+                    "PARTITION", "LEADER", "START", "END", "HIGH-WATER", "BYTES", "SEGMENTS"
+                );
+                for p in d.partitions {
+                    println!(
+                        "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}",
+                        p.partition,
+                        p.leader.map_or("-".to_owned(), |l| l.to_string()),
+                        p.log_start_offset,
+                        p.log_end_offset,
+                        p.high_watermark,
+                        p.size_bytes,
+                        p.segments
+                    );
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            if json {
+                println!("{}", json!({"deleted": name}));
+            } else {
+                println!("deleted topic {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match len {
+        Some(n) if n >= 1000 => ProgressBar::new(n),
+        _ => return ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Messages waiting for acknowledgement at once.
+const PRODUCE_WINDOW: usize = 10_000;
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    client: &Client,
+    topic: String,
+    partition: Option<u32>,
+    key: Option<String>,
+    message: Option<String>,
+    count: u64,
+    acks: Acks,
+    json: bool,
+) -> anyhow::Result<()> {
+    let producer = Producer::with_config(client, ProducerConfig { acks, ..Default::default() });
+    let make = |value: String| {
+        let mut m = ProduceMessage::new(topic.clone(), value);
+        m.partition = partition;
+        m.key = key.clone().map(Bytes::from);
+        m
+    };
+    let mut window = FuturesOrdered::new();
+    let mut acked = 0u64;
+    let bar = progress(message.as_ref().map(|_| count), "producing");
+    let mut report = |r: ProduceResult| {
+        acked += 1;
+        bar.inc(1);
+        if json {
+            bar.suspend(|| println!("{}", json!({"topic": r.topic, "partition": r.partition, "offset": r.offset})));
+        }
+    };
+    let send = |m: ProduceMessage| {
+        let p = producer.clone();
+        async move { p.send(m).await }
+    };
+    if let Some(value) = message {
+        for _ in 0..count {
+            window.push_back(send(make(value.clone())));
+            if window.len() >= PRODUCE_WINDOW
+                && let Some(r) = window.next().await
+            {
+                report(r?);
+            }
+        }
+    } else {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            tokio::select! {
+                biased;
+                Some(r) = window.next(), if !window.is_empty() => report(r?),
+                line = lines.next_line(), if window.len() < PRODUCE_WINDOW => match line.context("reading stdin")? {
+                    Some(l) => window.push_back(send(make(l))),
+                    None => break,
+                },
+            }
+        }
+    }
+    while let Some(r) = window.next().await {
+        report(r?);
+    }
+    bar.finish_and_clear();
+    if !json {
+        println!("produced {acked} message(s) to {topic}");
+    }
+    Ok(())
+}
+
+async fn consume(
+    client: &Client,
+    topic: String,
+    partition: Option<u32>,
+    from: StartOffset,
+    count: Option<u64>,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let consumer = Consumer::new(client);
+    let partitions: Vec<u32> = match partition {
+        Some(p) => vec![p],
+        None => (0..client.topic_metadata(&topic).await?.partitions.len() as u32).collect(),
+    };
+    // Without --follow, stop at the end as it is now.
+    let mut ends = std::collections::HashMap::new();
+    if !follow {
+        for &p in &partitions {
+            ends.insert(p, consumer.offset_for(&topic, p, StartOffset::Latest).await?);
+        }
+    }
+    let mut streams = Vec::new();
+    for &p in &partitions {
+        let start = consumer.offset_for(&topic, p, from).await?;
+        if !follow && start >= ends[&p] {
+            continue;
+        }
+        streams.push(consumer.subscribe(&topic, p, StartOffset::Offset(start)).await?);
+    }
+    let mut done_partitions = 0;
+    let live = streams.len();
+    let mut all = futures::stream::select_all(streams);
+    let bar = progress(count, "consuming");
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) && (follow || done_partitions < live) {
+        let Some(m) = all.next().await else { break };
+        let m = m?;
+        seen += 1;
+        bar.inc(1);
+        bar.suspend(|| print_message(&m, json));
+        if !follow && m.offset + 1 >= ends[&m.partition] {
+            done_partitions += 1;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn print_message(m: &Message, json: bool) {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    if json {
+        let headers: serde_json::Map<String, serde_json::Value> = m.headers.iter().map(|(k, v)| (k.clone(), json!(text(v)))).collect();
+        println!(
+            "{}",
+            json!({"topic": &*m.topic, "partition": m.partition, "offset": m.offset, "timestamp": m.timestamp,
+                   "key": m.key.as_ref().map(text), "value": text(&m.value), "headers": headers})
+        );
+    } else {
+        match &m.key {
+            Some(k) => println!("{}/{} [{}] {}", m.partition, m.offset, text(k), text(&m.value)),
+            None => println!("{}/{} {}", m.partition, m.offset, text(&m.value)),
+        }
+    }
+}

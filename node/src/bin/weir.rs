@@ -18,7 +18,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::resolve(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir").build().context("cannot start the runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir").build().context("cannot start the runtime")?;
     runtime.block_on(run(config))
 }
 

@@ -101,18 +101,18 @@ impl Broker {
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, WireError> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist: create it first (weirctl topic create {name})")))
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().ok_or_else(|| {
+            WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist: create it first (weirctl topic create {name})"))
+        })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, WireError> {
         let t = self.topic(topic)?;
         t.partitions.get(partition as usize).cloned().ok_or_else(|| {
-            WireError::new(ErrorCode::UnknownPartition, format!("topic {topic:?} has partitions 0..{}, not {partition}", t.partitions.len()))
+            WireError::new(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic:?} has partitions 0..{}, not {partition}", t.partitions.len()),
+            )
         })
     }
 
@@ -145,14 +145,20 @@ impl Broker {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         let describe = |t: &Topic| TopicMetadata {
             name: t.name.clone(),
-            partitions: t.partitions.iter().map(|p| PartitionMetadata { partition: p.id, leader: Some(node), replicas: vec![node] }).collect(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| PartitionMetadata { partition: p.id, leader: Some(node), replicas: vec![node] })
+                .collect(),
         };
         let list = match r.topics {
             None => topics.values().map(|t| describe(t)).collect(),
             Some(names) => {
                 let mut out = Vec::new();
                 for name in names {
-                    let t = topics.get(&name).ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist")))?;
+                    let t = topics
+                        .get(&name)
+                        .ok_or_else(|| WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist")))?;
                     out.push(describe(t));
                 }
                 out
@@ -164,7 +170,10 @@ impl Broker {
     async fn create_topic(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
         weir_core::name::validate(&r.name).map_err(|e| WireError::new(ErrorCode::InvalidName, e.to_string()))?;
         if r.partitions == 0 || r.partitions > self.config.partitions_max {
-            return Err(WireError::new(ErrorCode::InvalidPartitions, format!("partitions must be 1..={}, got {}", self.config.partitions_max, r.partitions)));
+            return Err(WireError::new(
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be 1..={}, got {}", self.config.partitions_max, r.partitions),
+            ));
         }
         if r.replicas != 1 {
             return Err(WireError::new(
@@ -185,7 +194,8 @@ impl Broker {
             self.disk.remove_dir_all(&dir).map_err(disk_error)?;
         }
         store::ensure_dir(&*self.disk, &dir).map_err(disk_error)?;
-        let topic = open_topic(&self.config, &self.disk, record.clone()).map_err(|e| WireError::new(ErrorCode::StorageError, e.to_string()))?;
+        let topic =
+            open_topic(&self.config, &self.disk, record.clone()).map_err(|e| WireError::new(ErrorCode::StorageError, e.to_string()))?;
         let json = serde_json::to_vec_pretty(&record).expect("topic record serialises");
         // The commit point: the topic exists once topic.json is durable.
         store::write_atomic(&*self.disk, &dir, store::TOPIC_FILE, &json).map_err(disk_error)?;
@@ -215,7 +225,10 @@ impl Broker {
     fn list_topics(&self) -> ListTopicsResponse {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         ListTopicsResponse {
-            topics: topics.values().map(|t| TopicSummary { name: t.name.clone(), partitions: t.partitions.len() as u32, replicas: t.replicas }).collect(),
+            topics: topics
+                .values()
+                .map(|t| TopicSummary { name: t.name.clone(), partitions: t.partitions.len() as u32, replicas: t.replicas })
+                .collect(),
         }
     }
 

@@ -65,7 +65,8 @@ impl Partition {
         let hw = log.flushed_offset();
         let (high_watermark, _) = watch::channel(hw);
         let (closed, _) = watch::channel(false);
-        let p = Arc::new(Partition { id, node_id, state: RwLock::new(State { log, producers }), high_watermark, dirty: Notify::new(), closed });
+        let p =
+            Arc::new(Partition { id, node_id, state: RwLock::new(State { log, producers }), high_watermark, dirty: Notify::new(), closed });
         tokio::spawn(flusher(p.clone()));
         Ok(p)
     }
@@ -86,7 +87,10 @@ impl Partition {
     pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
         let max = self.read_state().log.config().batch_bytes_max;
         if batch.len() > max {
-            return Err(WireError::new(ErrorCode::MessageTooLarge, format!("batch of {} bytes exceeds the partition's limit of {max} bytes", batch.len())));
+            return Err(WireError::new(
+                ErrorCode::MessageTooLarge,
+                format!("batch of {} bytes exceeds the partition's limit of {max} bytes", batch.len()),
+            ));
         }
         let (decoded, rest) = RecordBatch::decode(&batch, max).map_err(|e| WireError::new(ErrorCode::CorruptBatch, e.to_string()))?;
         if !rest.is_empty() {
@@ -143,7 +147,10 @@ impl Partition {
                 if self.read_state().log.flushed_offset() < offset && self.is_failed() {
                     return Err(WireError::new(ErrorCode::StorageError, "the partition's disk failed before the batch became durable"));
                 }
-                Err(WireError::new(ErrorCode::Timeout, format!("batch not durable within {} ms: retry (it will not be duplicated)", timeout.as_millis())))
+                Err(WireError::new(
+                    ErrorCode::Timeout,
+                    format!("batch not durable within {} ms: retry (it will not be duplicated)", timeout.as_millis()),
+                ))
             }
         }
     }
@@ -154,7 +161,13 @@ impl Partition {
 
     /// Reads from `offset` up to the high watermark, waiting up to `max_wait`
     /// for at least `min_bytes` (long poll).
-    pub async fn fetch(&self, offset: u64, max_bytes: usize, min_bytes: usize, max_wait: Duration) -> Result<(ReadResult, u64, u64), WireError> {
+    pub async fn fetch(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<(ReadResult, u64, u64), WireError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut rx = self.high_watermark.subscribe();
         loop {
