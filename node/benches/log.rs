@@ -25,7 +25,9 @@ fn main() {
 
 fn run(root: &std::path::Path, total_mb: usize, records_per_batch: usize) {
     let dir = root.join(format!("p-{records_per_batch}"));
-    let config = LogConfig { segment_bytes_max: 1 << 30, retention_ms: None, ..LogConfig::default() };
+    let prealloc =
+        std::env::var("WEIR_BENCH_PREALLOC_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(LogConfig::default().preallocate_bytes);
+    let config = LogConfig { segment_bytes_max: 1 << 30, retention_ms: None, preallocate_bytes: prealloc, ..LogConfig::default() };
     let (mut log, _) = PartitionLog::open(Arc::new(RealDisk), &dir, config, Timestamp(0)).expect("open log");
     let value = vec![0x5au8; 1024];
     let mut template = BatchBuilder::with_capacity(ProducerStamp::NONE, records_per_batch * 1040);
@@ -36,12 +38,10 @@ fn run(root: &std::path::Path, total_mb: usize, records_per_batch: usize) {
     let batches = total_mb * 1024 / records_per_batch;
     let mut sync_us = Histogram::<u64>::new(3).expect("histogram");
     let mut append_us = Histogram::<u64>::new(3).expect("histogram");
-    let mut buf = template.clone();
     let start = Instant::now();
     for _ in 0..batches {
-        buf.copy_from_slice(&template);
         let t = Instant::now();
-        log.append(&mut buf, Timestamp(0)).expect("append");
+        log.append(&template, Timestamp(0)).expect("append");
         append_us.record(t.elapsed().as_micros() as u64).expect("record");
         let t = Instant::now();
         log.flush().expect("flush");

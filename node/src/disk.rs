@@ -130,7 +130,7 @@ mod tests {
         for i in 0..100u32 {
             let mut b = BatchBuilder::new(ProducerStamp::NONE);
             b.push(i64::from(i), None, Some(&i.to_le_bytes()), &[]);
-            log.append(&mut b.finish().to_vec(), Timestamp(0)).unwrap();
+            log.append(&b.finish(), Timestamp(0)).unwrap();
         }
         assert_eq!(log.flush().unwrap(), 100);
         let file_len = std::fs::metadata(dir.join("00000000000000000000.log")).unwrap().len();

@@ -52,6 +52,8 @@ pub const MAGIC: u8 = 1;
 pub const HEADER_LEN: usize = 81;
 /// Bytes needed to learn a batch's total length (`base_offset` + `batch_length`).
 pub const LENGTH_PREFIX_LEN: usize = 12;
+/// Bytes at the front that [`stamp`] may change (they precede the CRC).
+pub const STAMPED_LEN: usize = 36;
 /// First byte covered by the CRC.
 pub const CRC_START: usize = 41;
 
@@ -201,7 +203,7 @@ pub fn peek_total_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, Batch
 }
 
 /// Overwrites the fields the log assigns at append time. They precede the
-/// CRC, so the batch stays valid. `buf` must hold at least a header.
+/// CRC, so the batch stays valid. `buf` must hold at least [`STAMPED_LEN`] bytes.
 pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u64, leader_node: u64, raft_index: u64) {
     buf[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
     buf[at::LEADER_EPOCH..at::LEADER_EPOCH + 8].copy_from_slice(&leader_epoch.to_le_bytes());

@@ -298,15 +298,16 @@ impl PartitionLog {
     }
 
     /// Appends one encoded batch (as [`batch::BatchBuilder`] makes it, or as
-    /// a client sent it), assigning its offsets. `batch` is stamped in place.
-    /// The caller has validated the records (`RecordBatch::validate`); the log
-    /// checks the framing. Volatile until a flush covers it.
-    pub fn append(&mut self, batch: &mut [u8], now: Timestamp) -> Result<AppendInfo, LogError> {
+    /// a client sent it), assigning its offsets: the stored copy is stamped
+    /// with them (the caller's bytes are not copied or changed). The caller
+    /// has validated the records (`RecordBatch::validate`); the log checks
+    /// the framing. Volatile until a flush covers it.
+    pub fn append(&mut self, batch: &[u8], now: Timestamp) -> Result<AppendInfo, LogError> {
         self.append_with(batch, RaftStamp::default(), now)
     }
 
     /// As [`PartitionLog::append`], stamping the Raft term, node and index.
-    pub fn append_with(&mut self, batch: &mut [u8], raft: RaftStamp, now: Timestamp) -> Result<AppendInfo, LogError> {
+    pub fn append_with(&mut self, batch: &[u8], raft: RaftStamp, now: Timestamp) -> Result<AppendInfo, LogError> {
         self.check_failed()?;
         let max = self.config.batch_bytes_max;
         if batch.len() > max {
@@ -326,10 +327,13 @@ impl PartitionLog {
         }
         self.maybe_roll(batch.len() as u64, now)?;
         let base = self.log_end_offset();
-        batch::stamp(batch, base, raft.term, raft.node, raft.index);
+        // Only the fields before the CRC change: stamp a copy of those.
+        let mut stamped = [0u8; batch::STAMPED_LEN];
+        stamped.copy_from_slice(&batch[..batch::STAMPED_LEN]);
+        batch::stamp(&mut stamped, base, raft.term, raft.node, raft.index);
         header.base_offset = base;
         let config = self.config.clone();
-        self.active_mut().append(batch, &header, &config)?;
+        self.active_mut().append(&stamped, &batch[batch::STAMPED_LEN..], &header, &config)?;
         Ok(AppendInfo { base_offset: base, next_offset: header.next_offset(), max_timestamp: header.max_timestamp })
     }
 

@@ -12,6 +12,9 @@ use bytes::{Bytes, BytesMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Batches up to this size are copied into one buffer and written at once;
+/// larger ones are written as two slices without copying the payload.
+const SMALL_BATCH_BYTES: usize = 64 << 10;
 /// Bytes read at a time when scanning a segment.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -317,16 +320,26 @@ impl Segment {
         added
     }
 
-    /// Writes a stamped batch at the end. Volatile until the file is synced.
-    pub fn append(&mut self, data: &[u8], h: &BatchHeader, config: &super::LogConfig) -> Result<(), DiskError> {
+    /// Writes a batch (its stamped first bytes `head`, then `rest`) at the
+    /// end. Volatile until the file is synced.
+    pub fn append(&mut self, head: &[u8], rest: &[u8], h: &BatchHeader, config: &super::LogConfig) -> Result<(), DiskError> {
         let pos = self.size;
-        let end = pos + data.len() as u64;
+        let end = pos + (head.len() + rest.len()) as u64;
         if config.preallocate_bytes > 0 && end > self.allocated {
             let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
             self.log.preallocate(target)?;
             self.allocated = target;
         }
-        self.log.write_at(data, pos)?;
+        if rest.len() <= SMALL_BATCH_BYTES {
+            // One write for small batches: a copy is cheaper than a syscall.
+            let mut whole = Vec::with_capacity(head.len() + rest.len());
+            whole.extend_from_slice(head);
+            whole.extend_from_slice(rest);
+            self.log.write_at(&whole, pos)?;
+        } else {
+            self.log.write_at(head, pos)?;
+            self.log.write_at(rest, pos + head.len() as u64)?;
+        }
         self.dirty = true;
         let (entry, time) = self.note_batch(h, pos, config.index_interval_bytes);
         if let Some(entry) = entry {

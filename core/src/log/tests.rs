@@ -63,7 +63,7 @@ fn offsets_are_dense_and_reads_find_every_record_through_the_index() {
         let n = 1 + (i % 3) as usize;
         let vals: Vec<Vec<u8>> = (0..n).map(|j| format!("v{i}-{j}").into_bytes()).collect();
         let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
-        let info = log.append(&mut batch(i as i64, &refs), Timestamp(0)).unwrap();
+        let info = log.append(&batch(i as i64, &refs), Timestamp(0)).unwrap();
         assert_eq!(info.base_offset, expected.len() as u64);
         for v in vals {
             expected.push(v);
@@ -88,7 +88,7 @@ fn read_respects_the_upper_bound_and_max_bytes_but_returns_one_whole_batch() {
     let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
     let big = vec![7u8; 1000];
     for _ in 0..5 {
-        log.append(&mut batch(1, &[&big]), Timestamp(0)).unwrap();
+        log.append(&batch(1, &[&big]), Timestamp(0)).unwrap();
     }
     let r = log.read(0, 10, 5).unwrap();
     assert_eq!(r.next_offset, 1, "one whole batch even though it exceeds max_bytes");
@@ -104,10 +104,10 @@ fn segment_rolls_exactly_at_the_size_boundary() {
     let len = one.len() as u64;
     let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: len * 4, ..small_config() });
     for _ in 0..4 {
-        log.append(&mut one.clone(), Timestamp(0)).unwrap();
+        log.append(&one.clone(), Timestamp(0)).unwrap();
     }
     assert_eq!(log.segment_count(), 1, "four batches fill the segment exactly");
-    log.append(&mut one.clone(), Timestamp(0)).unwrap();
+    log.append(&one.clone(), Timestamp(0)).unwrap();
     assert_eq!(log.segment_bases(), vec![0, 4]);
     let names = disk.list_dir(Path::new(DIR)).unwrap();
     assert!(names.contains(&"00000000000000000004.log".to_owned()), "{names:?}");
@@ -121,10 +121,10 @@ fn segment_rolls_exactly_at_the_size_boundary() {
 fn segment_rolls_by_age() {
     let disk = SimDisk::new(4);
     let (mut log, _) = open(&disk, LogConfig { segment_age_max_ms: 1000, segment_bytes_max: 1 << 20, ..small_config() });
-    log.append(&mut batch(0, &[b"a"]), Timestamp(0)).unwrap();
-    log.append(&mut batch(0, &[b"b"]), Timestamp(999)).unwrap();
+    log.append(&batch(0, &[b"a"]), Timestamp(0)).unwrap();
+    log.append(&batch(0, &[b"b"]), Timestamp(999)).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&mut batch(0, &[b"c"]), Timestamp(1000)).unwrap();
+    log.append(&batch(0, &[b"c"]), Timestamp(1000)).unwrap();
     assert_eq!(log.segment_bases(), vec![0, 2]);
 }
 
@@ -135,7 +135,7 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     // Timestamps 0, 10, 20, ... with one out-of-order record.
     for i in 0..100i64 {
         let ts = if i == 50 { 5 } else { i * 10 };
-        log.append(&mut batch(ts, &[b"0123456789"]), Timestamp(0)).unwrap();
+        log.append(&batch(ts, &[b"0123456789"]), Timestamp(0)).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
     assert_eq!(log.offset_for_timestamp(1).unwrap(), Some(1));
@@ -152,11 +152,11 @@ fn torn_tail_is_cut_on_recovery_and_appends_continue() {
         let disk = SimDisk::new(seed);
         let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
         for i in 0..10 {
-            log.append(&mut batch(i, &[b"durable"]), Timestamp(0)).unwrap();
+            log.append(&batch(i, &[b"durable"]), Timestamp(0)).unwrap();
         }
         log.flush().unwrap();
         for i in 0..10 {
-            log.append(&mut batch(i, &[b"volatile-record"]), Timestamp(0)).unwrap();
+            log.append(&batch(i, &[b"volatile-record"]), Timestamp(0)).unwrap();
         }
         drop(log);
         disk.crash();
@@ -168,7 +168,7 @@ fn torn_tail_is_cut_on_recovery_and_appends_continue() {
         assert_eq!(vals.len() as u64, end);
         assert!(vals[..10].iter().all(|(_, v)| v == b"durable"));
         assert!(vals[10..].iter().all(|(_, v)| v == b"volatile-record"));
-        let info = log.append(&mut batch(0, &[b"after"]), Timestamp(0)).unwrap();
+        let info = log.append(&batch(0, &[b"after"]), Timestamp(0)).unwrap();
         assert_eq!(info.base_offset, end);
     }
     assert!(cut_seen, "some seed must tear a write");
@@ -182,7 +182,7 @@ fn corrupt_batch_in_the_middle_is_reported_not_served() {
     let one = batch(0, &[b"payload-payload-payload"]);
     let len = one.len() as u64;
     for _ in 0..20 {
-        log.append(&mut one.clone(), Timestamp(0)).unwrap();
+        log.append(&one.clone(), Timestamp(0)).unwrap();
     }
     log.flush().unwrap();
     // Flip a bit inside batch 5's CRC-covered bytes.
@@ -202,7 +202,7 @@ fn retention_deletes_whole_old_segments_and_their_files() {
     let config = LogConfig { retention_bytes: Some(4096), ..small_config() };
     let (mut log, _) = open(&disk, config);
     for i in 0..100 {
-        log.append(&mut batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
+        log.append(&batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
     }
     let before = log.segment_count();
     let report = log.apply_retention(Timestamp(0)).unwrap();
@@ -222,7 +222,7 @@ fn retention_deletes_whole_old_segments_and_their_files() {
     let config = LogConfig { retention_ms: Some(86_400_000), ..small_config() };
     let (mut log, _) = PartitionLog::open(Arc::new(disk.clone()), Path::new("/data/t2"), config, Timestamp(0)).unwrap();
     for i in 0..50 {
-        log.append(&mut batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
+        log.append(&batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
     }
     assert_eq!(log.apply_retention(Timestamp(1000)).unwrap().segments_deleted, 0);
     let r = log.apply_retention(Timestamp(86_400_000 + 100)).unwrap();
@@ -234,14 +234,14 @@ fn truncate_suffix_is_durable_and_offsets_are_reused() {
     let disk = SimDisk::new(8);
     let (mut log, _) = open(&disk, small_config());
     for i in 0..60 {
-        log.append(&mut batch(i, &[format!("a{i}").as_bytes()]), Timestamp(0)).unwrap();
+        log.append(&batch(i, &[format!("a{i}").as_bytes()]), Timestamp(0)).unwrap();
     }
     log.flush().unwrap();
     assert!(matches!(log.truncate_suffix(61), Err(LogError::OffsetOutOfRange { .. })));
     log.truncate_suffix(20).unwrap();
     assert_eq!(log.log_end_offset(), 20);
     assert_eq!(log.flushed_offset(), 20);
-    log.append(&mut batch(0, &[b"b20"]), Timestamp(0)).unwrap();
+    log.append(&batch(0, &[b"b20"]), Timestamp(0)).unwrap();
     log.flush().unwrap();
     drop(log);
     disk.crash();
@@ -257,7 +257,7 @@ fn damaged_index_is_rebuilt() {
     let disk = SimDisk::new(9);
     let (mut log, _) = open(&disk, LogConfig { segment_bytes_max: 1 << 20, ..small_config() });
     for i in 0..50 {
-        log.append(&mut batch(i, &[b"0123456789"]), Timestamp(0)).unwrap();
+        log.append(&batch(i, &[b"0123456789"]), Timestamp(0)).unwrap();
     }
     log.flush().unwrap();
     drop(log);
@@ -273,10 +273,10 @@ fn damaged_index_is_rebuilt() {
 fn failed_sync_poisons_the_log_until_reopened() {
     let disk = SimDisk::new(10);
     let (mut log, _) = open(&disk, small_config());
-    log.append(&mut batch(0, &[b"x"]), Timestamp(0)).unwrap();
+    log.append(&batch(0, &[b"x"]), Timestamp(0)).unwrap();
     disk.set_faults(crate::disk::sim::FaultConfig { sync_error: 1.0, ..Default::default() });
     assert!(log.flush().is_err());
-    assert!(matches!(log.append(&mut batch(0, &[b"y"]), Timestamp(0)), Err(LogError::Failed(_))));
+    assert!(matches!(log.append(&batch(0, &[b"y"]), Timestamp(0)), Err(LogError::Failed(_))));
     assert_eq!(log.flushed_offset(), 0);
 }
 
@@ -284,11 +284,11 @@ fn failed_sync_poisons_the_log_until_reopened() {
 fn control_batches_take_no_offsets() {
     let disk = SimDisk::new(11);
     let (mut log, _) = open(&disk, small_config());
-    log.append(&mut batch(0, &[b"a"]), Timestamp(0)).unwrap();
-    let mut control = BatchBuilder::control(0).to_vec();
-    let info = log.append_with(&mut control, RaftStamp { term: 3, node: 1, index: 2 }, Timestamp(0)).unwrap();
+    log.append(&batch(0, &[b"a"]), Timestamp(0)).unwrap();
+    let control = BatchBuilder::control(0).to_vec();
+    let info = log.append_with(&control, RaftStamp { term: 3, node: 1, index: 2 }, Timestamp(0)).unwrap();
     assert_eq!((info.base_offset, info.next_offset), (1, 1));
-    log.append(&mut batch(0, &[b"b"]), Timestamp(0)).unwrap();
+    log.append(&batch(0, &[b"b"]), Timestamp(0)).unwrap();
     assert_eq!(values_from(&log, 1), vec![(1, b"b".to_vec())]);
     let r = log.read(0, 1 << 20, 2).unwrap();
     let batches: Vec<RecordBatch> = decode_all(r.bytes, usize::MAX).map(Result::unwrap).collect();
@@ -400,7 +400,8 @@ proptest! {
                         values.push((ts, v));
                     }
                     let mut bytes = b.finish().to_vec();
-                    let info = log.append(&mut bytes, Timestamp(now)).unwrap();
+                    let info = log.append(&bytes, Timestamp(now)).unwrap();
+                    crate::batch::stamp(&mut bytes, info.base_offset, 0, 0, 0);
                     prop_assert_eq!(info.base_offset, model.last().map_or(log.log_start_offset(), |b| b.next()));
                     // Model timestamps as the batch stores them (clamped to the first).
                     let first = values[0].0;

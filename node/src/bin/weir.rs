@@ -11,6 +11,12 @@ use weir_node::config::{Args, Config};
 use weir_node::disk::RealDisk;
 use weir_node::server::{self, Shutdown};
 
+/// Produce and fetch move megabyte buffers; mimalloc reuses them instead of
+/// mapping and faulting in fresh pages for each (measured: page faults and
+/// page clearing were ~10% of the broker's CPU under the system allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()

@@ -105,8 +105,7 @@ impl Partition {
             let header: BatchHeader = *decoded.header();
             match state.producers.check(&header) {
                 SequenceCheck::Append => {
-                    let mut buf = batch.to_vec();
-                    let info = state.log.append(&mut buf, clock::now()).map_err(log_error)?;
+                    let info = state.log.append(&batch, clock::now()).map_err(log_error)?;
                     let mut stamped = header;
                     stamped.base_offset = info.base_offset;
                     state.producers.record(&stamped, info.base_offset);
