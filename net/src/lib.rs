@@ -7,7 +7,7 @@
 //! [`error`] the one stable enum of error codes. Decoders are total: any byte
 //! string yields a value or an error, never a panic, and the frame length is
 //! checked against a limit before anything is allocated. See
-//! `docs/PROTOCOL.md` for the byte layouts.
+//! `net/PROTOCOL.md` for the byte layouts.
 
 pub mod error;
 pub mod frame;
