@@ -5,7 +5,7 @@
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_net::message::{ApiVersionsRequest, MetadataRequest, TopicMetadata};
@@ -41,7 +41,7 @@ impl Default for ClientConfig {
 struct Inner {
     config: ClientConfig,
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    metadata: Mutex<HashMap<String, TopicMetadata>>,
+    metadata: Mutex<BTreeMap<String, TopicMetadata>>,
 }
 
 /// A handle to a Weir cluster. Clone it freely.

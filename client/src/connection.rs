@@ -5,7 +5,7 @@
 
 use crate::error::{ClientError, Result};
 use bytes::BytesMut;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,7 @@ type Waiter = oneshot::Sender<Result<Frame>>;
 pub struct Connection {
     addr: String,
     tx: mpsc::Sender<BytesMut>,
-    pending: Arc<Mutex<HashMap<u32, Waiter>>>,
+    pending: Arc<Mutex<BTreeMap<u32, Waiter>>>,
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
 }
@@ -38,9 +38,10 @@ impl Connection {
             .map_err(|_| ClientError::Disconnected { broker: addr.to_owned(), reason: format!("connect timed out after {timeout:?}") })?
             .map_err(|e| ClientError::Disconnected { broker: addr.to_owned(), reason: e.to_string() })?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        // `io::split` rather than `into_split`: madsim's simulated stream has only the former.
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<BytesMut>(WRITE_QUEUE_MAX);
-        let pending: Arc<Mutex<HashMap<u32, Waiter>>> = Arc::default();
+        let pending: Arc<Mutex<BTreeMap<u32, Waiter>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
 
         let fail_all = {
@@ -49,7 +50,7 @@ impl Connection {
             let addr = addr.to_owned();
             move |reason: String| {
                 closed.store(true, Ordering::SeqCst);
-                let waiters: Vec<Waiter> = pending.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, w)| w).collect();
+                let waiters: Vec<Waiter> = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner())).into_values().collect();
                 for w in waiters {
                     let _ = w.send(Err(ClientError::Disconnected { broker: addr.clone(), reason: reason.clone() }));
                 }
@@ -67,7 +68,13 @@ impl Connection {
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = wr.write_all(&out).await {
+                // Flush: a no-op on a real socket, but simulated sockets send on flush.
+                if let Err(e) = async {
+                    wr.write_all(&out).await?;
+                    wr.flush().await
+                }
+                .await
+                {
                     fail(format!("write failed: {e}"));
                     return;
                 }

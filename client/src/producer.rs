@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,7 +120,7 @@ pub struct Producer {
 struct Inner {
     client: Client,
     config: ProducerConfig,
-    senders: Mutex<HashMap<(String, u32), mpsc::Sender<Pending>>>,
+    senders: Mutex<BTreeMap<(String, u32), mpsc::Sender<Pending>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     identity: Arc<tokio::sync::Mutex<Option<(i64, i16)>>>,
     round_robin: AtomicU32,
@@ -189,6 +189,7 @@ impl Producer {
             rx,
             identity: self.inner.identity.clone(),
             stamp: None,
+            needs_fresh_identity: false,
             next_seq: 0,
         };
         let handle = tokio::spawn(task.run());
@@ -265,6 +266,8 @@ struct PartitionSender {
     identity: Arc<tokio::sync::Mutex<Option<(i64, i16)>>>,
     /// This partition's producer id and epoch (`None` until first use).
     stamp: Option<(i64, i16)>,
+    /// The shared id may not be used here any more: get a fresh one.
+    needs_fresh_identity: bool,
     next_seq: i32,
 }
 
@@ -330,7 +333,7 @@ impl PartitionSender {
             let next = match self.rx.try_recv() {
                 Ok(p) => p,
                 Err(_) if self.config.linger.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.rx.recv()).await {
                     Ok(Some(p)) => p,
                     _ => break,
                 },
@@ -346,6 +349,13 @@ impl PartitionSender {
         if !self.config.idempotent {
             return Ok(ProducerStamp::NONE);
         }
+        if self.stamp.is_none() && self.needs_fresh_identity {
+            let r = self.client.request(&Request::InitProducerId(InitProducerIdRequest {})).await?;
+            let r = expect_response!(r, InitProducerId)?;
+            self.stamp = Some((r.producer_id, r.producer_epoch));
+            self.needs_fresh_identity = false;
+            self.next_seq = 0;
+        }
         if self.stamp.is_none() {
             let mut shared = self.identity.lock().await;
             if shared.is_none() {
@@ -359,14 +369,18 @@ impl PartitionSender {
         Ok(ProducerStamp { producer_id, producer_epoch, base_sequence: self.next_seq })
     }
 
-    /// A fresh producer id for this partition, after the broker lost our
-    /// sequence state; sequences restart at 0.
-    async fn reset_identity(&mut self) -> Result<()> {
-        let r = self.client.request(&Request::InitProducerId(InitProducerIdRequest {})).await?;
-        let r = expect_response!(r, InitProducerId)?;
-        tracing::warn!(topic = %self.topic, partition = self.partition, producer_id = r.producer_id, "broker lost this producer's sequence state; continuing with a new producer id");
-        self.stamp = Some((r.producer_id, r.producer_epoch));
+    /// A fresh producer id for this partition, sequences from 0: after the
+    /// broker lost our sequence state, or after giving up on a batch whose
+    /// outcome is unknown (its sequence may be stored, so it can never be
+    /// reused for other data: the broker would answer new data as a
+    /// duplicate of the old).
+    async fn reset_identity(&mut self, why: &str) -> Result<()> {
+        // Until a new id is in hand, nothing may be sent under the old one.
+        self.stamp = None;
+        self.needs_fresh_identity = true;
         self.next_seq = 0;
+        let stamp = self.stamp().await?;
+        tracing::warn!(topic = %self.topic, partition = self.partition, producer_id = stamp.producer_id, why, "continuing with a new producer id");
         Ok(())
     }
 
@@ -426,7 +440,13 @@ impl PartitionSender {
         let mut seq = failed.first().map_or(self.next_seq, |(b, _)| b.base_seq);
         let mut backoff = self.client.config().retry_backoff;
         let mut reset_done = false;
+        let mut unknown_outcome = false;
+        let mut fail_all: Option<ClientError> = None;
         for (mut batch, first_error) in failed {
+            if let Some(e) = &fail_all {
+                fail(batch.records, e);
+                continue;
+            }
             let out_of_order = first_error.code() == Some(ErrorCode::OutOfOrderSequence);
             if !(first_error.is_retriable() || out_of_order) {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %first_error, "batch refused");
@@ -442,6 +462,7 @@ impl PartitionSender {
                 let oldest = batch.records.iter().map(|r| r.queued).min().unwrap_or_else(Instant::now);
                 if oldest.elapsed() > self.config.delivery_timeout {
                     fail(batch.records, &ClientError::Timeout(self.config.delivery_timeout));
+                    unknown_outcome = true;
                     break;
                 }
                 match self.dispatch(&batch).await {
@@ -456,8 +477,9 @@ impl PartitionSender {
                         // unacknowledged batches, or aged our state out):
                         // continue under a new producer id from sequence 0.
                         reset_done = true;
-                        if let Err(e) = self.reset_identity().await {
+                        if let Err(e) = self.reset_identity("the broker holds no matching sequence state").await {
                             fail(batch.records, &e);
+                            unknown_outcome = true;
                             break;
                         }
                         self.renumber(&mut batch, 0);
@@ -468,6 +490,17 @@ impl PartitionSender {
                     Err(e) => {
                         fail(batch.records, &e);
                         break;
+                    }
+                }
+            }
+            if unknown_outcome && self.config.idempotent {
+                unknown_outcome = false;
+                match self.reset_identity("gave up on a batch whose outcome is unknown").await {
+                    Ok(()) => seq = 0,
+                    Err(e) => {
+                        // No safe identity: fail what is left rather than risk
+                        // it being taken for a duplicate.
+                        fail_all = Some(e);
                     }
                 }
             }

@@ -10,6 +10,8 @@
 //! seed the caller passes.
 
 pub mod batch;
+#[cfg(madsim)]
+pub mod canary;
 pub mod disk;
 pub mod log;
 pub mod name;

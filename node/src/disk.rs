@@ -112,6 +112,10 @@ impl Disk for RealDisk {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+
+    fn take_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! fetches, idempotent producers, retention), the [`server`] that speaks the
 //! protocol over TCP, and [`config::Config`] for the `weir` binary.
 
+pub mod blocking;
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -25,7 +26,7 @@ pub fn spawn_retention(broker: Arc<broker::Broker>, mut shutdown: tokio::sync::w
             }
             let b = broker.clone();
             // Deleting files is blocking IO.
-            let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            blocking::run(move || b.apply_retention()).await;
         }
     })
 }

@@ -76,7 +76,11 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
     let mut out = BytesMut::new();
     let err = WireError::new(ErrorCode::Busy, format!("the broker is at its limit of {limit} connections: retry later"));
     Response::encode(ApiKey::ApiVersions, 0, &Err(err), &mut out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    })
+    .await;
 }
 
 /// Resolves once shutdown has been triggered (or its sender is gone).
@@ -88,7 +92,8 @@ type Answer = (u16, u32, Result<Response, WireError>);
 
 async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let cfg = broker.config().clone();
-    let (mut rd, mut wr) = stream.into_split();
+    // `io::split` rather than `into_split`: madsim's simulated stream has only the former.
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut out = BytesMut::with_capacity(64 << 10);
     let mut in_flight = FuturesOrdered::new();
@@ -136,7 +141,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mu
                 while let Some(Some((key, id, result))) = futures::FutureExt::now_or_never(in_flight.next()) {
                     encode_answer(key, id, &result, &mut out);
                 }
-                if let Err(e) = wr.write_all(&out).await {
+                // Flush: a no-op on a real socket, but simulated sockets send on flush.
+                if let Err(e) = async { wr.write_all(&out).await?; wr.flush().await }.await {
                     tracing::debug!(%peer, error = %e, "write failed; closing");
                     return;
                 }

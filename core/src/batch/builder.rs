@@ -122,6 +122,7 @@ impl BatchBuilder {
         b[at::RECORD_COUNT..at::RECORD_COUNT + 4].copy_from_slice(&self.count.to_le_bytes());
         let crc = crc32fast::hash(&b[super::CRC_START..]);
         b[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        super::seal_header(b);
         self.buf.freeze()
     }
 }

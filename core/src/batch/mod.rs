@@ -1,10 +1,11 @@
 //! The record batch: the unit of append, replication, CRC and compression.
 //!
-//! A batch is a fixed 81-byte header followed by varint-framed records. All
-//! integers are little-endian. The fields before the CRC are stamped by the
-//! broker when it appends (offset, Raft term, node and index), so the CRC a
-//! producer computed stays valid; everything from `attributes` to the end is
-//! covered by the CRC32 (IEEE, `crc32fast`).
+//! A batch is a fixed 85-byte header followed by varint-framed records. All
+//! integers are little-endian. The first 36 bytes are stamped by the broker
+//! when it appends (offset, Raft term, node and index) and are covered by
+//! their own `header_crc`, so the CRC a producer computed over the rest stays
+//! valid while nothing in the batch goes unprotected. Both are CRC32 (IEEE,
+//! `crc32fast`).
 //!
 //! | at | bytes | field | meaning |
 //! | --- | --- | --- | --- |
@@ -13,17 +14,18 @@
 //! | 12 | 8 | `leader_epoch` u64 | Raft term of the leader that appended it (0 before replication) |
 //! | 20 | 8 | `leader_node` u64 | Raft node id of that leader, so a Raft `LogId` can be rebuilt |
 //! | 28 | 8 | `raft_index` u64 | Raft log index of this batch (0 before replication) |
-//! | 36 | 1 | `magic` u8 | format version, currently 1 |
-//! | 37 | 4 | `crc` u32 | CRC32 of bytes 41..end |
-//! | 41 | 2 | `attributes` u16 | bits 0-2 codec (0 = none), bit 3 timestamp type (0 create, 1 log-append), bit 5 control |
-//! | 43 | 4 | `last_offset_delta` u32 | `record_count - 1` (0 for an empty control batch) |
-//! | 47 | 8 | `first_timestamp` i64 | ms since epoch of the first record |
-//! | 55 | 8 | `max_timestamp` i64 | largest record timestamp |
-//! | 63 | 8 | `producer_id` i64 | idempotent producer id, -1 if none |
-//! | 71 | 2 | `producer_epoch` i16 | producer epoch, -1 if none |
-//! | 73 | 4 | `base_sequence` i32 | sequence of the first record, -1 if none |
-//! | 77 | 4 | `record_count` u32 | number of records |
-//! | 81 | .. | records | `record_count` records, see [`record`] |
+//! | 36 | 4 | `header_crc` u32 | CRC32 of bytes 0..36, set whenever they are stamped |
+//! | 40 | 1 | `magic` u8 | format version, currently 1 |
+//! | 41 | 4 | `crc` u32 | CRC32 of bytes 45..end, set by the producer |
+//! | 45 | 2 | `attributes` u16 | bits 0-2 codec (0 = none), bit 3 timestamp type (0 create, 1 log-append), bit 5 control |
+//! | 47 | 4 | `last_offset_delta` u32 | `record_count - 1` (0 for an empty control batch) |
+//! | 51 | 8 | `first_timestamp` i64 | ms since epoch of the first record |
+//! | 59 | 8 | `max_timestamp` i64 | largest record timestamp |
+//! | 67 | 8 | `producer_id` i64 | idempotent producer id, -1 if none |
+//! | 75 | 2 | `producer_epoch` i16 | producer epoch, -1 if none |
+//! | 77 | 4 | `base_sequence` i32 | sequence of the first record, -1 if none |
+//! | 81 | 4 | `record_count` u32 | number of records |
+//! | 85 | .. | records | `record_count` records, see [`record`] |
 //!
 //! Each record: `length` uvarint (bytes that follow), `attributes` u8 (0),
 //! `timestamp_delta` zigzag varint (from `first_timestamp`), `offset_delta`
@@ -49,13 +51,16 @@ use thiserror::Error;
 /// Current on-disk and on-wire batch format version.
 pub const MAGIC: u8 = 1;
 /// Bytes before the records.
-pub const HEADER_LEN: usize = 81;
+pub const HEADER_LEN: usize = 85;
 /// Bytes needed to learn a batch's total length (`base_offset` + `batch_length`).
 pub const LENGTH_PREFIX_LEN: usize = 12;
-/// Bytes at the front that [`stamp`] may change (they precede the CRC).
-pub const STAMPED_LEN: usize = 36;
+/// Bytes at the front that [`stamp`] may change: the stamped fields and
+/// their `header_crc`.
+pub const STAMPED_LEN: usize = 40;
+/// Bytes covered by `header_crc`.
+pub const HEADER_CRC_COVERS: usize = 36;
 /// First byte covered by the CRC.
-pub const CRC_START: usize = 41;
+pub const CRC_START: usize = 45;
 
 pub(crate) mod at {
     pub const BASE_OFFSET: usize = 0;
@@ -63,16 +68,17 @@ pub(crate) mod at {
     pub const LEADER_EPOCH: usize = 12;
     pub const LEADER_NODE: usize = 20;
     pub const RAFT_INDEX: usize = 28;
-    pub const MAGIC: usize = 36;
-    pub const CRC: usize = 37;
-    pub const ATTRIBUTES: usize = 41;
-    pub const LAST_OFFSET_DELTA: usize = 43;
-    pub const FIRST_TIMESTAMP: usize = 47;
-    pub const MAX_TIMESTAMP: usize = 55;
-    pub const PRODUCER_ID: usize = 63;
-    pub const PRODUCER_EPOCH: usize = 71;
-    pub const BASE_SEQUENCE: usize = 73;
-    pub const RECORD_COUNT: usize = 77;
+    pub const HEADER_CRC: usize = 36;
+    pub const MAGIC: usize = 40;
+    pub const CRC: usize = 41;
+    pub const ATTRIBUTES: usize = 45;
+    pub const LAST_OFFSET_DELTA: usize = 47;
+    pub const FIRST_TIMESTAMP: usize = 51;
+    pub const MAX_TIMESTAMP: usize = 59;
+    pub const PRODUCER_ID: usize = 67;
+    pub const PRODUCER_EPOCH: usize = 75;
+    pub const BASE_SEQUENCE: usize = 77;
+    pub const RECORD_COUNT: usize = 81;
 }
 
 /// Attribute bits.
@@ -102,6 +108,9 @@ pub enum BatchError {
     /// The CRC over the batch does not match: the bytes are corrupt.
     #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
+    /// The CRC over the stamped header fields does not match.
+    #[error("batch header CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    HeaderCrcMismatch { stored: u32, computed: u32 },
     /// Attributes carry bits or a codec this version does not know.
     #[error("unsupported batch attributes {0:#06x}")]
     BadAttributes(u16),
@@ -121,6 +130,7 @@ pub struct BatchHeader {
     pub leader_epoch: u64,
     pub leader_node: u64,
     pub raft_index: u64,
+    pub header_crc: u32,
     pub magic: u8,
     pub crc: u32,
     pub attributes: u16,
@@ -160,6 +170,7 @@ impl BatchHeader {
             leader_epoch: u64_at(buf, at::LEADER_EPOCH),
             leader_node: u64_at(buf, at::LEADER_NODE),
             raft_index: u64_at(buf, at::RAFT_INDEX),
+            header_crc: u32_at(buf, at::HEADER_CRC),
             magic: buf[at::MAGIC],
             crc: u32_at(buf, at::CRC),
             attributes: u16::from_le_bytes([buf[at::ATTRIBUTES], buf[at::ATTRIBUTES + 1]]),
@@ -202,13 +213,21 @@ pub fn peek_total_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, Batch
     Ok(Some(LENGTH_PREFIX_LEN + length as usize))
 }
 
-/// Overwrites the fields the log assigns at append time. They precede the
-/// CRC, so the batch stays valid. `buf` must hold at least [`STAMPED_LEN`] bytes.
+/// Overwrites the fields the log assigns at append time and their
+/// `header_crc`. They precede the body CRC, so the producer's CRC stays
+/// valid. `buf` must hold at least [`STAMPED_LEN`] bytes.
 pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u64, leader_node: u64, raft_index: u64) {
     buf[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
     buf[at::LEADER_EPOCH..at::LEADER_EPOCH + 8].copy_from_slice(&leader_epoch.to_le_bytes());
     buf[at::LEADER_NODE..at::LEADER_NODE + 8].copy_from_slice(&leader_node.to_le_bytes());
     buf[at::RAFT_INDEX..at::RAFT_INDEX + 8].copy_from_slice(&raft_index.to_le_bytes());
+    seal_header(buf);
+}
+
+/// Recomputes `header_crc` over the stamped fields.
+pub(crate) fn seal_header(buf: &mut [u8]) {
+    let crc = crc32fast::hash(&buf[..HEADER_CRC_COVERS]);
+    buf[at::HEADER_CRC..at::HEADER_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A validated batch over shared bytes. Cloning is cheap.
@@ -231,6 +250,10 @@ impl RecordBatch {
             return Err(BatchError::Truncated { needed: total, available: buf.len() });
         }
         let header = BatchHeader::parse(buf)?;
+        let computed = crc32fast::hash(&buf[..HEADER_CRC_COVERS]);
+        if computed != header.header_crc {
+            return Err(BatchError::HeaderCrcMismatch { stored: header.header_crc, computed });
+        }
         if header.magic != MAGIC {
             return Err(BatchError::BadMagic(header.magic));
         }

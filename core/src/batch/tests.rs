@@ -63,10 +63,11 @@ proptest! {
     }
 
     #[test]
-    fn any_flipped_bit_after_crc_start_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>()) {
+    fn any_flipped_bit_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>(), offset: u64) {
         let mut raw = build(&records, 0).to_vec();
-        let bits = (raw.len() - CRC_START) * 8;
-        let bit = CRC_START * 8 + bit.index(bits);
+        stamp(&mut raw, offset, 1, 2, 3);
+        let bits = raw.len() * 8;
+        let bit = bit.index(bits);
         raw[bit / 8] ^= 1 << (bit % 8);
         let raw = Bytes::from(raw);
         prop_assert!(RecordBatch::decode(&raw, usize::MAX).is_err());
@@ -84,6 +85,7 @@ proptest! {
         raw[at::RECORD_COUNT..at::RECORD_COUNT + 4].copy_from_slice(&count.to_le_bytes());
         let crc = crc32fast::hash(&raw[CRC_START..]);
         raw[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        seal_header(&mut raw);
         let raw = Bytes::from(raw);
         let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
         let _ = batch.validate();

@@ -84,4 +84,8 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> Result<(), DiskError>;
     /// True if `path` names an existing file or directory.
     fn exists(&self, path: &Path) -> bool;
+    /// Simulated latency that operations since the last call owe, for an
+    /// async caller to sleep on (the trait is synchronous). A real disk's
+    /// latency is already paid inside its calls: it returns zero.
+    fn take_latency(&self) -> std::time::Duration;
 }

@@ -10,7 +10,7 @@
 //! Faults: bit flips in a chosen or random region ([`SimDisk::flip_bit`]),
 //! read and write errors (EIO) and sync failures at configured rates, ENOSPC
 //! past a capacity, and latency that an async caller can pay with
-//! [`SimDisk::take_latency_ns`]. All randomness comes from the seed given to
+//! [`Disk::take_latency`]. All randomness comes from the seed given to
 //! [`SimDisk::new`], so a run replays exactly.
 
 use super::{Disk, DiskError, DiskFile};
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Fault rates; all zero by default (a perfect disk that can still crash).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultConfig {
     /// Probability that a read fails with EIO.
     pub read_error: f64,
@@ -158,12 +158,6 @@ impl SimDisk {
 
     pub fn stats(&self) -> SimDiskStats {
         self.lock().stats
-    }
-
-    /// Latency accumulated by operations since the last call, for an async
-    /// caller to sleep on (the trait itself is synchronous).
-    pub fn take_latency_ns(&self) -> u64 {
-        std::mem::take(&mut self.lock().latency_owed_ns)
     }
 
     /// Power loss: every unsynced operation is kept or lost as described in
@@ -511,6 +505,10 @@ impl Disk for SimDisk {
 
     fn exists(&self, path: &Path) -> bool {
         self.lock().names.contains_key(&normalize(path))
+    }
+
+    fn take_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(std::mem::take(&mut self.lock().latency_owed_ns))
     }
 }
 

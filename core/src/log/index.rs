@@ -95,8 +95,14 @@ pub fn valid_time_prefix(entries: &[TimeEntry], next_relative: u64) -> usize {
 /// Position to start scanning for `relative_offset`: the last entry at or
 /// before it, or the segment start.
 pub fn floor_position(entries: &[OffsetEntry], relative_offset: u32) -> u32 {
+    floor_entry(entries, relative_offset).position
+}
+
+/// The last entry at or before `relative_offset`, or the segment start (a
+/// batch at relative offset 0, position 0).
+pub fn floor_entry(entries: &[OffsetEntry], relative_offset: u32) -> OffsetEntry {
     let i = entries.partition_point(|e| e.relative_offset <= relative_offset);
-    if i == 0 { 0 } else { entries[i - 1].position }
+    if i == 0 { OffsetEntry { relative_offset: 0, position: 0 } } else { entries[i - 1] }
 }
 
 /// Relative offset to start scanning for the first record at or after

@@ -237,6 +237,14 @@ impl PartitionLog {
         report.segments = segments.len();
         let mut log = PartitionLog { disk, dir: dir.to_path_buf(), config, segments, flushed: 0, failed: None };
         log.flushed = log.log_end_offset();
+        #[cfg(madsim)]
+        if crate::canary::is(crate::canary::Canary::ReuseOffsetAfterCrash) && log.log_end_offset() > log.log_start_offset() {
+            let end = log.log_end_offset();
+            let last = log.read(end - 1, 1, end)?;
+            if let Ok(h) = BatchHeader::parse(&last.bytes) {
+                log.truncate_suffix(h.base_offset)?;
+            }
+        }
         Ok((log, report))
     }
 
@@ -283,6 +291,11 @@ impl PartitionLog {
 
     fn active_mut(&mut self) -> &mut Segment {
         self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    /// Simulated IO latency owed since the last call (see [`Disk::take_latency`]).
+    pub fn take_io_latency(&self) -> std::time::Duration {
+        self.disk.take_latency()
     }
 
     /// True after a failed sync: the log refuses writes until reopened.

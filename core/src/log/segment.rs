@@ -280,6 +280,15 @@ impl Segment {
     }
 
     fn check(&self, bytes: &Bytes, expected: u64, batch_bytes_max: usize) -> Result<BatchHeader, String> {
+        #[cfg(madsim)]
+        if crate::canary::is(crate::canary::Canary::SkipCrcOnRead) {
+            let h = BatchHeader::parse(bytes).map_err(|e| e.to_string())?;
+            return if h.base_offset == expected {
+                Ok(h)
+            } else {
+                Err(format!("expected base offset {expected}, found {}", h.base_offset))
+            };
+        }
         let (batch, _) = RecordBatch::decode(bytes, batch_bytes_max).map_err(|e: BatchError| e.to_string())?;
         let h = *batch.header();
         if h.base_offset != expected {
@@ -340,14 +349,36 @@ impl Segment {
             self.log.write_at(head, pos)?;
             self.log.write_at(rest, pos + head.len() as u64)?;
         }
-        self.dirty = true;
+        // The batch counts only once its index entries are written too: on an
+        // error nothing changes, so the caller may retry without the batch
+        // having been half-appended (which would store a retry twice).
+        let saved = (
+            self.index.len(),
+            self.time_index.len(),
+            self.bytes_since_index,
+            self.max_timestamp,
+            self.max_timestamp_relative,
+            self.next_offset,
+            self.size,
+        );
         let (entry, time) = self.note_batch(h, pos, config.index_interval_bytes);
-        if let Some(entry) = entry {
-            self.index_file.write_at(&entry.encode(), ((self.index.len() - 1) * OFFSET_ENTRY_LEN) as u64)?;
+        let written = (|| {
+            if let Some(entry) = entry {
+                self.index_file.write_at(&entry.encode(), ((self.index.len() - 1) * OFFSET_ENTRY_LEN) as u64)?;
+            }
+            if let Some(t) = time {
+                self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.index.truncate(saved.0);
+            self.time_index.truncate(saved.1);
+            (self.bytes_since_index, self.max_timestamp, self.max_timestamp_relative, self.next_offset, self.size) =
+                (saved.2, saved.3, saved.4, saved.5, saved.6);
+            return Err(e);
         }
-        if let Some(t) = time {
-            self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
-        }
+        self.dirty = true;
         Ok(())
     }
 
@@ -456,25 +487,41 @@ impl Segment {
         if offset >= self.next_offset || offset >= upper {
             return Ok(None);
         }
-        let mut pos = u64::from(index::floor_position(&self.index, (offset.max(self.base_offset) - self.base_offset) as u32));
+        let floor = index::floor_entry(&self.index, (offset.max(self.base_offset) - self.base_offset) as u32);
+        let mut pos = u64::from(floor.position);
+        // The header fields before the CRC (the base offset among them) are
+        // not CRC-protected: check each against the offset the walk expects,
+        // starting from what the index says, so a damaged header is reported
+        // instead of served at the wrong offsets.
+        let mut expected = self.base_offset + u64::from(floor.relative_offset);
         let first = loop {
             if pos >= self.size {
-                return Ok(None);
+                // `offset` is below `next_offset`, so it is in this segment:
+                // walking off the end means a damaged length sent us astray.
+                return Err(self.corrupt(pos, expected, format!("offset {offset} not found before the end of the segment")));
             }
-            let Some(h) = self.header_at(pos)? else {
+            let mut head = [0u8; HEADER_LEN];
+            let n = self.log.read_at(&mut head, pos)?;
+            let Ok(h) = BatchHeader::parse(&head[..n]) else {
                 return Err(self.corrupt(pos, offset, "unreadable batch header".to_owned()));
             };
             if h.total_len() > batch_bytes_max || h.batch_length < (HEADER_LEN - batch::LENGTH_PREFIX_LEN) as u32 {
-                return Err(self.corrupt(pos, h.base_offset, format!("batch length {} is invalid", h.batch_length)));
+                return Err(self.corrupt(pos, expected, format!("batch length {} is invalid", h.batch_length)));
             }
+            if h.base_offset != expected {
+                return Err(self.corrupt(pos, expected, format!("batch header says base offset {}, expected {expected}", h.base_offset)));
+            }
+            if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
+                return Err(self.corrupt(pos, expected, "batch header CRC mismatch".to_owned()));
+            }
+            expected = h.next_offset();
             if h.next_offset() > offset {
                 break h;
             }
             pos += h.total_len() as u64;
         };
-        if first.next_offset() > upper {
-            return Ok(None);
-        }
+        // `first`'s record count is not trusted until its CRC is checked
+        // below: a damaged count must not make the batch look past `upper`.
         let avail = self.size - pos;
         let want = (max_bytes as u64).max(first.total_len() as u64).min(avail) as usize;
         let mut buf = BytesMut::zeroed(want);
@@ -495,6 +542,9 @@ impl Segment {
                 Err(_) => break,
             };
             if header.next_offset() > upper {
+                if at == 0 {
+                    return Ok(None);
+                }
                 break;
             }
             expected = header.next_offset();

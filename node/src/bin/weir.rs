@@ -50,7 +50,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = server.await;
     let _ = retention.await;
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.shutdown()).await?;
+    weir_node::blocking::run(move || b.shutdown()).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

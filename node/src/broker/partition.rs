@@ -129,6 +129,10 @@ impl Partition {
         if !appended.duplicate {
             self.dirty.notify_one();
         }
+        #[cfg(madsim)]
+        if weir_core::canary::is(weir_core::canary::Canary::AckBeforeFsync) {
+            return Ok(appended);
+        }
         if acks != Acks::None {
             self.wait_durable(appended.next_offset, timeout).await?;
         }
@@ -179,7 +183,7 @@ impl Partition {
             if result.bytes.len() >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
                 return Ok((result, hw, start));
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            match tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), rx.changed()).await {
                 Ok(Ok(())) => {}
                 // Closed or timed out: answer with what there is.
                 _ => {
@@ -265,18 +269,16 @@ async fn flusher(p: Arc<Partition>) {
                 }
             }
         };
-        let (job, result) = match tokio::task::spawn_blocking(move || {
+        let (job, result) = crate::blocking::run(move || {
             let r = job.run();
             (job, r)
         })
-        .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(error = %e, "flush task failed");
-                break;
-            }
-        };
+        .await;
+        // A simulated disk's fsync latency is paid here, delaying the acks.
+        let owed = p.read_state().log.take_io_latency();
+        if !owed.is_zero() {
+            tokio::time::sleep(owed).await;
+        }
         let flushed = {
             let mut state = p.write_state();
             state.log.complete_flush(job, result)
@@ -306,12 +308,29 @@ fn rebuild_producers(log: &PartitionLog) -> Result<ProducerTable, LogError> {
     }
     let mut offset = from;
     while offset < end {
-        let r = log.read(offset, 1 << 20, end)?;
+        let r = match log.read(offset, 1 << 20, end) {
+            Ok(r) => r,
+            // A damaged old batch must not keep the broker from starting: its
+            // producers' state is skipped (at worst one of them must restart
+            // with a new id) and reads of it keep reporting the corruption.
+            Err(e @ LogError::Corruption { .. }) => {
+                tracing::error!(error = %e, "skipping a corrupt segment while rebuilding producer state");
+                match bases.iter().find(|b| **b > offset) {
+                    Some(next) => {
+                        offset = *next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if r.bytes.is_empty() {
             break;
         }
-        for batch in weir_core::batch::decode_all(r.bytes, usize::MAX) {
-            let batch = batch.map_err(LogError::InvalidBatch)?;
+        // The log verified these batches; should one still not decode, its
+        // producers' state is skipped like a corrupt segment's.
+        for batch in weir_core::batch::decode_all(r.bytes, usize::MAX).map_while(Result::ok) {
             table.record(batch.header(), batch.base_offset());
         }
         offset = r.next_offset;

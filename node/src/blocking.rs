@@ -1,0 +1,23 @@
+//! Running blocking disk work off the async workers. In production that is
+//! tokio's blocking pool; in simulation the disk is in memory and madsim
+//! forbids real threads, so the work runs inline and stays deterministic.
+
+/// Runs `f` where blocking is allowed and returns its result.
+pub async fn run<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            // The closure panicked: surface it where the caller awaits.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    #[cfg(madsim)]
+    {
+        f()
+    }
+}

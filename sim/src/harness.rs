@@ -1,0 +1,479 @@
+//! The simulation harness (madsim builds only): one run = one seed.
+//!
+//! Hosts: `weir-1` (10.0.0.1) runs the real broker from weir-node over a
+//! [`SimDisk`] that lives here, outside the node, so kill and restart keep
+//! what was durable; `client` (10.0.0.2) runs producers and consumers built
+//! on the real weir-client. The main task injects faults during the safety
+//! phase, then heals everything and demands convergence (liveness), reads
+//! every partition back and hands the history to the checker.
+
+use crate::checker::{self, Ack, Anomaly, History, Poll};
+use crate::faults::Swarm;
+use crate::trace::TraceHash;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_client::{
+    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, CreateTopicRequest, ErrorCode, ProduceMessage, Producer,
+    ProducerConfig, StartOffset,
+};
+use weir_core::canary::Canary;
+use weir_core::disk::sim::{FaultConfig, SimDisk};
+use weir_node::broker::Broker;
+use weir_node::config::Config;
+
+const TOPIC: &str = "sim";
+const DATA_DIR: &str = "/weir";
+const NODE_IP: &str = "10.0.0.1";
+const CLIENT_IP: &str = "10.0.0.2";
+const PORT: u16 = 9092;
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Simulated time with faults on.
+    pub safety: Duration,
+    /// Simulated time allowed to converge once healed.
+    pub liveness_bound: Duration,
+    pub canary: Option<Canary>,
+    /// Force bit flips on (the CRC canary needs corruption to show).
+    pub force_bitflips: bool,
+    /// Force crashes with power loss on (the offset canary needs restarts).
+    pub force_crashes: bool,
+    /// Force slow fsyncs, widening the window in which an acknowledgement
+    /// sent before its fsync can be lost (the ack-before-fsync canary).
+    pub force_slow_sync: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            safety: Duration::from_secs(20),
+            liveness_bound: Duration::from_secs(30),
+            canary: None,
+            force_bitflips: false,
+            force_crashes: false,
+            force_slow_sync: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub anomalies: Vec<Anomaly>,
+    pub acks: usize,
+    pub polls: usize,
+    pub crashes: u32,
+    pub clogs: u32,
+    pub bitflips: u32,
+    pub swarm: Swarm,
+}
+
+impl SimReport {
+    /// The one-line command that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!("WEIR_SIM_SEED={} ci/sim", self.seed)
+    }
+}
+
+/// Everything observed, in order, shared by the workload tasks.
+#[derive(Default)]
+struct Recorder {
+    history: History,
+    trace: TraceHash,
+    /// Subscriptions started so far (ids must be per run for replay).
+    consumers: u32,
+}
+
+impl Recorder {
+    fn new_consumer(&mut self) -> u32 {
+        self.consumers += 1;
+        self.consumers
+    }
+}
+
+type Rec = Arc<Mutex<Recorder>>;
+
+fn rec_lock(rec: &Rec) -> std::sync::MutexGuard<'_, Recorder> {
+    rec.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn node_addr() -> SocketAddr {
+    SocketAddr::new(NODE_IP.parse().expect("ip"), PORT)
+}
+
+/// Runs one seed to completion and checks its history.
+pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
+    weir_core::canary::set(opts.canary);
+    let mut config = madsim::Config::default();
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45_5457);
+    let hi = rng.u64(1..20);
+    config.net.send_latency = Duration::from_micros(200)..Duration::from_millis(hi);
+    let mut rt = Runtime::with_seed_and_config(seed, config);
+    // A run that does not finish in this much simulated time is a hang: madsim panics.
+    rt.set_time_limit(opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60));
+    let opts2 = opts.clone();
+    let report = rt.block_on(async move { scenario(seed, opts2).await });
+    weir_core::canary::set(None);
+    report
+}
+
+fn broker_config() -> Config {
+    let mut c = Config { listen: node_addr(), data_dir: PathBuf::from(DATA_DIR), ..Config::default() };
+    // Small segments so rolls, sealed segments and index rebuilds happen often.
+    c.log.segment_bytes_max = 16 << 10;
+    c.log.preallocate_bytes = 4 << 10;
+    c.log.index_interval_bytes = 512;
+    c.log.retention_ms = None;
+    c.log.segment_age_max_ms = 0;
+    c.produce_timeout_max = Duration::from_secs(5);
+    c.fetch_wait_max = Duration::from_secs(1);
+    c.idle_timeout = Duration::from_secs(120);
+    c
+}
+
+/// The node's main: open the broker on the simulated disk and serve. A
+/// broker that cannot open (an injected read error during recovery) exits
+/// and waits for the next restart, as an operator would restart it.
+async fn broker_main(disk: SimDisk) {
+    let broker = match Broker::open(broker_config(), Arc::new(disk)) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "broker failed to open");
+            return;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(node_addr()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "bind failed");
+            return;
+        }
+    };
+    let (_shutdown, rx) = weir_node::server::Shutdown::new();
+    let _retention = weir_node::spawn_retention(broker.clone(), rx.clone());
+    weir_node::server::serve(listener, broker, rx).await;
+}
+
+/// Connects, retrying while the node is down. A node that stays
+/// unreachable for minutes of simulated time is a liveness failure: the
+/// caller gets `None` and the run reports it.
+async fn connect() -> Option<Client> {
+    let config = ClientConfig { brokers: vec![node_addr().to_string()], timeout: Duration::from_secs(2), retries: 5, ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(config.clone()).await {
+            Ok(c) => return Some(c),
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn producer_task(id: u32, seed: u64, partitions: u32, rec: Rec, stop: Arc<AtomicBool>) {
+    let Some(client) = connect().await else {
+        rec_lock(&rec).history.stuck.push(format!("producer {id} could not connect"));
+        return;
+    };
+    let config = ProducerConfig { request_timeout: Duration::from_secs(2), delivery_timeout: Duration::from_secs(8), ..Default::default() };
+    let producer = Producer::with_config(&client, config);
+    let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(id) << 32);
+    let mut seq = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let partition = rng.u32(0..partitions);
+        let n = if rng.u8(0..10) < 3 { rng.usize(2..6) } else { 1 };
+        let values: Vec<String> = (0..n)
+            .map(|_| {
+                seq += 1;
+                format!("p{id}-{seq}")
+            })
+            .collect();
+        let msgs = values.iter().map(|v| ProduceMessage::new(TOPIC, v.clone()).with_partition(partition)).collect();
+        if let Ok(results) = producer.send_batch(msgs).await {
+            let mut r = rec_lock(&rec);
+            for (res, value) in results.into_iter().zip(values) {
+                r.trace.add(&format!("ack {} {} {}", res.partition, res.offset, value));
+                r.history.acks.push(Ack { partition: res.partition, offset: res.offset, value });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..30))).await;
+    }
+    producer.close().await;
+}
+
+/// Follows one partition from offset 0 for the whole run, recording every
+/// message in order. A new subscription (new consumer id) starts after
+/// OffsetOutOfRange or a reported corruption.
+async fn consumer_task(partition: u32, rec: Rec, stop: Arc<AtomicBool>) {
+    let Some(client) = connect().await else {
+        rec_lock(&rec).history.stuck.push(format!("consumer of partition {partition} could not connect"));
+        return;
+    };
+    let consumer = Consumer::with_config(&client, ConsumerConfig { max_bytes: 64 << 10, max_wait: Duration::from_millis(300) });
+    let mut id = rec_lock(&rec).new_consumer();
+    let mut offset = 0u64;
+    let mut corrupt_strikes = 0;
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.fetch(TOPIC, partition, offset, Duration::from_millis(300)).await {
+            Ok(r) => {
+                corrupt_strikes = 0;
+                let mut g = rec_lock(&rec);
+                for m in r.messages {
+                    let value = String::from_utf8_lossy(&m.value).into_owned();
+                    g.trace.add(&format!("poll {id} {partition} {} {value}", m.offset));
+                    g.history.polls.push(Poll { consumer: id, partition, offset: m.offset, value });
+                }
+                offset = r.next_offset;
+            }
+            Err(ClientError::Protocol(e)) => {
+                rec_lock(&rec).history.corrupt_served.push(format!("partition {partition} offset {offset}: {e}"));
+                id = rec_lock(&rec).new_consumer();
+                offset += 1;
+            }
+            Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                id = rec_lock(&rec).new_consumer();
+                offset = consumer.offset_for(TOPIC, partition, StartOffset::Latest).await.unwrap_or(0);
+            }
+            Err(e) if e.code() == Some(ErrorCode::CorruptData) => {
+                corrupt_strikes += 1;
+                if corrupt_strikes >= 3 {
+                    // Reported loudly; step over it under a new subscription.
+                    id = rec_lock(&rec).new_consumer();
+                    offset += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn partition_of(path: &Path) -> Option<u32> {
+    // /weir/topics/<topic>/<partition>/<base>.log
+    path.parent()?.file_name()?.to_str()?.parse().ok()
+}
+
+/// Flips a bit in a sealed segment (acknowledged, durable data): the
+/// newest `.log` of a partition is the active one and is left alone.
+fn flip_sealed(disk: &SimDisk, rng: &mut fastrand::Rng) -> Option<u32> {
+    let logs: Vec<PathBuf> = disk.files().into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let sealed: Vec<&PathBuf> =
+        logs.iter().filter(|p| logs.iter().any(|q| q.parent() == p.parent() && q.file_name() > p.file_name())).collect();
+    if sealed.is_empty() {
+        return None;
+    }
+    let path = sealed[rng.usize(0..sealed.len())];
+    disk.flip_bit(path, None)?;
+    partition_of(path)
+}
+
+async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
+    if std::env::var_os("WEIR_SIM_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_default()).try_init();
+    }
+    let mut swarm = Swarm::draw(seed);
+    if opts.force_bitflips {
+        swarm.bitflip_every = Some(Duration::from_millis(1500));
+    }
+    if opts.force_crashes {
+        swarm.crash_every = Some(Duration::from_millis(2500));
+        swarm.power_loss = true;
+    }
+    if opts.force_slow_sync {
+        swarm.disk.sync_latency_ns = (1_000_000, 20_000_000);
+    }
+    let handle = Handle::current();
+    let disk = SimDisk::new(seed);
+    let node = handle
+        .create_node()
+        .name("weir-1")
+        .ip(NODE_IP.parse::<IpAddr>().expect("ip"))
+        .init({
+            let disk = disk.clone();
+            move || broker_main(disk.clone())
+        })
+        .build();
+    let client_node = handle.create_node().name("client").ip(CLIENT_IP.parse::<IpAddr>().expect("ip")).build();
+    let rec: Rec = Arc::default();
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+
+    // Topic first (with the disk healthy), then the workload.
+    let partitions = swarm.partitions;
+    client_node
+        .spawn(async move {
+            let client = connect().await.expect("the node starts on a healthy disk");
+            loop {
+                let req = CreateTopicRequest { name: TOPIC.into(), partitions, replicas: 1, config: Default::default() };
+                match Admin::new(&client).create_topic(req).await {
+                    Ok(_) => break,
+                    Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await
+        .expect("create topic");
+    let mut producers = Vec::new();
+    for id in 0..swarm.producers {
+        producers.push(client_node.spawn(producer_task(id, seed, partitions, rec.clone(), stop_producers.clone())));
+    }
+    let mut consumers = Vec::new();
+    for p in 0..partitions {
+        consumers.push(client_node.spawn(consumer_task(p, rec.clone(), stop_consumers.clone())));
+    }
+
+    // Safety phase: faults on.
+    disk.set_faults(swarm.disk.clone());
+    let net = NetSim::current();
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4641_554c);
+    let start = tokio::time::Instant::now();
+    let end = start + opts.safety;
+    let (mut crashes, mut clogs, mut bitflips) = (0u32, 0u32, 0u32);
+    let mut corrupted = std::collections::BTreeSet::new();
+    let next = |rng: &mut fastrand::Rng, every: Option<Duration>| every.map(|e| tokio::time::Instant::now() + Swarm::next_in(rng, e));
+    let (mut next_crash, mut next_clog, mut next_flip) =
+        (next(&mut rng, swarm.crash_every), next(&mut rng, swarm.clog_every), next(&mut rng, swarm.bitflip_every));
+    loop {
+        let soonest = [next_crash, next_clog, next_flip].into_iter().flatten().min().unwrap_or(end).min(end);
+        tokio::time::sleep_until(soonest).await;
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            break;
+        }
+        if next_crash.is_some_and(|t| t <= now) {
+            crashes += 1;
+            handle.kill(node.id());
+            if swarm.power_loss {
+                disk.crash();
+            }
+            rec_lock(&rec).trace.add(&format!("crash {crashes} power={}", swarm.power_loss));
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
+            handle.restart(node.id());
+            next_crash = next(&mut rng, swarm.crash_every);
+        } else if next_clog.is_some_and(|t| t <= now) {
+            clogs += 1;
+            net.clog_node(node.id());
+            rec_lock(&rec).trace.add(&format!("clog {clogs}"));
+            tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
+            net.unclog_node(node.id());
+            next_clog = next(&mut rng, swarm.clog_every);
+        } else if next_flip.is_some_and(|t| t <= now) {
+            if let Some(p) = flip_sealed(&disk, &mut rng) {
+                bitflips += 1;
+                corrupted.insert(p);
+                rec_lock(&rec).trace.add(&format!("flip {p}"));
+            }
+            next_flip = next(&mut rng, swarm.bitflip_every);
+        }
+    }
+
+    // Liveness phase: heal everything; an operator restart clears any
+    // partition a failed sync took offline.
+    disk.set_faults(FaultConfig::default());
+    net.unclog_node(node.id());
+    handle.kill(node.id());
+    handle.restart(node.id());
+    stop_producers.store(true, Ordering::SeqCst);
+    for p in producers {
+        let _ = p.await;
+    }
+    let deadline = tokio::time::Instant::now() + opts.liveness_bound;
+    let rec2 = rec.clone();
+    let caught_up = client_node
+        .spawn(async move {
+            let Some(client) = connect().await else { return false };
+            let consumer = Consumer::new(&client);
+            loop {
+                let mut ends = Vec::new();
+                for p in 0..partitions {
+                    ends.push(consumer.offset_for(TOPIC, p, StartOffset::Latest).await.ok());
+                }
+                let done = {
+                    let r = rec_lock(&rec2);
+                    ends.iter().enumerate().all(|(p, end)| {
+                        end.is_some_and(|end| end == 0 || r.history.polls.iter().any(|m| m.partition == p as u32 && m.offset + 1 >= end))
+                    })
+                };
+                if done {
+                    return true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .unwrap_or(false);
+    if !caught_up {
+        rec_lock(&rec).history.stuck.push(format!("consumers did not reach the log end within {:?} of healing", opts.liveness_bound));
+    }
+    stop_consumers.store(true, Ordering::SeqCst);
+    for c in consumers {
+        let _ = c.await;
+    }
+
+    // Final read of every partition from its start.
+    let rec3 = rec.clone();
+    client_node
+        .spawn(async move {
+            let Some(client) = connect().await else {
+                rec_lock(&rec3).history.stuck.push("the final reader could not connect".to_owned());
+                return;
+            };
+            let consumer = Consumer::with_config(&client, ConsumerConfig { max_bytes: 256 << 10, max_wait: Duration::ZERO });
+            for p in 0..partitions {
+                let start = consumer.offset_for(TOPIC, p, StartOffset::Earliest).await.unwrap_or(0);
+                let end = consumer.offset_for(TOPIC, p, StartOffset::Latest).await.unwrap_or(0);
+                let mut reads = Vec::new();
+                let mut offset = start;
+                let mut attempts = 0;
+                while offset < end && attempts < 10_000 {
+                    attempts += 1;
+                    match consumer.fetch_from(TOPIC, p, offset).await {
+                        Ok(r) => {
+                            for m in r.messages {
+                                reads.push((m.offset, String::from_utf8_lossy(&m.value).into_owned()));
+                            }
+                            offset = r.next_offset.max(offset + 1);
+                        }
+                        Err(e) if e.code() == Some(ErrorCode::CorruptData) => {
+                            rec_lock(&rec3).history.reported_corrupt.insert((p, offset));
+                            offset += 1;
+                        }
+                        Err(ClientError::Protocol(e)) => {
+                            rec_lock(&rec3).history.corrupt_served.push(format!("final read {p}/{offset}: {e}"));
+                            offset += 1;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                let mut r = rec_lock(&rec3);
+                r.history.final_starts.insert(p, start);
+                r.history.final_reads.insert(p, reads);
+            }
+        })
+        .await
+        .expect("final read");
+
+    let mut r = rec_lock(&rec);
+    r.history.corrupted_partitions = corrupted;
+    let anomalies = checker::check(&r.history);
+    SimReport {
+        seed,
+        trace_hash: r.trace.value(),
+        anomalies,
+        acks: r.history.acks.len(),
+        polls: r.history.polls.len(),
+        crashes,
+        clogs,
+        bitflips,
+        swarm,
+    }
+}
