@@ -108,3 +108,16 @@ fn produce_payload_is_a_slice_of_the_frame() {
     assert_eq!(&p.batch[..], b"batch-bytes");
     assert_eq!(p.batch.as_ptr(), f.body[f.body.len() - 11..].as_ptr(), "no copy");
 }
+
+/// Requests written by `fuzz/make_seeds.py` from the documented layout.
+#[test]
+fn requests_built_from_the_documented_layout_decode() {
+    let mut buf = BytesMut::from(&include_bytes!("../../fuzz/corpus/frame/produce")[..]);
+    let f = frame::decode(&mut buf, 1 << 20).unwrap().unwrap();
+    let Request::Produce(p) = Request::decode(&f).unwrap() else { panic!("not a produce") };
+    assert_eq!((p.topic.as_str(), p.partition, p.acks, p.timeout_ms), ("orders", 0, Acks::All, 5000));
+    let mut buf = BytesMut::from(&include_bytes!("../../fuzz/corpus/frame/create_topic")[..]);
+    let f = frame::decode(&mut buf, 1 << 20).unwrap().unwrap();
+    let Request::CreateTopic(c) = Request::decode(&f).unwrap() else { panic!("not a create") };
+    assert_eq!((c.name.as_str(), c.partitions, c.config.retention_ms), ("orders", 3, Some(3_600_000)));
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpora under fuzz/corpus/: a few valid frames,
+requests, responses, record batches and segment files, so the fuzzers start
+from real structure. Re-run after a format change: python3 fuzz/make_seeds.py"""
+import os, struct, zlib
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7f) | 0x80); n >>= 7
+    out.append(n)
+    return bytes(out)
+
+def zigzag(n):
+    return varint((n << 1) ^ (n >> 63) if n >= 0 else ((-n) << 1) - 1)
+
+def record(i, value, key=None, headers=()):
+    body = bytes([0]) + zigzag(0) + varint(i)
+    body += zigzag(-1) if key is None else zigzag(len(key)) + key
+    body += zigzag(len(value)) + value
+    body += varint(len(headers))
+    for k, v in headers:
+        body += varint(len(k)) + k + zigzag(len(v)) + v
+    return varint(len(body)) + body
+
+def batch(base, values, pid=-1, seq=-1, key=None):
+    recs = b"".join(record(i, v, key, [(b"h", b"v")] if i == 0 else []) for i, v in enumerate(values))
+    n = len(values)
+    after_crc = struct.pack("<HIqqqhiI", 0, max(n - 1, 0), 1700000000000, 1700000000000, pid, 0 if pid >= 0 else -1, seq, n) + recs
+    total_len = 85 + len(recs)
+    head = struct.pack("<QIQQQ", base, total_len - 12, 0, 0, 0)
+    head += struct.pack("<I", zlib.crc32(head))
+    return head + bytes([1]) + struct.pack("<I", zlib.crc32(after_crc)) + after_crc
+
+def frame(kind, key, body, corr=1):
+    rest = b"WE" + bytes([1, kind]) + struct.pack("<HHI", key, 1, corr) + body
+    return struct.pack("<I", len(rest)) + rest
+
+def pstr(s):
+    return varint(len(s)) + s
+
+def write(target, name, data):
+    d = os.path.join(here, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+b1 = batch(0, [b"hello", b"world"], pid=7, seq=0, key=b"k")
+b2 = batch(2, [b"x" * 100])
+produce_body = pstr(b"orders") + varint(0) + bytes([2]) + varint(5000)
+requests = {
+    "api_versions": (0, pstr(b"weir-client")),
+    "metadata_all": (1, bytes([0])),
+    "create_topic": (2, pstr(b"orders") + varint(3) + varint(1) + bytes([0, 1]) + zigzag(3600000) + bytes([0])),
+    "delete_topic": (3, pstr(b"orders")),
+    "list_topics": (4, b""),
+    "produce": (6, produce_body + b1),
+    "fetch": (7, pstr(b"orders") + varint(0) + varint(0) + varint(1 << 20) + varint(500) + varint(1)),
+    "list_offsets": (8, pstr(b"orders") + varint(0) + bytes([2]) + zigzag(1700000000000)),
+    "init_producer_id": (9, b""),
+}
+for name, (key, body) in requests.items():
+    write("request", name, bytes([key, 1]) + body)
+    write("frame", name, frame(0, key, body))
+write("frame", "two_frames", frame(0, 4, b"") + frame(1, 4, bytes([0, 0])))
+responses = {
+    "produce_ok": (6, bytes([0]) + varint(42) + bytes([0])),
+    "fetch_ok": (7, bytes([0]) + varint(4) + varint(0) + varint(4) + b1 + b2),
+    "error": (1, bytes([1]) + varint(1) + pstr(b"topic does not exist")),
+    "list_topics": (4, bytes([0]) + varint(1) + pstr(b"orders") + varint(3) + varint(1)),
+}
+for name, (key, body) in responses.items():
+    write("response", name, bytes([key]) + body)
+write("record_batch", "two_records", b1)
+write("record_batch", "one_big_record", b2)
+write("record_batch", "two_batches", b1 + b2)
+write("log_recovery", "two_batches", b1 + b2)
+write("log_recovery", "torn_tail", b1 + b2[: len(b2) // 2])
+write("log_recovery", "preallocated", b1 + bytes(4096))
