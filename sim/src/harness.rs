@@ -51,7 +51,7 @@ pub struct SimOptions {
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
-            safety: Duration::from_secs(20),
+            safety: Duration::from_secs(30),
             liveness_bound: Duration::from_secs(30),
             canary: None,
             force_bitflips: false,
