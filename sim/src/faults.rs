@@ -21,6 +21,9 @@ pub struct Swarm {
     pub bitflip_every: Option<Duration>,
     /// Disk error rates and latency while faults are on.
     pub disk: FaultConfig,
+    /// Bytes the disk may grow by during the safety phase before it is full
+    /// (ENOSPC); `None`: unlimited.
+    pub space_left_bytes: Option<u64>,
 }
 
 impl Swarm {
@@ -47,7 +50,17 @@ impl Swarm {
             let hi = rng.u64(100_000..5_000_000);
             disk.sync_latency_ns = (hi / 10, hi);
         }
-        Swarm { partitions: rng.u32(1..=3), producers: rng.u32(1..=4), crash_every, power_loss, clog_every, bitflip_every, disk }
+        let space_left_bytes = (rng.u8(0..4) == 0).then(|| rng.u64(16 << 10..1 << 20));
+        Swarm {
+            partitions: rng.u32(1..=3),
+            producers: rng.u32(1..=4),
+            crash_every,
+            power_loss,
+            clog_every,
+            bitflip_every,
+            disk,
+            space_left_bytes,
+        }
     }
 
     /// Waiting time until the next event of a kind with mean `every`
@@ -69,5 +82,6 @@ mod tests {
         assert!(draws.iter().any(|s| s.crash_every.is_some()) && draws.iter().any(|s| s.crash_every.is_none()));
         assert!(draws.iter().any(|s| s.bitflip_every.is_some()));
         assert!(draws.iter().any(|s| s.disk.sync_error > 0.0));
+        assert!(draws.iter().any(|s| s.space_left_bytes.is_some()));
     }
 }

@@ -329,7 +329,9 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     }
 
     // Safety phase: faults on.
-    disk.set_faults(swarm.disk.clone());
+    let mut faults = swarm.disk.clone();
+    faults.capacity_bytes = swarm.space_left_bytes.map(|left| disk.used_bytes() + left);
+    disk.set_faults(faults);
     let net = NetSim::current();
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4641_554c);
     let start = tokio::time::Instant::now();
