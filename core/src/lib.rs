@@ -13,6 +13,7 @@ pub mod batch;
 #[cfg(madsim)]
 pub mod canary;
 pub mod disk;
+pub mod group;
 pub mod log;
 pub mod name;
 pub mod producer;

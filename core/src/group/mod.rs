@@ -1,0 +1,521 @@
+//! The consumer group coordinator: a pure state machine. Inputs are join,
+//! sync, heartbeat, leave, commit and fetch calls and [`GroupCoordinator::tick`]
+//! with the current time; outputs are responses and the offset records the
+//! caller must make durable before acknowledging a commit. No clock, no IO.
+//!
+//! The protocol is eager with assignment on the coordinator: a member joins
+//! (getting a member id), the group prepares a rebalance until every known
+//! member has rejoined or the rebalance timeout passes, then the coordinator
+//! computes the assignment with the agreed [`Assignor`] and bumps the
+//! generation. Members fetch their partitions with `sync`; heartbeats tell
+//! them to rejoin when a rebalance starts. Commits carry the generation and
+//! are refused from stale generations or non-members, so within a
+//! generation no partition has two owners and no stale commit lands.
+//!
+//! Call order: after any input, or periodically, call `tick(now)`; durable
+//! offset records from `commit` must be written before `apply_commit`.
+
+mod assign;
+#[cfg(test)]
+mod tests;
+
+pub use assign::{Assignment, Assignor, assign};
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: u32) -> Self {
+        TopicPartition { topic: topic.to_owned(), partition }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupState {
+    /// No members (committed offsets may remain).
+    Empty,
+    /// Waiting for members to (re)join before a new generation.
+    PreparingRebalance,
+    /// Assignment being computed (instantaneous here: assignment is on the coordinator).
+    CompletingRebalance,
+    /// Members hold their assignment for the current generation.
+    Stable,
+    /// Deleted.
+    Dead,
+}
+
+/// Why a group call was refused; each maps to a wire error code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GroupError {
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
+    #[error("member {0:?} is not in the group (it left or its session expired): rejoin")]
+    UnknownMember(String),
+    #[error("generation {got} is not the group's current generation {current}: rejoin")]
+    IllegalGeneration { got: u32, current: u32 },
+    #[error("the group is rebalancing: rejoin (or wait for the new assignment)")]
+    RebalanceInProgress,
+    #[error("session timeout {got} ms is outside {min}..={max} ms")]
+    InvalidSessionTimeout { got: u32, min: u32, max: u32 },
+    #[error("no assignor is supported by every member: this member offers {offered:?}, the group uses {group:?}")]
+    InconsistentAssignors { offered: Vec<Assignor>, group: Vec<Assignor> },
+    #[error("group {0:?} has active members: stop them first")]
+    NotEmpty(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Coordinator limits. Units are in the names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    pub session_timeout_min_ms: u32,
+    pub session_timeout_max_ms: u32,
+    /// Delete the offsets of a group empty this long; `None` keeps them forever.
+    pub offsets_retention_ms: Option<i64>,
+    /// Members per group; joins beyond it are refused.
+    pub members_max: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig { session_timeout_min_ms: 1_000, session_timeout_max_ms: 300_000, offsets_retention_ms: None, members_max: 1_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub client_id: String,
+    pub topics: BTreeSet<String>,
+    pub assignors: Vec<Assignor>,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    pub last_heartbeat: Timestamp,
+    /// Rejoined for the rebalance in progress.
+    pub joined: bool,
+}
+
+/// A committed offset with what the application attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: u64,
+    pub metadata: String,
+    pub commit_time: Timestamp,
+}
+
+/// One durable record of the offsets log: a commit, or a deletion
+/// (`offset: None`) when offsets expire or a group is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRecord {
+    pub group: String,
+    pub tp: TopicPartition,
+    pub offset: Option<CommittedOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub generation: u32,
+    pub assignor: Option<Assignor>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    pub assignment: Assignment,
+    pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    rebalance_deadline: Option<Timestamp>,
+    empty_since: Option<Timestamp>,
+}
+
+impl Group {
+    fn new(id: &str, now: Timestamp) -> Group {
+        Group {
+            id: id.to_owned(),
+            state: GroupState::Empty,
+            generation: 0,
+            assignor: None,
+            leader: None,
+            members: BTreeMap::new(),
+            assignment: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            rebalance_deadline: None,
+            empty_since: Some(now),
+        }
+    }
+
+    /// Assignors every member supports, in the leader's order of preference.
+    fn common_assignors(&self) -> Vec<Assignor> {
+        let Some(first) = self.leader.as_ref().and_then(|l| self.members.get(l)).or_else(|| self.members.values().next()) else {
+            return Vec::new();
+        };
+        first.assignors.iter().copied().filter(|a| self.members.values().all(|m| m.assignors.contains(a))).collect()
+    }
+
+    fn start_rebalance(&mut self, now: Timestamp) {
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.assignment.clear();
+            self.rebalance_deadline = None;
+            self.empty_since = Some(now);
+            return;
+        }
+        if self.state != GroupState::PreparingRebalance {
+            for m in self.members.values_mut() {
+                m.joined = false;
+            }
+            let timeout = self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0);
+            self.rebalance_deadline = Some(Timestamp(now.0 + i64::from(timeout)));
+            self.state = GroupState::PreparingRebalance;
+            // The old assignment stays for the sticky assignor; `sync`
+            // serves nothing until the new generation is formed.
+        }
+    }
+}
+
+/// What a join answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    pub member_id: String,
+    /// The group's generation now; a newer one follows if a rebalance is pending.
+    pub generation: u32,
+    pub leader: Option<String>,
+    pub state: GroupState,
+}
+
+/// What a sync answers: the member's partitions in a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    pub generation: u32,
+    pub assignor: Assignor,
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// A join request's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinParams {
+    pub member_id: Option<String>,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub assignors: Vec<Assignor>,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+}
+
+/// A commit checked against the group and ready to be made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCommit {
+    pub records: Vec<OffsetRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupCoordinator {
+    config: CoordinatorConfig,
+    groups: BTreeMap<String, Group>,
+    partitions: BTreeMap<String, u32>,
+    next_member: u64,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: CoordinatorConfig) -> Self {
+        GroupCoordinator { config, ..Default::default() }
+    }
+
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// Tells the coordinator a topic's partition count (on start, create,
+    /// delete or growth); groups subscribed to a topic whose count changed
+    /// rebalance.
+    pub fn set_partitions(&mut self, topic: &str, count: Option<u32>, now: Timestamp) {
+        let old = match count {
+            Some(n) => self.partitions.insert(topic.to_owned(), n),
+            None => self.partitions.remove(topic),
+        };
+        if old != count {
+            for g in self.groups.values_mut() {
+                if g.members.values().any(|m| m.topics.contains(topic)) {
+                    g.start_rebalance(now);
+                }
+            }
+            self.tick(now);
+        }
+    }
+
+    pub fn join(&mut self, group_id: &str, p: JoinParams, now: Timestamp) -> Result<JoinResult, GroupError> {
+        let (min, max) = (self.config.session_timeout_min_ms, self.config.session_timeout_max_ms);
+        if !(min..=max).contains(&p.session_timeout_ms) {
+            return Err(GroupError::InvalidSessionTimeout { got: p.session_timeout_ms, min, max });
+        }
+        if p.topics.is_empty() {
+            return Err(GroupError::Invalid("a member must subscribe to at least one topic".into()));
+        }
+        if p.assignors.is_empty() {
+            return Err(GroupError::Invalid("a member must support at least one assignor".into()));
+        }
+        let members_max = self.config.members_max;
+        let group = self.groups.entry(group_id.to_owned()).or_insert_with(|| Group::new(group_id, now));
+        if group.state == GroupState::Dead {
+            *group = Group::new(group_id, now);
+        }
+        let common_now = group.common_assignors();
+        if !group.members.is_empty() && !p.assignors.iter().any(|a| common_now.contains(a)) {
+            return Err(GroupError::InconsistentAssignors { offered: p.assignors, group: common_now });
+        }
+        let topics: BTreeSet<String> = p.topics.iter().cloned().collect();
+        let member_id = match p.member_id.filter(|id| !id.is_empty()) {
+            Some(id) if group.members.contains_key(&id) => id,
+            Some(id) => return Err(GroupError::UnknownMember(id)),
+            None => {
+                if group.members.len() >= members_max {
+                    return Err(GroupError::Invalid(format!("group {group_id:?} is full ({members_max} members)")));
+                }
+                self.next_member += 1;
+                format!("{}-{}", p.client_id, self.next_member)
+            }
+        };
+        let existing = group.members.get(&member_id).cloned();
+        let unchanged = existing.as_ref().is_some_and(|m| m.topics == topics && m.assignors == p.assignors);
+        let member = Member {
+            id: member_id.clone(),
+            client_id: p.client_id,
+            topics,
+            assignors: p.assignors,
+            session_timeout_ms: p.session_timeout_ms,
+            rebalance_timeout_ms: p.rebalance_timeout_ms.max(p.session_timeout_ms),
+            last_heartbeat: now,
+            joined: true,
+        };
+        group.members.insert(member_id.clone(), member);
+        group.empty_since = None;
+        if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
+            group.leader = Some(member_id.clone());
+        }
+        // A stable member rejoining with the same subscription needs no rebalance.
+        if !(unchanged && group.state == GroupState::Stable) {
+            group.start_rebalance(now);
+            if let Some(m) = group.members.get_mut(&member_id) {
+                m.joined = true;
+            }
+        }
+        self.tick(now);
+        let g = &self.groups[group_id];
+        Ok(JoinResult { member_id, generation: g.generation, leader: g.leader.clone(), state: g.state })
+    }
+
+    /// The member's partitions in the current generation, once the group is stable.
+    pub fn sync(&mut self, group_id: &str, member_id: &str, now: Timestamp) -> Result<SyncResult, GroupError> {
+        let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
+        let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
+        m.last_heartbeat = now;
+        if g.state != GroupState::Stable {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        Ok(SyncResult {
+            generation: g.generation,
+            assignor: g.assignor.unwrap_or(Assignor::Range),
+            partitions: g.assignment.get(member_id).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Keeps a member's session alive. `RebalanceInProgress` tells it to
+    /// rejoin (unless it already has, in which case it waits in `sync`).
+    pub fn heartbeat(&mut self, group_id: &str, member_id: &str, generation: u32, now: Timestamp) -> Result<(), GroupError> {
+        let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
+        let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
+        m.last_heartbeat = now;
+        match g.state {
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                if m.joined {
+                    Ok(())
+                } else {
+                    Err(GroupError::RebalanceInProgress)
+                }
+            }
+            _ if generation != g.generation => Err(GroupError::IllegalGeneration { got: generation, current: g.generation }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn leave(&mut self, group_id: &str, member_id: &str, now: Timestamp) -> Result<(), GroupError> {
+        let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
+        if g.members.remove(member_id).is_none() {
+            return Err(GroupError::UnknownMember(member_id.to_owned()));
+        }
+        if g.leader.as_deref() == Some(member_id) {
+            g.leader = g.members.keys().next().cloned();
+        }
+        if g.members.is_empty() || g.state != GroupState::PreparingRebalance {
+            g.start_rebalance(now);
+        }
+        self.tick(now);
+        Ok(())
+    }
+
+    /// Checks a commit: from a member of the current generation, or with no
+    /// member at all only while the group is empty (an admin reset). The
+    /// returned records must be made durable, then passed to `apply_commit`.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        member: Option<(&str, u32)>,
+        offsets: &[(TopicPartition, u64, String)],
+        now: Timestamp,
+    ) -> Result<PendingCommit, GroupError> {
+        match (self.groups.get(group_id), member) {
+            (None, None) => {}
+            (None, Some((m, _))) => return Err(GroupError::UnknownMember(m.to_owned())),
+            (Some(g), None) if g.members.is_empty() => {}
+            (Some(g), None) => return Err(GroupError::NotEmpty(g.id.clone())),
+            (Some(g), Some((m, generation))) => {
+                if !g.members.contains_key(m) {
+                    return Err(GroupError::UnknownMember(m.to_owned()));
+                }
+                if generation != g.generation {
+                    return Err(GroupError::IllegalGeneration { got: generation, current: g.generation });
+                }
+            }
+        }
+        let records = offsets
+            .iter()
+            .map(|(tp, offset, metadata)| OffsetRecord {
+                group: group_id.to_owned(),
+                tp: tp.clone(),
+                offset: Some(CommittedOffset { offset: *offset, metadata: metadata.clone(), commit_time: now }),
+            })
+            .collect();
+        Ok(PendingCommit { records })
+    }
+
+    /// Applies records that are now durable (also used to load the offsets
+    /// log on start).
+    pub fn apply(&mut self, record: &OffsetRecord, now: Timestamp) {
+        let g = self.groups.entry(record.group.clone()).or_insert_with(|| Group::new(&record.group, now));
+        if g.state == GroupState::Dead {
+            *g = Group::new(&record.group, now);
+        }
+        match &record.offset {
+            Some(o) => {
+                g.offsets.insert(record.tp.clone(), o.clone());
+            }
+            None => {
+                g.offsets.remove(&record.tp);
+            }
+        }
+    }
+
+    pub fn apply_commit(&mut self, pending: &PendingCommit, now: Timestamp) {
+        for r in &pending.records {
+            self.apply(r, now);
+        }
+    }
+
+    /// Committed offsets of a group (all of them if `partitions` is empty).
+    pub fn fetch_offsets(&self, group_id: &str, partitions: &[TopicPartition]) -> BTreeMap<TopicPartition, CommittedOffset> {
+        let Some(g) = self.groups.get(group_id) else { return BTreeMap::new() };
+        if partitions.is_empty() {
+            return g.offsets.clone();
+        }
+        partitions.iter().filter_map(|tp| g.offsets.get(tp).map(|o| (tp.clone(), o.clone()))).collect()
+    }
+
+    /// Deletes an empty group; returns the deletions to make durable.
+    pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<OffsetRecord>, GroupError> {
+        let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
+        if !g.members.is_empty() {
+            return Err(GroupError::NotEmpty(group_id.to_owned()));
+        }
+        let records = g.offsets.keys().map(|tp| OffsetRecord { group: group_id.to_owned(), tp: tp.clone(), offset: None }).collect();
+        g.offsets.clear();
+        g.state = GroupState::Dead;
+        self.groups.remove(group_id);
+        Ok(records)
+    }
+
+    /// Advances time: expires members whose session lapsed, completes
+    /// rebalances that are ready or past their deadline, and (if
+    /// configured) expires offsets of long-empty groups, returning the
+    /// deletions to make durable.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<OffsetRecord> {
+        let mut deletions = Vec::new();
+        let retention = self.config.offsets_retention_ms;
+        for g in self.groups.values_mut() {
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| now.millis_since(m.last_heartbeat) > i64::from(m.session_timeout_ms))
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                for id in &expired {
+                    g.members.remove(id);
+                }
+                if g.leader.as_ref().is_some_and(|l| expired.contains(l)) {
+                    g.leader = g.members.keys().next().cloned();
+                }
+                if g.members.is_empty() || g.state != GroupState::PreparingRebalance {
+                    g.start_rebalance(now);
+                }
+            }
+            if g.state == GroupState::PreparingRebalance {
+                let all_joined = g.members.values().all(|m| m.joined);
+                let late = g.rebalance_deadline.is_some_and(|d| now >= d);
+                if late && !all_joined {
+                    // Members that did not rejoin in time are out.
+                    g.members.retain(|_, m| m.joined);
+                    if g.leader.as_ref().is_some_and(|l| !g.members.contains_key(l)) {
+                        g.leader = g.members.keys().next().cloned();
+                    }
+                }
+                if all_joined || late {
+                    Self::complete_rebalance(g, &self.partitions, now);
+                }
+            }
+            if let (Some(ms), Some(since)) = (retention, g.empty_since)
+                && g.members.is_empty()
+                && now.millis_since(since) > ms
+                && !g.offsets.is_empty()
+            {
+                for tp in g.offsets.keys() {
+                    deletions.push(OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: None });
+                }
+                g.offsets.clear();
+            }
+        }
+        deletions
+    }
+
+    fn complete_rebalance(g: &mut Group, partitions: &BTreeMap<String, u32>, now: Timestamp) {
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+            g.assignment.clear();
+            g.empty_since = Some(now);
+            g.rebalance_deadline = None;
+            return;
+        }
+        g.state = GroupState::CompletingRebalance;
+        let assignor = g.common_assignors().first().copied().unwrap_or(Assignor::Range);
+        let subs: BTreeMap<String, BTreeSet<String>> = g.members.iter().map(|(id, m)| (id.clone(), m.topics.clone())).collect();
+        let previous = std::mem::take(&mut g.assignment);
+        g.assignment = assign(assignor, &subs, partitions, &previous);
+        g.assignor = Some(assignor);
+        g.generation += 1;
+        g.rebalance_deadline = None;
+        for m in g.members.values_mut() {
+            m.joined = false;
+        }
+        g.state = GroupState::Stable;
+    }
+}
