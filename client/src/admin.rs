@@ -39,4 +39,33 @@ impl Admin {
         let r = self.client.request(&Request::DescribeTopic(DescribeTopicRequest { name: name.to_owned() })).await?;
         expect_response!(r, DescribeTopic)
     }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
+        let r = self.client.request(&Request::ListGroups(ListGroupsRequest {})).await?;
+        expect_response!(r, ListGroups).map(|r| r.groups)
+    }
+
+    /// State, members, assignment and committed offsets (with each
+    /// partition's high watermark, for lag).
+    pub async fn describe_group(&self, group: &str) -> Result<DescribeGroupResponse> {
+        let r = self.client.request(&Request::DescribeGroup(DescribeGroupRequest { group: group.to_owned() })).await?;
+        expect_response!(r, DescribeGroup)
+    }
+
+    /// Deletes a group with no active members, and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let r = self.client.request(&Request::DeleteGroup(DeleteGroupRequest { group: group.to_owned() })).await?;
+        expect_response!(r, DeleteGroup).map(|_| ())
+    }
+
+    /// Sets a group's committed offsets (the group must have no active
+    /// members): `offsets` are (topic, partition, next offset to consume).
+    pub async fn set_group_offsets(&self, group: &str, offsets: Vec<(String, u32, u64)>) -> Result<()> {
+        let offsets = offsets
+            .into_iter()
+            .map(|(topic, partition, offset)| OffsetToCommit { topic, partition, offset, metadata: "reset".into() })
+            .collect();
+        let r = self.client.request(&Request::OffsetCommit(OffsetCommitRequest { group: group.to_owned(), member: None, offsets })).await?;
+        expect_response!(r, OffsetCommit).map(|_| ())
+    }
 }

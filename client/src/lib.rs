@@ -21,12 +21,16 @@ mod client;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 pub use admin::Admin;
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, FetchResult, Message, MessageStream, StartOffset, decode_messages};
 pub use error::{ClientError, Result};
+pub use group::{GroupConsumer, GroupConsumerConfig, OffsetReset};
 pub use producer::{ProduceMessage, ProduceResult, Producer, ProducerConfig, partition_for_key};
 pub use weir_net::ErrorCode;
-pub use weir_net::message::{Acks, CreateTopicRequest, DescribeTopicResponse, PartitionDescription, TopicConfig, TopicSummary};
+pub use weir_net::message::{
+    Acks, CreateTopicRequest, DescribeGroupResponse, DescribeTopicResponse, GroupSummary, PartitionDescription, TopicConfig, TopicSummary,
+};

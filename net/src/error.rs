@@ -64,6 +64,13 @@ codes! {
     ShuttingDown = 19, true, "the broker is shutting down: retry against it after restart or another broker";
     CorruptBatch = 20, false, "the record batch failed validation (CRC or framing): this is a client bug or a network fault";
     InvalidReplication = 21, false, "the replication factor is invalid: a single node supports 1 replica";
+    UnknownGroup = 22, false, "the consumer group does not exist";
+    UnknownMember = 23, false, "this member is not in the group (it left or its session expired): rejoin";
+    IllegalGeneration = 24, false, "the group has moved to a newer generation: rejoin and use the new assignment";
+    RebalanceInProgress = 25, false, "the group is rebalancing: rejoin, or wait for the new assignment";
+    InvalidSessionTimeout = 26, false, "the session timeout is outside the broker's allowed range";
+    InconsistentAssignors = 27, false, "no assignor is supported by every member of the group";
+    GroupNotEmpty = 28, false, "the group has active members: stop them first";
 }
 
 impl std::fmt::Display for ErrorCode {

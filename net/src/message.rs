@@ -168,6 +168,18 @@ apis! {
     ListOffsets = 8, ListOffsetsRequest => ListOffsetsResponse;
     /// Obtain an idempotent producer id and epoch.
     InitProducerId = 9, InitProducerIdRequest => InitProducerIdResponse;
+    /// Join (or rejoin) a consumer group.
+    JoinGroup = 10, JoinGroupRequest => JoinGroupResponse;
+    /// Fetch this member's partitions once the group is stable.
+    SyncGroup = 11, SyncGroupRequest => SyncGroupResponse;
+    Heartbeat = 12, HeartbeatRequest => HeartbeatResponse;
+    LeaveGroup = 13, LeaveGroupRequest => LeaveGroupResponse;
+    /// Commit offsets (durably) for a group.
+    OffsetCommit = 14, OffsetCommitRequest => OffsetCommitResponse;
+    OffsetFetch = 15, OffsetFetchRequest => OffsetFetchResponse;
+    ListGroups = 16, ListGroupsRequest => ListGroupsResponse;
+    DescribeGroup = 17, DescribeGroupRequest => DescribeGroupResponse;
+    DeleteGroup = 18, DeleteGroupRequest => DeleteGroupResponse;
 }
 
 macro_rules! no_payload {
@@ -192,7 +204,25 @@ no_payload!(
     ListOffsetsRequest,
     ListOffsetsResponse,
     InitProducerIdRequest,
-    InitProducerIdResponse
+    InitProducerIdResponse,
+    JoinGroupRequest,
+    JoinGroupResponse,
+    SyncGroupRequest,
+    SyncGroupResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    DescribeGroupRequest,
+    DescribeGroupResponse,
+    DeleteGroupRequest,
+    DeleteGroupResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -463,6 +493,188 @@ pub struct InitProducerIdResponse {
     pub producer_id: i64,
     pub producer_epoch: i16,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct TopicPartitionRef {
+    pub topic: String,
+    pub partition: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct JoinGroupRequest {
+    pub group: String,
+    /// `None` (or empty) to join as a new member.
+    pub member_id: Option<String>,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    /// Assignors this member supports, preferred first: "range", "roundrobin", "sticky".
+    pub assignors: Vec<String>,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct JoinGroupResponse {
+    pub member_id: String,
+    pub generation: u32,
+    pub leader: Option<String>,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct SyncGroupRequest {
+    pub group: String,
+    pub member_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct SyncGroupResponse {
+    pub generation: u32,
+    pub assignor: String,
+    pub partitions: Vec<TopicPartitionRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct HeartbeatRequest {
+    pub group: String,
+    pub member_id: String,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct HeartbeatResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LeaveGroupRequest {
+    pub group: String,
+    pub member_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LeaveGroupResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset to consume (one past the last processed record).
+    pub offset: u64,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct OffsetCommitRequest {
+    pub group: String,
+    /// The committing member and its generation; `None` only for an empty
+    /// group (an administrative reset).
+    pub member: Option<(String, u32)>,
+    pub offsets: Vec<OffsetToCommit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct OffsetCommitResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct OffsetFetchRequest {
+    pub group: String,
+    /// Empty: every partition the group has committed.
+    pub partitions: Vec<TopicPartitionRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct CommittedOffsetInfo {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub metadata: String,
+    pub commit_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct OffsetFetchResponse {
+    /// Only partitions with a committed offset appear.
+    pub offsets: Vec<CommittedOffsetInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListGroupsRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct GroupSummary {
+    pub group: String,
+    pub state: String,
+    pub members: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ListGroupsResponse {
+    pub groups: Vec<GroupSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeGroupRequest {
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct GroupMemberInfo {
+    pub member_id: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub partitions: Vec<TopicPartitionRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct GroupOffsetInfo {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: u64,
+    /// The partition's high watermark now, for lag.
+    pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeGroupResponse {
+    pub group: String,
+    pub state: String,
+    pub generation: u32,
+    pub assignor: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<GroupMemberInfo>,
+    pub offsets: Vec<GroupOffsetInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DeleteGroupRequest {
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DeleteGroupResponse {}
 
 #[cfg(test)]
 #[path = "message_tests.rs"]

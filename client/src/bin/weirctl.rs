@@ -67,6 +67,35 @@ enum Command {
         /// Keep waiting for new messages instead of stopping at the end.
         #[arg(long)]
         follow: bool,
+        /// Consume as a member of this group: partitions are assigned by the
+        /// group and progress is committed (`--from` applies only where the
+        /// group has no committed offset: earliest or latest).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    List,
+    /// State, members, assignment, committed offsets and lag.
+    Describe {
+        group: String,
+    },
+    /// Set the group's committed offsets for a topic (stop its consumers first).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest | latest | OFFSET | @TIMESTAMP_MS
+        #[arg(long, value_parser = parse_start)]
+        to: StartOffset,
+    },
+    Delete {
+        group: String,
     },
 }
 
@@ -133,7 +162,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let code = match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Connect { .. }) => 4,
-                Some(c) if matches!(c.code(), Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)) => 3,
+                Some(c) if matches!(c.code(), Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::UnknownGroup)) => 3,
                 Some(c) if c.code() == Some(ErrorCode::TopicAlreadyExists) => 5,
                 _ => 1,
             };
@@ -152,9 +181,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce { topic, partition, key, message, count, acks } => {
             produce(&client, topic, partition, key, message, count, acks, cli.json).await
         }
-        Command::Consume { topic, partition, from, count, follow } => {
+        Command::Consume { topic, group: Some(group), from, count, follow, .. } => {
+            consume_group(&client, topic, group, from, count, follow, cli.json).await
+        }
+        Command::Consume { topic, partition, from, count, follow, group: None } => {
             consume(&client, topic, partition, from, count, follow, cli.json).await
         }
+        Command::Group(g) => group(&client, g, cli.json).await,
     }
 }
 
@@ -362,6 +395,167 @@ async fn consume(
         }
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+async fn consume_group(
+    client: &Client,
+    topic: String,
+    group: String,
+    from: StartOffset,
+    count: Option<u64>,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let offset_reset = match from {
+        StartOffset::Latest => OffsetReset::Latest,
+        StartOffset::Earliest => OffsetReset::Earliest,
+        _ => anyhow::bail!(
+            "with --group, --from must be earliest or latest (it applies where the group has no committed offset); use `weirctl group reset-offsets` to move a group"
+        ),
+    };
+    // Commit exactly what was printed (not everything fetched).
+    let config = GroupConsumerConfig {
+        group_id: group,
+        consumer_id: "weirctl".into(),
+        topics: vec![topic],
+        offset_reset,
+        auto_commit: false,
+        ..Default::default()
+    };
+    let mut gc = GroupConsumer::new(client, config);
+    gc.join_group().await?;
+    let bar = progress(count, "consuming");
+    let mut seen = 0u64;
+    let mut idle = 0;
+    let mut printed: std::collections::BTreeMap<(std::sync::Arc<str>, u32), u64> = std::collections::BTreeMap::new();
+    'outer: while count.is_none_or(|c| seen < c) {
+        let generation = gc.generation();
+        let msgs = gc.poll().await?;
+        if gc.generation() != generation {
+            // A rebalance: commits for the old generation would be refused;
+            // the new owners start from what was committed before.
+            printed.clear();
+        }
+        if msgs.is_empty() {
+            idle += 1;
+            // Without --follow, stop once every assigned partition came back empty.
+            if !follow && idle > gc.assignment().len().max(1) {
+                break;
+            }
+            continue;
+        }
+        idle = 0;
+        for m in msgs {
+            seen += 1;
+            bar.inc(1);
+            bar.suspend(|| print_message(&m, json));
+            printed.insert((m.topic.clone(), m.partition), m.offset + 1);
+            if count.is_some_and(|c| seen >= c) {
+                break 'outer;
+            }
+        }
+        if seen.is_multiple_of(1000) {
+            commit_printed(&gc, &printed).await?;
+        }
+    }
+    bar.finish_and_clear();
+    commit_printed(&gc, &printed).await?;
+    gc.leave_group().await?;
+    Ok(())
+}
+
+async fn commit_printed(gc: &GroupConsumer, printed: &std::collections::BTreeMap<(std::sync::Arc<str>, u32), u64>) -> anyhow::Result<()> {
+    for ((topic, partition), offset) in printed {
+        gc.commit_offset(topic, *partition, *offset).await?;
+    }
+    Ok(())
+}
+
+async fn group(client: &Client, cmd: GroupCommand, json: bool) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match cmd {
+        GroupCommand::List => {
+            let groups = admin.list_groups().await?;
+            if json {
+                for g in groups {
+                    println!("{}", json!({"group": g.group, "state": g.state, "members": g.members}));
+                }
+            } else {
+                println!("{:<40} {:<20} {:>8}", "GROUP", "STATE", "MEMBERS");
+                for g in groups {
+                    println!("{:<40} {:<20} {:>8}", g.group, g.state, g.members);
+                }
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let d = admin.describe_group(&group).await?;
+            if json {
+                let members: Vec<_> = d
+                    .members
+                    .iter()
+                    .map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "topics": m.topics, "partitions": m.partitions.iter().map(|p| json!({"topic": p.topic, "partition": p.partition})).collect::<Vec<_>>()}))
+                    .collect();
+                let offsets: Vec<_> = d
+                    .offsets
+                    .iter()
+                    .map(|o| json!({"topic": o.topic, "partition": o.partition, "committed": o.committed, "high_watermark": o.high_watermark, "lag": o.high_watermark.saturating_sub(o.committed)}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"group": d.group, "state": d.state, "generation": d.generation, "assignor": d.assignor, "leader": d.leader, "members": members, "offsets": offsets})
+                );
+            } else {
+                println!(
+                    "group {}  state {}  generation {}  assignor {}",
+                    d.group,
+                    d.state,
+                    d.generation,
+                    d.assignor.as_deref().unwrap_or("-")
+                );
+                println!("{:<40} {:<20} PARTITIONS", "MEMBER", "CLIENT");
+                for m in &d.members {
+                    let parts: Vec<String> = m.partitions.iter().map(|p| format!("{}/{}", p.topic, p.partition)).collect();
+                    println!("{:<40} {:<20} {}", m.member_id, m.client_id, parts.join(" "));
+                }
+                println!("{:<30} {:>9} {:>14} {:>14} {:>10}", "TOPIC", "PARTITION", "COMMITTED", "HIGH-WATER", "LAG");
+                for o in &d.offsets {
+                    println!(
+                        "{:<30} {:>9} {:>14} {:>14} {:>10}",
+                        o.topic,
+                        o.partition,
+                        o.committed,
+                        o.high_watermark,
+                        o.high_watermark.saturating_sub(o.committed)
+                    );
+                }
+            }
+        }
+        GroupCommand::ResetOffsets { group, topic, to } => {
+            let consumer = Consumer::new(client);
+            let partitions = client.topic_metadata(&topic).await?.partitions.len() as u32;
+            let mut offsets = Vec::new();
+            for p in 0..partitions {
+                offsets.push((topic.clone(), p, consumer.offset_for(&topic, p, to).await?));
+            }
+            admin.set_group_offsets(&group, offsets.clone()).await?;
+            for (t, p, o) in offsets {
+                if json {
+                    println!("{}", json!({"group": group, "topic": t, "partition": p, "offset": o}));
+                } else {
+                    println!("{group} {t}/{p} -> {o}");
+                }
+            }
+        }
+        GroupCommand::Delete { group } => {
+            admin.delete_group(&group).await?;
+            if json {
+                println!("{}", json!({"deleted": group}));
+            } else {
+                println!("deleted group {group}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! handlers that act on them. Sessions and sockets live in `server`; this
 //! module only sees decoded requests and returns responses.
 
+pub mod groups;
 pub mod partition;
 pub mod store;
 
@@ -45,6 +46,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
     advertised: Mutex<SocketAddr>,
+    groups: groups::Groups,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -79,16 +81,28 @@ impl Broker {
             let topic = open_topic(&config, &disk, record)?;
             topics.insert(name, Arc::new(topic));
         }
+        let counts: BTreeMap<String, u32> = topics.iter().map(|(n, t)| (n.clone(), t.partitions.len() as u32)).collect();
+        // Offsets are kept forever (no retention: deleting old segments would
+        // drop commits); compacting this log is future work.
+        let offsets_config = LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, ..config.log.clone() };
+        store::ensure_dir(&*disk, &data_dir.join("internal"))?;
+        let offsets_dir = data_dir.join("internal").join("offsets");
+        let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
+        let groups =
+            groups::Groups::open(offsets_log, config.node_id, &counts).map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
         let advertised = config.listen;
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             config,
             disk,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds { boot, next: 0 }),
             advertised: Mutex::new(advertised),
-        }))
+            groups,
+        });
+        tokio::spawn(group_ticker(Arc::downgrade(&broker)));
+        Ok(broker)
     }
 
     pub fn config(&self) -> &Config {
@@ -136,6 +150,18 @@ impl Broker {
             Request::Fetch(r) => self.fetch(r).await.map(Response::Fetch),
             Request::ListOffsets(r) => self.list_offsets(r).map(Response::ListOffsets),
             Request::InitProducerId(_) => self.init_producer_id().map(Response::InitProducerId),
+            Request::JoinGroup(r) => self.groups.join(r).map(Response::JoinGroup),
+            Request::SyncGroup(r) => self.groups.sync(r).map(Response::SyncGroup),
+            Request::Heartbeat(r) => self.groups.heartbeat(r).map(Response::Heartbeat),
+            Request::LeaveGroup(r) => self.groups.leave(r).map(Response::LeaveGroup),
+            Request::OffsetCommit(r) => self.groups.commit(r).await.map(Response::OffsetCommit),
+            Request::OffsetFetch(r) => Ok(Response::OffsetFetch(self.groups.fetch(r))),
+            Request::ListGroups(_) => Ok(Response::ListGroups(self.groups.list())),
+            Request::DescribeGroup(r) => {
+                let hw = |t: &str, p: u32| self.partition(t, p).map_or(0, |p| p.high_watermark());
+                self.groups.describe(r, hw).map(Response::DescribeGroup)
+            }
+            Request::DeleteGroup(r) => self.groups.delete(r).await.map(Response::DeleteGroup),
         }
     }
 
@@ -200,6 +226,7 @@ impl Broker {
         // The commit point: the topic exists once topic.json is durable.
         store::write_atomic(&*self.disk, &dir, store::TOPIC_FILE, &json).map_err(disk_error)?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(r.name.clone(), Arc::new(topic));
+        self.groups.set_partitions(&r.name, Some(r.partitions));
         tracing::info!(topic = %r.name, partitions = r.partitions, "topic created");
         Ok(CreateTopicResponse { name: r.name, partitions: r.partitions })
     }
@@ -213,6 +240,7 @@ impl Broker {
         self.disk.remove_file(&dir.join(store::TOPIC_FILE)).map_err(disk_error)?;
         self.disk.sync_dir(&dir).map_err(disk_error)?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&r.name);
+        self.groups.set_partitions(&r.name, None);
         for p in &topic.partitions {
             p.close();
         }
@@ -302,6 +330,17 @@ impl Broker {
             }
             p.close();
         }
+        self.groups.shutdown();
+    }
+}
+
+/// Drives the group coordinator's clock (session expiry, rebalance
+/// deadlines) until the broker is dropped.
+async fn group_ticker(broker: std::sync::Weak<Broker>) {
+    loop {
+        tokio::time::sleep(groups::TICK_INTERVAL).await;
+        let Some(b) = broker.upgrade() else { return };
+        b.groups.tick().await;
     }
 }
 

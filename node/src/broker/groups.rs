@@ -1,0 +1,261 @@
+//! Consumer groups on the broker: the core coordinator behind a lock, and
+//! its committed offsets kept durably in an internal partition log (as
+//! Kafka's `__consumer_offsets`), replayed on start. A commit is answered
+//! only after its records are durable in that log, so an acknowledged commit
+//! survives a crash; the log is an ordinary partition, so it will be
+//! replicated like any other once the cluster lands.
+
+use super::partition::Partition;
+use crate::clock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use weir_core::Timestamp;
+use weir_core::batch::{BatchBuilder, ProducerStamp, decode_all};
+use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, OffsetRecord, TopicPartition};
+use weir_core::log::{LogError, PartitionLog};
+use weir_net::message::*;
+use weir_net::{ErrorCode, WireError};
+
+/// How often sessions and rebalance deadlines are checked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Offsets per commit request.
+const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
+
+#[derive(Debug)]
+pub struct Groups {
+    coordinator: Mutex<GroupCoordinator>,
+    log: Arc<Partition>,
+}
+
+pub fn group_error(e: GroupError) -> WireError {
+    let code = match &e {
+        GroupError::UnknownGroup(_) => ErrorCode::UnknownGroup,
+        GroupError::UnknownMember(_) => ErrorCode::UnknownMember,
+        GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+        GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
+        GroupError::InconsistentAssignors { .. } => ErrorCode::InconsistentAssignors,
+        GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
+        GroupError::Invalid(_) => ErrorCode::InvalidRequest,
+    };
+    WireError::new(code, e.to_string())
+}
+
+fn state_name(s: GroupState) -> &'static str {
+    match s {
+        GroupState::Empty => "Empty",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+        GroupState::Stable => "Stable",
+        GroupState::Dead => "Dead",
+    }
+}
+
+fn check_name(name: &str) -> Result<(), WireError> {
+    weir_core::name::validate(name).map_err(|e| WireError::new(ErrorCode::InvalidName, e.to_string()))
+}
+
+impl Groups {
+    /// Replays the offsets log into a fresh coordinator and starts the log's
+    /// partition.
+    pub fn open(log: PartitionLog, node_id: u64, partitions: &BTreeMap<String, u32>) -> Result<Groups, LogError> {
+        let now = clock::now();
+        let mut coordinator = GroupCoordinator::new(CoordinatorConfig::default());
+        let end = log.flushed_offset();
+        let mut offset = log.log_start_offset();
+        let mut records = 0usize;
+        while offset < end {
+            let r = log.read(offset, 1 << 20, end)?;
+            if r.bytes.is_empty() {
+                break;
+            }
+            for batch in decode_all(r.bytes, usize::MAX) {
+                let batch = batch?;
+                for record in batch.records() {
+                    let value = record?.value.unwrap_or_default();
+                    match postcard::from_bytes::<OffsetRecord>(&value) {
+                        Ok(rec) => {
+                            coordinator.apply(&rec, now);
+                            records += 1;
+                        }
+                        Err(e) => tracing::error!(error = %e, "skipping an unreadable offsets record"),
+                    }
+                }
+            }
+            offset = r.next_offset;
+        }
+        for (topic, n) in partitions {
+            coordinator.set_partitions(topic, Some(*n), now);
+        }
+        tracing::info!(records, "consumer offsets loaded");
+        Ok(Groups { coordinator: Mutex::new(coordinator), log: Partition::start(0, node_id, log)? })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
+        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_partitions(&self, topic: &str, count: Option<u32>) {
+        self.lock().set_partitions(topic, count, clock::now());
+    }
+
+    /// Makes records durable in the offsets log; returns once they are.
+    async fn persist(&self, records: &[OffsetRecord], now: Timestamp) -> Result<(), WireError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut b = BatchBuilder::new(ProducerStamp::NONE);
+        for r in records {
+            let value = postcard::to_stdvec(r).expect("offset records serialise");
+            b.push(now.as_millis(), Some(r.group.as_bytes()), Some(&value), &[]);
+        }
+        self.log.produce(b.finish(), Acks::All, Duration::from_secs(30)).await.map(|_| ())
+    }
+
+    /// Runs the coordinator's clock; persists offset expiries.
+    pub async fn tick(&self) {
+        let now = clock::now();
+        let expired = self.lock().tick(now);
+        if let Err(e) = self.persist(&expired, now).await {
+            tracing::warn!(error = %e, "could not persist expired offsets; they come back after a restart");
+        }
+    }
+
+    pub fn join(&self, r: JoinGroupRequest) -> Result<JoinGroupResponse, WireError> {
+        check_name(&r.group)?;
+        let mut assignors = Vec::new();
+        for name in &r.assignors {
+            let a = Assignor::parse(name).ok_or_else(|| {
+                WireError::new(ErrorCode::InconsistentAssignors, format!("unknown assignor {name:?}: use range, roundrobin or sticky"))
+            })?;
+            assignors.push(a);
+        }
+        let params = JoinParams {
+            member_id: r.member_id,
+            client_id: r.client_id,
+            topics: r.topics,
+            assignors,
+            session_timeout_ms: r.session_timeout_ms,
+            rebalance_timeout_ms: r.rebalance_timeout_ms,
+        };
+        let j = self.lock().join(&r.group, params, clock::now()).map_err(group_error)?;
+        Ok(JoinGroupResponse { member_id: j.member_id, generation: j.generation, leader: j.leader, state: state_name(j.state).to_owned() })
+    }
+
+    pub fn sync(&self, r: SyncGroupRequest) -> Result<SyncGroupResponse, WireError> {
+        let s = self.lock().sync(&r.group, &r.member_id, clock::now()).map_err(group_error)?;
+        Ok(SyncGroupResponse {
+            generation: s.generation,
+            assignor: s.assignor.name().to_owned(),
+            partitions: s.partitions.into_iter().map(|tp| TopicPartitionRef { topic: tp.topic, partition: tp.partition }).collect(),
+        })
+    }
+
+    pub fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, WireError> {
+        self.lock().heartbeat(&r.group, &r.member_id, r.generation, clock::now()).map_err(group_error)?;
+        Ok(HeartbeatResponse {})
+    }
+
+    pub fn leave(&self, r: LeaveGroupRequest) -> Result<LeaveGroupResponse, WireError> {
+        self.lock().leave(&r.group, &r.member_id, clock::now()).map_err(group_error)?;
+        Ok(LeaveGroupResponse {})
+    }
+
+    pub async fn commit(&self, r: OffsetCommitRequest) -> Result<OffsetCommitResponse, WireError> {
+        check_name(&r.group)?;
+        if r.offsets.len() > OFFSETS_PER_COMMIT_MAX {
+            return Err(WireError::new(ErrorCode::InvalidRequest, format!("at most {OFFSETS_PER_COMMIT_MAX} offsets per commit")));
+        }
+        let now = clock::now();
+        let offsets: Vec<(TopicPartition, u64, String)> =
+            r.offsets.into_iter().map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset, o.metadata)).collect();
+        let member = r.member.as_ref().map(|(m, g)| (m.as_str(), *g));
+        let pending = self.lock().commit(&r.group, member, &offsets, now).map_err(group_error)?;
+        // Durable first, then visible, then acknowledged.
+        self.persist(&pending.records, now).await?;
+        self.lock().apply_commit(&pending, now);
+        Ok(OffsetCommitResponse {})
+    }
+
+    pub fn fetch(&self, r: OffsetFetchRequest) -> OffsetFetchResponse {
+        let tps: Vec<TopicPartition> =
+            r.partitions.into_iter().map(|t| TopicPartition { topic: t.topic, partition: t.partition }).collect();
+        let offsets = self.lock().fetch_offsets(&r.group, &tps);
+        OffsetFetchResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|(tp, o)| CommittedOffsetInfo {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offset: o.offset,
+                    metadata: o.metadata,
+                    commit_time: o.commit_time.as_millis(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn list(&self) -> ListGroupsResponse {
+        let c = self.lock();
+        ListGroupsResponse {
+            groups: c
+                .groups()
+                .map(|g| GroupSummary { group: g.id.clone(), state: state_name(g.state).to_owned(), members: g.members.len() as u32 })
+                .collect(),
+        }
+    }
+
+    /// Describes a group; `high_watermark` gives each partition's end for lag.
+    pub fn describe(&self, r: DescribeGroupRequest, high_watermark: impl Fn(&str, u32) -> u64) -> Result<DescribeGroupResponse, WireError> {
+        let c = self.lock();
+        let g = c.group(&r.group).ok_or_else(|| WireError::new(ErrorCode::UnknownGroup, format!("group {:?} does not exist", r.group)))?;
+        Ok(DescribeGroupResponse {
+            group: g.id.clone(),
+            state: state_name(g.state).to_owned(),
+            generation: g.generation,
+            assignor: g.assignor.map(|a| a.name().to_owned()),
+            leader: g.leader.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| GroupMemberInfo {
+                    member_id: m.id.clone(),
+                    client_id: m.client_id.clone(),
+                    topics: m.topics.iter().cloned().collect(),
+                    partitions: g
+                        .assignment
+                        .get(&m.id)
+                        .into_iter()
+                        .flatten()
+                        .map(|tp| TopicPartitionRef { topic: tp.topic.clone(), partition: tp.partition })
+                        .collect(),
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .iter()
+                .map(|(tp, o)| GroupOffsetInfo {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    committed: o.offset,
+                    high_watermark: high_watermark(&tp.topic, tp.partition),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn delete(&self, r: DeleteGroupRequest) -> Result<DeleteGroupResponse, WireError> {
+        let records = self.lock().delete_group(&r.group).map_err(group_error)?;
+        self.persist(&records, clock::now()).await?;
+        Ok(DeleteGroupResponse {})
+    }
+
+    /// Final flush of the offsets log.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.log.flush_now() {
+            tracing::error!(error = %e, "final flush of the offsets log failed");
+        }
+        self.log.close();
+    }
+}

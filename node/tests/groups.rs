@@ -1,0 +1,161 @@
+//! Consumer groups against the real `weir` binary: three members share six
+//! partitions; one dies without leaving; the others take its partitions
+//! after its session times out, and every message is processed at least
+//! once with none skipped. Committed offsets survive a broker restart.
+
+mod common;
+
+use common::Broker;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_client::*;
+
+fn config(name: &str) -> GroupConsumerConfig {
+    GroupConsumerConfig {
+        group_id: "workers".into(),
+        consumer_id: name.into(),
+        topics: vec!["jobs".into()],
+        session_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(300),
+        max_wait: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(String, u32, u64, String)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_take_over_a_dead_members_partitions_and_nothing_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 6, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+    let producer = Producer::new(&client);
+    let batch =
+        |from: u32, to: u32| (from..to).map(|i| ProduceMessage::new("jobs", format!("m{i}")).with_partition(i % 6)).collect::<Vec<_>>();
+    producer.send_batch(batch(0, 600)).await.unwrap();
+
+    let seen: Seen = Arc::default();
+    let distinct = |seen: &Seen| seen.lock().unwrap().iter().map(|s| s.3.clone()).collect::<BTreeSet<_>>().len();
+    // Members run concurrently, as separate consumers would. "c" processes
+    // a while with its fair share, then dies without leaving: only its
+    // session timeout tells the group.
+    let mut tasks = Vec::new();
+    for name in ["a", "b", "c"] {
+        let seen = seen.clone();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut gc = GroupConsumer::new(&client, config(name));
+            gc.join_group().await.unwrap();
+            let mut taken = BTreeSet::new();
+            let mut mine = 0;
+            for _ in 0..3000 {
+                for m in gc.poll().await.unwrap() {
+                    seen.lock().unwrap().push((name.to_owned(), m.partition, m.offset, String::from_utf8_lossy(&m.value).into_owned()));
+                    taken.insert(m.partition);
+                    mine += 1;
+                }
+                if name == "c" && mine >= 20 && gc.assignment().len() == 2 {
+                    let (assignment, generation) = (gc.assignment(), gc.generation());
+                    drop(gc);
+                    return (taken, assignment, generation);
+                }
+                if name != "c" && distinct(&seen) >= 630 {
+                    break;
+                }
+            }
+            let (assignment, generation) = (gc.assignment(), gc.generation());
+            gc.leave_group().await.unwrap();
+            (taken, assignment, generation)
+        }));
+    }
+    let doomed = tasks.pop().unwrap().await.unwrap();
+    let orphaned: BTreeSet<u32> = doomed.1.iter().map(|(_, p)| *p).collect();
+    producer.send_batch(batch(600, 630)).await.unwrap();
+    let mut taken = BTreeSet::new();
+    for t in tasks {
+        let (partitions, _, generation) = t.await.unwrap();
+        assert!(generation > doomed.2, "the group rebalanced after c died");
+        taken.extend(partitions);
+    }
+    for p in &orphaned {
+        assert!(taken.contains(p), "partition {p} of the dead member was taken over");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let values: BTreeSet<&str> = seen.iter().map(|s| s.3.as_str()).collect();
+    for i in 0..630 {
+        assert!(values.contains(format!("m{i}").as_str()), "m{i} was never processed");
+    }
+    // No offset skipped: per partition, the offsets processed cover 0..end.
+    let mut by_partition: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for (_, p, o, _) in &seen {
+        by_partition.entry(*p).or_default().insert(*o);
+    }
+    for (p, offsets) in &by_partition {
+        assert_eq!(offsets.len() as u64, offsets.iter().max().unwrap() + 1, "partition {p} skipped an offset");
+    }
+
+    // Committed offsets are durable across a restart.
+    let before = Admin::new(&client).describe_group("workers").await.unwrap();
+    assert_eq!(before.state, "Empty");
+    assert_eq!(before.offsets.iter().map(|o| o.committed).sum::<u64>(), 630, "everything processed is committed");
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    let after = Admin::new(&client).describe_group("workers").await.unwrap();
+    assert_eq!(after.offsets, before.offsets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_members_cannot_commit_and_resets_need_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+    let mut a = GroupConsumer::new(&client, config("a"));
+    a.join_group().await.unwrap();
+    let old_generation = a.generation();
+    a.commit_offset("jobs", 0, 0).await.unwrap();
+    // A second member's join starts a new generation; a rejoins at its next poll.
+    let mut b = GroupConsumer::new(&client, GroupConsumerConfig { auto_commit: false, ..config("b") });
+    let joining = tokio::spawn(async move {
+        b.join_group().await.unwrap();
+        b
+    });
+    let mut b = None;
+    for _ in 0..100 {
+        a.poll().await.unwrap();
+        if joining.is_finished() {
+            b = Some(joining.await.unwrap());
+            break;
+        }
+    }
+    let b = b.expect("b joined while a kept polling");
+    assert!(a.generation() > old_generation);
+    assert_eq!(a.assignment().len() + b.assignment().len(), 2, "two partitions, two members, one owner each");
+    // A commit carrying the old generation is refused.
+    let stale = weir_net::Request::OffsetCommit(weir_net::message::OffsetCommitRequest {
+        group: "workers".into(),
+        member: Some((a.member_id().unwrap(), old_generation)),
+        offsets: vec![weir_net::message::OffsetToCommit { topic: "jobs".into(), partition: 0, offset: 9, metadata: String::new() }],
+    });
+    let err = client.request_once(&stale).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::IllegalGeneration), "{err}");
+    let admin = Admin::new(&client);
+    let err = admin.set_group_offsets("workers", vec![("jobs".into(), 0, 5)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::GroupNotEmpty));
+    a.leave_group().await.unwrap();
+    b.leave_group().await.unwrap();
+    admin.set_group_offsets("workers", vec![("jobs".into(), 0, 5)]).await.unwrap();
+    let d = admin.describe_group("workers").await.unwrap();
+    assert_eq!(d.offsets.iter().find(|o| o.partition == 0).unwrap().committed, 5);
+    admin.delete_group("workers").await.unwrap();
+    assert!(admin.list_groups().await.unwrap().is_empty());
+}
