@@ -26,6 +26,10 @@ pub enum AnomalyKind {
     CorruptServed,
     /// The system did not converge and serve within the liveness bound.
     NoProgress,
+    /// A group's committed offset for a partition moved backwards.
+    CommitRegressed,
+    /// Two members of a group owned one partition in the same generation.
+    TwoOwners,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +73,12 @@ pub struct History {
     pub corrupt_served: Vec<String>,
     /// Liveness failures, described.
     pub stuck: Vec<String>,
+    /// Acknowledged group commits, in acknowledgement order: (partition, offset).
+    pub group_commits: Vec<(u32, u64)>,
+    /// Ownership claims: (generation, partition, member).
+    pub group_owners: Vec<(u32, u32, String)>,
+    /// Values the group's members processed; `None` when no group ran.
+    pub group_processed: Option<BTreeSet<String>>,
 }
 
 /// Runs every invariant; returns all anomalies found.
@@ -86,7 +96,57 @@ pub fn check(h: &History) -> Vec<Anomaly> {
     for s in &h.stuck {
         out.push(Anomaly { kind: AnomalyKind::NoProgress, detail: s.clone() });
     }
+    group_commits_monotonic(h, &mut out);
+    group_single_owner(h, &mut out);
+    group_unseen(h, &mut out);
     out
+}
+
+/// DESIGN.md "committed group offsets never move backwards": consumers commit
+/// what they processed, and stale generations are refused.
+fn group_commits_monotonic(h: &History, out: &mut Vec<Anomaly>) {
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for (p, o) in &h.group_commits {
+        if let Some(prev) = last.insert(*p, *o)
+            && *o < prev
+        {
+            out.push(Anomaly { kind: AnomalyKind::CommitRegressed, detail: format!("partition {p} committed {o} after {prev}") });
+        }
+    }
+}
+
+/// DESIGN.md "no partition has two owners in one generation".
+fn group_single_owner(h: &History, out: &mut Vec<Anomaly>) {
+    let mut owner: BTreeMap<(u32, u32), &str> = BTreeMap::new();
+    for (g, p, m) in &h.group_owners {
+        if let Some(prev) = owner.insert((*g, *p), m)
+            && prev != m
+        {
+            out.push(Anomaly { kind: AnomalyKind::TwoOwners, detail: format!("partition {p} owned by {prev} and {m} in generation {g}") });
+        }
+    }
+}
+
+/// Jepsen `unseen`, for the group: every acknowledged record was processed
+/// by some member (at least once) by the end.
+fn group_unseen(h: &History, out: &mut Vec<Anomaly>) {
+    let Some(processed) = &h.group_processed else { return };
+    let missing: Vec<&Ack> = h
+        .acks
+        .iter()
+        .filter(|a| !processed.contains(&a.value))
+        .filter(|a| !(h.reported_corrupt.contains(&(a.partition, a.offset)) && h.corrupted_partitions.contains(&a.partition)))
+        .collect();
+    if !missing.is_empty() {
+        out.push(Anomaly {
+            kind: AnomalyKind::Unseen,
+            detail: format!(
+                "{} acknowledged record(s) the group never processed, first {:?}",
+                missing.len(),
+                missing.first().map(|a| (&a.value, a.partition, a.offset))
+            ),
+        });
+    }
 }
 
 /// Jepsen `lost-write`; DESIGN.md "every acknowledged record is readable at
@@ -273,6 +333,18 @@ mod tests {
         let mut h = good();
         h.stuck.push("no leader".into());
         assert_eq!(kinds(&h), vec![AnomalyKind::NoProgress]);
+
+        let mut h = good();
+        h.group_commits = vec![(0, 5), (1, 2), (0, 4)];
+        assert_eq!(kinds(&h), vec![AnomalyKind::CommitRegressed]);
+
+        let mut h = good();
+        h.group_owners = vec![(3, 0, "a".into()), (3, 0, "a".into()), (4, 0, "b".into()), (4, 0, "c".into())];
+        assert_eq!(kinds(&h), vec![AnomalyKind::TwoOwners]);
+
+        let mut h = good();
+        h.group_processed = Some(["a".to_string()].into());
+        assert_eq!(kinds(&h), vec![AnomalyKind::Unseen]);
     }
 
     #[test]

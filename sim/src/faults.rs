@@ -24,6 +24,8 @@ pub struct Swarm {
     /// Bytes the disk may grow by during the safety phase before it is full
     /// (ENOSPC); `None`: unlimited.
     pub space_left_bytes: Option<u64>,
+    /// Members of a consumer group reading the topic (0: no group workload).
+    pub group_members: u32,
 }
 
 impl Swarm {
@@ -51,7 +53,9 @@ impl Swarm {
             disk.sync_latency_ns = (hi / 10, hi);
         }
         let space_left_bytes = (rng.u8(0..4) == 0).then(|| rng.u64(16 << 10..1 << 20));
+        let group_members = if rng.bool() { rng.u32(1..=3) } else { 0 };
         Swarm {
+            group_members,
             partitions: rng.u32(1..=3),
             producers: rng.u32(1..=4),
             crash_every,

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_client::{
-    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, CreateTopicRequest, ErrorCode, ProduceMessage, Producer,
-    ProducerConfig, StartOffset,
+    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, CreateTopicRequest, ErrorCode, GroupConsumer, GroupConsumerConfig,
+    OffsetReset, ProduceMessage, Producer, ProducerConfig, StartOffset,
 };
 use weir_core::canary::Canary;
 use weir_core::disk::sim::{FaultConfig, SimDisk};
@@ -253,6 +253,64 @@ async fn consumer_task(partition: u32, rec: Rec, stop: Arc<AtomicBool>) {
     }
 }
 
+/// A consumer group member: processes messages, then commits exactly what
+/// it processed; records ownership per generation and every acknowledged
+/// commit for the group invariants.
+async fn group_member(name: String, rec: Rec, stop: Arc<AtomicBool>) {
+    let Some(client) = connect().await else {
+        rec_lock(&rec).history.stuck.push(format!("group member {name} could not connect"));
+        return;
+    };
+    let config = GroupConsumerConfig {
+        group_id: "sim-group".into(),
+        consumer_id: name.clone(),
+        topics: vec![TOPIC.into()],
+        session_timeout: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(500),
+        auto_commit: false,
+        offset_reset: OffsetReset::Earliest,
+        max_wait: Duration::from_millis(200),
+        max_bytes: 64 << 10,
+        assignors: vec!["sticky".into(), "range".into()],
+    };
+    let mut gc = GroupConsumer::new(&client, config);
+    let mut generation = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let msgs = match gc.poll().await {
+            Ok(m) => m,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if gc.generation() != generation {
+            generation = gc.generation();
+            let member = gc.member_id().unwrap_or_default();
+            let mut r = rec_lock(&rec);
+            for (_, p) in gc.assignment() {
+                r.history.group_owners.push((generation, p, member.clone()));
+            }
+        }
+        let mut last: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        {
+            let mut r = rec_lock(&rec);
+            let processed = r.history.group_processed.get_or_insert_with(Default::default);
+            for m in &msgs {
+                processed.insert(String::from_utf8_lossy(&m.value).into_owned());
+                last.insert(m.partition, m.offset + 1);
+            }
+        }
+        for (p, next) in last {
+            if gc.commit_offset(TOPIC, p, next).await.is_ok() {
+                let mut r = rec_lock(&rec);
+                r.trace.add(&format!("commit {p} {next}"));
+                r.history.group_commits.push((p, next));
+            }
+        }
+    }
+    let _ = gc.leave_group().await;
+}
+
 fn partition_of(path: &Path) -> Option<u32> {
     // /weir/topics/<topic>/<partition>/<base>.log
     path.parent()?.file_name()?.to_str()?.parse().ok()
@@ -327,6 +385,12 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     for p in 0..partitions {
         consumers.push(client_node.spawn(consumer_task(p, rec.clone(), stop_consumers.clone())));
     }
+    if swarm.group_members > 0 {
+        rec_lock(&rec).history.group_processed = Some(Default::default());
+    }
+    for i in 0..swarm.group_members {
+        consumers.push(client_node.spawn(group_member(format!("g{i}"), rec.clone(), stop_consumers.clone())));
+    }
 
     // Safety phase: faults on.
     let mut faults = swarm.disk.clone();
@@ -398,9 +462,12 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                 }
                 let done = {
                     let r = rec_lock(&rec2);
-                    ends.iter().enumerate().all(|(p, end)| {
+                    let consumers_done = ends.iter().enumerate().all(|(p, end)| {
                         end.is_some_and(|end| end == 0 || r.history.polls.iter().any(|m| m.partition == p as u32 && m.offset + 1 >= end))
-                    })
+                    });
+                    let group_done =
+                        r.history.group_processed.as_ref().is_none_or(|seen| r.history.acks.iter().all(|a| seen.contains(&a.value)));
+                    consumers_done && group_done
                 };
                 if done {
                     return true;
@@ -414,7 +481,10 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         .await
         .unwrap_or(false);
     if !caught_up {
-        rec_lock(&rec).history.stuck.push(format!("consumers did not reach the log end within {:?} of healing", opts.liveness_bound));
+        rec_lock(&rec)
+            .history
+            .stuck
+            .push(format!("consumers (or the group) did not reach the log end within {:?} of healing", opts.liveness_bound));
     }
     stop_consumers.store(true, Ordering::SeqCst);
     for c in consumers {

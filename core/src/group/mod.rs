@@ -133,14 +133,18 @@ pub struct Group {
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
     rebalance_deadline: Option<Timestamp>,
     empty_since: Option<Timestamp>,
+    /// Commits checked but not yet durable. A new generation waits for them:
+    /// otherwise a new owner could read the offset before an in-flight commit
+    /// lands, and its own later commit would move the offset backwards.
+    pending_commits: u32,
 }
 
 impl Group {
-    fn new(id: &str, now: Timestamp) -> Group {
+    fn new(id: &str, now: Timestamp, first_generation: u32) -> Group {
         Group {
             id: id.to_owned(),
             state: GroupState::Empty,
-            generation: 0,
+            generation: first_generation,
             assignor: None,
             leader: None,
             members: BTreeMap::new(),
@@ -148,6 +152,7 @@ impl Group {
             offsets: BTreeMap::new(),
             rebalance_deadline: None,
             empty_since: Some(now),
+            pending_commits: 0,
         }
     }
 
@@ -209,9 +214,11 @@ pub struct JoinParams {
     pub rebalance_timeout_ms: u32,
 }
 
-/// A commit checked against the group and ready to be made durable.
+/// A commit checked against the group and ready to be made durable; hand
+/// it back to `apply_commit` (durable) or `abort_commit` (failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCommit {
+    pub group: String,
     pub records: Vec<OffsetRecord>,
 }
 
@@ -221,11 +228,24 @@ pub struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
     partitions: BTreeMap<String, u32>,
     next_member: u64,
+    /// Distinguishes this coordinator's life from earlier ones (the broker's
+    /// boot counter): member ids and generations never repeat across
+    /// restarts, so a member of a group as it was before a crash cannot pass
+    /// for a member of the group as it is now.
+    epoch: u64,
 }
 
+/// Generations of one coordinator life start at `epoch << GENERATION_EPOCH_SHIFT`.
+const GENERATION_EPOCH_SHIFT: u32 = 16;
+
 impl GroupCoordinator {
-    pub fn new(config: CoordinatorConfig) -> Self {
-        GroupCoordinator { config, ..Default::default() }
+    /// `epoch` must grow with every restart (the broker passes its boot counter).
+    pub fn new(config: CoordinatorConfig, epoch: u64) -> Self {
+        GroupCoordinator { config, epoch, ..Default::default() }
+    }
+
+    fn first_generation(&self) -> u32 {
+        ((self.epoch as u32) & 0xffff) << GENERATION_EPOCH_SHIFT
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -266,9 +286,10 @@ impl GroupCoordinator {
             return Err(GroupError::Invalid("a member must support at least one assignor".into()));
         }
         let members_max = self.config.members_max;
-        let group = self.groups.entry(group_id.to_owned()).or_insert_with(|| Group::new(group_id, now));
+        let first = self.first_generation();
+        let group = self.groups.entry(group_id.to_owned()).or_insert_with(|| Group::new(group_id, now, first));
         if group.state == GroupState::Dead {
-            *group = Group::new(group_id, now);
+            *group = Group::new(group_id, now, first);
         }
         let common_now = group.common_assignors();
         if !group.members.is_empty() && !p.assignors.iter().any(|a| common_now.contains(a)) {
@@ -283,7 +304,7 @@ impl GroupCoordinator {
                     return Err(GroupError::Invalid(format!("group {group_id:?} is full ({members_max} members)")));
                 }
                 self.next_member += 1;
-                format!("{}-{}", p.client_id, self.next_member)
+                format!("{}-{}-{}", p.client_id, self.epoch, self.next_member)
             }
         };
         let existing = group.members.get(&member_id).cloned();
@@ -368,7 +389,7 @@ impl GroupCoordinator {
     /// member at all only while the group is empty (an admin reset). The
     /// returned records must be made durable, then passed to `apply_commit`.
     pub fn commit(
-        &self,
+        &mut self,
         group_id: &str,
         member: Option<(&str, u32)>,
         offsets: &[(TopicPartition, u64, String)],
@@ -396,15 +417,31 @@ impl GroupCoordinator {
                 offset: Some(CommittedOffset { offset: *offset, metadata: metadata.clone(), commit_time: now }),
             })
             .collect();
-        Ok(PendingCommit { records })
+        if let Some(g) = self.groups.get_mut(group_id) {
+            g.pending_commits += 1;
+        }
+        Ok(PendingCommit { group: group_id.to_owned(), records })
+    }
+
+    fn finish_commit(&mut self, pending: &PendingCommit) {
+        if let Some(g) = self.groups.get_mut(&pending.group) {
+            g.pending_commits = g.pending_commits.saturating_sub(1);
+        }
+    }
+
+    /// A commit that could not be made durable: nothing changes.
+    pub fn abort_commit(&mut self, pending: &PendingCommit, now: Timestamp) {
+        self.finish_commit(pending);
+        self.tick(now);
     }
 
     /// Applies records that are now durable (also used to load the offsets
     /// log on start).
     pub fn apply(&mut self, record: &OffsetRecord, now: Timestamp) {
-        let g = self.groups.entry(record.group.clone()).or_insert_with(|| Group::new(&record.group, now));
+        let first = self.first_generation();
+        let g = self.groups.entry(record.group.clone()).or_insert_with(|| Group::new(&record.group, now, first));
         if g.state == GroupState::Dead {
-            *g = Group::new(&record.group, now);
+            *g = Group::new(&record.group, now, first);
         }
         match &record.offset {
             Some(o) => {
@@ -417,9 +454,11 @@ impl GroupCoordinator {
     }
 
     pub fn apply_commit(&mut self, pending: &PendingCommit, now: Timestamp) {
+        self.finish_commit(pending);
         for r in &pending.records {
             self.apply(r, now);
         }
+        self.tick(now);
     }
 
     /// Committed offsets of a group (all of them if `partitions` is empty).
@@ -479,7 +518,7 @@ impl GroupCoordinator {
                         g.leader = g.members.keys().next().cloned();
                     }
                 }
-                if all_joined || late {
+                if (all_joined || late) && g.pending_commits == 0 {
                     Self::complete_rebalance(g, &self.partitions, now);
                 }
             }

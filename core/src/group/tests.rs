@@ -18,7 +18,7 @@ fn params(member_id: Option<String>, topics: &[&str], assignors: Vec<Assignor>) 
 }
 
 fn coordinator(now: Timestamp) -> GroupCoordinator {
-    let mut c = GroupCoordinator::new(CoordinatorConfig::default());
+    let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 0);
     c.set_partitions("a", Some(6), now);
     c.set_partitions("b", Some(3), now);
     c

@@ -28,6 +28,20 @@ pub struct Groups {
     log: Arc<Partition>,
 }
 
+/// Aborts a checked commit unless it was applied.
+struct PendingGuard<'a> {
+    groups: &'a Groups,
+    pending: Option<weir_core::group::PendingCommit>,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.groups.lock().abort_commit(&p, clock::now());
+        }
+    }
+}
+
 pub fn group_error(e: GroupError) -> WireError {
     let code = match &e {
         GroupError::UnknownGroup(_) => ErrorCode::UnknownGroup,
@@ -59,9 +73,10 @@ fn check_name(name: &str) -> Result<(), WireError> {
 impl Groups {
     /// Replays the offsets log into a fresh coordinator and starts the log's
     /// partition.
-    pub fn open(log: PartitionLog, node_id: u64, partitions: &BTreeMap<String, u32>) -> Result<Groups, LogError> {
+    /// `boot` is the broker's boot counter (see `GroupCoordinator::new`).
+    pub fn open(log: PartitionLog, node_id: u64, boot: u64, partitions: &BTreeMap<String, u32>) -> Result<Groups, LogError> {
         let now = clock::now();
-        let mut coordinator = GroupCoordinator::new(CoordinatorConfig::default());
+        let mut coordinator = GroupCoordinator::new(CoordinatorConfig::default(), boot);
         let end = log.flushed_offset();
         let mut offset = log.log_start_offset();
         let mut records = 0usize;
@@ -172,9 +187,15 @@ impl Groups {
             r.offsets.into_iter().map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset, o.metadata)).collect();
         let member = r.member.as_ref().map(|(m, g)| (m.as_str(), *g));
         let pending = self.lock().commit(&r.group, member, &offsets, now).map_err(group_error)?;
+        // If this future is dropped mid-way (its connection died), the guard
+        // releases the pending commit so the group's next rebalance is not held up.
+        let mut guard = PendingGuard { groups: self, pending: Some(pending) };
         // Durable first, then visible, then acknowledged.
-        self.persist(&pending.records, now).await?;
-        self.lock().apply_commit(&pending, now);
+        let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
+        self.persist(&records, now).await?;
+        if let Some(p) = guard.pending.take() {
+            self.lock().apply_commit(&p, clock::now());
+        }
         Ok(OffsetCommitResponse {})
     }
 
