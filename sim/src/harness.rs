@@ -451,6 +451,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     }
     let deadline = tokio::time::Instant::now() + opts.liveness_bound;
     let rec2 = rec.clone();
+    let corrupted_now = corrupted.clone();
     let caught_up = client_node
         .spawn(async move {
             let Some(client) = connect().await else { return false };
@@ -465,8 +466,11 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                     let consumers_done = ends.iter().enumerate().all(|(p, end)| {
                         end.is_some_and(|end| end == 0 || r.history.polls.iter().any(|m| m.partition == p as u32 && m.offset + 1 >= end))
                     });
+                    // A group member stops at a reported corruption (see the checker).
                     let group_done =
-                        r.history.group_processed.as_ref().is_none_or(|seen| r.history.acks.iter().all(|a| seen.contains(&a.value)));
+                        r.history.group_processed.as_ref().is_none_or(|seen| {
+                            r.history.acks.iter().all(|a| seen.contains(&a.value) || corrupted_now.contains(&a.partition))
+                        });
                     consumers_done && group_done
                 };
                 if done {

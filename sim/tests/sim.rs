@@ -193,8 +193,10 @@ fn regression_seeds() {
 /// failure half-appending a batch (duplicates on retry), a producer reusing
 /// a sequence after giving up on a batch (acknowledged data answered as a
 /// duplicate of other data), a corrupt sealed segment stopping the broker
-/// from starting, a flipped base offset served at the wrong offsets.
-const REGRESSIONS: &[u64] = &[2, 5, 6, 12, 26];
+/// from starting, a flipped base offset served at the wrong offsets, a
+/// flipped record count skipping offsets (131), and group workloads meeting
+/// corrupt batches (307, 525).
+const REGRESSIONS: &[u64] = &[2, 5, 6, 12, 26, 131, 307, 525];
 
 /// A canary must be caught within 50 seeds, or the checker cannot fail.
 fn canary_is_caught(name: &'static str) {
