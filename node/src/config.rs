@@ -25,6 +25,12 @@ pub struct Config {
     /// Longest a fetch may long-poll.
     pub fetch_wait_max: Duration,
     pub partitions_max: u32,
+    /// Committed offsets of a group empty this long are deleted; `None`
+    /// (the default) keeps them forever.
+    pub offsets_retention_ms: Option<i64>,
+    /// Allowed range of consumer group session timeouts.
+    pub group_session_timeout_min_ms: u32,
+    pub group_session_timeout_max_ms: u32,
     /// Defaults for topics that do not set their own.
     pub log: LogConfig,
 }
@@ -43,6 +49,9 @@ impl Default for Config {
             produce_timeout_max: Duration::from_secs(60),
             fetch_wait_max: Duration::from_secs(30),
             partitions_max: 10_000,
+            offsets_retention_ms: None,
+            group_session_timeout_min_ms: 1_000,
+            group_session_timeout_max_ms: 300_000,
             log: LogConfig::default(),
         }
     }
@@ -95,6 +104,9 @@ pub struct FileConfig {
     pub retention_bytes: Option<u64>,
     pub index_interval_bytes: Option<u64>,
     pub preallocate_bytes: Option<u64>,
+    pub offsets_retention_ms: Option<i64>,
+    pub group_session_timeout_min_ms: Option<u32>,
+    pub group_session_timeout_max_ms: Option<u32>,
 }
 
 /// Why a configuration was refused.
@@ -201,6 +213,9 @@ impl Config {
         }
         if self.log.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be at least 1");
+        }
+        if self.group_session_timeout_min_ms == 0 || self.group_session_timeout_min_ms > self.group_session_timeout_max_ms {
+            return bad("group_session_timeout_min_ms must be at least 1 and at most group_session_timeout_max_ms");
         }
         Ok(())
     }

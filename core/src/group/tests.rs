@@ -222,3 +222,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn offsets_of_long_empty_groups_expire_only_when_configured() {
+    let mut now = Timestamp(0);
+    for retention in [None, Some(60_000)] {
+        let mut c = GroupCoordinator::new(CoordinatorConfig { offsets_retention_ms: retention, ..CoordinatorConfig::default() }, 1);
+        let tp = TopicPartition::new("a", 0);
+        let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
+        c.apply_commit(&p, now);
+        now = Timestamp(now.0 + 120_000);
+        let deleted = c.tick(now);
+        match retention {
+            None => {
+                assert!(deleted.is_empty());
+                assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "kept forever by default");
+            }
+            Some(_) => {
+                assert_eq!(deleted, vec![OffsetRecord { group: "g".into(), tp, offset: None }], "the deletion must be made durable");
+                assert!(c.fetch_offsets("g", &[]).is_empty());
+            }
+        }
+    }
+}

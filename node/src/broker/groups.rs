@@ -74,9 +74,21 @@ impl Groups {
     /// Replays the offsets log into a fresh coordinator and starts the log's
     /// partition.
     /// `boot` is the broker's boot counter (see `GroupCoordinator::new`).
-    pub fn open(log: PartitionLog, node_id: u64, boot: u64, partitions: &BTreeMap<String, u32>) -> Result<Groups, LogError> {
+    pub fn open(
+        log: PartitionLog,
+        config: &crate::config::Config,
+        boot: u64,
+        partitions: &BTreeMap<String, u32>,
+    ) -> Result<Groups, LogError> {
         let now = clock::now();
-        let mut coordinator = GroupCoordinator::new(CoordinatorConfig::default(), boot);
+        let node_id = config.node_id;
+        let coordinator_config = CoordinatorConfig {
+            session_timeout_min_ms: config.group_session_timeout_min_ms,
+            session_timeout_max_ms: config.group_session_timeout_max_ms,
+            offsets_retention_ms: config.offsets_retention_ms,
+            ..CoordinatorConfig::default()
+        };
+        let mut coordinator = GroupCoordinator::new(coordinator_config, boot);
         let end = log.flushed_offset();
         let mut offset = log.log_start_offset();
         let mut records = 0usize;

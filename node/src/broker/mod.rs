@@ -88,8 +88,8 @@ impl Broker {
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
         let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
-        let groups = groups::Groups::open(offsets_log, config.node_id, boot, &counts)
-            .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
+        let groups =
+            groups::Groups::open(offsets_log, &config, boot, &counts).map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
         let advertised = config.listen;
         let broker = Arc::new(Broker {
