@@ -26,6 +26,9 @@ pub struct Swarm {
     pub space_left_bytes: Option<u64>,
     /// Members of a consumer group reading the topic (0: no group workload).
     pub group_members: u32,
+    /// Mean time between jumps of the broker's wall clock (up to an hour,
+    /// either way).
+    pub clock_jump_every: Option<Duration>,
 }
 
 impl Swarm {
@@ -54,7 +57,9 @@ impl Swarm {
         }
         let space_left_bytes = (rng.u8(0..4) == 0).then(|| rng.u64(16 << 10..1 << 20));
         let group_members = if rng.bool() { rng.u32(1..=3) } else { 0 };
+        let clock_jump_every = (rng.u8(0..3) == 0).then(|| every(&mut rng, 2_000, 10_000));
         Swarm {
+            clock_jump_every,
             group_members,
             partitions: rng.u32(1..=3),
             producers: rng.u32(1..=4),
@@ -87,5 +92,6 @@ mod tests {
         assert!(draws.iter().any(|s| s.bitflip_every.is_some()));
         assert!(draws.iter().any(|s| s.disk.sync_error > 0.0));
         assert!(draws.iter().any(|s| s.space_left_bytes.is_some()));
+        assert!(draws.iter().any(|s| s.clock_jump_every.is_some()));
     }
 }

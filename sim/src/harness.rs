@@ -71,6 +71,7 @@ pub struct SimReport {
     pub crashes: u32,
     pub clogs: u32,
     pub bitflips: u32,
+    pub clock_jumps: u32,
     pub swarm: Swarm,
 }
 
@@ -110,6 +111,7 @@ fn node_addr() -> SocketAddr {
 /// Runs one seed to completion and checks its history.
 pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
     weir_core::canary::set(opts.canary);
+    weir_node::clock::sim_reset();
     let mut config = madsim::Config::default();
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45_5457);
     let hi = rng.u64(1..20);
@@ -400,13 +402,14 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4641_554c);
     let start = tokio::time::Instant::now();
     let end = start + opts.safety;
-    let (mut crashes, mut clogs, mut bitflips) = (0u32, 0u32, 0u32);
+    let (mut crashes, mut clogs, mut bitflips, mut jumps) = (0u32, 0u32, 0u32, 0u32);
     let mut corrupted = std::collections::BTreeSet::new();
     let next = |rng: &mut fastrand::Rng, every: Option<Duration>| every.map(|e| tokio::time::Instant::now() + Swarm::next_in(rng, e));
     let (mut next_crash, mut next_clog, mut next_flip) =
         (next(&mut rng, swarm.crash_every), next(&mut rng, swarm.clog_every), next(&mut rng, swarm.bitflip_every));
+    let mut next_jump = next(&mut rng, swarm.clock_jump_every);
     loop {
-        let soonest = [next_crash, next_clog, next_flip].into_iter().flatten().min().unwrap_or(end).min(end);
+        let soonest = [next_crash, next_clog, next_flip, next_jump].into_iter().flatten().min().unwrap_or(end).min(end);
         tokio::time::sleep_until(soonest).await;
         let now = tokio::time::Instant::now();
         if now >= end {
@@ -429,6 +432,12 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
             tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
             net.unclog_node(node.id());
             next_clog = next(&mut rng, swarm.clog_every);
+        } else if next_jump.is_some_and(|t| t <= now) {
+            jumps += 1;
+            let delta = rng.i64(-3_600_000..=3_600_000);
+            weir_node::clock::sim_jump(delta);
+            rec_lock(&rec).trace.add(&format!("clock {delta}"));
+            next_jump = next(&mut rng, swarm.clock_jump_every);
         } else if next_flip.is_some_and(|t| t <= now) {
             if let Some(p) = flip_sealed(&disk, &mut rng) {
                 bitflips += 1;
@@ -550,6 +559,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         crashes,
         clogs,
         bitflips,
+        clock_jumps: jumps,
         swarm,
     }
 }

@@ -103,7 +103,10 @@ fn run_child(seed: u64, canary: Option<&str>) -> ChildReport {
     let f: Vec<&str> = line.split_whitespace().collect();
     ChildReport {
         seed,
-        line: format!("seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips", f[1], f[2], f[3], f[4], f[5], f[6], f[7]),
+        line: format!(
+            "seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps",
+            f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
+        ),
         hash: f[2].to_owned(),
         acks: f[3].parse().unwrap_or(0),
         anomalies: stdout.lines().filter_map(|l| l.find("ANOMALY ").map(|i| l[i + 8..].to_owned())).collect(),
