@@ -28,6 +28,8 @@ pub struct Config {
     /// Committed offsets of a group empty this long are deleted; `None`
     /// (the default) keeps them forever.
     pub offsets_retention_ms: Option<i64>,
+    /// Compact the internal offsets log when it holds this many bytes.
+    pub offsets_compact_bytes: u64,
     /// Allowed range of consumer group session timeouts.
     pub group_session_timeout_min_ms: u32,
     pub group_session_timeout_max_ms: u32,
@@ -50,6 +52,7 @@ impl Default for Config {
             fetch_wait_max: Duration::from_secs(30),
             partitions_max: 10_000,
             offsets_retention_ms: None,
+            offsets_compact_bytes: 64 << 20,
             group_session_timeout_min_ms: 1_000,
             group_session_timeout_max_ms: 300_000,
             log: LogConfig::default(),
@@ -105,6 +108,7 @@ pub struct FileConfig {
     pub index_interval_bytes: Option<u64>,
     pub preallocate_bytes: Option<u64>,
     pub offsets_retention_ms: Option<i64>,
+    pub offsets_compact_bytes: Option<u64>,
     pub group_session_timeout_min_ms: Option<u32>,
     pub group_session_timeout_max_ms: Option<u32>,
 }
@@ -195,6 +199,18 @@ impl Config {
         if let Some(v) = f.preallocate_bytes {
             c.log.preallocate_bytes = v
         }
+        if let Some(v) = f.offsets_retention_ms {
+            c.offsets_retention_ms = (v >= 0).then_some(v)
+        }
+        if let Some(v) = f.offsets_compact_bytes {
+            c.offsets_compact_bytes = v
+        }
+        if let Some(v) = f.group_session_timeout_min_ms {
+            c.group_session_timeout_min_ms = v
+        }
+        if let Some(v) = f.group_session_timeout_max_ms {
+            c.group_session_timeout_max_ms = v
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -229,13 +245,14 @@ mod tests {
     fn file_then_flags_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nsegment_bytes = 1048576\nretention_ms = -1\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nsegment_bytes = 1048576\nretention_ms = -1\noffsets_retention_ms = 5000\noffsets_compact_bytes = 4096\n").unwrap();
         let args = Args { config: Some(path.clone()), data_dir: Some("/tmp/x".into()), ..Args::default() };
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.log.segment_bytes_max, 1 << 20);
         assert_eq!(c.log.retention_ms, None);
+        assert_eq!((c.offsets_retention_ms, c.offsets_compact_bytes), (Some(5000), 4096));
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::resolve(&args).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");

@@ -13,15 +13,22 @@ pub struct Broker {
     pub child: Child,
     pub addr: String,
     pub dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Broker {
     /// Starts a broker on `dir` (keeps `addr`'s port if given, so clients can reconnect).
     pub fn start(dir: &Path, addr: Option<&str>) -> Broker {
+        Self::start_with(dir, addr, &[])
+    }
+
+    /// As `start`, with extra command-line arguments.
+    pub fn start_with(dir: &Path, addr: Option<&str>, extra: &[&str]) -> Broker {
         let listen = addr.unwrap_or("127.0.0.1:0");
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["--data-dir", dir.to_str().unwrap(), "--listen", listen])
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -29,7 +36,7 @@ impl Broker {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read listening line");
         let addr = line.trim().strip_prefix("weir listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
-        Broker { child, addr, dir: dir.to_path_buf() }
+        Broker { child, addr, dir: dir.to_path_buf(), extra: extra.iter().map(|s| s.to_string()).collect() }
     }
 
     pub async fn client(&self) -> Client {
@@ -57,6 +64,7 @@ impl Broker {
         for attempt in 0.. {
             let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
                 .args(["--data-dir", self.dir.to_str().unwrap(), "--listen", &addr])
+                .args(&self.extra)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

@@ -16,7 +16,7 @@ fn config(name: &str) -> GroupConsumerConfig {
         group_id: "workers".into(),
         consumer_id: name.into(),
         topics: vec!["jobs".into()],
-        session_timeout: Duration::from_secs(2),
+        session_timeout: Duration::from_secs(3),
         heartbeat_interval: Duration::from_millis(300),
         max_wait: Duration::from_millis(100),
         ..Default::default()
@@ -53,7 +53,8 @@ async fn members_take_over_a_dead_members_partitions_and_nothing_is_skipped() {
             gc.join_group().await.unwrap();
             let mut taken = BTreeSet::new();
             let mut mine = 0;
-            for _ in 0..3000 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            while tokio::time::Instant::now() < deadline {
                 for m in gc.poll().await.unwrap() {
                     seen.lock().unwrap().push((name.to_owned(), m.partition, m.offset, String::from_utf8_lossy(&m.value).into_owned()));
                     taken.insert(m.partition);
@@ -158,4 +159,39 @@ async fn stale_members_cannot_commit_and_resets_need_an_empty_group() {
     assert_eq!(d.offsets.iter().find(|o| o.partition == 0).unwrap().committed, 5);
     admin.delete_group("workers").await.unwrap();
     assert!(admin.list_groups().await.unwrap().is_empty());
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_log_is_compacted_and_keeps_the_latest_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weir.toml");
+    std::fs::write(&conf, "offsets_compact_bytes = 8192\npreallocate_bytes = 0\n").unwrap();
+    let data = dir.path().join("data");
+    let mut broker = Broker::start_with(&data, None, &["--config", conf.to_str().unwrap()]);
+    let client = broker.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 4, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+    let mut gc = GroupConsumer::new(&client, GroupConsumerConfig { auto_commit: false, ..config("a") });
+    gc.join_group().await.unwrap();
+    for i in 1..=1500u64 {
+        gc.commit_offset("jobs", (i % 4) as u32, i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // a few coordinator ticks
+    let offsets_dir = data.join("internal/offsets");
+    let size = dir_bytes(&offsets_dir);
+    // 1,500 commits of ~100 bytes each would be ~150 KB uncompacted.
+    assert!(size < 40_000, "offsets log not compacted: {size} bytes");
+    gc.leave_group().await.unwrap();
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    let d = Admin::new(&client).describe_group("workers").await.unwrap();
+    let committed: BTreeMap<u32, u64> = d.offsets.iter().map(|o| (o.partition, o.committed)).collect();
+    assert_eq!(committed, BTreeMap::from([(0, 1500), (1, 1497), (2, 1498), (3, 1499)]));
 }

@@ -73,8 +73,9 @@ pub struct History {
     pub corrupt_served: Vec<String>,
     /// Liveness failures, described.
     pub stuck: Vec<String>,
-    /// Acknowledged group commits, in acknowledgement order: (partition, offset).
-    pub group_commits: Vec<(u32, u64)>,
+    /// Acknowledged group commits, in acknowledgement order: (generation,
+    /// partition, offset).
+    pub group_commits: Vec<(u32, u32, u64)>,
     /// Ownership claims: (generation, partition, member).
     pub group_owners: Vec<(u32, u32, String)>,
     /// Values the group's members processed; `None` when no group ran.
@@ -103,14 +104,22 @@ pub fn check(h: &History) -> Vec<Anomaly> {
 }
 
 /// DESIGN.md "committed group offsets never move backwards": consumers commit
-/// what they processed, and stale generations are refused.
+/// what they processed, and stale generations are refused. Commits are
+/// ordered by generation, then acknowledgement: an acknowledgement can arrive
+/// after a later generation's (a slow network), but the coordinator applied
+/// it before that generation formed.
 fn group_commits_monotonic(h: &History, out: &mut Vec<Anomaly>) {
-    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
-    for (p, o) in &h.group_commits {
-        if let Some(prev) = last.insert(*p, *o)
-            && *o < prev
+    let mut commits = h.group_commits.clone();
+    commits.sort_by_key(|(g, _, _)| *g); // stable: acknowledgement order within a generation
+    let mut last: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+    for (g, p, o) in commits {
+        if let Some((pg, prev)) = last.insert(p, (g, o))
+            && o < prev
         {
-            out.push(Anomaly { kind: AnomalyKind::CommitRegressed, detail: format!("partition {p} committed {o} after {prev}") });
+            out.push(Anomaly {
+                kind: AnomalyKind::CommitRegressed,
+                detail: format!("partition {p} committed {o} in generation {g} after {prev} in generation {pg}"),
+            });
         }
     }
 }
@@ -333,8 +342,11 @@ mod tests {
         assert_eq!(kinds(&h), vec![AnomalyKind::NoProgress]);
 
         let mut h = good();
-        h.group_commits = vec![(0, 5), (1, 2), (0, 4)];
+        h.group_commits = vec![(1, 0, 5), (1, 1, 2), (1, 0, 4)];
         assert_eq!(kinds(&h), vec![AnomalyKind::CommitRegressed]);
+        let mut h = good();
+        h.group_commits = vec![(2, 0, 5), (1, 0, 4)];
+        assert_eq!(check(&h), vec![], "a late acknowledgement from an earlier generation");
 
         let mut h = good();
         h.group_owners = vec![(3, 0, "a".into()), (3, 0, "a".into()), (4, 0, "b".into()), (4, 0, "c".into())];

@@ -303,10 +303,11 @@ async fn group_member(name: String, rec: Rec, stop: Arc<AtomicBool>) {
             }
         }
         for (p, next) in last {
-            if gc.commit_offset(TOPIC, p, next).await.is_ok() {
+            let committed = gc.commit_offset(TOPIC, p, next).await;
+            if committed.is_ok() {
                 let mut r = rec_lock(&rec);
                 r.trace.add(&format!("commit {p} {next}"));
-                r.history.group_commits.push((p, next));
+                r.history.group_commits.push((gc.generation(), p, next));
             }
         }
     }

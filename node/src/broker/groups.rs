@@ -26,6 +26,14 @@ const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
     log: Arc<Partition>,
+    /// Commits hold it shared; compaction holds it exclusively, so a
+    /// snapshot of the offsets is never written after a newer commit.
+    log_order: tokio::sync::RwLock<()>,
+    /// Compact the offsets log once it has grown this many bytes past its
+    /// size after the last compaction (so a large live set does not make
+    /// every tick compact).
+    compact_bytes: u64,
+    compacted_size: std::sync::atomic::AtomicU64,
 }
 
 /// Aborts a checked commit unless it was applied.
@@ -116,7 +124,13 @@ impl Groups {
             coordinator.set_partitions(topic, Some(*n), now);
         }
         tracing::info!(records, "consumer offsets loaded");
-        Ok(Groups { coordinator: Mutex::new(coordinator), log: Partition::start(0, node_id, log)? })
+        Ok(Groups {
+            coordinator: Mutex::new(coordinator),
+            log: Partition::start(0, node_id, log)?,
+            log_order: tokio::sync::RwLock::new(()),
+            compact_bytes: config.offsets_compact_bytes,
+            compacted_size: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
@@ -140,13 +154,45 @@ impl Groups {
         self.log.produce(b.finish(), Acks::All, Duration::from_secs(30)).await.map(|_| ())
     }
 
-    /// Runs the coordinator's clock; persists offset expiries.
+    /// Runs the coordinator's clock; persists offset expiries; compacts the
+    /// offsets log when it has grown past its threshold.
     pub async fn tick(&self) {
         let now = clock::now();
         let expired = self.lock().tick(now);
-        if let Err(e) = self.persist(&expired, now).await {
-            tracing::warn!(error = %e, "could not persist expired offsets; they come back after a restart");
+        if !expired.is_empty() {
+            let _order = self.log_order.read().await;
+            if let Err(e) = self.persist(&expired, now).await {
+                tracing::warn!(error = %e, "could not persist expired offsets; they come back after a restart");
+            }
         }
+        let floor = self.compacted_size.load(std::sync::atomic::Ordering::Relaxed);
+        if self.log.size_and_end().0 > floor + self.compact_bytes
+            && let Err(e) = self.compact().await
+        {
+            tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
+        }
+    }
+
+    /// Rewrites the live offsets into a fresh segment and deletes the older
+    /// ones. A crash at any point replays to the same state: before the
+    /// purge, old records are followed by the snapshot that supersedes them.
+    pub async fn compact(&self) -> Result<(), WireError> {
+        let _order = self.log_order.write().await;
+        let start = self.log.roll_now()?;
+        let now = clock::now();
+        let live: Vec<OffsetRecord> = {
+            let c = self.lock();
+            c.groups()
+                .flat_map(|g| g.offsets.iter().map(|(tp, o)| OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: Some(o.clone()) }))
+                .collect()
+        };
+        for chunk in live.chunks(1000) {
+            self.persist(chunk, now).await?;
+        }
+        let freed = self.log.purge_before(start)?;
+        self.compacted_size.store(self.log.size_and_end().0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
+        Ok(())
     }
 
     pub fn join(&self, r: JoinGroupRequest) -> Result<JoinGroupResponse, WireError> {
@@ -199,6 +245,7 @@ impl Groups {
             r.offsets.into_iter().map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset, o.metadata)).collect();
         let member = r.member.as_ref().map(|(m, g)| (m.as_str(), *g));
         let pending = self.lock().commit(&r.group, member, &offsets, now).map_err(group_error)?;
+        let _order = self.log_order.read().await;
         // If this future is dropped mid-way (its connection died), the guard
         // releases the pending commit so the group's next rebalance is not held up.
         let mut guard = PendingGuard { groups: self, pending: Some(pending) };
@@ -279,6 +326,7 @@ impl Groups {
     }
 
     pub async fn delete(&self, r: DeleteGroupRequest) -> Result<DeleteGroupResponse, WireError> {
+        let _order = self.log_order.read().await;
         let records = self.lock().delete_group(&r.group).map_err(group_error)?;
         self.persist(&records, clock::now()).await?;
         Ok(DeleteGroupResponse {})

@@ -230,6 +230,26 @@ impl Partition {
         }
     }
 
+    /// Bytes held and the log end offset.
+    pub fn size_and_end(&self) -> (u64, u64) {
+        let state = self.read_state();
+        (state.log.size_bytes(), state.log.log_end_offset())
+    }
+
+    /// Starts a new segment at the log end and returns its base offset.
+    pub fn roll_now(&self) -> Result<u64, WireError> {
+        let mut state = self.write_state();
+        state.log.roll(clock::now()).map_err(log_error)?;
+        Ok(state.log.log_end_offset())
+    }
+
+    /// Deletes whole segments that end at or before `offset`.
+    pub fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
+        let mut state = self.write_state();
+        let r = state.log.purge_prefix(offset).map_err(log_error)?;
+        Ok(r.bytes_deleted)
+    }
+
     /// Stops the flusher after a last flush; waiters are released.
     pub fn close(&self) {
         let _ = self.closed.send(true);
