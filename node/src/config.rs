@@ -151,6 +151,9 @@ impl Config {
         if let Some(ms) = args.idle_timeout_ms {
             c.idle_timeout = Duration::from_millis(ms);
         }
+        // Resolve a relative data directory once, against the directory the
+        // broker was started in, so every path the broker logs is absolute.
+        c.data_dir = std::path::absolute(&c.data_dir).map_err(|e| ConfigError::Invalid(format!("data_dir {:?}: {e}", c.data_dir)))?;
         c.validate()?;
         Ok(c)
     }
@@ -256,5 +259,7 @@ mod tests {
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let err = Config::resolve(&args).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+        let c = Config::resolve(&Args::default()).unwrap();
+        assert!(c.data_dir.is_absolute() && c.data_dir.ends_with("weir-data"), "{:?}", c.data_dir);
     }
 }

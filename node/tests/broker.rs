@@ -307,3 +307,27 @@ fn raw_exchange_truncated(addr: &str, bytes: &[u8]) {
     let _ = s.write_all(bytes);
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
+
+/// The README's command: `weir` with no arguments but the port, started in
+/// an empty directory, keeps its data in `./weir-data` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_no_configuration_in_the_current_directory() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("weir listening on ").unwrap_or_else(|| panic!("broker did not start: {line:?}")).to_owned();
+    let client = Client::connect(ClientConfig { brokers: vec![addr], ..Default::default() }).await.unwrap();
+    create(&client, "here", 1).await;
+    Producer::new(&client).send(ProduceMessage::new("here", "x").with_partition(0)).await.unwrap();
+    assert!(dir.path().join("weir-data/topics/here/0/00000000000000000000.log").exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -192,7 +192,8 @@ impl PartitionLog {
         if !disk.exists(dir) {
             disk.create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
-                disk.sync_dir(parent)?;
+                // A relative top-level name's parent is the current directory.
+                disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
             }
         }
         let mut report = RecoveryReport::default();

@@ -60,7 +60,8 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
 
 /// Creates `dir` (and parents) durably.
 pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
-    if disk.exists(dir) {
+    // The empty path is the parent of a relative top-level name: the current directory.
+    if dir.as_os_str().is_empty() || disk.exists(dir) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -68,7 +69,7 @@ pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
     }
     disk.create_dir_all(dir)?;
     if let Some(parent) = dir.parent() {
-        disk.sync_dir(parent)?;
+        disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
     }
     Ok(())
 }
