@@ -24,19 +24,10 @@ impl Broker {
 
     /// As `start`, with extra command-line arguments.
     pub fn start_with(dir: &Path, addr: Option<&str>, extra: &[&str]) -> Broker {
-        let listen = addr.unwrap_or("127.0.0.1:0");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["--data-dir", dir.to_str().unwrap(), "--listen", listen])
-            .args(extra)
-            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start weir");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read listening line");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, line) = spawn(dir, addr.unwrap_or("127.0.0.1:0"), &extra);
         let addr = line.trim().strip_prefix("weir listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
-        Broker { child, addr, dir: dir.to_path_buf(), extra: extra.iter().map(|s| s.to_string()).collect() }
+        Broker { child, addr, dir: dir.to_path_buf(), extra }
     }
 
     pub async fn client(&self) -> Client {
@@ -57,30 +48,35 @@ impl Broker {
         self.child.wait().expect("wait").code()
     }
 
-    /// Restarts on the same directory and port.
+    /// Restarts on the same directory, port and arguments.
     pub fn restart(&mut self) {
-        let addr = self.addr.clone();
         // The old port may linger briefly in the kernel; retry a few times.
         for attempt in 0.. {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-                .args(["--data-dir", self.dir.to_str().unwrap(), "--listen", &addr])
-                .args(&self.extra)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start weir");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read line");
+            let (mut child, line) = spawn(&self.dir, &self.addr, &self.extra);
             if line.starts_with("weir listening on ") {
                 self.child = child;
                 return;
             }
             let _ = child.wait();
-            assert!(attempt < 50, "broker did not restart on {addr}");
+            assert!(attempt < 50, "broker did not restart on {}", self.addr);
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Starts the binary and returns it with the first line it printed.
+fn spawn(dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--data-dir", dir.to_str().unwrap(), "--listen", listen])
+        .args(extra)
+        .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start weir");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listening line");
+    (child, line)
 }
 
 impl Drop for Broker {

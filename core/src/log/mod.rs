@@ -520,9 +520,4 @@ impl PartitionLog {
         }
         self.delete_segments(doomed)
     }
-
-    /// Seals nothing and syncs everything: for a clean shutdown.
-    pub fn close(mut self) -> Result<u64, LogError> {
-        self.flush()
-    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use store::{StoredConfig, TopicRecord};
+use store::TopicRecord;
 use weir_core::disk::{Disk, DiskError};
 use weir_core::log::{LogConfig, PartitionLog};
 use weir_net::message::*;
@@ -26,7 +26,6 @@ const PRODUCER_IDS_PER_BOOT: i64 = 1 << 24;
 pub struct Topic {
     pub name: String,
     pub replicas: u16,
-    pub config: StoredConfig,
     pub log_config: LogConfig,
     pub partitions: Vec<Arc<Partition>>,
 }
@@ -207,8 +206,7 @@ impl Broker {
                 format!("replication factor {} is not possible on a single-node broker: use 1", r.replicas),
             ));
         }
-        let stored = StoredConfig::from(&r.config);
-        let record = TopicRecord { name: r.name.clone(), partitions: r.partitions, replicas: r.replicas, config: stored };
+        let record = TopicRecord { name: r.name.clone(), partitions: r.partitions, replicas: r.replicas, config: r.config.clone() };
         effective_log_config(&self.config.log, &record.config).map_err(|m| WireError::new(ErrorCode::InvalidConfig, m))?;
         let _guard = self.admin.lock().await;
         if self.topic(&r.name).is_ok() {
@@ -344,7 +342,7 @@ async fn group_ticker(broker: std::sync::Weak<Broker>) {
     }
 }
 
-fn effective_log_config(defaults: &LogConfig, c: &StoredConfig) -> Result<LogConfig, String> {
+fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConfig, String> {
     let mut log = defaults.clone();
     if let Some(b) = c.segment_bytes {
         if !(4096..=2 << 30).contains(&b) {
@@ -372,5 +370,5 @@ fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> any
         }
         partitions.push(Partition::start(id, config.node_id, log).map_err(|e| anyhow::anyhow!(log_error(e)))?);
     }
-    Ok(Topic { name: record.name, replicas: record.replicas, config: record.config, log_config, partitions })
+    Ok(Topic { name: record.name, replicas: record.replicas, log_config, partitions })
 }

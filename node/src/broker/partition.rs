@@ -171,7 +171,7 @@ impl Partition {
         min_bytes: usize,
         max_wait: Duration,
     ) -> Result<(ReadResult, u64, u64), WireError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut deadline = tokio::time::Instant::now() + max_wait;
         let mut rx = self.high_watermark.subscribe();
         loop {
             let hw = *rx.borrow_and_update();
@@ -183,15 +183,10 @@ impl Partition {
             if result.bytes.len() >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
                 return Ok((result, hw, start));
             }
-            match tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), rx.changed()).await {
-                Ok(Ok(())) => {}
-                // Closed or timed out: answer with what there is.
-                _ => {
-                    let hw = *rx.borrow();
-                    let state = self.read_state();
-                    let r = state.log.read(offset, max_bytes, hw).map_err(log_error)?;
-                    return Ok((r, hw, state.log.log_start_offset()));
-                }
+            let woke = tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), rx.changed()).await;
+            if !matches!(woke, Ok(Ok(()))) {
+                // Closed or timed out: the next pass answers with what there is.
+                deadline = tokio::time::Instant::now();
             }
         }
     }

@@ -23,27 +23,7 @@ pub struct TopicRecord {
     pub name: String,
     pub partitions: u32,
     pub replicas: u16,
-    pub config: StoredConfig,
-}
-
-/// `TopicConfig` as stored (serde_json-friendly, every field optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredConfig {
-    pub retention_bytes: Option<u64>,
-    pub retention_ms: Option<i64>,
-    pub segment_bytes: Option<u64>,
-}
-
-impl From<&TopicConfig> for StoredConfig {
-    fn from(c: &TopicConfig) -> Self {
-        StoredConfig { retention_bytes: c.retention_bytes, retention_ms: c.retention_ms, segment_bytes: c.segment_bytes }
-    }
-}
-
-impl From<&StoredConfig> for TopicConfig {
-    fn from(c: &StoredConfig) -> Self {
-        TopicConfig { retention_bytes: c.retention_bytes, retention_ms: c.retention_ms, segment_bytes: c.segment_bytes }
-    }
+    pub config: TopicConfig,
 }
 
 pub fn topics_dir(data_dir: &Path) -> PathBuf {
