@@ -9,6 +9,13 @@
 //! already stored is answered with its original offset, so retries never
 //! duplicate. A batch refused for good fails only its own messages; later
 //! batches are renumbered to close the gap.
+//!
+//! Order: the sends of one producer reach their partition queues in the
+//! order they first run (a FIFO gate held across the partition lookup), so
+//! a cold metadata cache can never let a later send overtake an earlier one
+//! (Kafka's `RecordAccumulator` places a record synchronously in `send()`
+//! for the same reason). Within a partition the queue, the in-flight window
+//! and the retry path all keep that order.
 
 use crate::client::{Client, expect_response};
 use crate::error::{ClientError, Result};
@@ -124,6 +131,8 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     identity: Arc<tokio::sync::Mutex<Option<(i64, i16)>>>,
     round_robin: AtomicU32,
+    /// The ordering gate: tokio's mutex queues waiters first come, first served.
+    order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -156,6 +165,7 @@ impl Producer {
                 tasks: Mutex::default(),
                 identity: Arc::default(),
                 round_robin: AtomicU32::new(0),
+                order: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -199,6 +209,20 @@ impl Producer {
     }
 
     async fn enqueue(&self, msg: ProduceMessage) -> Result<(u32, oneshot::Receiver<Result<u64>>)> {
+        // Held until the message is in its partition's queue: a send that
+        // waits for metadata keeps every later send behind it.
+        #[cfg(not(madsim))]
+        let _turn = self.inner.order.lock().await;
+        #[cfg(madsim)]
+        let _turn = if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
+            // The canary: no gate, and a lookup that takes a random while,
+            // as a cold cache's does, so later sends overtake earlier ones
+            // (drawn from the value, so a seed still replays).
+            tokio::time::sleep(Duration::from_micros(u64::from(crc32fast::hash(&msg.value)) % 20_000)).await;
+            None
+        } else {
+            Some(self.inner.order.lock().await)
+        };
         let partition = self.partition_of(&msg).await?;
         let (reply, rx) = oneshot::channel();
         let pending = Pending {

@@ -14,6 +14,8 @@ pub enum Canary {
     SkipCrcOnRead,
     /// After a restart, forget the last durable batch and hand its offsets out again.
     ReuseOffsetAfterCrash,
+    /// Let a producer's later sends overtake earlier ones (no ordering gate in the SDK).
+    UnorderedSends,
 }
 
 thread_local! {

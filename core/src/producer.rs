@@ -8,6 +8,11 @@
 //! table does not know must start at sequence 0; if it does not, its state
 //! was lost (aged out of the rebuild window) and it must restart with a new
 //! id, as with Kafka's `UNKNOWN_PRODUCER_ID`.
+//!
+//! A retry is answered as a duplicate only if it is the stored batch: same
+//! sequences *and* the same body CRC. The same sequences with other bytes
+//! mean two producers hold one id (ids handed out twice after lost
+//! metadata): that is refused loudly, never acknowledged as stored.
 
 use crate::batch::BatchHeader;
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +29,8 @@ struct CachedBatch {
     last_seq: i32,
     base_offset: u64,
     next_offset: u64,
+    /// The stored batch's body CRC: a retry carries the same one.
+    crc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +51,9 @@ pub enum SequenceCheck {
     OutOfOrder { expected: i32, got: i32 },
     /// A newer instance of this producer exists.
     Fenced { current_epoch: i16, got: i16 },
+    /// The sequences of a stored batch with different bytes: two producers
+    /// share this id. Refuse; acknowledging would lose the new data.
+    Collision { base_offset: u64, stored_crc: u32, got_crc: u32 },
 }
 
 /// Sequence numbers wrap from `i32::MAX` to 0.
@@ -86,6 +96,9 @@ impl ProducerTable {
         }
         let last = last_seq(h);
         if let Some(b) = entry.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last) {
+            if b.crc != h.crc {
+                return SequenceCheck::Collision { base_offset: b.base_offset, stored_crc: b.crc, got_crc: h.crc };
+            }
             return SequenceCheck::Duplicate { base_offset: b.base_offset, next_offset: b.next_offset };
         }
         let expected = entry.batches.back().map_or(h.base_sequence, |b| seq_add(b.last_seq, 1));
@@ -115,6 +128,7 @@ impl ProducerTable {
             last_seq: last_seq(h),
             base_offset,
             next_offset: h.next_offset(),
+            crc: h.crc,
         });
         while entry.batches.len() > CACHED_BATCHES_MAX {
             entry.batches.pop_front();
@@ -137,6 +151,13 @@ impl ProducerTable {
 
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    /// The largest producer id the table knows: ids up to it must never be
+    /// handed out again (a new producer with an old id would have its
+    /// batches taken for the old one's).
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.producers.keys().next_back().copied()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,6 +216,20 @@ mod tests {
         assert_eq!(t.check(&header(1, 0, 8, 1, 0)), SequenceCheck::Append);
         t.truncate(0);
         assert_eq!(t.check(&header(1, 0, 8, 1, 0)), SequenceCheck::OutOfOrder { expected: 0, got: 8 }, "unknown producers start at 0");
+    }
+
+    #[test]
+    fn same_sequences_with_other_bytes_are_a_collision_not_a_duplicate() {
+        let mut t = ProducerTable::default();
+        let a = header(7, 0, 0, 2, 0);
+        t.record(&a, 0);
+        let mut other = a;
+        other.crc ^= 1;
+        assert_eq!(t.check(&other), SequenceCheck::Collision { base_offset: 0, stored_crc: a.crc, got_crc: other.crc });
+        assert!(matches!(t.check(&a), SequenceCheck::Duplicate { .. }));
+        assert_eq!(t.max_producer_id(), Some(7));
+        t.record(&header(3, 0, 0, 1, 2), 2);
+        assert_eq!(t.max_producer_id(), Some(7));
     }
 
     #[test]

@@ -71,6 +71,9 @@ codes! {
     InvalidSessionTimeout = 26, false, "the session timeout is outside the broker's allowed range";
     InconsistentAssignors = 27, false, "no assignor is supported by every member of the group";
     GroupNotEmpty = 28, false, "the group has active members: stop them first";
+    ProducerIdCollision = 29, false, "another producer holds this producer id (ids were handed out twice): restart the producer for a new id; nothing was stored";
+    PartitionOffline = 30, false, "the partition is offline after recovery found damage to acknowledged data: see the broker log and `weir accept-loss`";
+    StorageFull = 31, false, "the broker's disk is full: free space or delete data (retention, topic delete), then retry";
 }
 
 impl std::fmt::Display for ErrorCode {

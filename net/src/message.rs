@@ -366,6 +366,9 @@ pub struct PartitionDescription {
     pub high_watermark: u64,
     pub size_bytes: u64,
     pub segments: u32,
+    /// Why the partition is offline (damaged acknowledged data awaiting
+    /// `weir accept-loss`); `None` when it serves normally.
+    pub offline: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,6 +64,8 @@ impl Default for Config {
 #[derive(Debug, Parser, Default)]
 #[command(name = "weir", version, about = "Weir message broker: with no arguments serves 127.0.0.1:9092 with data in ./weir-data")]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "WEIR_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -87,6 +89,27 @@ pub struct Args {
     pub retention_check_interval_ms: Option<u64>,
     #[arg(long, env = "WEIR_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+}
+
+/// Operator commands run instead of serving (with the broker stopped).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Accept the loss of acknowledged data that recovery reported for one
+    /// partition (it is offline until then): the damaged bytes are copied
+    /// aside as lost-<from>-<to>.bin in the partition's directory, the
+    /// damaged tail is cut, and the partition continues after the lost
+    /// offsets, never reusing one.
+    AcceptLoss {
+        /// The topic (omit with --offsets-log).
+        #[arg(required_unless_present = "offsets_log")]
+        topic: Option<String>,
+        /// The partition.
+        #[arg(required_unless_present = "offsets_log")]
+        partition: Option<u32>,
+        /// Act on the internal log of committed group offsets instead.
+        #[arg(long, conflicts_with_all = ["topic", "partition"])]
+        offsets_log: bool,
+    },
 }
 
 /// The TOML file's shape: every key optional, unknown keys refused.

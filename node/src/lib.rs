@@ -9,6 +9,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod disk;
+pub mod lock;
 pub mod server;
 
 use std::sync::Arc;

@@ -30,6 +30,8 @@ pub enum AnomalyKind {
     CommitRegressed,
     /// Two members of a group owned one partition in the same generation.
     TwoOwners,
+    /// A producer's acknowledged records in a partition are stored out of send order.
+    NonmonotonicSend,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,10 @@ pub struct Ack {
     pub partition: u32,
     pub offset: u64,
     pub value: String,
+    /// The producer that sent it and its place in that producer's calls
+    /// (the order `send` was called in).
+    pub producer: u32,
+    pub send_seq: u64,
 }
 
 /// One record a consumer saw; `consumer` identifies one uninterrupted
@@ -88,6 +94,7 @@ pub fn check(h: &History) -> Vec<Anomaly> {
     lost(h, &mut out);
     inconsistent_offsets(h, &mut out);
     duplicates(h, &mut out);
+    send_order(h, &mut out);
     consumer_order(h, &mut out);
     final_read_dense(h, &mut out);
     unseen(h, &mut out);
@@ -216,6 +223,31 @@ fn duplicates(h: &History, out: &mut Vec<Anomaly>) {
     }
 }
 
+/// Jepsen `nonmonotonic-send`: a producer's acknowledged records in one
+/// partition are stored in the order the producer sent them, whatever
+/// routing (key, round-robin) and metadata lookups happened in between.
+fn send_order(h: &History, out: &mut Vec<Anomaly>) {
+    let mut by_stream: BTreeMap<(u32, u32), Vec<&Ack>> = BTreeMap::new();
+    for a in &h.acks {
+        by_stream.entry((a.producer, a.partition)).or_default().push(a);
+    }
+    for ((producer, partition), mut acks) in by_stream {
+        acks.sort_by_key(|a| a.send_seq);
+        for w in acks.windows(2) {
+            if w[1].offset <= w[0].offset {
+                out.push(Anomaly {
+                    kind: AnomalyKind::NonmonotonicSend,
+                    detail: format!(
+                        "producer {producer} sent {:?} before {:?} but partition {partition} stores them at {} and {}",
+                        w[0].value, w[1].value, w[0].offset, w[1].offset
+                    ),
+                });
+                break;
+            }
+        }
+    }
+}
+
 /// Jepsen `nonmonotonic-poll` and `poll-skip`; DESIGN.md "offsets in a
 /// partition are dense and increasing; no reordering".
 fn consumer_order(h: &History, out: &mut Vec<Anomaly>) {
@@ -285,7 +317,7 @@ mod tests {
     use super::*;
 
     fn ack(p: u32, o: u64, v: &str) -> Ack {
-        Ack { partition: p, offset: o, value: v.into() }
+        Ack { partition: p, offset: o, value: v.into(), producer: 0, send_seq: o }
     }
 
     fn poll(c: u32, p: u32, o: u64, v: &str) -> Poll {
@@ -336,6 +368,12 @@ mod tests {
         let mut h = good();
         h.polls.pop();
         assert_eq!(kinds(&h), vec![AnomalyKind::Unseen]);
+
+        let mut h = good();
+        h.acks[0].send_seq = 2;
+        assert_eq!(kinds(&h), vec![AnomalyKind::NonmonotonicSend]);
+        h.acks[0].producer = 1;
+        assert_eq!(check(&h), vec![], "two producers' sends are not ordered with each other");
 
         let mut h = good();
         h.stuck.push("no leader".into());

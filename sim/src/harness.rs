@@ -46,6 +46,8 @@ pub struct SimOptions {
     /// Force slow fsyncs, widening the window in which an acknowledgement
     /// sent before its fsync can be lost (the ack-before-fsync canary).
     pub force_slow_sync: bool,
+    /// Every producer routes by key or round-robin (the send-order canary).
+    pub force_unpinned: bool,
 }
 
 impl Default for SimOptions {
@@ -57,6 +59,7 @@ impl Default for SimOptions {
             force_bitflips: false,
             force_crashes: false,
             force_slow_sync: false,
+            force_unpinned: false,
         }
     }
 }
@@ -177,7 +180,18 @@ async fn connect() -> Option<Client> {
     }
 }
 
-async fn producer_task(id: u32, seed: u64, partitions: u32, rec: Rec, stop: Arc<AtomicBool>) {
+/// How a producer picks partitions: every path a user takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// `with_partition`, messages sent as one `send_batch`.
+    Pinned,
+    /// By key (CRC32), messages sent as concurrent `send` calls.
+    Keyed,
+    /// No key, no partition: round-robin, concurrent `send` calls.
+    RoundRobin,
+}
+
+async fn producer_task(id: u32, seed: u64, partitions: u32, unpinned: bool, rec: Rec, stop: Arc<AtomicBool>) {
     let Some(client) = connect().await else {
         rec_lock(&rec).history.stuck.push(format!("producer {id} could not connect"));
         return;
@@ -185,22 +199,47 @@ async fn producer_task(id: u32, seed: u64, partitions: u32, rec: Rec, stop: Arc<
     let config = ProducerConfig { request_timeout: Duration::from_secs(2), delivery_timeout: Duration::from_secs(8), ..Default::default() };
     let producer = Producer::with_config(&client, config);
     let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(id) << 32);
+    let routing = [Routing::Pinned, Routing::Keyed, Routing::RoundRobin][rng.usize(usize::from(unpinned)..3)];
     let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let partition = rng.u32(0..partitions);
         let n = if rng.u8(0..10) < 3 { rng.usize(2..6) } else { 1 };
-        let values: Vec<String> = (0..n)
+        let values: Vec<(u64, String)> = (0..n)
             .map(|_| {
                 seq += 1;
-                format!("p{id}-{seq}")
+                (seq, format!("p{id}-{seq}"))
             })
             .collect();
-        let msgs = values.iter().map(|v| ProduceMessage::new(TOPIC, v.clone()).with_partition(partition)).collect();
-        if let Ok(results) = producer.send_batch(msgs).await {
+        // Cold caches: the next sends must look their partitions up again,
+        // concurrently, which is where later sends could overtake earlier ones.
+        if routing != Routing::Pinned && rng.u8(0..3) == 0 {
+            client.invalidate_metadata();
+        }
+        let results: Vec<Result<weir_client::ProduceResult, ClientError>> = match routing {
+            Routing::Pinned => {
+                let msgs = values.iter().map(|(_, v)| ProduceMessage::new(TOPIC, v.clone()).with_partition(partition)).collect();
+                match producer.send_batch(msgs).await {
+                    Ok(rs) => rs.into_iter().map(Ok).collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
+            Routing::Keyed | Routing::RoundRobin => {
+                let sends = values.iter().map(|(_, v)| {
+                    let mut m = ProduceMessage::new(TOPIC, v.clone());
+                    if routing == Routing::Keyed {
+                        m = m.with_key(format!("k{}", rng.u8(0..8)));
+                    }
+                    producer.send(m)
+                });
+                futures::future::join_all(sends.collect::<Vec<_>>()).await
+            }
+        };
+        {
             let mut r = rec_lock(&rec);
-            for (res, value) in results.into_iter().zip(values) {
+            for (res, (send_seq, value)) in results.into_iter().zip(values) {
+                let Ok(res) = res else { continue };
                 r.trace.add(&format!("ack {} {} {}", res.partition, res.offset, value));
-                r.history.acks.push(Ack { partition: res.partition, offset: res.offset, value });
+                r.history.acks.push(Ack { partition: res.partition, offset: res.offset, value, producer: id, send_seq });
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..30))).await;
@@ -382,7 +421,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         .expect("create topic");
     let mut producers = Vec::new();
     for id in 0..swarm.producers {
-        producers.push(client_node.spawn(producer_task(id, seed, partitions, rec.clone(), stop_producers.clone())));
+        producers.push(client_node.spawn(producer_task(id, seed, partitions, opts.force_unpinned, rec.clone(), stop_producers.clone())));
     }
     let mut consumers = Vec::new();
     for p in 0..partitions {

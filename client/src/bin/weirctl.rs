@@ -224,7 +224,8 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
                     .iter()
                     .map(|p| {
                         json!({"partition": p.partition, "leader": p.leader, "replicas": p.replicas, "log_start_offset": p.log_start_offset,
-                               "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark, "size_bytes": p.size_bytes, "segments": p.segments})
+                               "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark, "size_bytes": p.size_bytes, "segments": p.segments,
+                               "status": if p.offline.is_some() { "offline" } else { "online" }, "offline_reason": p.offline})
                     })
                     .collect();
                 println!(
@@ -242,20 +243,28 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
                     opt(d.config.segment_bytes.map(|v| v.to_string()))
                 );
                 println!(
-                    "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}",
+                    "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}  STATUS",
                     "PARTITION", "LEADER", "START", "END", "HIGH-WATER", "BYTES", "SEGMENTS"
                 );
+                let mut reasons = Vec::new();
                 for p in d.partitions {
                     println!(
-                        "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}",
+                        "{:>9} {:>7} {:>14} {:>14} {:>14} {:>12} {:>8}  {}",
                         p.partition,
                         p.leader.map_or("-".to_owned(), |l| l.to_string()),
                         p.log_start_offset,
                         p.log_end_offset,
                         p.high_watermark,
                         p.size_bytes,
-                        p.segments
+                        p.segments,
+                        if p.offline.is_some() { "OFFLINE" } else { "online" }
                     );
+                    if let Some(why) = p.offline {
+                        reasons.push((p.partition, why));
+                    }
+                }
+                for (p, why) in reasons {
+                    println!("partition {p} is offline: {why}");
                 }
             }
         }

@@ -53,14 +53,27 @@ enum FileOp {
 enum NameOp {
     Put(PathBuf, Entry),
     Remove(PathBuf),
+    /// A rename of an entry with everything below it (a directory's
+    /// children move with it, as one directory entry does on a real disk).
+    Move(PathBuf, PathBuf),
+}
+
+/// Re-keys `from` and every name below it to live under `to`.
+fn move_subtree(names: &mut BTreeMap<PathBuf, Entry>, from: &Path, to: &Path) {
+    let moved: Vec<(PathBuf, Entry)> = names.iter().filter(|(p, _)| p.starts_with(from)).map(|(p, e)| (p.clone(), e.clone())).collect();
+    for (p, e) in moved {
+        names.remove(&p);
+        let rest = p.strip_prefix(from).expect("filtered by prefix");
+        names.insert(if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) }, e);
+    }
 }
 
 impl NameOp {
     fn touches(&self, dir: &Path) -> bool {
-        let p = match self {
-            NameOp::Put(p, _) | NameOp::Remove(p) => p,
-        };
-        p.parent() == Some(dir)
+        match self {
+            NameOp::Put(p, _) | NameOp::Remove(p) => p.parent() == Some(dir),
+            NameOp::Move(from, to) => from.parent() == Some(dir) || to.parent() == Some(dir),
+        }
     }
 
     fn apply(&self, names: &mut BTreeMap<PathBuf, Entry>) {
@@ -71,6 +84,7 @@ impl NameOp {
             NameOp::Remove(p) => {
                 names.remove(p);
             }
+            NameOp::Move(from, to) => move_subtree(names, from, to),
         }
     }
 }
@@ -480,6 +494,14 @@ impl Disk for SimDisk {
         let Some(entry) = s.names.get(&from).cloned() else { return Err(DiskError::NotFound(from)) };
         if !s.parent_is_dir(&to) {
             return Err(DiskError::NotFound(to));
+        }
+        if entry == Entry::Dir {
+            if s.names.contains_key(&to) {
+                return Err(DiskError::io(&to, "rename onto an existing directory"));
+            }
+            move_subtree(&mut s.names, &from, &to);
+            s.pending_names.push(NameOp::Move(from, to));
+            return Ok(());
         }
         s.remove_name(&from);
         s.put_name(to, entry);

@@ -21,6 +21,7 @@
 //! by Raft index can be added as one more file per segment and rebuilt by a
 //! scan, since the data already carries the index: no format change.
 
+pub mod checkpoint;
 mod index;
 mod segment;
 
@@ -99,6 +100,40 @@ pub enum LogError {
     /// log is reopened (which re-reads what really reached the disk).
     #[error("log is failed after an earlier storage error ({0}); reopen it")]
     Failed(String),
+    /// Recovery found acknowledged data damaged or missing: the log refuses
+    /// writes, and reads at or past the loss, until the loss is accepted.
+    #[error("partition is offline: {0}")]
+    Offline(Loss),
+}
+
+/// Acknowledged data that recovery found damaged or missing: offsets
+/// `from..to` (`to` is the recovery checkpoint or the next segment's base).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The segment file where the valid data ends (or the missing one).
+    pub file: PathBuf,
+    /// Byte position in `file` where the damage starts.
+    pub position: u64,
+    pub from: u64,
+    pub to: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "acknowledged offsets {}..{} ({} record(s)) are damaged or missing in {} at byte {}: {}; \
+             nothing was cut. To accept the loss and bring the partition back, stop the broker and run \
+             `weir accept-loss` (see the README)",
+            self.from,
+            self.to,
+            self.to - self.from,
+            self.file.display(),
+            self.position,
+            self.reason
+        )
+    }
 }
 
 /// Where an append landed.
@@ -141,12 +176,26 @@ pub struct RecoveryReport {
     pub damaged_segments: Vec<u64>,
     /// Stray files removed (an index without its log, a partial segment).
     pub removed_files: Vec<String>,
+    /// Acknowledged data found damaged or missing: the log is offline.
+    pub loss: Option<Loss>,
+}
+
+/// What [`PartitionLog::accept_loss`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedLoss {
+    pub loss: Loss,
+    /// Where the damaged bytes were copied.
+    pub saved_to: PathBuf,
+    pub saved_bytes: u64,
+    /// The offset the next append gets (never one that was acknowledged).
+    pub next_offset: u64,
 }
 
 /// A sync to run outside the log (possibly on another thread), covering
 /// everything appended before [`PartitionLog::begin_flush`].
 #[derive(Debug)]
 pub struct FlushJob {
+    /// Data files first, then (every so often) the checkpoint.
     files: Vec<Arc<dyn DiskFile>>,
     up_to: u64,
 }
@@ -182,6 +231,11 @@ pub struct PartitionLog {
     segments: BTreeMap<u64, Segment>,
     flushed: u64,
     failed: Option<String>,
+    checkpoint: Arc<dyn DiskFile>,
+    /// The value last written to the checkpoint file (maybe not yet synced).
+    checkpoint_written: u64,
+    flushes_since_checkpoint_sync: u32,
+    loss: Option<Loss>,
 }
 
 impl PartitionLog {
@@ -197,6 +251,10 @@ impl PartitionLog {
             }
         }
         let mut report = RecoveryReport::default();
+        let checkpoint_path = dir.join(checkpoint::FILE);
+        let checkpoint_file = disk.open(&checkpoint_path, true)?;
+        let recovery_point = checkpoint::read(&*checkpoint_file, &checkpoint_path)?;
+        let accepted = checkpoint::accepted_losses(&*disk, dir)?;
         let names = disk.list_dir(dir)?;
         let mut bases: Vec<u64> = names.iter().filter_map(|n| segment::parse_log_name(n)).collect();
         bases.sort_unstable();
@@ -213,9 +271,18 @@ impl PartitionLog {
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
-            let (mut seg, scan) = Segment::open(&*disk, dir, base, active, &config, now)?;
+            let (mut seg, scan) = Segment::open(&*disk, dir, base, active, recovery_point, &config, now)?;
             if let Some(scan) = scan {
-                if active {
+                if active && recovery_point.is_some_and(|rp| scan.next_offset < rp) {
+                    let rp = recovery_point.expect("checked");
+                    report.loss = Some(Loss {
+                        file: dir.join(segment::file_name(base, "log")),
+                        position: scan.position,
+                        from: scan.next_offset,
+                        to: rp,
+                        reason: scan.invalid.clone().unwrap_or_else(|| "the data ends early".to_owned()),
+                    });
+                } else if active {
                     report.truncated_bytes = scan.file_len - scan.position;
                     report.truncated_reason = scan.invalid.clone();
                     tracing::warn!(dir = %dir.display(), segment = base, position = scan.position, reason = ?scan.invalid, "recovery cut the active segment's tail");
@@ -235,9 +302,60 @@ impl PartitionLog {
             disk.sync_dir(dir)?;
             segments.insert(0, seg);
         }
+        // A hole between segments is a lost segment, unless it was accepted.
+        if report.loss.is_none() {
+            let segs: Vec<&Segment> = segments.values().collect();
+            for pair in segs.windows(2) {
+                let (prev, next) = (pair[0], pair[1]);
+                let hole = prev.next_offset < next.base_offset;
+                if hole && !accepted.iter().any(|&(from, to)| from <= prev.next_offset && to >= next.base_offset) {
+                    report.loss = Some(Loss {
+                        file: dir.join(segment::file_name(prev.next_offset, "log")),
+                        position: 0,
+                        from: prev.next_offset,
+                        to: next.base_offset,
+                        reason: format!("no segment holds offsets {}..{} (a segment file is missing)", prev.next_offset, next.base_offset),
+                    });
+                    break;
+                }
+            }
+        }
         report.segments = segments.len();
-        let mut log = PartitionLog { disk, dir: dir.to_path_buf(), config, segments, flushed: 0, failed: None };
+        let mut log = PartitionLog {
+            disk,
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            flushed: 0,
+            failed: None,
+            checkpoint: checkpoint_file,
+            checkpoint_written: recovery_point.unwrap_or(0),
+            flushes_since_checkpoint_sync: 0,
+            loss: None,
+        };
         log.flushed = log.log_end_offset();
+        if report.loss.is_none()
+            && let Some(rp) = recovery_point.filter(|rp| log.log_end_offset() < *rp)
+        {
+            let active = log.active();
+            report.loss = Some(Loss {
+                file: dir.join(segment::file_name(active.base_offset, "log")),
+                position: active.size,
+                from: active.next_offset,
+                to: rp,
+                reason: "the log ends before its recovery checkpoint (segment data was deleted or truncated)".to_owned(),
+            });
+        }
+        if let Some(loss) = &report.loss {
+            tracing::error!(dir = %dir.display(), file = %loss.file.display(), from = loss.from, to = loss.to, records = loss.to - loss.from, reason = %loss.reason, "recovery found acknowledged data damaged or missing: the partition is offline until the loss is accepted (weir accept-loss)");
+            log.loss = report.loss.clone();
+        } else if recovery_point != Some(log.flushed) {
+            // Everything present is durable now: checkpoint it.
+            log.write_checkpoint(log.flushed, true)?;
+            if recovery_point.is_none() {
+                log.disk.sync_dir(dir)?; // the checkpoint file's name
+            }
+        }
         #[cfg(madsim)]
         if crate::canary::is(crate::canary::Canary::ReuseOffsetAfterCrash) && log.log_end_offset() > log.log_start_offset() {
             let end = log.log_end_offset();
@@ -304,11 +422,43 @@ impl PartitionLog {
         self.failed.is_some()
     }
 
+    /// The acknowledged data recovery found missing, while not accepted.
+    pub fn loss(&self) -> Option<&Loss> {
+        self.loss.as_ref()
+    }
+
     fn check_failed(&self) -> Result<(), LogError> {
+        if let Some(loss) = &self.loss {
+            return Err(LogError::Offline(loss.clone()));
+        }
         match &self.failed {
             Some(why) => Err(LogError::Failed(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Records `offset` as the recovery checkpoint (page cache; durable if
+    /// `sync`). Never above what is durable.
+    fn write_checkpoint(&mut self, offset: u64, sync: bool) -> Result<(), DiskError> {
+        debug_assert!(offset <= self.flushed || self.failed.is_some(), "a checkpoint never names unflushed data");
+        self.checkpoint.write_at(&checkpoint::encode(offset), 0)?;
+        self.checkpoint_written = offset;
+        if sync {
+            self.checkpoint.sync_data()?;
+            self.flushes_since_checkpoint_sync = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes the recovery checkpoint durable at the flushed offset (a clean
+    /// close does this, so damage found after it is always reported).
+    pub fn sync_checkpoint(&mut self) -> Result<(), LogError> {
+        if self.loss.is_some() {
+            return Ok(());
+        }
+        let flushed = self.flushed;
+        self.write_checkpoint(flushed, true)?;
+        Ok(())
     }
 
     /// Appends one encoded batch (as [`batch::BatchBuilder`] makes it, or as
@@ -376,6 +526,8 @@ impl PartitionLog {
         let seg = Segment::create(&*self.disk, &self.dir, end, now)?;
         self.disk.sync_dir(&self.dir)?;
         self.segments.insert(end, seg);
+        let flushed = self.flushed;
+        self.write_checkpoint(flushed, true)?;
         Ok(())
     }
 
@@ -396,6 +548,14 @@ impl PartitionLog {
             seg.dirty = false;
             files.push(seg.log.clone());
         }
+        // The checkpoint holds the previous flush's end, already durable:
+        // syncing it after this job's data costs one more fsync, so only
+        // every so often (see `checkpoint`).
+        self.flushes_since_checkpoint_sync += 1;
+        if self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES {
+            self.flushes_since_checkpoint_sync = 0;
+            files.push(self.checkpoint.clone());
+        }
         Ok(FlushJob { files, up_to })
     }
 
@@ -406,6 +566,14 @@ impl PartitionLog {
             Ok(()) => {
                 // A truncation while the job ran may have moved the end back.
                 self.flushed = self.flushed.max(job.up_to.min(self.log_end_offset()));
+                debug_assert!(self.flushed <= self.log_end_offset(), "flushed past the log end");
+                if self.flushed > self.checkpoint_written {
+                    // Best effort: a checkpoint that lags is safe (see `checkpoint`).
+                    let flushed = self.flushed;
+                    if let Err(e) = self.write_checkpoint(flushed, false) {
+                        tracing::debug!(dir = %self.dir.display(), error = %e, "recovery checkpoint not updated");
+                    }
+                }
                 Ok(self.flushed)
             }
             Err(e) => {
@@ -421,6 +589,9 @@ impl PartitionLog {
     /// `upper` (the high watermark: the flushed offset on a single node, the
     /// commit index in a cluster). Reading at `upper` returns no bytes.
     pub fn read(&self, offset: u64, max_bytes: usize, upper: u64) -> Result<ReadResult, LogError> {
+        if let Some(loss) = self.loss.as_ref().filter(|l| offset >= l.from) {
+            return Err(LogError::Offline(loss.clone()));
+        }
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
@@ -474,7 +645,64 @@ impl PartitionLog {
         let seg = self.active_mut();
         seg.truncate_to(offset, pos)?;
         self.flushed = self.flushed.min(offset);
+        if self.checkpoint_written > offset {
+            self.write_checkpoint(offset, true)?;
+        }
         Ok(())
+    }
+
+    /// Accepts the loss recovery reported (an operator's explicit decision):
+    /// copies the damaged bytes aside into `lost-{from}-{to}.bin`, cuts the
+    /// damaged tail, and moves the log end to the loss's end, so no offset
+    /// that was ever acknowledged is handed out again. Reads of the lost
+    /// offsets then continue at `to`. Durable when it returns.
+    pub fn accept_loss(&mut self, now: Timestamp) -> Result<Option<AcceptedLoss>, LogError> {
+        let Some(loss) = self.loss.clone() else { return Ok(None) };
+        let saved_to = self.dir.join(checkpoint::lost_file_name(loss.from, loss.to));
+        let aside = self.disk.open(&saved_to, true)?;
+        aside.set_len(0)?;
+        let mut saved_bytes = 0u64;
+        let damaged_active = self.active().next_offset == loss.from && self.dir.join(segment::file_name(self.active().base_offset, "log")) == loss.file;
+        if damaged_active {
+            let log = self.active().log.clone();
+            let len = log.len()?;
+            let mut pos = loss.position;
+            let mut buf = vec![0u8; 1 << 20];
+            while pos < len {
+                let n = log.read_at(&mut buf[..(len - pos).min(1 << 20) as usize], pos)?;
+                if n == 0 {
+                    break;
+                }
+                aside.write_at(&buf[..n], saved_bytes)?;
+                saved_bytes += n as u64;
+                pos += n as u64;
+            }
+        }
+        aside.sync_data()?;
+        self.disk.sync_dir(&self.dir)?;
+        if damaged_active {
+            let pos = loss.position;
+            self.active_mut().truncate_to(loss.from, pos)?;
+        }
+        if loss.to > self.log_end_offset() {
+            // Continue at the loss's end: a gap of offsets nobody gets again.
+            let (base, size) = (self.active().base_offset, self.active().size);
+            if size == 0 {
+                let seg = self.segments.remove(&base).expect("the active segment");
+                seg.remove_files(&*self.disk)?;
+            } else {
+                self.active_mut().seal()?;
+            }
+            let seg = Segment::create(&*self.disk, &self.dir, loss.to, now)?;
+            self.disk.sync_dir(&self.dir)?;
+            self.segments.insert(loss.to, seg);
+        }
+        self.loss = None;
+        self.flushed = self.log_end_offset();
+        let flushed = self.flushed;
+        self.write_checkpoint(flushed, true)?;
+        tracing::warn!(dir = %self.dir.display(), from = loss.from, to = loss.to, saved = %saved_to.display(), "loss accepted: the partition continues at {}", flushed);
+        Ok(Some(AcceptedLoss { loss, saved_to, saved_bytes, next_offset: flushed }))
     }
 
     /// Deletes whole segments that end at or before `offset` (never the

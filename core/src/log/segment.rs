@@ -124,6 +124,7 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         active: bool,
+        recovery_point: Option<u64>,
         config: &super::LogConfig,
         now: Timestamp,
     ) -> Result<(Self, Option<ScanEnd>), LogError> {
@@ -182,6 +183,11 @@ impl Segment {
             || seg.time_file.len()? != (seg.time_index.len() * TIME_ENTRY_LEN) as u64
         {
             seg.persist_indexes(index_len_before, time_len_before)?;
+        }
+        if active && end.invalid.is_some() && recovery_point.is_some_and(|rp| end.next_offset < rp) {
+            // Damage below the recovery checkpoint is acknowledged data, not
+            // a torn write: keep every byte for the operator to decide.
+            return Ok((seg, Some(end)));
         }
         if active {
             // Cut stale bytes after the valid end so they can never be
@@ -484,10 +490,12 @@ impl Segment {
     /// batch that reaches past `upper`. Returns `None` if this segment has
     /// nothing at or after `offset` below `upper`.
     pub fn read(&self, offset: u64, max_bytes: usize, upper: u64, batch_bytes_max: usize) -> Result<Option<(Bytes, u64)>, LogError> {
+        // A read from below this segment (across an accepted loss) starts at its base.
+        let offset = offset.max(self.base_offset);
         if offset >= self.next_offset || offset >= upper {
             return Ok(None);
         }
-        let floor = index::floor_entry(&self.index, (offset.max(self.base_offset) - self.base_offset) as u32);
+        let floor = index::floor_entry(&self.index, (offset - self.base_offset) as u32);
         let mut pos = u64::from(floor.position);
         // The header fields before the CRC (the base offset among them) are
         // not CRC-protected: check each against the offset the walk expects,

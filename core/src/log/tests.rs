@@ -5,6 +5,8 @@ use super::*;
 use crate::batch::{BatchBuilder, ProducerStamp, RecordBatch, decode_all};
 use crate::disk::sim::SimDisk;
 use proptest::prelude::*;
+use std::path::PathBuf;
+use crate::disk::Disk;
 
 const DIR: &str = "/data/topic-0";
 
@@ -531,4 +533,92 @@ proptest! {
             }
         }
     }
+}
+
+/// A log of `n` one-record batches, flushed and closed cleanly (checkpoint synced).
+fn clean_log(disk: &SimDisk, config: &LogConfig, n: u64) {
+    let (mut log, _) = open(disk, config.clone());
+    for i in 0..n {
+        log.append(&batch(i as i64, &[format!("v{i}").as_bytes()]), Timestamp(0)).unwrap();
+    }
+    log.flush().unwrap();
+    log.sync_checkpoint().unwrap();
+}
+
+fn seg_path(base: u64) -> PathBuf {
+    Path::new(DIR).join(format!("{base:020}.log"))
+}
+
+#[test]
+fn a_flipped_byte_in_the_active_segment_after_a_clean_close_is_a_loss_not_a_torn_tail() {
+    let disk = SimDisk::new(3);
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
+    clean_log(&disk, &config, 20);
+    let one = batch(0, &[b"v0"]).len() as u64;
+    // Damage batch 5 of 20: before checkpoints, recovery cut 5..20 durably and reused the offsets.
+    disk.flip_bit(&seg_path(0), Some(5 * one + 50..5 * one + 51)).unwrap();
+    let (mut log, report) = open(&disk, config.clone());
+    let loss = report.loss.clone().expect("the damage is reported");
+    assert_eq!((loss.from, loss.to), (5, 20));
+    assert_eq!(report.truncated_bytes, 0, "nothing is cut");
+    assert!(matches!(log.append(&batch(0, &[b"new"]), Timestamp(0)), Err(LogError::Offline(_))));
+    assert!(matches!(log.read(7, 1 << 20, 20), Err(LogError::Offline(_))));
+    assert_eq!(values_from(&log, 0).len(), 5, "the good prefix is still served");
+    // Reopening without accepting changes nothing.
+    drop(log);
+    let (mut log, report) = open(&disk, config.clone());
+    assert_eq!(report.loss.map(|l| (l.from, l.to)), Some((5, 20)));
+    let accepted = log.accept_loss(Timestamp(0)).unwrap().expect("there was a loss");
+    assert_eq!(accepted.next_offset, 20, "no acknowledged offset is handed out again");
+    assert!(accepted.saved_bytes >= 15 * one, "the damaged bytes are kept: {}", accepted.saved_bytes);
+    assert!(disk.exists(&accepted.saved_to));
+    let info = log.append(&batch(0, &[b"after"]), Timestamp(0)).unwrap();
+    assert_eq!(info.base_offset, 20);
+    log.flush().unwrap();
+    let r = log.read(5, 1 << 20, 21).unwrap();
+    assert_eq!(RecordBatch::decode(&r.bytes, usize::MAX).unwrap().0.base_offset(), 20, "reads step over the accepted loss");
+    drop(log);
+    let (log, report) = open(&disk, config);
+    assert_eq!(report.loss, None, "an accepted loss stays accepted");
+    assert_eq!(log.log_end_offset(), 21);
+}
+
+#[test]
+fn an_emptied_or_deleted_active_segment_is_a_loss() {
+    let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
+    for delete in [false, true] {
+        let disk = SimDisk::new(4);
+        clean_log(&disk, &config, 10);
+        if delete {
+            disk.remove_file(&seg_path(0)).unwrap();
+        } else {
+            disk.open(&seg_path(0), false).unwrap().set_len(0).unwrap();
+        }
+        let (mut log, report) = open(&disk, config.clone());
+        assert_eq!(report.loss.as_ref().map(|l| (l.from, l.to)), Some((0, 10)), "delete={delete}");
+        assert!(log.append(&batch(0, &[b"x"]), Timestamp(0)).is_err());
+        log.accept_loss(Timestamp(0)).unwrap();
+        assert_eq!(log.append(&batch(0, &[b"x"]), Timestamp(0)).unwrap().base_offset, 10, "delete={delete}");
+    }
+}
+
+#[test]
+fn a_missing_sealed_segment_is_a_loss() {
+    let disk = SimDisk::new(5);
+    let config = small_config();
+    clean_log(&disk, &config, 200);
+    let (log, _) = open(&disk, config.clone());
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 3, "{bases:?}");
+    drop(log);
+    disk.remove_file(&seg_path(bases[1])).unwrap();
+    let (mut log, report) = open(&disk, config.clone());
+    let loss = report.loss.expect("the hole is reported");
+    assert_eq!((loss.from, loss.to), (bases[1], bases[2]));
+    log.accept_loss(Timestamp(0)).unwrap();
+    assert_eq!(log.log_end_offset(), 200);
+    let r = log.read(bases[1], 1 << 20, 200).unwrap();
+    assert_eq!(RecordBatch::decode(&r.bytes, usize::MAX).unwrap().0.base_offset(), bases[2]);
+    drop(log);
+    assert_eq!(open(&disk, config).1.loss, None);
 }

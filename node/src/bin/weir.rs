@@ -7,7 +7,8 @@ use clap::Parser;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 use weir_node::broker::Broker;
-use weir_node::config::{Args, Config};
+use weir_node::broker::{LossTarget, accept_loss as accept};
+use weir_node::config::{Args, Command, Config};
 use weir_node::disk::RealDisk;
 use weir_node::server::{self, Shutdown};
 
@@ -24,6 +25,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::resolve(&args)?;
+    if let Some(Command::AcceptLoss { topic, partition, offsets_log }) = args.command {
+        let target = match (topic, partition) {
+            (Some(topic), Some(partition)) if !offsets_log => LossTarget::Partition { topic, partition },
+            _ => LossTarget::OffsetsLog,
+        };
+        return accept_loss(&config, &target);
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("weir").build().context("cannot start the runtime")?;
     runtime.block_on(run(config))
@@ -32,6 +40,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
+    let _lock = weir_node::lock::DataDirLock::acquire(&data_dir)?;
     let broker = Broker::open(config, Arc::new(RealDisk)).with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -52,6 +61,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let b = broker.clone();
     weir_node::blocking::run(move || b.shutdown()).await;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn accept_loss(config: &Config, target: &LossTarget) -> anyhow::Result<()> {
+    let _lock = weir_node::lock::DataDirLock::acquire(&config.data_dir)?;
+    match accept(config, Arc::new(RealDisk), target)? {
+        None => println!("{target:?}: recovery reports no loss; nothing to do"),
+        Some(a) => println!(
+            "accepted the loss of offsets {}..{} ({} record(s)) in {}: {} damaged byte(s) saved to {}; the log continues at offset {}",
+            a.loss.from,
+            a.loss.to,
+            a.loss.to - a.loss.from,
+            a.loss.file.display(),
+            a.saved_bytes,
+            a.saved_to.display(),
+            a.next_offset
+        ),
+    }
     Ok(())
 }
 

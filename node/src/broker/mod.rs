@@ -59,8 +59,16 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         let topics_dir = store::topics_dir(&data_dir);
         store::ensure_dir(&*disk, &topics_dir)?;
-        let boot = store::next_boot(&*disk, &data_dir)?;
+        // Deleted topics whose removal a crash interrupted.
+        let trash = store::trash_dir(&data_dir);
+        if disk.exists(&trash) {
+            for name in disk.list_dir(&trash)? {
+                disk.remove_dir_all(&trash.join(&name))?;
+            }
+            disk.sync_dir(&trash)?;
+        }
         let mut topics = BTreeMap::new();
+        let mut homeless = Vec::new();
         for name in disk.list_dir(&topics_dir)? {
             let dir = topics_dir.join(&name);
             let meta = dir.join(store::TOPIC_FILE);
@@ -69,21 +77,41 @@ impl Broker {
                 continue;
             }
             if !disk.exists(&meta) {
-                // Created but never committed, or deleted half-way: finish the job.
-                tracing::warn!(topic = %name, "removing a topic directory without topic.json (interrupted create or delete)");
-                disk.remove_dir_all(&dir)?;
-                disk.sync_dir(&topics_dir)?;
+                homeless.push((name, dir));
                 continue;
             }
-            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?)
-                .map_err(|e| anyhow::anyhow!("{} is not valid topic metadata: {e}", meta.display()))?;
+            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not valid topic metadata ({e}): restore it (see the README, \"On-disk format\"), or move the topic's directory out of {}",
+                    meta.display(),
+                    topics_dir.display()
+                )
+            })?;
             let topic = open_topic(&config, &disk, record)?;
             topics.insert(name, Arc::new(topic));
         }
+        // Producer ids are `boot << 24 | n`: continue above every id the
+        // data remembers, whatever meta/boot says.
+        let max_id = topics.values().flat_map(|t| t.partitions.iter().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
+        let boot = store::next_boot(&*disk, &data_dir, (max_id.max(0) / PRODUCER_IDS_PER_BOOT + 1) as u64)?;
+        for (name, dir) in homeless {
+            if store::holds_data(&*disk, &dir)? {
+                let to = store::move_aside(&*disk, &dir, &store::quarantine_dir(&data_dir), &name, boot)?;
+                tracing::error!(
+                    topic = %name,
+                    moved_to = %to.display(),
+                    "topic directory holds data but no topic.json (its metadata was lost): moved aside, nothing deleted; to restore it, stop the broker, move it back to {} and write its topic.json (README, \"On-disk format\")",
+                    dir.display()
+                );
+            } else {
+                // Created but never committed: nothing was ever stored in it.
+                tracing::warn!(topic = %name, "removing an empty topic directory without topic.json (an interrupted create)");
+                disk.remove_dir_all(&dir)?;
+                disk.sync_dir(&topics_dir)?;
+            }
+        }
         let counts: BTreeMap<String, u32> = topics.iter().map(|(n, t)| (n.clone(), t.partitions.len() as u32)).collect();
-        // Offsets are kept forever (no retention: deleting old segments would
-        // drop commits); compacting this log is future work.
-        let offsets_config = LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, ..config.log.clone() };
+        let offsets_config = offsets_log_config(&config);
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
         let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
@@ -233,17 +261,17 @@ impl Broker {
         let _guard = self.admin.lock().await;
         let topic = self.topic(&r.name)?;
         let dir = store::topic_dir(&self.config.data_dir, &r.name);
-        // Removing topic.json first is the commit point; a crash after it
-        // leaves a directory that the next start removes.
-        self.disk.remove_file(&dir.join(store::TOPIC_FILE)).map_err(disk_error)?;
-        self.disk.sync_dir(&dir).map_err(disk_error)?;
+        // Moving the directory into trash/ is the commit point; a crash
+        // after it leaves trash that the next start removes.
+        let boot = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()).boot;
+        let trash = store::move_aside(&*self.disk, &dir, &store::trash_dir(&self.config.data_dir), &r.name, boot).map_err(disk_error)?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&r.name);
         self.groups.set_partitions(&r.name, None);
         for p in &topic.partitions {
             p.close();
         }
-        self.disk.remove_dir_all(&dir).map_err(disk_error)?;
-        self.disk.sync_dir(&store::topics_dir(&self.config.data_dir)).map_err(disk_error)?;
+        self.disk.remove_dir_all(&trash).map_err(disk_error)?;
+        self.disk.sync_dir(&store::trash_dir(&self.config.data_dir)).map_err(disk_error)?;
         tracing::info!(topic = %r.name, "topic deleted");
         Ok(DeleteTopicResponse {})
     }
@@ -304,7 +332,7 @@ impl Broker {
     fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
         let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.next >= PRODUCER_IDS_PER_BOOT {
-            ids.boot = store::next_boot(&*self.disk, &self.config.data_dir).map_err(disk_error)?;
+            ids.boot = store::next_boot(&*self.disk, &self.config.data_dir, ids.boot + 1).map_err(disk_error)?;
             ids.next = 0;
         }
         let id = (ids.boot as i64) * PRODUCER_IDS_PER_BOOT + ids.next;
@@ -340,6 +368,47 @@ async fn group_ticker(broker: std::sync::Weak<Broker>) {
         let Some(b) = broker.upgrade() else { return };
         b.groups.tick().await;
     }
+}
+
+/// Which log `accept_loss` acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LossTarget {
+    Partition { topic: String, partition: u32 },
+    /// The internal log of committed group offsets.
+    OffsetsLog,
+}
+
+/// The operator's explicit acceptance of a loss recovery reported (the
+/// broker must be stopped: the caller holds the data directory's lock).
+/// Returns what was done, or `None` if the log reports no loss.
+pub fn accept_loss(config: &Config, disk: Arc<dyn Disk>, target: &LossTarget) -> anyhow::Result<Option<weir_core::log::AcceptedLoss>> {
+    let (dir, log_config) = match target {
+        LossTarget::Partition { topic, partition } => {
+            weir_core::name::validate(topic)?;
+            let meta = store::topic_dir(&config.data_dir, topic).join(store::TOPIC_FILE);
+            if !disk.exists(&meta) {
+                anyhow::bail!("topic {topic:?} does not exist in {}", config.data_dir.display());
+            }
+            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?)?;
+            if *partition >= record.partitions {
+                anyhow::bail!("topic {topic:?} has partitions 0..{}, not {partition}", record.partitions);
+            }
+            let log_config = effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
+            (store::partition_dir(&config.data_dir, topic, *partition), log_config)
+        }
+        LossTarget::OffsetsLog => (config.data_dir.join("internal").join("offsets"), offsets_log_config(config)),
+    };
+    if !disk.exists(&dir) {
+        anyhow::bail!("{} does not exist", dir.display());
+    }
+    let (mut log, _) = PartitionLog::open(disk, &dir, log_config, crate::clock::now())?;
+    Ok(log.accept_loss(crate::clock::now())?)
+}
+
+fn offsets_log_config(config: &Config) -> LogConfig {
+    // Offsets are never deleted by age or size (that would drop commits);
+    // the log is compacted instead.
+    LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, ..config.log.clone() }
 }
 
 fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConfig, String> {

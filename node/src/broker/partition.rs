@@ -50,6 +50,7 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         LogError::NotBatchBoundary(_) => ErrorCode::InvalidRequest,
         LogError::Disk(_) | LogError::Failed(_) => ErrorCode::StorageError,
+        LogError::Offline(_) => ErrorCode::PartitionOffline,
     };
     if code == ErrorCode::CorruptData || code == ErrorCode::StorageError {
         tracing::error!(error = %e, "storage fault");
@@ -77,6 +78,11 @@ impl Partition {
 
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The largest producer id this partition's recent batches carry.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.read_state().producers.max_producer_id()
     }
 
     pub fn high_watermark(&self) -> u64 {
@@ -116,6 +122,23 @@ impl Partition {
                     return Err(WireError::new(
                         ErrorCode::OutOfOrderSequence,
                         format!("producer {} expected sequence {expected}, got {got}: restart the producer", header.producer_id),
+                    ));
+                }
+                SequenceCheck::Collision { base_offset, stored_crc, got_crc } => {
+                    tracing::error!(
+                        producer_id = header.producer_id,
+                        sequence = header.base_sequence,
+                        base_offset,
+                        stored_crc,
+                        got_crc,
+                        "two producers hold one producer id: refusing a batch whose sequences match a stored batch with other bytes"
+                    );
+                    return Err(WireError::new(
+                        ErrorCode::ProducerIdCollision,
+                        format!(
+                            "producer {} sequence {} is already stored at offset {base_offset} with different bytes: another producer holds this id; restart the producer for a new id (nothing was stored)",
+                            header.producer_id, header.base_sequence
+                        ),
                     ));
                 }
                 SequenceCheck::Fenced { current_epoch, got } => {
@@ -211,6 +234,7 @@ impl Partition {
             high_watermark: self.high_watermark(),
             size_bytes: state.log.size_bytes(),
             segments: state.log.segment_count() as u32,
+            offline: state.log.loss().map(|l| l.to_string()),
         }
     }
 
@@ -254,7 +278,11 @@ impl Partition {
     /// Final synchronous flush, for shutdown.
     pub fn flush_now(&self) -> Result<u64, WireError> {
         let mut state = self.write_state();
+        if state.log.loss().is_some() {
+            return Ok(state.log.flushed_offset());
+        }
         let flushed = state.log.flush().map_err(log_error)?;
+        state.log.sync_checkpoint().map_err(log_error)?;
         self.high_watermark.send_replace(flushed);
         Ok(flushed)
     }

@@ -4,10 +4,18 @@
 //!
 //! ```text
 //! data_dir/
+//!   .lock                        held by the running broker (see `lock`)
 //!   meta/boot                    boot counter, decimal
 //!   topics/<topic>/topic.json    name, partitions, replicas, config
 //!   topics/<topic>/<partition>/  the partition log's segments
+//!   trash/<topic>.<boot>.<n>/    a deleted topic, being removed
+//!   quarantine/<topic>.<boot>/   a topic directory found without topic.json
 //! ```
+//!
+//! Deleting a topic renames its directory into `trash/` (the commit point)
+//! and then removes it, so at start-up a topic directory without
+//! `topic.json` is either an interrupted create (no data: removed) or lost
+//! metadata (data: moved to `quarantine/`, never deleted).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,8 +86,51 @@ pub fn read_small(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
     Ok(buf)
 }
 
-/// Bumps and persists the boot counter; returns the new value.
-pub fn next_boot(disk: &dyn Disk, data_dir: &Path) -> Result<u64, DiskError> {
+pub fn trash_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("trash")
+}
+
+pub fn quarantine_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("quarantine")
+}
+
+/// Whether any segment file under `dir` (a topic directory) holds bytes:
+/// an interrupted create never appended, so it has none.
+pub fn holds_data(disk: &dyn Disk, dir: &Path) -> Result<bool, DiskError> {
+    for entry in disk.list_dir(dir)? {
+        let path = dir.join(&entry);
+        if entry.ends_with(".log") {
+            if disk.open(&path, false)?.len()? > 0 {
+                return Ok(true);
+            }
+        } else if !entry.contains('.') && disk.exists(&path) && disk.list_dir(&path).is_ok() && holds_data(disk, &path)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Moves `from` to a fresh name `<name>.<boot>[.<n>]` under `into`, durably.
+pub fn move_aside(disk: &dyn Disk, from: &Path, into: &Path, name: &str, boot: u64) -> Result<PathBuf, DiskError> {
+    ensure_dir(disk, into)?;
+    let mut to = into.join(format!("{name}.{boot}"));
+    let mut n = 0;
+    while disk.exists(&to) {
+        n += 1;
+        to = into.join(format!("{name}.{boot}.{n}"));
+    }
+    disk.rename(from, &to)?;
+    if let Some(parent) = from.parent() {
+        disk.sync_dir(parent)?;
+    }
+    disk.sync_dir(into)?;
+    Ok(to)
+}
+
+/// Bumps and persists the boot counter to at least `floor`; returns the
+/// new value. The floor comes from the data (the producer ids its batches
+/// carry), so a lost or stale counter never repeats a boot.
+pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, DiskError> {
     let dir = data_dir.join("meta");
     ensure_dir(disk, &dir)?;
     let path = dir.join("boot");
@@ -89,7 +140,10 @@ pub fn next_boot(disk: &dyn Disk, data_dir: &Path) -> Result<u64, DiskError> {
     } else {
         0
     };
-    let next = current + 1;
+    if floor > current + 1 {
+        tracing::warn!(counter = current, floor, "the boot counter is behind the producer ids in the data (meta/boot lost?): continuing above them");
+    }
+    let next = (current + 1).max(floor);
     write_atomic(disk, &dir, "boot", next.to_string().as_bytes())?;
     Ok(next)
 }

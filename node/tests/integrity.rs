@@ -1,0 +1,154 @@
+//! Integrity against a careless operator and lost files, with the real
+//! binary: one broker per data directory, metadata loss that never deletes
+//! data or reuses producer ids, and recovery that reports damage to
+//! acknowledged data instead of cutting it (then `weir accept-loss`).
+
+mod common;
+
+use common::Broker;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use weir_client::*;
+
+async fn create(client: &Client, name: &str, partitions: u32) {
+    Admin::new(client)
+        .create_topic(CreateTopicRequest { name: name.into(), partitions, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+}
+
+async fn produce(client: &Client, topic: &str, values: impl IntoIterator<Item = String>) -> Vec<u64> {
+    let producer = Producer::new(client);
+    let msgs = values.into_iter().map(|v| ProduceMessage::new(topic, v).with_partition(0)).collect();
+    let offsets = producer.send_batch(msgs).await.unwrap().into_iter().map(|r| r.offset).collect();
+    producer.close().await;
+    offsets
+}
+
+async fn values(client: &Client, topic: &str) -> Vec<(u64, String)> {
+    let consumer = Consumer::new(client);
+    let end = consumer.offset_for(topic, 0, StartOffset::Latest).await.unwrap();
+    let mut offset = consumer.offset_for(topic, 0, StartOffset::Earliest).await.unwrap();
+    let mut out = Vec::new();
+    while offset < end {
+        let r = consumer.fetch_from(topic, 0, offset).await.unwrap();
+        out.extend(r.messages.iter().map(|m| (m.offset, String::from_utf8_lossy(&m.value).into_owned())));
+        offset = r.next_offset;
+    }
+    out
+}
+
+fn weir(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weir");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_second_broker_on_one_data_dir_exits_naming_the_dir_and_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Broker::start(dir.path(), None);
+    let started = std::time::Instant::now();
+    let (code, _, err) = weir(dir.path(), &[]);
+    assert_ne!(code, 0, "the second broker must not serve");
+    assert!(started.elapsed() < Duration::from_secs(10), "it exits at once");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_topic_json_keeps_the_data_and_a_lost_boot_counter_reuses_no_producer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    create(&client, "kept", 1).await;
+    create(&client, "ids", 1).await;
+    produce(&client, "kept", (0..5).map(|i| format!("k{i}"))).await;
+    produce(&client, "ids", ["first".to_owned()]).await;
+    assert_eq!(broker.terminate(), Some(0));
+
+    std::fs::remove_file(dir.path().join("topics/kept/topic.json")).unwrap();
+    std::fs::remove_file(dir.path().join("meta/boot")).unwrap();
+    broker.restart();
+    let client = broker.client().await;
+    let names: Vec<String> = Admin::new(&client).list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["ids"], "a topic without metadata is not served");
+    let quarantined: Vec<_> = std::fs::read_dir(dir.path().join("quarantine")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(quarantined.len(), 1, "moved aside, not deleted");
+    assert!(quarantined[0].join("0/00000000000000000000.log").metadata().unwrap().len() > 0, "the data is still there");
+
+    // A new producer after the lost counter must not get the old one's id:
+    // its first batch (sequence 0) would be answered as a duplicate of "first".
+    produce(&client, "ids", ["second".to_owned()]).await;
+    let stored: Vec<String> = values(&client, "ids").await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(stored, vec!["first", "second"]);
+}
+
+/// How a segment file is damaged after a clean shutdown.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    FlipActive,
+    EmptyActive,
+    DeleteActive,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_acknowledged_data_takes_the_partition_offline_until_the_loss_is_accepted() {
+    for damage in [Damage::FlipActive, Damage::EmptyActive, Damage::DeleteActive] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker = Broker::start_with(dir.path(), None, &["--segment-bytes", "4096"]);
+        let client = broker.client().await;
+        create(&client, "t", 1).await;
+        for chunk in 0..20 {
+            produce(&client, "t", (0..10).map(|i| format!("value-{chunk}-{i}-{}", "x".repeat(40)))).await;
+        }
+        assert_eq!(broker.terminate(), Some(0));
+        let pdir = dir.path().join("topics/t/0");
+        let mut logs: Vec<_> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() >= 3, "{logs:?}");
+        let active = logs.last().unwrap();
+        match damage {
+            Damage::FlipActive => {
+                let mut bytes = std::fs::read(active).unwrap();
+                bytes[60] ^= 0x01;
+                std::fs::write(active, bytes).unwrap();
+            }
+            Damage::EmptyActive => std::fs::write(active, b"").unwrap(),
+            Damage::DeleteActive => std::fs::remove_file(active).unwrap(),
+        }
+        broker.restart();
+        let client = broker.client().await;
+        let d = Admin::new(&client).describe_topic("t").await.unwrap();
+        let why = d.partitions[0].offline.clone().unwrap_or_else(|| panic!("{damage:?}: the partition must be offline"));
+        assert!(why.contains("accept-loss") && why.contains("..200"), "{damage:?}: {why}");
+        let err = Producer::new(&client).send(ProduceMessage::new("t", "new").with_partition(0)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::PartitionOffline), "{damage:?}: {err}");
+        assert_eq!(Consumer::new(&client).fetch_from("t", 0, 0).await.unwrap().messages[0].offset, 0, "data before the damage is served");
+        assert_eq!(broker.terminate(), Some(0));
+
+        let (code, out, err) = weir(dir.path(), &["accept-loss", "t", "0"]);
+        assert_eq!(code, 0, "{damage:?}: {err}");
+        assert!(out.contains("continues at offset 200"), "{damage:?}: {out}");
+        broker.restart();
+        let client = broker.client().await;
+        assert_eq!(Admin::new(&client).describe_topic("t").await.unwrap().partitions[0].offline, None);
+        assert_eq!(produce(&client, "t", ["after".to_owned()]).await, vec![200], "{damage:?}: no acknowledged offset is reused");
+        let stored = values(&client, "t").await;
+        assert_eq!(stored.last().unwrap(), &(200, "after".to_owned()));
+        assert!(stored.windows(2).all(|w| w[0].0 < w[1].0));
+        let (code, _, err) = weir(dir.path(), &["accept-loss", "t", "0"]);
+        assert!(code != 0 && err.contains("in use by another weir process"), "accept-loss refuses a running broker's data: {err}");
+    }
+}
