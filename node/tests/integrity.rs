@@ -111,11 +111,8 @@ async fn damaged_acknowledged_data_takes_the_partition_offline_until_the_loss_is
         }
         assert_eq!(broker.terminate(), Some(0));
         let pdir = dir.path().join("topics/t/0");
-        let mut logs: Vec<_> = std::fs::read_dir(&pdir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
+        let mut logs: Vec<_> =
+            std::fs::read_dir(&pdir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
         logs.sort();
         assert!(logs.len() >= 3, "{logs:?}");
         let active = logs.last().unwrap();

@@ -662,7 +662,8 @@ impl PartitionLog {
         let aside = self.disk.open(&saved_to, true)?;
         aside.set_len(0)?;
         let mut saved_bytes = 0u64;
-        let damaged_active = self.active().next_offset == loss.from && self.dir.join(segment::file_name(self.active().base_offset, "log")) == loss.file;
+        let damaged_active =
+            self.active().next_offset == loss.from && self.dir.join(segment::file_name(self.active().base_offset, "log")) == loss.file;
         if damaged_active {
             let log = self.active().log.clone();
             let len = log.len()?;

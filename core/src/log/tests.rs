@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::batch::{BatchBuilder, ProducerStamp, RecordBatch, decode_all};
+use crate::disk::Disk;
 use crate::disk::sim::SimDisk;
 use proptest::prelude::*;
 use std::path::PathBuf;
-use crate::disk::Disk;
 
 const DIR: &str = "/data/topic-0";
 

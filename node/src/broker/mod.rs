@@ -373,7 +373,10 @@ async fn group_ticker(broker: std::sync::Weak<Broker>) {
 /// Which log `accept_loss` acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LossTarget {
-    Partition { topic: String, partition: u32 },
+    Partition {
+        topic: String,
+        partition: u32,
+    },
     /// The internal log of committed group offsets.
     OffsetsLog,
 }

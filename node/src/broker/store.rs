@@ -141,7 +141,11 @@ pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, Di
         0
     };
     if floor > current + 1 {
-        tracing::warn!(counter = current, floor, "the boot counter is behind the producer ids in the data (meta/boot lost?): continuing above them");
+        tracing::warn!(
+            counter = current,
+            floor,
+            "the boot counter is behind the producer ids in the data (meta/boot lost?): continuing above them"
+        );
     }
     let next = (current + 1).max(floor);
     write_atomic(disk, &dir, "boot", next.to_string().as_bytes())?;
