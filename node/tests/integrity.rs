@@ -149,3 +149,56 @@ async fn damaged_acknowledged_data_takes_the_partition_offline_until_the_loss_is
         assert!(code != 0 && err.contains("in use by another weir process"), "accept-loss refuses a running broker's data: {err}");
     }
 }
+
+/// A small tmpfs the test mounts (root only); unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.path().to_str().unwrap()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_prompt_storage_full_answer_and_reservations_shrink() {
+    let Some(disk) = SmallDisk::mount("48m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start(&disk.0.path().join("data"), None);
+    let client = broker.client().await;
+    create(&client, "a", 1).await;
+    create(&client, "b", 1).await;
+    // The first partition reserves 32 MiB; the second must still take data.
+    assert_eq!(produce(&client, "a", ["one".to_owned()]).await, vec![0]);
+    assert_eq!(produce(&client, "b", ["one".to_owned()]).await, vec![0]);
+    let producer = Producer::new(&client);
+    let big = "x".repeat(1 << 20);
+    let started = std::time::Instant::now();
+    let err = loop {
+        match producer.send(ProduceMessage::new("b", big.clone()).with_partition(0)).await {
+            Ok(_) => assert!(started.elapsed() < Duration::from_secs(60), "the disk never filled"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Some(ErrorCode::StorageFull), "{err}");
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    let failed_at = std::time::Instant::now();
+    let err = producer.send(ProduceMessage::new("b", big.clone()).with_partition(0)).await.unwrap_err();
+    assert!(failed_at.elapsed() < Duration::from_secs(5), "answered, not timed out: {err}");
+    // Reads and small metadata requests keep working on a full disk.
+    assert_eq!(values(&client, "a").await, vec![(0, "one".to_owned())]);
+    assert_eq!(broker.terminate(), Some(0));
+}

@@ -342,8 +342,16 @@ impl Segment {
         let end = pos + (head.len() + rest.len()) as u64;
         if config.preallocate_bytes > 0 && end > self.allocated {
             let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
-            self.log.preallocate(target)?;
-            self.allocated = target;
+            match self.log.preallocate(target) {
+                Ok(()) => self.allocated = target,
+                // Short of space: reserve only what this batch needs, so the
+                // last free bytes still take data instead of a reservation.
+                Err(DiskError::NoSpace(_)) if target > end => {
+                    self.log.preallocate(end)?;
+                    self.allocated = end;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if rest.len() <= SMALL_BATCH_BYTES {
             // One write for small batches: a copy is cheaper than a syscall.

@@ -49,8 +49,7 @@ pub struct Broker {
 }
 
 fn disk_error(e: DiskError) -> WireError {
-    tracing::error!(error = %e, "storage fault");
-    WireError::new(ErrorCode::StorageError, e.to_string())
+    partition::log_error(e.into())
 }
 
 impl Broker {

@@ -49,13 +49,21 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::InvalidBatch(_) => ErrorCode::CorruptBatch,
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         LogError::NotBatchBoundary(_) => ErrorCode::InvalidRequest,
+        LogError::Disk(weir_core::disk::DiskError::NoSpace(_)) => ErrorCode::StorageFull,
         LogError::Disk(_) | LogError::Failed(_) => ErrorCode::StorageError,
         LogError::Offline(_) => ErrorCode::PartitionOffline,
     };
-    if code == ErrorCode::CorruptData || code == ErrorCode::StorageError {
+    if matches!(code, ErrorCode::CorruptData | ErrorCode::StorageError | ErrorCode::StorageFull) {
         tracing::error!(error = %e, "storage fault");
     }
-    WireError::new(code, e.to_string())
+    let message = match &e {
+        LogError::Disk(weir_core::disk::DiskError::NoSpace(path)) => format!(
+            "the broker's disk is full (no space left writing {}): nothing was stored; free space, lower retention or delete topics, then retry",
+            path.display()
+        ),
+        _ => e.to_string(),
+    };
+    WireError::new(code, message)
 }
 
 impl Partition {
