@@ -73,6 +73,7 @@ codes! {
     GroupNotEmpty = 28, false, "the group has active members: stop them first";
     ProducerIdCollision = 29, false, "another producer holds this producer id (ids were handed out twice): restart the producer for a new id; nothing was stored";
     PartitionOffline = 30, false, "the partition is offline after recovery found damage to acknowledged data: see the broker log and `weir accept-loss`";
+    InvalidTimestamp = 32, false, "a record's timestamp is too far ahead of the broker's clock: fix the producer's clock";
     StorageFull = 31, false, "the broker's disk is full: free space or delete data (retention, topic delete), then retry";
 }
 

@@ -134,6 +134,7 @@ pub struct FileConfig {
     pub offsets_compact_bytes: Option<u64>,
     pub group_session_timeout_min_ms: Option<u32>,
     pub group_session_timeout_max_ms: Option<u32>,
+    pub timestamp_after_max_ms: Option<i64>,
 }
 
 /// Why a configuration was refused.
@@ -155,7 +156,7 @@ impl Config {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             let file: FileConfig =
                 toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
-            c.apply_file(file);
+            c.apply_file(file).map_err(ConfigError::Invalid)?;
         }
         macro_rules! set {
             ($($field:ident => $target:expr),*) => { $(if let Some(v) = args.$field.clone() { $target = v; })* };
@@ -163,7 +164,7 @@ impl Config {
         set!(listen => c.listen, data_dir => c.data_dir, max_connections => c.max_connections, max_frame_bytes => c.max_frame_bytes,
              segment_bytes => c.log.segment_bytes_max);
         if let Some(ms) = args.retention_ms {
-            c.log.retention_ms = (ms >= 0).then_some(ms);
+            c.log.retention_ms = retention("retention_ms", ms).map_err(ConfigError::Invalid)?;
         }
         if let Some(b) = args.retention_bytes {
             c.log.retention_bytes = Some(b);
@@ -181,7 +182,7 @@ impl Config {
         Ok(c)
     }
 
-    fn apply_file(&mut self, f: FileConfig) {
+    fn apply_file(&mut self, f: FileConfig) -> Result<(), String> {
         let c = self;
         if let Some(v) = f.node_id {
             c.node_id = v
@@ -214,7 +215,7 @@ impl Config {
             c.log.segment_age_max_ms = v
         }
         if let Some(v) = f.retention_ms {
-            c.log.retention_ms = (v >= 0).then_some(v)
+            c.log.retention_ms = retention("retention_ms", v)?
         }
         if let Some(v) = f.retention_bytes {
             c.log.retention_bytes = Some(v)
@@ -226,7 +227,10 @@ impl Config {
             c.log.preallocate_bytes = v
         }
         if let Some(v) = f.offsets_retention_ms {
-            c.offsets_retention_ms = (v >= 0).then_some(v)
+            c.offsets_retention_ms = retention("offsets_retention_ms", v)?
+        }
+        if let Some(v) = f.timestamp_after_max_ms {
+            c.log.timestamp_after_max_ms = retention("timestamp_after_max_ms", v)?
         }
         if let Some(v) = f.offsets_compact_bytes {
             c.offsets_compact_bytes = v
@@ -237,6 +241,7 @@ impl Config {
         if let Some(v) = f.group_session_timeout_max_ms {
             c.group_session_timeout_max_ms = v
         }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -256,10 +261,32 @@ impl Config {
         if self.log.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be at least 1");
         }
+        if self.retention_check_interval < Duration::from_millis(100) {
+            return bad("retention_check_interval_ms must be at least 100 (a smaller interval only burns CPU)");
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return bad("idle_timeout_ms must be at least 1000");
+        }
+        if self.log.segment_age_max_ms < 0 {
+            return bad("segment_age_ms must be 0 (never roll by age) or positive");
+        }
+        if self.offsets_compact_bytes < 4096 {
+            return bad("offsets_compact_bytes must be at least 4096");
+        }
         if self.group_session_timeout_min_ms == 0 || self.group_session_timeout_min_ms > self.group_session_timeout_max_ms {
             return bad("group_session_timeout_min_ms must be at least 1 and at most group_session_timeout_max_ms");
         }
         Ok(())
+    }
+}
+
+/// A duration setting where -1 means "forever" (or "no bound"): any other
+/// negative value means nothing and is refused.
+pub fn retention(name: &str, ms: i64) -> Result<Option<i64>, String> {
+    match ms {
+        -1 => Ok(None),
+        ms if ms >= 0 => Ok(Some(ms)),
+        ms => Err(format!("{name} must be -1 (no limit) or at least 0, got {ms}")),
     }
 }
 
@@ -284,5 +311,28 @@ mod tests {
         assert!(err.contains("lisen"), "{err}");
         let c = Config::resolve(&Args::default()).unwrap();
         assert!(c.data_dir.is_absolute() && c.data_dir.ends_with("weir-data"), "{:?}", c.data_dir);
+    }
+
+    #[test]
+    fn meaningless_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        for (text, needle) in [
+            ("retention_check_interval_ms = 0", "retention_check_interval_ms"),
+            ("retention_ms = -5", "retention_ms must be -1"),
+            ("offsets_retention_ms = -2", "offsets_retention_ms"),
+            ("idle_timeout_ms = 0", "idle_timeout_ms"),
+            ("segment_age_ms = -1", "segment_age_ms"),
+            ("timestamp_after_max_ms = -3", "timestamp_after_max_ms"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::resolve(&Args { config: Some(path.clone()), ..Args::default() }).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        std::fs::write(&path, "retention_ms = -1\ntimestamp_after_max_ms = -1").unwrap();
+        let c = Config::resolve(&Args { config: Some(path.clone()), ..Args::default() }).unwrap();
+        assert_eq!((c.log.retention_ms, c.log.timestamp_after_max_ms), (None, None));
+        let err = Config::resolve(&Args { retention_ms: Some(-7), ..Args::default() }).unwrap_err().to_string();
+        assert!(err.contains("retention_ms"), "{err}");
     }
 }

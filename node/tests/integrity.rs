@@ -94,14 +94,19 @@ async fn a_lost_topic_json_keeps_the_data_and_a_lost_boot_counter_reuses_no_prod
 /// How a segment file is damaged after a clean shutdown.
 #[derive(Debug, Clone, Copy)]
 enum Damage {
-    FlipActive,
-    EmptyActive,
-    DeleteActive,
+    /// One flipped bit in the active segment.
+    Flip,
+    /// The active segment emptied.
+    Empty,
+    /// The active segment deleted.
+    Delete,
+    /// A sealed segment deleted: a hole in the log.
+    DeleteSealed,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_acknowledged_data_takes_the_partition_offline_until_the_loss_is_accepted() {
-    for damage in [Damage::FlipActive, Damage::EmptyActive, Damage::DeleteActive] {
+    for damage in [Damage::Flip, Damage::Empty, Damage::Delete, Damage::DeleteSealed] {
         let dir = tempfile::tempdir().unwrap();
         let mut broker = Broker::start_with(dir.path(), None, &["--segment-bytes", "4096"]);
         let client = broker.client().await;
@@ -117,19 +122,21 @@ async fn damaged_acknowledged_data_takes_the_partition_offline_until_the_loss_is
         assert!(logs.len() >= 3, "{logs:?}");
         let active = logs.last().unwrap();
         match damage {
-            Damage::FlipActive => {
+            Damage::Flip => {
                 let mut bytes = std::fs::read(active).unwrap();
                 bytes[60] ^= 0x01;
                 std::fs::write(active, bytes).unwrap();
             }
-            Damage::EmptyActive => std::fs::write(active, b"").unwrap(),
-            Damage::DeleteActive => std::fs::remove_file(active).unwrap(),
+            Damage::Empty => std::fs::write(active, b"").unwrap(),
+            Damage::Delete => std::fs::remove_file(active).unwrap(),
+            Damage::DeleteSealed => std::fs::remove_file(&logs[logs.len() - 2]).unwrap(),
         }
         broker.restart();
         let client = broker.client().await;
         let d = Admin::new(&client).describe_topic("t").await.unwrap();
         let why = d.partitions[0].offline.clone().unwrap_or_else(|| panic!("{damage:?}: the partition must be offline"));
-        assert!(why.contains("accept-loss") && why.contains("..200"), "{damage:?}: {why}");
+        let range = if matches!(damage, Damage::DeleteSealed) { "missing" } else { "..200" };
+        assert!(why.contains("accept-loss") && why.contains(range), "{damage:?}: {why}");
         let err = Producer::new(&client).send(ProduceMessage::new("t", "new").with_partition(0)).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::PartitionOffline), "{damage:?}: {err}");
         assert_eq!(Consumer::new(&client).fetch_from("t", 0, 0).await.unwrap().messages[0].offset, 0, "data before the damage is served");

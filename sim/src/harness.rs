@@ -135,6 +135,8 @@ fn broker_config() -> Config {
     c.log.preallocate_bytes = 4 << 10;
     c.log.index_interval_bytes = 512;
     c.log.retention_ms = None;
+    // The harness jumps the broker's clock by hours; producers' clocks stay.
+    c.log.timestamp_after_max_ms = Some(48 * 3600 * 1000);
     c.log.segment_age_max_ms = 0;
     c.produce_timeout_max = Duration::from_secs(5);
     c.fetch_wait_max = Duration::from_secs(1);

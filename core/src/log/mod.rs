@@ -58,6 +58,11 @@ pub struct LogConfig {
     /// Grow the active file in steps of this many bytes so a sync needs no
     /// size change (0 = grow with each write).
     pub preallocate_bytes: u64,
+    /// Refuse batches whose newest record is stamped more than this far
+    /// ahead of the broker's clock (Kafka's `message.timestamp.after.max.ms`):
+    /// one record from the year 9999 would stop time retention forever.
+    /// `None`: no bound.
+    pub timestamp_after_max_ms: Option<i64>,
 }
 
 impl Default for LogConfig {
@@ -70,6 +75,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             batch_bytes_max: 16 << 20,
             preallocate_bytes: 32 << 20,
+            timestamp_after_max_ms: Some(3600 * 1000),
         }
     }
 }
@@ -87,6 +93,12 @@ pub enum LogError {
     /// The batch handed to append is malformed.
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// A record is stamped too far ahead of the broker's clock.
+    #[error(
+        "record timestamp {max_timestamp} is {} ms ahead of the broker's clock ({now}), more than the {limit_ms} ms allowed: fix the producer's clock, or raise timestamp_after_max_ms",
+        max_timestamp - now
+    )]
+    TimestampOutOfRange { max_timestamp: i64, now: i64, limit_ms: i64 },
     /// The batch is larger than `batch_bytes_max`.
     #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
@@ -467,6 +479,12 @@ impl PartitionLog {
     /// has validated the records (`RecordBatch::validate`); the log checks
     /// the framing. Volatile until a flush covers it.
     pub fn append(&mut self, batch: &[u8], now: Timestamp) -> Result<AppendInfo, LogError> {
+        if let Some(limit_ms) = self.config.timestamp_after_max_ms {
+            let header = BatchHeader::parse(batch)?;
+            if header.max_timestamp.saturating_sub(now.as_millis()) > limit_ms {
+                return Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms });
+            }
+        }
         self.append_with(batch, RaftStamp::default(), now)
     }
 

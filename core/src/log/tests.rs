@@ -19,6 +19,7 @@ fn small_config() -> LogConfig {
         retention_ms: None,
         batch_bytes_max: 64 << 10,
         preallocate_bytes: 512,
+        timestamp_after_max_ms: None,
     }
 }
 
@@ -350,6 +351,7 @@ fn model_config() -> LogConfig {
         retention_ms: None,
         batch_bytes_max: 64 << 10,
         preallocate_bytes: 1024,
+        timestamp_after_max_ms: None,
     }
 }
 
@@ -621,4 +623,18 @@ fn a_missing_sealed_segment_is_a_loss() {
     assert_eq!(RecordBatch::decode(&r.bytes, usize::MAX).unwrap().0.base_offset(), bases[2]);
     drop(log);
     assert_eq!(open(&disk, config).1.loss, None);
+}
+
+#[test]
+fn a_record_stamped_far_in_the_future_is_refused() {
+    let disk = SimDisk::new(9);
+    let config = LogConfig { timestamp_after_max_ms: Some(3_600_000), ..small_config() };
+    let (mut log, _) = open(&disk, config);
+    let now = Timestamp(1_700_000_000_000);
+    let year_9999 = 253_402_300_799_000;
+    let err = log.append(&batch(year_9999, &[b"v"]), now).unwrap_err();
+    assert!(matches!(err, LogError::TimestampOutOfRange { .. }), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
+    log.append(&batch(now.as_millis() + 3_600_000, &[b"v"]), now).expect("within the bound");
+    log.append(&batch(0, &[b"v"]), now).expect("old timestamps are not bounded");
 }

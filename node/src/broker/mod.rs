@@ -410,7 +410,7 @@ pub fn accept_loss(config: &Config, disk: Arc<dyn Disk>, target: &LossTarget) ->
 fn offsets_log_config(config: &Config) -> LogConfig {
     // Offsets are never deleted by age or size (that would drop commits);
     // the log is compacted instead.
-    LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, ..config.log.clone() }
+    LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, timestamp_after_max_ms: None, ..config.log.clone() }
 }
 
 fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConfig, String> {
@@ -422,7 +422,7 @@ fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConf
         log.segment_bytes_max = b;
     }
     if let Some(ms) = c.retention_ms {
-        log.retention_ms = (ms >= 0).then_some(ms);
+        log.retention_ms = crate::config::retention("retention_ms", ms)?;
     }
     if let Some(b) = c.retention_bytes {
         log.retention_bytes = Some(b);

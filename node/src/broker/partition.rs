@@ -52,6 +52,7 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::Disk(weir_core::disk::DiskError::NoSpace(_)) => ErrorCode::StorageFull,
         LogError::Disk(_) | LogError::Failed(_) => ErrorCode::StorageError,
         LogError::Offline(_) => ErrorCode::PartitionOffline,
+        LogError::TimestampOutOfRange { .. } => ErrorCode::InvalidTimestamp,
     };
     if matches!(code, ErrorCode::CorruptData | ErrorCode::StorageError | ErrorCode::StorageFull) {
         tracing::error!(error = %e, "storage fault");
@@ -346,7 +347,8 @@ async fn flusher(p: Arc<Partition>) {
 /// Replays the newest batches' producer fields into a fresh table.
 fn rebuild_producers(log: &PartitionLog) -> Result<ProducerTable, LogError> {
     let mut table = ProducerTable::default();
-    let end = log.log_end_offset();
+    // An offline log serves nothing at or past its loss.
+    let end = log.loss().map_or(log.log_end_offset(), |l| l.from);
     let bases = log.segment_bases();
     // Start at the oldest segment that keeps the scan within the byte budget.
     let mut from = log.log_start_offset();
