@@ -322,7 +322,25 @@ impl GroupConsumer {
             tokio::time::sleep(self.config.max_wait).await;
             return Ok(Vec::new());
         };
-        let r = self.consumer.fetch(&topic, partition, offset, self.config.max_wait).await?;
+        let r = match self.consumer.fetch(&topic, partition, offset, self.config.max_wait).await {
+            // The committed position is gone (retention deleted it) or past
+            // the end: start over per `offset_reset`, as Kafka does.
+            Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                let spec = match self.config.offset_reset {
+                    OffsetReset::Earliest => StartOffset::Earliest,
+                    OffsetReset::Latest => StartOffset::Latest,
+                    OffsetReset::Error => return Err(e),
+                };
+                let to = self.consumer.offset_for(&topic, partition, spec).await?;
+                tracing::warn!(group = %self.config.group_id, %topic, partition, from = offset, to, "position out of range: reset per offset_reset");
+                let mut st = lock(&self.state);
+                if !st.rejoin && st.assignment.contains(&(topic.clone(), partition)) {
+                    st.positions.insert((topic, partition), to);
+                }
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
         let mut st = lock(&self.state);
         // A rebalance that happened during the fetch makes these messages
         // another member's: drop them; the next poll rejoins.

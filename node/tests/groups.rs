@@ -195,3 +195,51 @@ async fn the_offsets_log_is_compacted_and_keeps_the_latest_commits() {
     let committed: BTreeMap<u32, u64> = d.offsets.iter().map(|o| (o.partition, o.committed)).collect();
     assert_eq!(committed, BTreeMap::from([(0, 1500), (1, 1497), (2, 1498), (3, 1499)]));
 }
+
+/// A committed offset that retention deleted applies the member's
+/// `offset_reset` (earliest here), instead of failing every start with
+/// OffsetOutOfRange; an operator's reset past the end is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_below_the_log_start_resets_and_resets_past_the_end_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), None, &["--retention-check-interval-ms", "100"]);
+    let client = broker.client().await;
+    let config = TopicConfig { segment_bytes: Some(4096), retention_bytes: Some(4096), retention_ms: None };
+    Admin::new(&client).create_topic(CreateTopicRequest { name: "old".into(), partitions: 1, replicas: 1, config }).await.unwrap();
+    let admin = Admin::new(&client);
+    admin.set_group_offsets("late", vec![("old".into(), 0, 0)]).await.unwrap();
+    let err = admin.set_group_offsets("late", vec![("old".into(), 0, 5)]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange), "{err}");
+    let producer = Producer::new(&client);
+    producer.send_batch((0..400).map(|i| ProduceMessage::new("old", format!("{i:0>100}")).with_partition(0)).collect()).await.unwrap();
+    let consumer = Consumer::new(&client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let start = loop {
+        let start = consumer.offset_for("old", 0, StartOffset::Earliest).await.unwrap();
+        if start > 0 {
+            break start;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut gc = GroupConsumer::new(
+        &client,
+        GroupConsumerConfig { group_id: "late".into(), topics: vec!["old".into()], offset_reset: OffsetReset::Earliest, ..config_for("m") },
+    );
+    gc.join_group().await.unwrap();
+    let mut first = None;
+    while first.is_none() {
+        first = gc.poll().await.expect("an out-of-range position resets instead of failing").first().map(|m| m.offset);
+    }
+    assert!(first.unwrap() >= start, "resumed at the log start {start}, got {first:?}");
+    gc.leave_group().await.unwrap();
+    let err = Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "OLD".into(), partitions: 1, replicas: 1, config: Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "names differing only in case collide on some file systems: {err}");
+}
+
+fn config_for(name: &str) -> GroupConsumerConfig {
+    GroupConsumerConfig { max_wait: Duration::from_millis(100), ..config(name) }
+}

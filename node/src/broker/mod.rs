@@ -180,7 +180,24 @@ impl Broker {
             Request::SyncGroup(r) => self.groups.sync(r).map(Response::SyncGroup),
             Request::Heartbeat(r) => self.groups.heartbeat(r).map(Response::Heartbeat),
             Request::LeaveGroup(r) => self.groups.leave(r).map(Response::LeaveGroup),
-            Request::OffsetCommit(r) => self.groups.commit(r).await.map(Response::OffsetCommit),
+            Request::OffsetCommit(r) => {
+                if r.member.is_none() {
+                    // An operator's reset: only to offsets that exist.
+                    for o in &r.offsets {
+                        let hw = self.partition(&o.topic, o.partition)?.high_watermark();
+                        if o.offset > hw {
+                            return Err(WireError::new(
+                                ErrorCode::OffsetOutOfRange,
+                                format!(
+                                    "offset {} is past the end of {}/{} (high watermark {hw}): reset to at most {hw}",
+                                    o.offset, o.topic, o.partition
+                                ),
+                            ));
+                        }
+                    }
+                }
+                self.groups.commit(r).await.map(Response::OffsetCommit)
+            }
             Request::OffsetFetch(r) => Ok(Response::OffsetFetch(self.groups.fetch(r))),
             Request::ListGroups(_) => Ok(Response::ListGroups(self.groups.list())),
             Request::DescribeGroup(r) => {
@@ -238,6 +255,13 @@ impl Broker {
         let _guard = self.admin.lock().await;
         if self.topic(&r.name).is_ok() {
             return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {:?} already exists", r.name)));
+        }
+        if let Some(other) = self.topics.read().unwrap_or_else(|p| p.into_inner()).keys().find(|n| n.eq_ignore_ascii_case(&r.name)) {
+            // Their directories would be one on a case-insensitive file system.
+            return Err(WireError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {:?} differs from the existing topic {other:?} only in case: choose another name", r.name),
+            ));
         }
         let dir = store::topic_dir(&self.config.data_dir, &r.name);
         if self.disk.exists(&dir) {
