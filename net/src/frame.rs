@@ -19,6 +19,8 @@ use thiserror::Error;
 pub const MAGIC: [u8; 2] = *b"WE";
 pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 16;
+/// The most a partial frame makes [`decode`] reserve at once.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Default frame limit (bytes after the length field).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 
@@ -91,6 +93,31 @@ impl FrameHeader {
     }
 }
 
+/// Names the protocol a peer speaks when its first bytes are not a Weir
+/// frame but plainly something else, so the broker and the client can say
+/// "a Kafka client" instead of "frame of 603979776 bytes".
+pub fn foreign_protocol(first: &[u8]) -> Option<&'static str> {
+    const HTTP: [&[u8]; 8] = [b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"HTTP"];
+    if first.len() >= 4 && HTTP.iter().any(|m| first.starts_with(m)) {
+        return Some("HTTP");
+    }
+    // A TLS record: handshake (22), version 3.x.
+    if first.len() >= 3 && first[0] == 0x16 && first[1] == 0x03 && first[2] <= 0x04 {
+        return Some("TLS");
+    }
+    // A Kafka request: i32 BE length, then i16 BE api key (0..=100) and
+    // version (0..=20), where our magic and version bytes would be.
+    if first.len() >= 8 && first[4..6] != MAGIC {
+        let length = u32::from_be_bytes([first[0], first[1], first[2], first[3]]);
+        let key = u16::from_be_bytes([first[4], first[5]]);
+        let version = u16::from_be_bytes([first[6], first[7]]);
+        if (8..=(100 << 20)).contains(&length) && key <= 100 && version <= 20 {
+            return Some("Kafka");
+        }
+    }
+    None
+}
+
 /// Takes one whole frame off the front of `buf`, or says more bytes are
 /// needed (`Ok(None)`, having reserved room for the rest of a frame whose
 /// length is within `max`).
@@ -111,7 +138,9 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameErro
         FrameHeader::parse(&buf[..HEADER_LEN])?;
     }
     if buf.len() < 4 + length {
-        buf.reserve(4 + length - buf.len());
+        // Room for the next chunk only: memory follows the bytes that
+        // arrive, never a length the peer merely announced.
+        buf.reserve((4 + length - buf.len()).min(READ_CHUNK_BYTES));
         return Ok(None);
     }
     let frame = buf.split_to(4 + length).freeze();
@@ -198,5 +227,30 @@ mod tests {
             prop_assert_eq!(f.header, h);
             prop_assert_eq!(&f.body[..], &body[..]);
         }
+    }
+}
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::*;
+
+    #[test]
+    fn foreign_protocols_are_named() {
+        assert_eq!(foreign_protocol(b"GET / HTTP/1.1\r\n"), Some("HTTP"));
+        assert_eq!(foreign_protocol(&[0x16, 0x03, 0x01, 0x02, 0x00]), Some("TLS"));
+        // Kafka ApiVersions v3: length, api_key 18, api_version 3, correlation id.
+        assert_eq!(foreign_protocol(&[0, 0, 0, 33, 0, 18, 0, 3, 0, 0, 0, 1]), Some("Kafka"));
+        let mut ours = BytesMut::new();
+        encode(&mut ours, FrameHeader { kind: Kind::Request, api_key: 18, api_version: 1, correlation_id: 1 }, &[1, 2, 3], &[]);
+        assert_eq!(foreign_protocol(&ours), None);
+    }
+
+    #[test]
+    fn an_announced_length_is_not_reserved_up_front() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&((16u32 << 20) - 16).to_le_bytes());
+        buf.extend_from_slice(&[b'W', b'E', 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode(&mut buf, 16 << 20), Ok(None));
+        assert!(buf.capacity() <= 2 * READ_CHUNK_BYTES, "reserved {}", buf.capacity());
     }
 }

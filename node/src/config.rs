@@ -15,9 +15,23 @@ pub struct Config {
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub max_connections: usize,
-    pub max_frame_bytes: usize,
-    pub max_in_flight_per_connection: usize,
+    pub connections_max: usize,
+    /// Connections one client address may hold, so one client cannot
+    /// take every slot.
+    pub connections_per_ip_max: usize,
+    pub frame_bytes_max: usize,
+    pub in_flight_per_connection_max: usize,
+    /// Bytes of partly received request frames the broker holds across all
+    /// connections (Kafka's `queued.max.request.bytes`): a client that
+    /// announces a large frame waits for this budget before more of it is read.
+    pub request_bytes_queued_max: usize,
+    /// Bytes of responses one connection may have in preparation or queued
+    /// (fetches count their `max_bytes`): a client that does not read its
+    /// responses stops being read from.
+    pub response_bytes_queued_per_connection_max: usize,
+    /// A connection must complete each frame it starts (and its first one)
+    /// within this long.
+    pub frame_timeout: Duration,
     pub idle_timeout: Duration,
     pub retention_check_interval: Duration,
     /// Longest a produce may ask to wait for durability.
@@ -43,9 +57,13 @@ impl Default for Config {
             node_id: 1,
             listen: "127.0.0.1:9092".parse().expect("valid default address"),
             data_dir: PathBuf::from("weir-data"),
-            max_connections: 1024,
-            max_frame_bytes: weir_net::frame::FRAME_BYTES_MAX_DEFAULT,
-            max_in_flight_per_connection: 64,
+            connections_max: 1024,
+            connections_per_ip_max: 256,
+            frame_bytes_max: weir_net::frame::FRAME_BYTES_MAX_DEFAULT,
+            in_flight_per_connection_max: 64,
+            request_bytes_queued_max: 256 << 20,
+            response_bytes_queued_per_connection_max: 64 << 20,
+            frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             retention_check_interval: Duration::from_secs(60),
             produce_timeout_max: Duration::from_secs(60),
@@ -75,10 +93,14 @@ pub struct Args {
     /// TOML file with any of the settings below (flags and variables win).
     #[arg(long, env = "WEIR_CONFIG")]
     pub config: Option<PathBuf>,
-    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    #[arg(long, env = "WEIR_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "WEIR_CONNECTIONS_MAX", alias = "max-connections")]
+    pub connections_max: Option<usize>,
+    #[arg(long, env = "WEIR_FRAME_BYTES_MAX", alias = "max-frame-bytes")]
+    pub frame_bytes_max: Option<usize>,
+    #[arg(long, env = "WEIR_CONNECTIONS_PER_IP_MAX")]
+    pub connections_per_ip_max: Option<usize>,
+    #[arg(long, env = "WEIR_FRAME_TIMEOUT_MS")]
+    pub frame_timeout_ms: Option<u64>,
     #[arg(long, env = "WEIR_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
     #[arg(long, env = "WEIR_RETENTION_MS")]
@@ -119,9 +141,16 @@ pub struct FileConfig {
     pub node_id: Option<u64>,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
-    pub max_connections: Option<usize>,
-    pub max_frame_bytes: Option<usize>,
-    pub max_in_flight_per_connection: Option<usize>,
+    #[serde(alias = "max_connections")]
+    pub connections_max: Option<usize>,
+    pub connections_per_ip_max: Option<usize>,
+    #[serde(alias = "max_frame_bytes")]
+    pub frame_bytes_max: Option<usize>,
+    #[serde(alias = "max_in_flight_per_connection")]
+    pub in_flight_per_connection_max: Option<usize>,
+    pub request_bytes_queued_max: Option<usize>,
+    pub response_bytes_queued_per_connection_max: Option<usize>,
+    pub frame_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub retention_check_interval_ms: Option<u64>,
     pub segment_bytes: Option<u64>,
@@ -161,8 +190,11 @@ impl Config {
         macro_rules! set {
             ($($field:ident => $target:expr),*) => { $(if let Some(v) = args.$field.clone() { $target = v; })* };
         }
-        set!(listen => c.listen, data_dir => c.data_dir, max_connections => c.max_connections, max_frame_bytes => c.max_frame_bytes,
-             segment_bytes => c.log.segment_bytes_max);
+        set!(listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
+             segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
+        if let Some(ms) = args.frame_timeout_ms {
+            c.frame_timeout = Duration::from_millis(ms);
+        }
         if let Some(ms) = args.retention_ms {
             c.log.retention_ms = retention("retention_ms", ms).map_err(ConfigError::Invalid)?;
         }
@@ -193,14 +225,26 @@ impl Config {
         if let Some(v) = f.data_dir {
             c.data_dir = v
         }
-        if let Some(v) = f.max_connections {
-            c.max_connections = v
+        if let Some(v) = f.connections_max {
+            c.connections_max = v
         }
-        if let Some(v) = f.max_frame_bytes {
-            c.max_frame_bytes = v
+        if let Some(v) = f.connections_per_ip_max {
+            c.connections_per_ip_max = v
         }
-        if let Some(v) = f.max_in_flight_per_connection {
-            c.max_in_flight_per_connection = v
+        if let Some(v) = f.frame_bytes_max {
+            c.frame_bytes_max = v
+        }
+        if let Some(v) = f.in_flight_per_connection_max {
+            c.in_flight_per_connection_max = v
+        }
+        if let Some(v) = f.request_bytes_queued_max {
+            c.request_bytes_queued_max = v
+        }
+        if let Some(v) = f.response_bytes_queued_per_connection_max {
+            c.response_bytes_queued_per_connection_max = v
+        }
+        if let Some(v) = f.frame_timeout_ms {
+            c.frame_timeout = Duration::from_millis(v)
         }
         if let Some(v) = f.idle_timeout_ms {
             c.idle_timeout = Duration::from_millis(v)
@@ -246,14 +290,26 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.max_connections == 0 {
-            return bad("max_connections must be at least 1");
+        if self.connections_max == 0 {
+            return bad("connections_max must be at least 1");
         }
-        if self.max_frame_bytes < 1024 || self.max_frame_bytes > 1 << 30 {
-            return bad("max_frame_bytes must be between 1 KiB and 1 GiB");
+        if self.connections_per_ip_max == 0 {
+            return bad("connections_per_ip_max must be at least 1");
         }
-        if self.max_in_flight_per_connection == 0 {
-            return bad("max_in_flight_per_connection must be at least 1");
+        if self.frame_bytes_max < 1024 || self.frame_bytes_max > 1 << 30 {
+            return bad("frame_bytes_max must be between 1 KiB and 1 GiB");
+        }
+        if self.in_flight_per_connection_max == 0 {
+            return bad("in_flight_per_connection_max must be at least 1");
+        }
+        if self.request_bytes_queued_max < self.frame_bytes_max {
+            return bad("request_bytes_queued_max must be at least frame_bytes_max (or no large frame could ever be read)");
+        }
+        if self.response_bytes_queued_per_connection_max < 64 << 10 {
+            return bad("response_bytes_queued_per_connection_max must be at least 65536");
+        }
+        if self.frame_timeout < Duration::from_millis(100) {
+            return bad("frame_timeout_ms must be at least 100");
         }
         if self.log.segment_bytes_max < 4096 || self.log.segment_bytes_max > 2 << 30 {
             return bad("segment_bytes must be between 4 KiB and 2 GiB");
@@ -329,9 +385,14 @@ mod tests {
             let err = Config::resolve(&Args { config: Some(path.clone()), ..Args::default() }).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
-        std::fs::write(&path, "retention_ms = -1\ntimestamp_after_max_ms = -1").unwrap();
+        std::fs::write(
+            &path,
+            "max_connections = 7\nmax_frame_bytes = 4096\nrequest_bytes_queued_max = 8192\nretention_ms = -1\ntimestamp_after_max_ms = -1",
+        )
+        .unwrap();
         let c = Config::resolve(&Args { config: Some(path.clone()), ..Args::default() }).unwrap();
         assert_eq!((c.log.retention_ms, c.log.timestamp_after_max_ms), (None, None));
+        assert_eq!((c.connections_max, c.frame_bytes_max), (7, 4096), "the old key names still work");
         let err = Config::resolve(&Args { retention_ms: Some(-7), ..Args::default() }).unwrap_err().to_string();
         assert!(err.contains("retention_ms"), "{err}");
     }

@@ -1,20 +1,32 @@
-//! The TCP front end: accepts connections up to a bound, reads frames, runs
-//! up to `max_in_flight_per_connection` requests of a connection at once and
+//! The TCP front end: accepts connections up to a bound (and a share of it
+//! per client address), reads frames, runs up to
+//! `in_flight_per_connection_max` requests of a connection at once and
 //! writes their responses in request order. A frame that cannot be parsed
 //! gets an error response when its correlation id is readable, then the
 //! connection is closed with the reason logged; nothing a client sends can
 //! stop the broker from serving others.
+//!
+//! Memory a client can make the broker hold is bounded three ways: a read
+//! buffer grows only as bytes arrive (never to a length merely announced);
+//! a frame larger than [`weir_net::frame::READ_CHUNK_BYTES`] is read only
+//! once the broker-wide budget `request_bytes_queued_max` holds it; and a
+//! connection's requests in progress count the bytes their responses may
+//! take (`response_bytes_queued_per_connection_max`), so one that does not
+//! read its responses stops being read from.
 
 use crate::broker::Broker;
 use bytes::BytesMut;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use weir_net::frame::{self, FrameError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use weir_net::frame::{self, FrameError, READ_CHUNK_BYTES};
 use weir_net::message::ApiKey;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
@@ -34,10 +46,78 @@ impl Shutdown {
     }
 }
 
+/// A warning that may repeat fast (refused connections, accept failures):
+/// logged at most once per interval, with how many were suppressed.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Returns how many were suppressed since the last log line if one may
+    /// be logged now.
+    fn check(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|l| now.duration_since(l) < Self::INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Connections held per client address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's slot in [`PerAddress`]; released on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(table: &Arc<PerAddress>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut map = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { table: table.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Budget units are KiB, so a permit count fits a u32 for any budget.
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
+}
+
 /// Serves `listener` until shutdown, then waits for connections to drain.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let limit = broker.config().max_connections;
+    let cfg = broker.config().clone();
+    let limit = cfg.connections_max;
     let connections = Arc::new(Semaphore::new(limit));
+    let per_address = Arc::new(PerAddress::default());
+    let request_budget = Arc::new(Semaphore::new(kib(cfg.request_bytes_queued_max) as usize));
+    let mut refused_log = RateLimited::default();
+    let mut accept_log = RateLimited::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -48,21 +128,35 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Some(suppressed) = accept_log.check() {
+                    tracing::warn!(error = %e, suppressed, "accept failed; backing off");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Some(slot) = PerAddress::take(&per_address, peer.ip(), cfg.connections_per_ip_max) else {
+            if let Some(suppressed) = refused_log.check() {
+                tracing::warn!(%peer, limit = cfg.connections_per_ip_max, suppressed, "connection refused: the client's address is at connections_per_ip_max");
+            }
+            let why = format!("the broker is at its limit of {} connections from one address: retry later", cfg.connections_per_ip_max);
+            tokio::spawn(refuse(stream, why));
+            continue;
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit, "connection refused: at max_connections");
-            tokio::spawn(refuse(stream, limit));
+            if let Some(suppressed) = refused_log.check() {
+                tracing::warn!(%peer, limit, suppressed, "connection refused: at connections_max");
+            }
+            tokio::spawn(refuse(stream, format!("the broker is at its connection limit ({limit}): retry later")));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let budget = request_budget.clone();
         tokio::spawn(async move {
-            connection(stream, peer, broker, shutdown).await;
+            connection(stream, peer, broker, budget, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -71,12 +165,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
     let _ = connections.acquire_many(limit as u32).await;
 }
 
-/// Answers a connection over the limit with one error frame, then closes.
-async fn refuse(mut stream: TcpStream, limit: usize) {
+/// Answers a connection over a limit with one Busy error frame, then closes.
+async fn refuse(mut stream: TcpStream, why: String) {
     let mut out = BytesMut::new();
-    let err = WireError::new(ErrorCode::Busy, format!("the broker is at its limit of {limit} connections: retry later"));
-    Response::encode(ApiKey::ApiVersions, 0, &Err(err), &mut out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+    Response::encode(ApiKey::ApiVersions, 0, &Err(WireError::new(ErrorCode::Busy, why)), &mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&out).await?;
         stream.flush().await
     })
@@ -88,43 +181,77 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-type Answer = (u16, u32, Result<Response, WireError>);
+/// A request's answer, and the budget it held until answered.
+type Answer = (u16, u32, Result<Response, WireError>, usize, Option<OwnedSemaphorePermit>);
 
-async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// The length of the frame at the front of `buf` if it is not all there.
+fn partial_frame_len(buf: &[u8]) -> Option<usize> {
+    let length = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    (buf.len() < 4 + length).then_some(4 + length)
+}
+
+/// Bytes a request's response may take, counted against the connection's
+/// response budget while it is in progress.
+fn response_estimate(req: &Result<Request, WireError>, frame_bytes_max: usize) -> usize {
+    match req {
+        Ok(Request::Fetch(f)) => (f.max_bytes as usize).min(frame_bytes_max),
+        _ => READ_CHUNK_BYTES,
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, budget: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
     let cfg = broker.config().clone();
     // `io::split` rather than `into_split`: madsim's simulated stream has only the former.
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(64 << 10);
-    let mut out = BytesMut::with_capacity(64 << 10);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut out = BytesMut::new();
     let mut in_flight = FuturesOrdered::new();
     let mut closing: Option<String> = None;
-    let mut idle_deadline = tokio::time::Instant::now() + cfg.idle_timeout;
+    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
+    // The first frame, and every frame once started, must complete in time.
+    let mut frame_deadline = Some(Instant::now() + cfg.frame_timeout);
+    // Budget held for the large frame being read.
+    let mut frame_permit: Option<OwnedSemaphorePermit> = None;
+    let mut response_bytes = 0usize;
+    let mut first_frame = true;
     tracing::debug!(%peer, "connection opened");
     loop {
-        // Take every whole frame already buffered, up to the in-flight bound.
-        while closing.is_none() && in_flight.len() < cfg.max_in_flight_per_connection {
-            match frame::decode(&mut buf, cfg.max_frame_bytes) {
+        // Take every whole frame already buffered, up to the bounds.
+        while closing.is_none()
+            && in_flight.len() < cfg.in_flight_per_connection_max
+            && (in_flight.is_empty() || response_bytes < cfg.response_bytes_queued_per_connection_max)
+        {
+            match frame::decode(&mut buf, cfg.frame_bytes_max) {
                 Ok(Some(f)) => {
+                    first_frame = false;
                     let (key, id) = (f.header.api_key, f.header.correlation_id);
+                    let req = Request::decode(&f);
+                    let estimate = response_estimate(&req, cfg.frame_bytes_max);
+                    response_bytes += estimate;
+                    let permit = frame_permit.take();
                     let broker = broker.clone();
                     in_flight.push_back(Box::pin(async move {
-                        let result = match Request::decode(&f) {
+                        let result = match req {
                             Ok(req) => broker.handle(req).await,
                             Err(e) => Err(e),
                         };
-                        (key, id, result)
+                        (key, id, result, estimate, permit)
                     }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>);
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    let reason = match frame::foreign_protocol(&buf).filter(|_| first_frame) {
+                        Some(proto) => format!("the peer speaks {proto}, not the Weir protocol (is it pointed at the right port?)"),
+                        None => format!("bad frame: {e}"),
+                    };
                     let (key, id) = header_ids(&buf, &e);
                     if let Some(id) = id {
                         let code =
                             if matches!(e, FrameError::TooLarge { .. }) { ErrorCode::MessageTooLarge } else { ErrorCode::InvalidRequest };
                         let err = WireError::new(code, format!("{e}; closing the connection"));
-                        in_flight.push_back(Box::pin(async move { (key, id, Err(err)) }));
+                        in_flight.push_back(Box::pin(async move { (key, id, Err(err), 0, None) }));
                     }
-                    closing = Some(format!("bad frame: {e}"));
+                    closing = Some(reason);
                     break;
                 }
             }
@@ -132,14 +259,32 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mu
         if closing.is_some() && in_flight.is_empty() {
             break;
         }
-        let can_read = closing.is_none() && in_flight.len() < cfg.max_in_flight_per_connection;
+        let partial = partial_frame_len(&buf);
+        match partial {
+            None if !first_frame => frame_deadline = None,
+            Some(_) if frame_deadline.is_none() => frame_deadline = Some(Instant::now() + cfg.frame_timeout),
+            _ => {}
+        }
+        // A large frame is read only with budget for all of it.
+        let needs_budget = partial.is_some_and(|len| len > READ_CHUNK_BYTES && buf.len() >= READ_CHUNK_BYTES) && frame_permit.is_none();
+        let can_read = closing.is_none()
+            && in_flight.len() < cfg.in_flight_per_connection_max
+            && (in_flight.is_empty() || response_bytes < cfg.response_bytes_queued_per_connection_max)
+            && !needs_budget;
+        if can_read && buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
         tokio::select! {
             biased;
-            Some((key, id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((key, id, result, estimate, permit)) = in_flight.next(), if !in_flight.is_empty() => {
+                response_bytes -= estimate;
                 encode_answer(key, id, &result, &mut out);
+                drop(permit);
                 // Pick up whatever else is already done, then write once.
-                while let Some(Some((key, id, result))) = futures::FutureExt::now_or_never(in_flight.next()) {
+                while let Some(Some((key, id, result, estimate, permit))) = futures::FutureExt::now_or_never(in_flight.next()) {
+                    response_bytes -= estimate;
                     encode_answer(key, id, &result, &mut out);
+                    drop(permit);
                 }
                 // Flush: a no-op on a real socket, but simulated sockets send on flush.
                 if let Err(e) = async { wr.write_all(&out).await?; wr.flush().await }.await {
@@ -147,21 +292,30 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mu
                     return;
                 }
                 out.clear();
-                idle_deadline = tokio::time::Instant::now() + cfg.idle_timeout;
+                if out.capacity() > 4 * READ_CHUNK_BYTES {
+                    out = BytesMut::new(); // do not keep a large response's buffer for an idle connection
+                }
+                idle_deadline = Instant::now() + cfg.idle_timeout;
+            }
+            permit = budget.clone().acquire_many_owned(kib(partial.unwrap_or(0))), if needs_budget && closing.is_none() => {
+                frame_permit = permit.ok();
             }
             r = rd.read_buf(&mut buf), if can_read => {
                 match r {
                     Ok(0) => closing = Some("peer closed".to_owned()),
-                    Ok(_) => idle_deadline = tokio::time::Instant::now() + cfg.idle_timeout,
+                    Ok(_) => idle_deadline = Instant::now() + cfg.idle_timeout,
                     Err(e) => closing = Some(format!("read failed: {e}")),
                 }
             }
             _ = stopped(&mut shutdown), if closing.is_none() => closing = Some("broker shutting down".to_owned()),
+            _ = tokio::time::sleep_until(frame_deadline.unwrap_or(idle_deadline)), if frame_deadline.is_some() && closing.is_none() => {
+                closing = Some(format!("no complete frame within {} ms", cfg.frame_timeout.as_millis()));
+            }
             _ = tokio::time::sleep_until(idle_deadline), if in_flight.is_empty() => closing = Some("idle timeout".to_owned()),
         }
     }
     let reason = closing.unwrap_or_default();
-    if reason.starts_with("bad frame") {
+    if reason.starts_with("bad frame") || reason.starts_with("the peer speaks") {
         tracing::warn!(%peer, %reason, "connection closed");
     } else {
         tracing::debug!(%peer, %reason, "connection closed");

@@ -120,6 +120,11 @@ async fn stale_members_cannot_commit_and_resets_need_an_empty_group() {
         .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 1, config: Default::default() })
         .await
         .unwrap();
+    // Resets may only move to offsets that exist.
+    Producer::new(&client)
+        .send_batch((0..10).map(|i| ProduceMessage::new("jobs", format!("m{i}")).with_partition(0)).collect())
+        .await
+        .unwrap();
     let mut a = GroupConsumer::new(&client, config("a"));
     a.join_group().await.unwrap();
     let old_generation = a.generation();

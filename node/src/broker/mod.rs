@@ -334,7 +334,7 @@ impl Broker {
     async fn fetch(&self, r: FetchRequest) -> Result<FetchResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
         // Leave room for the frame header and body inside the frame limit.
-        let max_bytes = (r.max_bytes as usize).clamp(1, self.config.max_frame_bytes.saturating_sub(4096).max(1));
+        let max_bytes = (r.max_bytes as usize).clamp(1, self.config.frame_bytes_max.saturating_sub(4096).max(1));
         let wait = Duration::from_millis(u64::from(r.max_wait_ms)).min(self.config.fetch_wait_max);
         let (result, hw, start) = p.fetch(r.offset, max_bytes, r.min_bytes as usize, wait).await?;
         Ok(FetchResponse { high_watermark: hw, log_start_offset: start, next_offset: result.next_offset, batches: result.bytes })

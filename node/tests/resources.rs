@@ -1,0 +1,126 @@
+//! Memory and connections are bounded against any client, measured on the
+//! real binary: sockets announcing huge frames, pipelined fetches whose
+//! responses are never read, one address holding every connection, and
+//! connections that never complete a frame.
+
+mod common;
+
+use bytes::BytesMut;
+use common::Broker;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use weir_client::*;
+use weir_net::Request;
+use weir_net::message::FetchRequest;
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    kb / 1024
+}
+
+/// A valid frame header announcing a body of `length` bytes.
+fn announce(length: u32) -> Vec<u8> {
+    let mut h = length.to_le_bytes().to_vec();
+    h.extend_from_slice(&[b'W', b'E', 1, 0, 1, 0, 1, 0, 7, 0, 0, 0]);
+    h
+}
+
+#[test]
+fn a_thousand_sockets_announcing_16_mib_frames_take_no_memory_to_speak_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), None, &["--connections-per-ip-max", "2000", "--connections-max", "2000"]);
+    let pid = broker.child.id();
+    let before = rss_mib(pid);
+    let mut socks = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(&broker.addr).unwrap();
+        let mut frame = announce((16 << 20) - 16);
+        frame.extend_from_slice(&vec![0u8; 100 << 10]); // and some of the body
+        s.write_all(&frame).unwrap();
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_mib(pid);
+    // Before the bound: 120 MB → 2.2 GB for 1,000 such sockets.
+    eprintln!("announce: RSS {before} -> {after} MiB");
+    assert!(after < before + 400, "RSS went from {before} MiB to {after} MiB");
+}
+
+#[test]
+fn pipelined_fetches_that_are_never_read_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = broker.client().await;
+        Admin::new(&client)
+            .create_topic(CreateTopicRequest { name: "big".into(), partitions: 1, replicas: 1, config: Default::default() })
+            .await
+            .unwrap();
+        let producer = Producer::new(&client);
+        let value = "v".repeat(64 << 10);
+        producer.send_batch((0..320).map(|_| ProduceMessage::new("big", value.clone()).with_partition(0)).collect()).await.unwrap();
+    });
+    let pid = broker.child.id();
+    let before = rss_mib(pid);
+    let mut socks = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(&broker.addr).unwrap();
+        let mut out = BytesMut::new();
+        for id in 0..64 {
+            let req = Request::Fetch(FetchRequest {
+                topic: "big".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 16 << 20,
+                min_bytes: 1,
+                max_wait_ms: 0,
+            });
+            req.encode(id, &mut out);
+        }
+        s.write_all(&out).unwrap();
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_mib(pid);
+    // Before the bound: 3.4 GB.
+    eprintln!("fetch: RSS {before} -> {after} MiB");
+    assert!(after < before + 800, "RSS went from {before} MiB to {after} MiB");
+}
+
+#[test]
+fn one_address_cannot_take_every_connection_and_stalled_frames_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), None, &["--connections-per-ip-max", "8", "--frame-timeout-ms", "500"]);
+    let hog: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&broker.addr).unwrap()).collect();
+    let mut ninth = TcpStream::connect(&broker.addr).unwrap();
+    ninth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let _ = ninth.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).contains("connections from one address"), "a Busy answer: {answer:?}");
+    // Another address still gets in.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let port: u16 = broker.addr.rsplit(':').next().unwrap().parse().unwrap();
+    rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = sock.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+        let mut out = BytesMut::new();
+        Request::ListTopics(Default::default()).encode(1, &mut out);
+        tokio::io::AsyncWriteExt::write_all(&mut s, &out).await.unwrap();
+        let mut head = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_exact(&mut s, &mut head)).await.unwrap().unwrap();
+        assert_eq!(&head[4..6], b"WE");
+    });
+    // The hogs never completed a frame: they are closed after the frame timeout.
+    let started = Instant::now();
+    for mut s in hog {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
