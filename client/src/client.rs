@@ -73,9 +73,11 @@ impl Client {
         }
         let cfg = &self.inner.config;
         let mut last = String::new();
+        let mut refused = true;
         for addr in &cfg.brokers {
             match Connection::connect(addr, cfg.timeout, cfg.max_frame_bytes).await {
                 Ok(c) => {
+                    refused = false;
                     let hello = Request::ApiVersions(ApiVersionsRequest { client: format!("weir-client {}", env!("CARGO_PKG_VERSION")) });
                     match c.request(&hello, cfg.timeout).await {
                         Ok(Response::ApiVersions(v)) => {
@@ -85,13 +87,17 @@ impl Client {
                             return Ok(c);
                         }
                         Ok(_) => last = format!("{addr}: unexpected handshake response"),
+                        Err(ClientError::Broker(e)) if e.code() == ErrorCode::Busy => last = format!("{addr}: {}", e.message),
                         Err(e) => last = format!("{addr}: {e}"),
                     }
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    refused &= matches!(&e, ClientError::Disconnected { reason, .. } if reason.contains("refused"));
+                    last = e.to_string();
+                }
             }
         }
-        Err(ClientError::Connect { brokers: cfg.brokers.clone(), reason: last })
+        Err(ClientError::Connect { brokers: cfg.brokers.clone(), reason: last, refused })
     }
 
     /// Sends one request once, with the configured timeout.

@@ -29,6 +29,8 @@ pub struct Connection {
     pending: Arc<Mutex<BTreeMap<u32, Waiter>>>,
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
+    /// Why the connection closed, for requests made after it did.
+    close_reason: Arc<Mutex<Option<String>>>,
 }
 
 impl Connection {
@@ -43,12 +45,15 @@ impl Connection {
         let (tx, mut rx) = mpsc::channel::<BytesMut>(WRITE_QUEUE_MAX);
         let pending: Arc<Mutex<BTreeMap<u32, Waiter>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let close_reason: Arc<Mutex<Option<String>>> = Arc::default();
 
         let fail_all = {
             let pending = pending.clone();
             let closed = closed.clone();
+            let close_reason = close_reason.clone();
             let addr = addr.to_owned();
             move |reason: String| {
+                close_reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
                 closed.store(true, Ordering::SeqCst);
                 let waiters: Vec<Waiter> = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner())).into_values().collect();
                 for w in waiters {
@@ -84,12 +89,25 @@ impl Connection {
         });
 
         let reader_pending = pending.clone();
+        let peer = addr.to_owned();
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(256 << 10);
+            let mut answered = false;
             loop {
                 loop {
                     match frame::decode(&mut buf, max_frame_bytes) {
+                        // Correlation id 0 is never a request's: it is the broker
+                        // refusing the connection (at a limit) before reading.
+                        Ok(Some(f)) if f.header.correlation_id == 0 => {
+                            let why = match Response::decode(&f) {
+                                Ok(Err(e)) => format!("refused by the broker: {}", e.message),
+                                _ => "the broker sent a frame for no request".to_owned(),
+                            };
+                            fail_all(why);
+                            return;
+                        }
                         Ok(Some(f)) => {
+                            answered = true;
                             let waiter = reader_pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&f.header.correlation_id);
                             match waiter {
                                 Some(w) => {
@@ -100,6 +118,11 @@ impl Connection {
                             }
                         }
                         Ok(None) => break,
+                        Err(e) if !answered => {
+                            let speaks = frame::foreign_protocol(&buf).map(|p| format!(" (it speaks {p})")).unwrap_or_default();
+                            fail_all(format!("{peer} is not a Weir broker{speaks}: check the address and port ({e})"));
+                            return;
+                        }
                         Err(e) => {
                             fail_all(format!("bad frame from broker: {e}"));
                             return;
@@ -119,7 +142,7 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed })
+        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed, close_reason })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -129,9 +152,15 @@ impl Connection {
     /// Sends a request and waits up to `timeout` for its response.
     pub async fn request(&self, req: &Request, timeout: Duration) -> Result<Response> {
         if self.is_closed() {
-            return Err(ClientError::Disconnected { broker: self.addr.clone(), reason: "connection closed".to_owned() });
+            let reason =
+                self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "connection closed".to_owned());
+            return Err(ClientError::Disconnected { broker: self.addr.clone(), reason });
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Id 0 is the broker's connection-level refusal: never ours.
+        let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
+            0 => self.next_id.fetch_add(1, Ordering::Relaxed),
+            id => id,
+        };
         let mut out = BytesMut::new();
         req.encode(id, &mut out);
         let (wtx, wrx) = oneshot::channel();

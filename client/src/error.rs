@@ -10,7 +10,12 @@ pub enum ClientError {
     Broker(WireError),
     /// No broker in the list could be reached.
     #[error("cannot connect to any broker in {brokers:?}: {reason}")]
-    Connect { brokers: Vec<String>, reason: String },
+    Connect {
+        brokers: Vec<String>,
+        reason: String,
+        /// Every broker refused the TCP connection: nothing listens there.
+        refused: bool,
+    },
     /// The connection failed or closed while a request was outstanding.
     #[error("connection to {broker} lost: {reason}")]
     Disconnected { broker: String, reason: String },

@@ -153,3 +153,45 @@ fn piped_lines_keep_their_order_on_every_routing() {
         assert_eq!(stored, expected, "{topic}: lines stored out of order");
     }
 }
+
+/// Errors say what happened: a malformed address is a usage error, a
+/// server that is not Weir is named as such, a full broker says so, and
+/// "start a broker" is suggested only when nothing listens.
+#[test]
+fn connection_errors_say_what_happened() {
+    for bad in ["localhost", "127.0.0.1:", ":9092", "127.0.0.1:99999", "127.0.0.1:0"] {
+        let (code, _, err) = weirctl(bad, &["topic", "list"], None);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("host:port"), "{bad}: {err}");
+    }
+
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in http.incoming().take(1) {
+            let mut s = s.unwrap();
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    });
+    let (code, _, err) = weirctl(&http_addr, &["topic", "list"], None);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("not a Weir broker") && err.contains("HTTP"), "{err}");
+    assert!(!err.contains("is the broker running"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(weir_binary())
+        .args(["--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--connections-max", "1"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let broker = Broker(child, line.trim().strip_prefix("weir listening on ").unwrap().to_owned());
+    let _hog = std::net::TcpStream::connect(&broker.1).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (code, _, err) = weirctl(&broker.1, &["topic", "list"], None);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("connection limit") && !err.contains("is the broker running"), "{err}");
+}

@@ -169,10 +169,12 @@ pub struct FileConfig {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path:?}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path:?} is invalid: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    // The underlying errors are part of the message, not a `source`: a
+    // printer of the cause chain would show them twice.
+    #[error("cannot read config file {path:?}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("config file {path:?} is invalid: {error}")]
+    Parse { path: PathBuf, error: Box<toml::de::Error> },
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
@@ -182,9 +184,9 @@ impl Config {
     pub fn resolve(args: &Args) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         if let Some(path) = &args.config {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
             let file: FileConfig =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+                toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.clone(), error: Box::new(error) })?;
             c.apply_file(file).map_err(ConfigError::Invalid)?;
         }
         macro_rules! set {

@@ -20,7 +20,7 @@ use weir_client::*;
 #[command(name = "weirctl", version, about = "Administer, produce to and consume from a Weir broker")]
 struct Cli {
     /// Broker address (host:port).
-    #[arg(long, global = true, env = "WEIR_BROKER", default_value = "127.0.0.1:9092")]
+    #[arg(long, global = true, env = "WEIR_BROKER", default_value = "127.0.0.1:9092", value_parser = parse_broker)]
     broker: String,
     /// Print JSON objects, one per line, instead of tables.
     #[arg(long, global = true)]
@@ -123,6 +123,18 @@ enum TopicCommand {
     },
 }
 
+/// `host:port` with a non-empty host and a port number: anything else is a
+/// usage error (exit 2), not a connection failure.
+fn parse_broker(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} is not host:port (for example 127.0.0.1:9092)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_acks(s: &str) -> Result<Acks, String> {
     match s {
         "none" | "0" => Ok(Acks::None),
@@ -173,8 +185,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ClientConfig { brokers: vec![cli.broker.clone()], timeout: Duration::from_millis(cli.timeout_ms), ..Default::default() };
-    let client = Client::connect(config).await.map_err(|e| {
-        anyhow::Error::new(e).context("is the broker running? start one with `cargo run --release -p weir-node --bin weir`")
+    let client = Client::connect(config).await.map_err(|e| match e {
+        // Only a refused connection suggests that nothing is listening.
+        ClientError::Connect { refused: true, .. } => {
+            anyhow::Error::new(e).context("is the broker running? start one with `cargo run --release -p weir-node --bin weir`")
+        }
+        e => anyhow::Error::new(e),
     })?;
     match cli.command {
         Command::Topic(t) => topic(&client, t, cli.json).await,
