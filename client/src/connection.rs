@@ -145,6 +145,12 @@ impl Connection {
         Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed, close_reason })
     }
 
+    /// Why requests on this closed connection fail.
+    fn closed_error(&self) -> ClientError {
+        let reason = self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "connection closed".to_owned());
+        ClientError::Disconnected { broker: self.addr.clone(), reason }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -152,9 +158,7 @@ impl Connection {
     /// Sends a request and waits up to `timeout` for its response.
     pub async fn request(&self, req: &Request, timeout: Duration) -> Result<Response> {
         if self.is_closed() {
-            let reason =
-                self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "connection closed".to_owned());
-            return Err(ClientError::Disconnected { broker: self.addr.clone(), reason });
+            return Err(self.closed_error());
         }
         // Id 0 is the broker's connection-level refusal: never ours.
         let id = match self.next_id.fetch_add(1, Ordering::Relaxed) {
@@ -165,6 +169,12 @@ impl Connection {
         req.encode(id, &mut out);
         let (wtx, wrx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, wtx);
+        // The reader may have failed between the check above and the insert,
+        // draining the waiters before ours was there: nobody would answer it.
+        if self.is_closed() {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(self.closed_error());
+        }
         let sent = async {
             self.tx
                 .send(out)

@@ -28,7 +28,7 @@ fn run(root: &std::path::Path, total_mb: usize, records_per_batch: usize) {
     let prealloc =
         std::env::var("WEIR_BENCH_PREALLOC_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(LogConfig::default().preallocate_bytes);
     let config = LogConfig { segment_bytes_max: 1 << 30, retention_ms: None, preallocate_bytes: prealloc, ..LogConfig::default() };
-    let (mut log, _) = PartitionLog::open(Arc::new(RealDisk), &dir, config, Timestamp(0)).expect("open log");
+    let (mut log, _) = PartitionLog::open(Arc::new(RealDisk::default()), &dir, config, Timestamp(0)).expect("open log");
     let value = vec![0x5au8; 1024];
     let mut template = BatchBuilder::with_capacity(ProducerStamp::NONE, records_per_batch * 1040);
     for _ in 0..records_per_batch {

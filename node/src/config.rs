@@ -47,6 +47,10 @@ pub struct Config {
     /// Allowed range of consumer group session timeouts.
     pub group_session_timeout_min_ms: u32,
     pub group_session_timeout_max_ms: u32,
+    /// Files the process may hold open (the soft `RLIMIT_NOFILE`, set by
+    /// the binary at start); topic creation is refused beyond it. `None`:
+    /// not checked.
+    pub file_descriptors_max: Option<u64>,
     /// Defaults for topics that do not set their own.
     pub log: LogConfig,
 }
@@ -73,6 +77,7 @@ impl Default for Config {
             offsets_compact_bytes: 64 << 20,
             group_session_timeout_min_ms: 1_000,
             group_session_timeout_max_ms: 300_000,
+            file_descriptors_max: None,
             log: LogConfig::default(),
         }
     }

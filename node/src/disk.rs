@@ -1,17 +1,67 @@
 //! The real [`Disk`]: files with positional IO, `fdatasync`, `fallocate`
 //! preallocation and directory fsyncs after namespace changes.
+//!
+//! Opens of existing files go through a bounded cache of open files: the log
+//! opens a sealed segment's file for each read rather than holding it, and
+//! the cache keeps the descriptors held by the whole broker bounded
+//! (`CACHED_FILES_MAX`) while sparing the syscalls. Every change of a name
+//! (create, remove, rename) drops the entries it touches, so a cached
+//! handle never reads a file that has since been replaced.
 
 use rustix::fs::{FallocateFlags, fallocate};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use weir_core::disk::{Disk, DiskError, DiskFile};
 
+/// Existing files kept open for reads, across all partitions.
+pub const CACHED_FILES_MAX: usize = 256;
+
 /// Files on the local file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealDisk;
+#[derive(Debug, Default)]
+pub struct RealDisk {
+    cache: Mutex<FileCache>,
+}
+
+#[derive(Debug, Default)]
+struct FileCache {
+    files: HashMap<PathBuf, (Arc<RealFile>, u64)>,
+    tick: u64,
+}
+
+impl FileCache {
+    fn get(&mut self, path: &Path) -> Option<Arc<RealFile>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.files.get_mut(path).map(|(f, used)| {
+            *used = tick;
+            f.clone()
+        })
+    }
+
+    fn put(&mut self, path: &Path, file: Arc<RealFile>) {
+        if self.files.len() >= CACHED_FILES_MAX
+            && let Some(oldest) = self.files.iter().min_by_key(|(_, (_, used))| *used).map(|(p, _)| p.clone())
+        {
+            self.files.remove(&oldest);
+        }
+        self.files.insert(path.to_path_buf(), (file, self.tick));
+    }
+
+    /// Drops `path` and everything below it.
+    fn forget(&mut self, path: &Path) {
+        self.files.retain(|p, _| !p.starts_with(path));
+    }
+}
+
+impl RealDisk {
+    fn cache(&self) -> std::sync::MutexGuard<'_, FileCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 fn map(path: &Path, e: std::io::Error) -> DiskError {
     match e.kind() {
@@ -85,11 +135,23 @@ impl Disk for RealDisk {
     }
 
     fn open(&self, path: &Path, create: bool) -> Result<Arc<dyn DiskFile>, DiskError> {
+        if !create && let Some(f) = self.cache().get(path) {
+            return Ok(f);
+        }
         let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path).map_err(|e| map(path, e))?;
-        Ok(Arc::new(RealFile { file, path: path.to_path_buf() }))
+        let file = Arc::new(RealFile { file, path: path.to_path_buf() });
+        let mut cache = self.cache();
+        if create {
+            // The name may now be a new file: forget any handle to an old one.
+            cache.forget(path);
+        } else {
+            cache.put(path, file.clone());
+        }
+        Ok(file)
     }
 
     fn remove_file(&self, path: &Path) -> Result<(), DiskError> {
+        self.cache().forget(path);
         std::fs::remove_file(path).map_err(|e| map(path, e))
     }
 
@@ -98,10 +160,15 @@ impl Disk for RealDisk {
     }
 
     fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError> {
+        self.cache().forget(path);
         std::fs::remove_dir_all(path).map_err(|e| map(path, e))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        let mut cache = self.cache();
+        cache.forget(from);
+        cache.forget(to);
+        drop(cache);
         std::fs::rename(from, to).map_err(|e| map(from, e))
     }
 
@@ -130,7 +197,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("t-0");
         let config = LogConfig { preallocate_bytes: 1 << 20, ..LogConfig::default() };
-        let (mut log, _) = PartitionLog::open(Arc::new(RealDisk), &dir, config.clone(), Timestamp(0)).unwrap();
+        let (mut log, _) = PartitionLog::open(Arc::new(RealDisk::default()), &dir, config.clone(), Timestamp(0)).unwrap();
         for i in 0..100u32 {
             let mut b = BatchBuilder::new(ProducerStamp::NONE);
             b.push(i64::from(i), None, Some(&i.to_le_bytes()), &[]);
@@ -140,7 +207,7 @@ mod tests {
         let file_len = std::fs::metadata(dir.join("00000000000000000000.log")).unwrap().len();
         assert!(file_len >= 1 << 20, "preallocated: {file_len}");
         drop(log);
-        let (log, report) = PartitionLog::open(Arc::new(RealDisk), &dir, config, Timestamp(0)).unwrap();
+        let (log, report) = PartitionLog::open(Arc::new(RealDisk::default()), &dir, config, Timestamp(0)).unwrap();
         assert_eq!(log.log_end_offset(), 100);
         assert_eq!(report.truncated_reason, None, "zeros after the data are a clean end");
         let r = log.read(42, 1 << 20, 100).unwrap();

@@ -243,7 +243,6 @@ pub struct PartitionLog {
     segments: BTreeMap<u64, Segment>,
     flushed: u64,
     failed: Option<String>,
-    checkpoint: Arc<dyn DiskFile>,
     /// The value last written to the checkpoint file (maybe not yet synced).
     checkpoint_written: u64,
     flushes_since_checkpoint_sync: u32,
@@ -264,8 +263,11 @@ impl PartitionLog {
         }
         let mut report = RecoveryReport::default();
         let checkpoint_path = dir.join(checkpoint::FILE);
-        let checkpoint_file = disk.open(&checkpoint_path, true)?;
-        let recovery_point = checkpoint::read(&*checkpoint_file, &checkpoint_path)?;
+        let recovery_point = match disk.open(&checkpoint_path, false) {
+            Ok(f) => checkpoint::read(&*f, &checkpoint_path)?,
+            Err(DiskError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
         let accepted = checkpoint::accepted_losses(&*disk, dir)?;
         let names = disk.list_dir(dir)?;
         let mut bases: Vec<u64> = names.iter().filter_map(|n| segment::parse_log_name(n)).collect();
@@ -283,7 +285,7 @@ impl PartitionLog {
         let mut segments = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
             let active = i + 1 == bases.len();
-            let (mut seg, scan) = Segment::open(&*disk, dir, base, active, recovery_point, &config, now)?;
+            let (mut seg, scan) = Segment::open(&disk, dir, base, active, recovery_point, &config, now)?;
             if let Some(scan) = scan {
                 if active && recovery_point.is_some_and(|rp| scan.next_offset < rp) {
                     let rp = recovery_point.expect("checked");
@@ -301,7 +303,7 @@ impl PartitionLog {
                 } else {
                     // A sealed segment is acknowledged data: keep it whole so
                     // that reads reach the fault and report it loudly.
-                    seg.size = seg.log.len()?;
+                    seg.size = seg.log()?.len()?;
                     seg.next_offset = bases[i + 1];
                     report.damaged_segments.push(base);
                     tracing::error!(dir = %dir.display(), segment = base, position = scan.position, reason = ?scan.invalid, "sealed segment does not scan cleanly");
@@ -310,7 +312,7 @@ impl PartitionLog {
             segments.insert(base, seg);
         }
         if segments.is_empty() {
-            let seg = Segment::create(&*disk, dir, 0, now)?;
+            let seg = Segment::create(&disk, dir, 0, now)?;
             disk.sync_dir(dir)?;
             segments.insert(0, seg);
         }
@@ -340,7 +342,6 @@ impl PartitionLog {
             segments,
             flushed: 0,
             failed: None,
-            checkpoint: checkpoint_file,
             checkpoint_written: recovery_point.unwrap_or(0),
             flushes_since_checkpoint_sync: 0,
             loss: None,
@@ -453,10 +454,12 @@ impl PartitionLog {
     /// `sync`). Never above what is durable.
     fn write_checkpoint(&mut self, offset: u64, sync: bool) -> Result<(), DiskError> {
         debug_assert!(offset <= self.flushed || self.failed.is_some(), "a checkpoint never names unflushed data");
-        self.checkpoint.write_at(&checkpoint::encode(offset), 0)?;
+        // Opened per write, not held: an idle partition costs one descriptor.
+        let file = self.disk.open(&self.dir.join(checkpoint::FILE), true)?;
+        file.write_at(&checkpoint::encode(offset), 0)?;
         self.checkpoint_written = offset;
         if sync {
-            self.checkpoint.sync_data()?;
+            file.sync_data()?;
             self.flushes_since_checkpoint_sync = 0;
         }
         Ok(())
@@ -541,7 +544,7 @@ impl PartitionLog {
             return Err(e.into());
         }
         self.flushed = self.flushed.max(end);
-        let seg = Segment::create(&*self.disk, &self.dir, end, now)?;
+        let seg = Segment::create(&self.disk, &self.dir, end, now)?;
         self.disk.sync_dir(&self.dir)?;
         self.segments.insert(end, seg);
         let flushed = self.flushed;
@@ -564,7 +567,7 @@ impl PartitionLog {
         let mut files = Vec::new();
         for seg in self.segments.values_mut().filter(|s| s.dirty) {
             seg.dirty = false;
-            files.push(seg.log.clone());
+            files.push(seg.log()?);
         }
         // The checkpoint holds the previous flush's end, already durable:
         // syncing it after this job's data costs one more fsync, so only
@@ -572,7 +575,7 @@ impl PartitionLog {
         self.flushes_since_checkpoint_sync += 1;
         if self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES {
             self.flushes_since_checkpoint_sync = 0;
-            files.push(self.checkpoint.clone());
+            files.push(self.disk.open(&self.dir.join(checkpoint::FILE), true)?);
         }
         Ok(FlushJob { files, up_to })
     }
@@ -683,7 +686,7 @@ impl PartitionLog {
         let damaged_active =
             self.active().next_offset == loss.from && self.dir.join(segment::file_name(self.active().base_offset, "log")) == loss.file;
         if damaged_active {
-            let log = self.active().log.clone();
+            let log = self.active().log()?;
             let len = log.len()?;
             let mut pos = loss.position;
             let mut buf = vec![0u8; 1 << 20];
@@ -712,7 +715,7 @@ impl PartitionLog {
             } else {
                 self.active_mut().seal()?;
             }
-            let seg = Segment::create(&*self.disk, &self.dir, loss.to, now)?;
+            let seg = Segment::create(&self.disk, &self.dir, loss.to, now)?;
             self.disk.sync_dir(&self.dir)?;
             self.segments.insert(loss.to, seg);
         }

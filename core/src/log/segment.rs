@@ -2,6 +2,14 @@
 //! its sparse `.index` and `.timeindex`. The segment knows where its valid
 //! data ends (`size`); the file may be longer because it is preallocated, and
 //! recovery finds the end by CRC.
+//!
+//! File handles are budgeted: only the active segment holds its `.log` open.
+//! Indexes live in memory and are written whole when the segment is sealed
+//! (an active segment's index files are never trusted: recovery rebuilds
+//! them by a scan), and a sealed segment's `.log` is opened on demand
+//! through the disk adapter, which may keep a bounded cache of open files.
+//! So an idle partition costs one file descriptor, however many segments
+//! it has.
 
 use super::LogError;
 use super::index::{self, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry};
@@ -56,9 +64,9 @@ pub struct Segment {
     pub opened_at: Timestamp,
     /// Has writes that no sync has covered yet.
     pub dirty: bool,
-    pub log: Arc<dyn DiskFile>,
-    index_file: Arc<dyn DiskFile>,
-    time_file: Arc<dyn DiskFile>,
+    /// The `.log` file while active; `None` once sealed (see the module doc).
+    file: Option<Arc<dyn DiskFile>>,
+    disk: Arc<dyn Disk>,
     index: Vec<OffsetEntry>,
     time_index: Vec<TimeEntry>,
     bytes_since_index: u64,
@@ -72,27 +80,22 @@ impl Segment {
         ["log", "index", "timeindex"].map(|ext| dir.join(file_name(base, ext)))
     }
 
-    /// Creates an empty segment. The caller syncs the directory.
-    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: u64, now: Timestamp) -> Result<Self, DiskError> {
+    /// Creates an empty (active) segment. The caller syncs the directory.
+    pub fn create(disk: &Arc<dyn Disk>, dir: &Path, base_offset: u64, now: Timestamp) -> Result<Self, DiskError> {
         let [log, idx, time] = Self::paths(dir, base_offset);
         let log = disk.open(&log, true)?;
         // A leftover file with this name (from a truncated suffix) must not leak old bytes.
         log.set_len(0)?;
-        let index_file = disk.open(&idx, true)?;
-        index_file.set_len(0)?;
-        let time_file = disk.open(&time, true)?;
-        time_file.set_len(0)?;
-        Ok(Self::empty(base_offset, now, log, index_file, time_file, dir))
+        for stale in [idx, time] {
+            match disk.remove_file(&stale) {
+                Ok(()) | Err(DiskError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Self::empty(base_offset, now, log, disk.clone(), dir))
     }
 
-    fn empty(
-        base_offset: u64,
-        now: Timestamp,
-        log: Arc<dyn DiskFile>,
-        index_file: Arc<dyn DiskFile>,
-        time_file: Arc<dyn DiskFile>,
-        dir: &Path,
-    ) -> Self {
+    fn empty(base_offset: u64, now: Timestamp, log: Arc<dyn DiskFile>, disk: Arc<dyn Disk>, dir: &Path) -> Self {
         Segment {
             base_offset,
             next_offset: base_offset,
@@ -101,9 +104,8 @@ impl Segment {
             max_timestamp: i64::MIN,
             opened_at: now,
             dirty: false,
-            log,
-            index_file,
-            time_file,
+            file: Some(log),
+            disk,
             index: Vec::new(),
             time_index: Vec::new(),
             bytes_since_index: 0,
@@ -120,7 +122,7 @@ impl Segment {
     /// everything after the first torn or CRC-failing batch is cut off
     /// (durably), and its indexes are rewritten to match.
     pub fn open(
-        disk: &dyn Disk,
+        disk: &Arc<dyn Disk>,
         dir: &Path,
         base_offset: u64,
         active: bool,
@@ -130,10 +132,8 @@ impl Segment {
     ) -> Result<(Self, Option<ScanEnd>), LogError> {
         let [log_path, idx_path, time_path] = Self::paths(dir, base_offset);
         let log = disk.open(&log_path, false)?;
-        let index_file = disk.open(&idx_path, true)?;
-        let time_file = disk.open(&time_path, true)?;
         let file_len = log.len()?;
-        let mut seg = Self::empty(base_offset, now, log, index_file, time_file, dir);
+        let mut seg = Self::empty(base_offset, now, log, disk.clone(), dir);
         seg.allocated = file_len;
         seg.size = file_len;
 
@@ -141,7 +141,8 @@ impl Segment {
         // entry cannot be detected, so they are rebuilt by a full scan
         // (bounded by `segment_bytes_max`). Sealed segments' indexes were
         // synced when sealed and are only checked.
-        let mut entries = if active { Vec::new() } else { OffsetEntry::decode_all(&read_all(&*seg.index_file)?) };
+        let index_bytes = if active { Vec::new() } else { read_if_exists(&**disk, &idx_path)? };
+        let mut entries = OffsetEntry::decode_all(&index_bytes);
         entries.truncate(index::valid_offset_prefix(&entries, file_len));
         // Back off to the last entry that points at a real batch.
         let mut start: Option<(usize, u64, u64)> = None; // (entries kept, position, offset)
@@ -155,7 +156,8 @@ impl Segment {
         }
         let (position, offset) = start.map(|(_, p, o)| (p, o)).unwrap_or((0, base_offset));
         seg.index = entries;
-        let mut times = if active { Vec::new() } else { TimeEntry::decode_all(&read_all(&*seg.time_file)?) };
+        let time_bytes = if active { Vec::new() } else { read_if_exists(&**disk, &time_path)? };
+        let mut times = TimeEntry::decode_all(&time_bytes);
         times.truncate(index::valid_time_prefix(&times, offset - base_offset + 1));
         times.retain(|t| u64::from(t.relative_offset) <= offset - base_offset);
         if let Some(t) = times.last() {
@@ -177,12 +179,13 @@ impl Segment {
         seg.size = end.position;
         seg.next_offset = end.next_offset;
         let rebuilt = seg.index.len() != index_len_before || seg.time_index.len() != time_len_before;
-        if rebuilt
-            || end.invalid.is_some()
-            || seg.index_file.len()? != (seg.index.len() * OFFSET_ENTRY_LEN) as u64
-            || seg.time_file.len()? != (seg.time_index.len() * TIME_ENTRY_LEN) as u64
+        if !active
+            && (rebuilt
+                || end.invalid.is_some()
+                || index_bytes.len() != seg.index.len() * OFFSET_ENTRY_LEN
+                || time_bytes.len() != seg.time_index.len() * TIME_ENTRY_LEN)
         {
-            seg.persist_indexes(index_len_before, time_len_before)?;
+            seg.persist_indexes()?;
         }
         if active && end.invalid.is_some() && recovery_point.is_some_and(|rp| end.next_offset < rp) {
             // Damage below the recovery checkpoint is acknowledged data, not
@@ -192,24 +195,39 @@ impl Segment {
         if active {
             // Cut stale bytes after the valid end so they can never be
             // mistaken for data, and make what was recovered durable.
+            let log = seg.log()?;
             if file_len != seg.size {
-                seg.log.set_len(seg.size)?;
+                log.set_len(seg.size)?;
                 seg.allocated = seg.size;
             }
-            seg.log.sync_data()?;
+            log.sync_data()?;
             return Ok((seg, end.invalid.is_some().then_some(end)));
         }
+        seg.file = None;
         let report = if end.invalid.is_some() || end.position != file_len { Some(end) } else { None };
         Ok((seg, report))
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(file_name(self.base_offset, "log"))
+    }
+
+    /// The `.log` file: held while active, opened on demand once sealed.
+    pub fn log(&self) -> Result<Arc<dyn DiskFile>, DiskError> {
+        match &self.file {
+            Some(f) => Ok(f.clone()),
+            None => self.disk.open(&self.log_path(), false),
+        }
+    }
+
     /// Reads and checks the batch at `pos`, expecting `base_offset`.
     fn batch_at(&self, pos: u64, base_offset: u64, batch_bytes_max: usize) -> Result<RecordBatch, String> {
+        let log = self.log().map_err(|e| e.to_string())?;
         let mut head = [0u8; batch::LENGTH_PREFIX_LEN];
-        let n = self.log.read_at(&mut head, pos).map_err(|e| e.to_string())?;
+        let n = log.read_at(&mut head, pos).map_err(|e| e.to_string())?;
         let total = batch::peek_total_len(&head[..n], batch_bytes_max).map_err(|e| e.to_string())?.ok_or("end of file")?;
         let mut buf = BytesMut::zeroed(total);
-        let n = self.log.read_at(&mut buf, pos).map_err(|e| e.to_string())?;
+        let n = log.read_at(&mut buf, pos).map_err(|e| e.to_string())?;
         if n < total {
             return Err(format!("batch truncated at {n} of {total} bytes"));
         }
@@ -280,7 +298,7 @@ impl Segment {
 
     fn read_chunk(&self, pos: u64, len: usize) -> Result<Bytes, DiskError> {
         let mut buf = BytesMut::zeroed(len);
-        let n = self.log.read_at(&mut buf, pos)?;
+        let n = self.log()?.read_at(&mut buf, pos)?;
         buf.truncate(n);
         Ok(buf.freeze())
     }
@@ -340,14 +358,15 @@ impl Segment {
     pub fn append(&mut self, head: &[u8], rest: &[u8], h: &BatchHeader, config: &super::LogConfig) -> Result<(), DiskError> {
         let pos = self.size;
         let end = pos + (head.len() + rest.len()) as u64;
+        let log = self.log()?;
         if config.preallocate_bytes > 0 && end > self.allocated {
             let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
-            match self.log.preallocate(target) {
+            match log.preallocate(target) {
                 Ok(()) => self.allocated = target,
                 // Short of space: reserve only what this batch needs, so the
                 // last free bytes still take data instead of a reservation.
                 Err(DiskError::NoSpace(_)) if target > end => {
-                    self.log.preallocate(end)?;
+                    log.preallocate(end)?;
                     self.allocated = end;
                 }
                 Err(e) => return Err(e),
@@ -358,57 +377,30 @@ impl Segment {
             let mut whole = Vec::with_capacity(head.len() + rest.len());
             whole.extend_from_slice(head);
             whole.extend_from_slice(rest);
-            self.log.write_at(&whole, pos)?;
+            log.write_at(&whole, pos)?;
         } else {
-            self.log.write_at(head, pos)?;
-            self.log.write_at(rest, pos + head.len() as u64)?;
+            log.write_at(head, pos)?;
+            log.write_at(rest, pos + head.len() as u64)?;
         }
-        // The batch counts only once its index entries are written too: on an
-        // error nothing changes, so the caller may retry without the batch
-        // having been half-appended (which would store a retry twice).
-        let saved = (
-            self.index.len(),
-            self.time_index.len(),
-            self.bytes_since_index,
-            self.max_timestamp,
-            self.max_timestamp_relative,
-            self.next_offset,
-            self.size,
-        );
-        let (entry, time) = self.note_batch(h, pos, config.index_interval_bytes);
-        let written = (|| {
-            if let Some(entry) = entry {
-                self.index_file.write_at(&entry.encode(), ((self.index.len() - 1) * OFFSET_ENTRY_LEN) as u64)?;
-            }
-            if let Some(t) = time {
-                self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            self.index.truncate(saved.0);
-            self.time_index.truncate(saved.1);
-            (self.bytes_since_index, self.max_timestamp, self.max_timestamp_relative, self.next_offset, self.size) =
-                (saved.2, saved.3, saved.4, saved.5, saved.6);
-            return Err(e);
-        }
+        // Index entries are kept in memory and written at seal.
+        self.note_batch(h, pos, config.index_interval_bytes);
         self.dirty = true;
         Ok(())
     }
 
-    /// Writes index entries from `offset_from` and `time_from` on, cuts the
-    /// files to the entries held, and syncs them. Entries before those
-    /// points are already in the files and are never rewritten, so a crash
-    /// part-way leaves every entry recovery trusted at open.
-    fn persist_indexes(&mut self, offset_from: usize, time_from: usize) -> Result<(), DiskError> {
-        let raw: Vec<u8> = self.index[offset_from..].iter().flat_map(|e| e.encode()).collect();
-        self.index_file.write_at(&raw, (offset_from * OFFSET_ENTRY_LEN) as u64)?;
-        self.index_file.set_len((self.index.len() * OFFSET_ENTRY_LEN) as u64)?;
-        self.index_file.sync_data()?;
-        let raw: Vec<u8> = self.time_index[time_from..].iter().flat_map(|e| e.encode()).collect();
-        self.time_file.write_at(&raw, (time_from * TIME_ENTRY_LEN) as u64)?;
-        self.time_file.set_len((self.time_index.len() * TIME_ENTRY_LEN) as u64)?;
-        self.time_file.sync_data()?;
+    /// Writes both index files whole from memory, cut to the entries held,
+    /// and syncs them. Written to a fresh name and renamed over, so a crash
+    /// part-way leaves the old file or the new one, never a mix.
+    fn persist_indexes(&self) -> Result<(), DiskError> {
+        let [_, idx, time] = Self::paths(&self.dir, self.base_offset);
+        let offsets: Vec<u8> = self.index.iter().flat_map(|e| e.encode()).collect();
+        let times: Vec<u8> = self.time_index.iter().flat_map(|e| e.encode()).collect();
+        for (path, bytes) in [(idx, offsets), (time, times)] {
+            let f = self.disk.open(&path, true)?;
+            f.set_len(0)?;
+            f.write_at(&bytes, 0)?;
+            f.sync_data()?;
+        }
         Ok(())
     }
 
@@ -422,16 +414,17 @@ impl Segment {
             && self.time_index.last().is_none_or(|l| l.timestamp < t.timestamp && l.relative_offset < t.relative_offset)
         {
             self.time_index.push(t);
-            self.time_file.write_at(&t.encode(), ((self.time_index.len() - 1) * TIME_ENTRY_LEN) as u64)?;
         }
+        let log = self.log()?;
         if self.allocated != self.size {
-            self.log.set_len(self.size)?;
+            log.set_len(self.size)?;
             self.allocated = self.size;
         }
-        self.log.sync_data()?;
+        log.sync_data()?;
         self.dirty = false;
-        self.index_file.sync_data()?;
-        self.time_file.sync_data()?;
+        self.persist_indexes()?;
+        // Sealed: the descriptor goes back; reads open the file on demand.
+        self.file = None;
         Ok(())
     }
 
@@ -457,15 +450,18 @@ impl Segment {
 
     fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, DiskError> {
         let mut head = [0u8; HEADER_LEN];
-        let n = self.log.read_at(&mut head, pos)?;
+        let n = self.log()?.read_at(&mut head, pos)?;
         Ok(BatchHeader::parse(&head[..n]).ok())
     }
 
     /// Cuts the segment so that `offset` (a batch boundary at `pos`) is its
     /// end, durably, and drops index entries past it.
     pub fn truncate_to(&mut self, offset: u64, pos: u64) -> Result<(), DiskError> {
-        self.log.set_len(pos)?;
-        self.log.sync_data()?;
+        // The segment is (again) the active one: it holds its file.
+        let log = self.log()?;
+        log.set_len(pos)?;
+        log.sync_data()?;
+        self.file = Some(log);
         self.allocated = pos;
         self.size = pos;
         self.next_offset = offset;
@@ -476,8 +472,6 @@ impl Segment {
         self.max_timestamp_relative = self.time_index.last().map_or(0, |t| t.relative_offset);
         self.bytes_since_index = 0;
         self.dirty = false;
-        let (offsets, times) = (self.index.len(), self.time_index.len());
-        self.persist_indexes(offsets, times)?;
         // The truncated batches may have held a larger max timestamp than any
         // index entry remembers: recompute it from the batches that remain.
         let start = self.index.last().map_or(0, |e| u64::from(e.position));
@@ -504,6 +498,7 @@ impl Segment {
             return Ok(None);
         }
         let floor = index::floor_entry(&self.index, (offset - self.base_offset) as u32);
+        let log = self.log()?;
         let mut pos = u64::from(floor.position);
         // The header fields before the CRC (the base offset among them) are
         // not CRC-protected: check each against the offset the walk expects,
@@ -517,7 +512,7 @@ impl Segment {
                 return Err(self.corrupt(pos, expected, format!("offset {offset} not found before the end of the segment")));
             }
             let mut head = [0u8; HEADER_LEN];
-            let n = self.log.read_at(&mut head, pos)?;
+            let n = log.read_at(&mut head, pos)?;
             let Ok(h) = BatchHeader::parse(&head[..n]) else {
                 return Err(self.corrupt(pos, offset, "unreadable batch header".to_owned()));
             };
@@ -541,7 +536,7 @@ impl Segment {
         let avail = self.size - pos;
         let want = (max_bytes as u64).max(first.total_len() as u64).min(avail) as usize;
         let mut buf = BytesMut::zeroed(want);
-        let n = self.log.read_at(&mut buf, pos)?;
+        let n = log.read_at(&mut buf, pos)?;
         buf.truncate(n);
         let buf = buf.freeze();
         let mut at = 0usize;
@@ -621,7 +616,13 @@ impl Segment {
     }
 }
 
-fn read_all(file: &dyn DiskFile) -> Result<Vec<u8>, DiskError> {
+/// A whole small file, or nothing if it does not exist.
+fn read_if_exists(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
+    let file = match disk.open(path, false) {
+        Ok(f) => f,
+        Err(DiskError::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let len = file.len()? as usize;
     let mut buf = vec![0; len];
     let n = file.read_at(&mut buf, 0)?;

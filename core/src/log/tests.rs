@@ -263,6 +263,8 @@ fn damaged_index_is_rebuilt() {
         log.append(&batch(i, &[b"0123456789"]), Timestamp(0)).unwrap();
     }
     log.flush().unwrap();
+    // Sealing writes the index (an active segment's lives in memory).
+    log.roll(Timestamp(0)).unwrap();
     drop(log);
     let idx = disk.open(&Path::new(DIR).join("00000000000000000000.index"), false).unwrap();
     idx.write_at(&[0xff; 16], 8).unwrap();
@@ -637,4 +639,20 @@ fn a_record_stamped_far_in_the_future_is_refused() {
     assert_eq!(log.log_end_offset(), 0);
     log.append(&batch(now.as_millis() + 3_600_000, &[b"v"]), now).expect("within the bound");
     log.append(&batch(0, &[b"v"]), now).expect("old timestamps are not bounded");
+}
+
+#[test]
+fn an_idle_partition_holds_one_file_and_sealed_segments_open_on_demand() {
+    let disk = SimDisk::new(10);
+    let (mut log, _) = open(&disk, small_config());
+    for i in 0..200 {
+        log.append(&batch(i, &[format!("v{i}").as_bytes()]), Timestamp(0)).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(log.segment_count() > 3);
+    let sealed = log.segment_bases()[0];
+    assert!(disk.exists(&Path::new(DIR).join(format!("{sealed:020}.index"))), "sealing writes the index");
+    let active = *log.segment_bases().last().unwrap();
+    assert!(!disk.exists(&Path::new(DIR).join(format!("{active:020}.index"))), "the active index lives in memory");
+    assert_eq!(values_from(&log, 0).len(), 200, "sealed segments are read through files opened on demand");
 }

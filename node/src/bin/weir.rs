@@ -37,7 +37,8 @@ fn run_main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::resolve(&args)?;
+    let mut config = Config::resolve(&args)?;
+    config.file_descriptors_max = raise_open_file_limit();
     if let Some(Command::AcceptLoss { topic, partition, offsets_log }) = args.command {
         let target = match (topic, partition) {
             (Some(topic), Some(partition)) if !offsets_log => LossTarget::Partition { topic, partition },
@@ -54,7 +55,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let _lock = weir_node::lock::DataDirLock::acquire(&data_dir)?;
-    let broker = Broker::open(config, Arc::new(RealDisk)).with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    let broker = Broker::open(config, Arc::new(RealDisk::default()))
+        .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}: is another broker running? choose another with --listen"))?;
@@ -77,9 +79,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard one (each partition holds a
+/// file open) and returns the limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (soft, hard) = (limit.current?, limit.maximum);
+    let Some(hard) = hard.filter(|h| *h > soft) else { return Some(soft) };
+    match setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) }) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = hard, "raised the open-file limit (RLIMIT_NOFILE) to its hard limit");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit");
+            Some(soft)
+        }
+    }
+}
+
 fn accept_loss(config: &Config, target: &LossTarget) -> anyhow::Result<()> {
     let _lock = weir_node::lock::DataDirLock::acquire(&config.data_dir)?;
-    match accept(config, Arc::new(RealDisk), target)? {
+    match accept(config, Arc::new(RealDisk::default()), target)? {
         None => println!("{target:?}: recovery reports no loss; nothing to do"),
         Some(a) => println!(
             "accepted the loss of offsets {}..{} ({} record(s)) in {}: {} damaged byte(s) saved to {}; the log continues at offset {}",

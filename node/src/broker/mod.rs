@@ -253,6 +253,21 @@ impl Broker {
         let record = TopicRecord { name: r.name.clone(), partitions: r.partitions, replicas: r.replicas, config: r.config.clone() };
         effective_log_config(&self.config.log, &record.config).map_err(|m| WireError::new(ErrorCode::InvalidConfig, m))?;
         let _guard = self.admin.lock().await;
+        if let Some(limit) = self.config.file_descriptors_max {
+            // Each partition holds one descriptor (its active segment): refuse
+            // up front what the process could not hold open.
+            let held = self.all_partitions().len() as u64 + 1; // + the offsets log
+            let reserved = reserved_descriptors(&self.config);
+            if held + u64::from(r.partitions) + reserved > limit {
+                return Err(WireError::new(
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "{} partitions need {} more open files: the broker may open {limit} (RLIMIT_NOFILE), keeps {reserved} for connections and caches and {held} for existing partitions; raise the limit (ulimit -n) or create fewer partitions",
+                        r.partitions, r.partitions
+                    ),
+                ));
+            }
+        }
         if self.topic(&r.name).is_ok() {
             return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {:?} already exists", r.name)));
         }
@@ -269,8 +284,18 @@ impl Broker {
             self.disk.remove_dir_all(&dir).map_err(disk_error)?;
         }
         store::ensure_dir(&*self.disk, &dir).map_err(disk_error)?;
-        let topic =
-            open_topic(&self.config, &self.disk, record.clone()).map_err(|e| WireError::new(ErrorCode::StorageError, e.to_string()))?;
+        let topic = match open_topic(&self.config, &self.disk, record.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing was committed (no topic.json): remove what was made.
+                if let Err(cleanup) =
+                    self.disk.remove_dir_all(&dir).and_then(|()| self.disk.sync_dir(&store::topics_dir(&self.config.data_dir)))
+                {
+                    tracing::warn!(topic = %r.name, error = %cleanup, "could not remove a failed create's directory; the next start removes it");
+                }
+                return Err(WireError::new(ErrorCode::StorageError, format!("cannot create topic {:?}: {e:#}", r.name)));
+            }
+        };
         let json = serde_json::to_vec_pretty(&record).expect("topic record serialises");
         // The commit point: the topic exists once topic.json is durable.
         store::write_atomic(&*self.disk, &dir, store::TOPIC_FILE, &json).map_err(disk_error)?;
@@ -454,16 +479,32 @@ fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConf
     Ok(log)
 }
 
+/// Opens every partition of a topic. On failure, the partitions already
+/// started are closed, so nothing they opened (files, flusher tasks) leaks.
 fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> anyhow::Result<Topic> {
     let log_config = effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
-    let mut partitions = Vec::with_capacity(record.partitions as usize);
-    for id in 0..record.partitions {
+    let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(record.partitions as usize);
+    let opened = (0..record.partitions).try_for_each(|id| -> anyhow::Result<()> {
         let dir = store::partition_dir(&config.data_dir, &record.name, id);
         let (log, report) = PartitionLog::open(disk.clone(), &dir, log_config.clone(), crate::clock::now())?;
         if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
             tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
         }
         partitions.push(Partition::start(id, config.node_id, log).map_err(|e| anyhow::anyhow!(log_error(e)))?);
+        Ok(())
+    });
+    if let Err(e) = opened {
+        for p in &partitions {
+            p.close();
+        }
+        return Err(e);
     }
     Ok(Topic { name: record.name, replicas: record.replicas, log_config, partitions })
+}
+
+/// Descriptors the broker keeps for other things than partitions: every
+/// connection, the file cache, and a margin for the listener, the lock,
+/// short-lived opens (checkpoints, metadata) and the runtime.
+fn reserved_descriptors(config: &Config) -> u64 {
+    (config.connections_max + crate::disk::CACHED_FILES_MAX + 64) as u64
 }
