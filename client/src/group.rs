@@ -189,6 +189,7 @@ impl GroupConsumer {
             };
             positions.insert((topic.clone(), *partition), start);
         }
+        tracing::debug!(group = %self.config.group_id, generation = s.generation, ?assignment, "joined a generation");
         let mut st = lock(&self.state);
         st.generation = s.generation;
         st.assignment = assignment;
@@ -224,6 +225,7 @@ impl GroupConsumer {
                             Some(ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration | ErrorCode::UnknownMember)
                         ) =>
                     {
+                        tracing::debug!(%group, error = %e, "heartbeat: rejoin");
                         let mut st = lock(&state);
                         st.rejoin = true;
                         if e.code() == Some(ErrorCode::UnknownMember) {

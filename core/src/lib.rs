@@ -16,6 +16,7 @@ pub mod disk;
 pub mod group;
 pub mod log;
 pub mod name;
+pub mod partition;
 pub mod producer;
 mod time;
 

@@ -25,9 +25,8 @@ pub fn spawn_retention(broker: Arc<broker::Broker>, mut shutdown: tokio::sync::w
                 _ = server::stopped(&mut shutdown) => break,
                 _ = tokio::time::sleep(every) => {}
             }
-            let b = broker.clone();
-            // Deleting files is blocking IO.
-            blocking::run(move || b.apply_retention()).await;
+            // Each partition's retention runs its file deletions on a blocking thread.
+            broker.apply_retention().await;
         }
     })
 }

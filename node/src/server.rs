@@ -224,6 +224,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
             match frame::decode(&mut buf, cfg.frame_bytes_max) {
                 Ok(Some(f)) => {
                     first_frame = false;
+                    // Each frame gets its own deadline, counted from when it starts.
+                    frame_deadline = None;
                     let (key, id) = (f.header.api_key, f.header.correlation_id);
                     let req = Request::decode(&f);
                     let estimate = response_estimate(&req, cfg.frame_bytes_max);

@@ -118,6 +118,14 @@ pub enum LogError {
     Offline(Loss),
 }
 
+impl LogError {
+    /// True for faults of the storage (the disk, damaged data, an offline
+    /// log) rather than of the caller's request.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, LogError::Disk(_) | LogError::Failed(_) | LogError::Corruption { .. } | LogError::Offline(_))
+    }
+}
+
 /// Acknowledged data that recovery found damaged or missing: offsets
 /// `from..to` (`to` is the recovery checkpoint or the next segment's base).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,9 +215,10 @@ pub struct AcceptedLoss {
 /// everything appended before [`PartitionLog::begin_flush`].
 #[derive(Debug)]
 pub struct FlushJob {
-    /// Data files first, then (every so often) the checkpoint.
     files: Vec<Arc<dyn DiskFile>>,
     up_to: u64,
+    /// Every so often the checkpoint file is synced too, after the data.
+    checkpoint: Option<(Arc<dyn Disk>, PathBuf)>,
 }
 
 impl FlushJob {
@@ -217,6 +226,9 @@ impl FlushJob {
     pub fn run(&self) -> Result<(), DiskError> {
         for f in &self.files {
             f.sync_data()?;
+        }
+        if let Some((disk, path)) = &self.checkpoint {
+            disk.open(path, true)?.sync_data()?;
         }
         Ok(())
     }
@@ -559,8 +571,8 @@ impl PartitionLog {
         self.complete_flush(job, result)
     }
 
-    /// Starts a flush: collects the files with unsynced writes. Run the job
-    /// (anywhere), then hand it back to [`PartitionLog::complete_flush`].
+    /// Starts a flush: collects the files with unsynced writes (no IO). Run
+    /// the job (anywhere), then hand it back to [`PartitionLog::complete_flush`].
     pub fn begin_flush(&mut self) -> Result<FlushJob, LogError> {
         self.check_failed()?;
         let up_to = self.log_end_offset();
@@ -573,11 +585,12 @@ impl PartitionLog {
         // syncing it after this job's data costs one more fsync, so only
         // every so often (see `checkpoint`).
         self.flushes_since_checkpoint_sync += 1;
+        let mut checkpoint = None;
         if self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES {
             self.flushes_since_checkpoint_sync = 0;
-            files.push(self.disk.open(&self.dir.join(checkpoint::FILE), true)?);
+            checkpoint = Some((self.disk.clone(), self.dir.join(checkpoint::FILE)));
         }
-        Ok(FlushJob { files, up_to })
+        Ok(FlushJob { files, up_to, checkpoint })
     }
 
     /// Finishes a flush: on success advances the flushed offset; on failure

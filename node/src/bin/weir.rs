@@ -73,8 +73,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown.trigger();
     let _ = server.await;
     let _ = retention.await;
-    let b = broker.clone();
-    weir_node::blocking::run(move || b.shutdown()).await;
+    broker.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -97,7 +97,8 @@ impl Groups {
             ..CoordinatorConfig::default()
         };
         let mut coordinator = GroupCoordinator::new(coordinator_config, boot);
-        let end = log.flushed_offset();
+        // An offsets log with a reported loss replays up to it.
+        let end = log.loss().map_or(log.flushed_offset(), |l| l.from.min(log.flushed_offset()));
         let mut offset = log.log_start_offset();
         let mut records = 0usize;
         while offset < end {
@@ -126,7 +127,7 @@ impl Groups {
         tracing::info!(records, "consumer offsets loaded");
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log: Partition::start(0, node_id, log)?,
+            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?),
             log_order: tokio::sync::RwLock::new(()),
             compact_bytes: config.offsets_compact_bytes,
             compacted_size: std::sync::atomic::AtomicU64::new(0),
@@ -166,7 +167,7 @@ impl Groups {
             }
         }
         let floor = self.compacted_size.load(std::sync::atomic::Ordering::Relaxed);
-        if self.log.size_and_end().0 > floor + self.compact_bytes
+        if self.log.size_bytes().await.unwrap_or(0) > floor + self.compact_bytes
             && let Err(e) = self.compact().await
         {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
@@ -178,7 +179,7 @@ impl Groups {
     /// purge, old records are followed by the snapshot that supersedes them.
     pub async fn compact(&self) -> Result<(), WireError> {
         let _order = self.log_order.write().await;
-        let start = self.log.roll_now()?;
+        let start = self.log.roll_now().await?;
         let now = clock::now();
         let live: Vec<OffsetRecord> = {
             let c = self.lock();
@@ -189,8 +190,8 @@ impl Groups {
         for chunk in live.chunks(1000) {
             self.persist(chunk, now).await?;
         }
-        let freed = self.log.purge_before(start)?;
-        self.compacted_size.store(self.log.size_and_end().0, std::sync::atomic::Ordering::Relaxed);
+        let freed = self.log.purge_before(start).await?;
+        self.compacted_size.store(self.log.size_bytes().await?, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
     }
@@ -333,8 +334,8 @@ impl Groups {
     }
 
     /// Final flush of the offsets log.
-    pub fn shutdown(&self) {
-        if let Err(e) = self.log.flush_now() {
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.log.flush_now().await {
             tracing::error!(error = %e, "final flush of the offsets log failed");
         }
         self.log.close();

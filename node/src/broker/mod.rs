@@ -15,6 +15,7 @@ use std::time::Duration;
 use store::TopicRecord;
 use weir_core::disk::{Disk, DiskError};
 use weir_core::log::{LogConfig, PartitionLog};
+use weir_core::partition::PartitionState;
 use weir_net::message::*;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
@@ -171,10 +172,10 @@ impl Broker {
             Request::CreateTopic(r) => self.create_topic(r).await.map(Response::CreateTopic),
             Request::DeleteTopic(r) => self.delete_topic(r).await.map(Response::DeleteTopic),
             Request::ListTopics(_) => Ok(Response::ListTopics(self.list_topics())),
-            Request::DescribeTopic(r) => self.describe_topic(&r.name).map(Response::DescribeTopic),
+            Request::DescribeTopic(r) => self.describe_topic(&r.name).await.map(Response::DescribeTopic),
             Request::Produce(r) => self.produce(r).await.map(Response::Produce),
             Request::Fetch(r) => self.fetch(r).await.map(Response::Fetch),
-            Request::ListOffsets(r) => self.list_offsets(r).map(Response::ListOffsets),
+            Request::ListOffsets(r) => self.list_offsets(r).await.map(Response::ListOffsets),
             Request::InitProducerId(_) => self.init_producer_id().map(Response::InitProducerId),
             Request::JoinGroup(r) => self.groups.join(r).map(Response::JoinGroup),
             Request::SyncGroup(r) => self.groups.sync(r).map(Response::SyncGroup),
@@ -284,7 +285,12 @@ impl Broker {
             self.disk.remove_dir_all(&dir).map_err(disk_error)?;
         }
         store::ensure_dir(&*self.disk, &dir).map_err(disk_error)?;
-        let topic = match open_topic(&self.config, &self.disk, record.clone()) {
+        // Opening creates files: off the async workers.
+        let opened = {
+            let (config, disk, record) = (self.config.clone(), self.disk.clone(), record.clone());
+            crate::blocking::run(move || open_topic(&config, &disk, record)).await
+        };
+        let topic = match opened {
             Ok(t) => t,
             Err(e) => {
                 // Nothing was committed (no topic.json): remove what was made.
@@ -334,8 +340,12 @@ impl Broker {
         }
     }
 
-    fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse, WireError> {
+    async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse, WireError> {
         let t = self.topic(name)?;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            partitions.push(p.describe().await);
+        }
         Ok(DescribeTopicResponse {
             name: t.name.clone(),
             replicas: t.replicas,
@@ -344,7 +354,7 @@ impl Broker {
                 retention_ms: t.log_config.retention_ms,
                 segment_bytes: Some(t.log_config.segment_bytes_max),
             },
-            partitions: t.partitions.iter().map(|p| p.describe()).collect(),
+            partitions,
         })
     }
 
@@ -365,14 +375,13 @@ impl Broker {
         Ok(FetchResponse { high_watermark: hw, log_start_offset: start, next_offset: result.next_offset, batches: result.bytes })
     }
 
-    fn list_offsets(&self, r: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
+    async fn list_offsets(&self, r: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
-        let (start, _) = p.offsets();
         let hw = p.high_watermark();
         let offset = match r.spec {
-            OffsetSpec::Earliest => start,
+            OffsetSpec::Earliest => p.offsets().await?.0,
             OffsetSpec::Latest => hw,
-            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts)?.map_or(hw, |o| o.min(hw)),
+            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts).await?.map_or(hw, |o| o.min(hw)),
         };
         Ok(ListOffsetsResponse { offset })
     }
@@ -389,22 +398,22 @@ impl Broker {
     }
 
     /// Runs retention on every partition.
-    pub fn apply_retention(&self) {
+    pub async fn apply_retention(&self) {
         for p in self.all_partitions() {
-            p.apply_retention();
+            p.apply_retention().await;
         }
     }
 
-    /// Flushes every partition and stops their flushers: the last step of a
-    /// graceful shutdown.
-    pub fn shutdown(&self) {
+    /// Flushes every partition (with its checkpoint) and stops its tasks:
+    /// the last step of a graceful shutdown.
+    pub async fn shutdown(&self) {
         for p in self.all_partitions() {
-            if let Err(e) = p.flush_now() {
+            if let Err(e) = p.flush_now().await {
                 tracing::error!(partition = p.id, error = %e, "final flush failed");
             }
             p.close();
         }
-        self.groups.shutdown();
+        self.groups.shutdown().await;
     }
 }
 
@@ -490,7 +499,8 @@ fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> any
         if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
             tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
         }
-        partitions.push(Partition::start(id, config.node_id, log).map_err(|e| anyhow::anyhow!(log_error(e)))?);
+        let state = PartitionState::new(log).map_err(|e| anyhow::anyhow!(log_error(e)))?;
+        partitions.push(Partition::start(id, config.node_id, state));
         Ok(())
     });
     if let Err(e) = opened {

@@ -1,47 +1,61 @@
-//! One partition on this broker: its log, its idempotent-producer table, the
-//! high watermark (the flushed offset: what readers may see and what
-//! acknowledgements wait for) and the flusher task that gives many producers
-//! one shared fdatasync (group commit).
+//! One partition on this broker: the plumbing around core's
+//! [`PartitionState`] (which owns the log, the producer table, the high
+//! watermark and the pending acknowledgements). Here live only the tasks and
+//! channels: an appender that hands queued produce requests to the state in
+//! one go, a flusher that gives them one shared fdatasync (group commit),
+//! the watch that long-polling fetches wait on, and the error mapping onto
+//! the wire.
+//!
+//! No disk IO runs on an async worker: every call into the state that may
+//! touch a file runs on a blocking thread ([`blocking::run`]) holding the
+//! state's lock, which is acquired asynchronously. A stuck disk therefore
+//! holds one partition's lock and one thread, not the broker: requests to
+//! that partition wait without blocking anything and time out with an error
+//! that says so, and everything else keeps working.
 
-use crate::clock;
+use crate::{blocking, clock};
 use bytes::Bytes;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
-use weir_core::batch::{BatchHeader, RecordBatch};
-use weir_core::log::{LogError, PartitionLog, ReadResult};
-use weir_core::producer::{ProducerTable, SequenceCheck};
+use tokio::sync::{Notify, OwnedRwLockReadGuard, RwLock, oneshot, watch};
+use weir_core::log::{LogError, ReadResult};
+use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError};
 use weir_net::message::{Acks, PartitionDescription};
 use weir_net::{ErrorCode, WireError};
 
-/// Bytes read back at start to rebuild the producer table: the newest part of
-/// the log, where any batch a producer could still be retrying lives.
-const PRODUCER_REBUILD_BYTES_MAX: u64 = 256 << 20;
+/// Longest a request waits for a partition whose storage is busy (a slow
+/// or stuck disk holding its lock) before it is answered with an error.
+pub const STORAGE_WAIT_MAX: Duration = Duration::from_secs(10);
 
+type Waiter = oneshot::Sender<Result<Appended, ProduceError>>;
+
+/// A produce request waiting for the appender.
 #[derive(Debug)]
-struct State {
-    log: PartitionLog,
-    producers: ProducerTable,
+struct Incoming {
+    token: u64,
+    batch: Bytes,
+    mode: AckMode,
 }
 
 #[derive(Debug)]
 pub struct Partition {
     pub id: u32,
     node_id: u64,
-    state: RwLock<State>,
+    state: Arc<RwLock<PartitionState>>,
     high_watermark: watch::Sender<u64>,
+    incoming: Mutex<Vec<Incoming>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_token: AtomicU64,
+    wake_appender: Notify,
     dirty: Notify,
     closed: watch::Sender<bool>,
+    /// A sync failed: the log refuses writes until the broker restarts.
+    failed: AtomicBool,
 }
 
-/// Where a produce landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    pub base_offset: u64,
-    pub next_offset: u64,
-    pub duplicate: bool,
-}
-
+/// The wire form of a log error: the one place that maps them.
 pub fn log_error(e: LogError) -> WireError {
     let code = match &e {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
@@ -54,7 +68,7 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::Offline(_) => ErrorCode::PartitionOffline,
         LogError::TimestampOutOfRange { .. } => ErrorCode::InvalidTimestamp,
     };
-    if matches!(code, ErrorCode::CorruptData | ErrorCode::StorageError | ErrorCode::StorageFull) {
+    if e.is_storage_fault() || code == ErrorCode::StorageFull {
         tracing::error!(error = %e, "storage fault");
     }
     let message = match &e {
@@ -67,135 +81,125 @@ pub fn log_error(e: LogError) -> WireError {
     WireError::new(code, message)
 }
 
+/// The wire form of a refused produce.
+pub fn produce_error(e: ProduceError) -> WireError {
+    let code = match &e {
+        ProduceError::Log(e) => return log_error(e.clone()),
+        ProduceError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+        ProduceError::InvalidBatch(_) => ErrorCode::CorruptBatch,
+        ProduceError::ControlBatch => ErrorCode::InvalidRequest,
+        ProduceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
+        ProduceError::Fenced { .. } => ErrorCode::InvalidProducerEpoch,
+        ProduceError::Collision { .. } => ErrorCode::ProducerIdCollision,
+    };
+    WireError::new(code, e.to_string())
+}
+
+fn ack_mode(acks: Acks) -> AckMode {
+    match acks {
+        Acks::None => AckMode::None,
+        Acks::Leader => AckMode::Leader,
+        Acks::All => AckMode::All,
+    }
+}
+
 impl Partition {
-    /// Wraps an opened log, rebuilds the producer table from its newest
-    /// batches, and starts the flusher.
-    pub fn start(id: u32, node_id: u64, log: PartitionLog) -> Result<Arc<Partition>, LogError> {
-        let producers = rebuild_producers(&log)?;
-        let hw = log.flushed_offset();
-        let (high_watermark, _) = watch::channel(hw);
+    /// Wraps an opened partition state and starts its appender and flusher.
+    pub fn start(id: u32, node_id: u64, state: PartitionState) -> Arc<Partition> {
+        let (high_watermark, _) = watch::channel(state.high_watermark());
         let (closed, _) = watch::channel(false);
-        let p =
-            Arc::new(Partition { id, node_id, state: RwLock::new(State { log, producers }), high_watermark, dirty: Notify::new(), closed });
+        let p = Arc::new(Partition {
+            id,
+            node_id,
+            state: Arc::new(RwLock::new(state)),
+            high_watermark,
+            incoming: Mutex::default(),
+            waiters: Mutex::default(),
+            next_token: AtomicU64::new(1),
+            wake_appender: Notify::new(),
+            dirty: Notify::new(),
+            closed,
+            failed: AtomicBool::new(false),
+        });
+        tokio::spawn(appender(p.clone()));
         tokio::spawn(flusher(p.clone()));
-        Ok(p)
-    }
-
-    fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The largest producer id this partition's recent batches carry.
-    pub fn max_producer_id(&self) -> Option<i64> {
-        self.read_state().producers.max_producer_id()
+        p
     }
 
     pub fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
     }
 
-    /// Validates and appends one batch, then waits as `acks` asks.
-    pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
-        let max = self.read_state().log.config().batch_bytes_max;
-        if batch.len() > max {
-            return Err(WireError::new(
-                ErrorCode::MessageTooLarge,
-                format!("batch of {} bytes exceeds the partition's limit of {max} bytes", batch.len()),
-            ));
-        }
-        let (decoded, rest) = RecordBatch::decode(&batch, max).map_err(|e| WireError::new(ErrorCode::CorruptBatch, e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(WireError::new(ErrorCode::CorruptBatch, "a produce request carries exactly one record batch"));
-        }
-        decoded.validate().map_err(|e| WireError::new(ErrorCode::CorruptBatch, e.to_string()))?;
-        if decoded.header().is_control() {
-            return Err(WireError::new(ErrorCode::InvalidRequest, "clients cannot write control batches"));
-        }
-        let appended = {
-            let mut state = self.write_state();
-            let header: BatchHeader = *decoded.header();
-            match state.producers.check(&header) {
-                SequenceCheck::Append => {
-                    let info = state.log.append(&batch, clock::now()).map_err(log_error)?;
-                    let mut stamped = header;
-                    stamped.base_offset = info.base_offset;
-                    state.producers.record(&stamped, info.base_offset);
-                    Appended { base_offset: info.base_offset, next_offset: info.next_offset, duplicate: false }
-                }
-                SequenceCheck::Duplicate { base_offset, next_offset } => Appended { base_offset, next_offset, duplicate: true },
-                SequenceCheck::OutOfOrder { expected, got } => {
-                    return Err(WireError::new(
-                        ErrorCode::OutOfOrderSequence,
-                        format!("producer {} expected sequence {expected}, got {got}: restart the producer", header.producer_id),
-                    ));
-                }
-                SequenceCheck::Collision { base_offset, stored_crc, got_crc } => {
-                    tracing::error!(
-                        producer_id = header.producer_id,
-                        sequence = header.base_sequence,
-                        base_offset,
-                        stored_crc,
-                        got_crc,
-                        "two producers hold one producer id: refusing a batch whose sequences match a stored batch with other bytes"
-                    );
-                    return Err(WireError::new(
-                        ErrorCode::ProducerIdCollision,
-                        format!(
-                            "producer {} sequence {} is already stored at offset {base_offset} with different bytes: another producer holds this id; restart the producer for a new id (nothing was stored)",
-                            header.producer_id, header.base_sequence
-                        ),
-                    ));
-                }
-                SequenceCheck::Fenced { current_epoch, got } => {
-                    return Err(WireError::new(
-                        ErrorCode::InvalidProducerEpoch,
-                        format!("producer {} epoch {got} was fenced by epoch {current_epoch}", header.producer_id),
-                    ));
-                }
+    /// The largest producer id this partition's recent batches carry (at
+    /// start, before any request can hold the state).
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.state.try_read().ok().and_then(|s| s.producers().max_producer_id())
+    }
+
+    /// The state for reading, waiting at most [`STORAGE_WAIT_MAX`].
+    async fn read(&self) -> Result<OwnedRwLockReadGuard<PartitionState>, WireError> {
+        tokio::time::timeout(STORAGE_WAIT_MAX, self.state.clone().read_owned()).await.map_err(|_| self.stuck(STORAGE_WAIT_MAX))
+    }
+
+    fn stuck(&self, waited: Duration) -> WireError {
+        WireError::new(
+            ErrorCode::Timeout,
+            format!(
+                "partition {} did not answer within {} ms: its storage is slow or stuck (see the broker log); retry later (a produce is not duplicated)",
+                self.id,
+                waited.as_millis()
+            ),
+        )
+    }
+
+    /// Tells long-polling fetches about a new high watermark.
+    fn publish(&self, hw: u64) {
+        self.high_watermark.send_if_modified(|current| {
+            let moved = hw > *current;
+            *current = (*current).max(hw);
+            moved
+        });
+    }
+
+    fn deliver(&self, acks: Vec<Ack>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for a in acks {
+            if let Some(w) = waiters.remove(&a.token) {
+                let _ = w.send(a.result);
             }
-        };
-        if !appended.duplicate {
-            self.dirty.notify_one();
         }
+    }
+
+    /// Queues one batch for the appender and waits for its answer as `acks`
+    /// asks, up to `timeout`.
+    pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
+        #[allow(unused_mut)]
+        let mut mode = ack_mode(acks);
         #[cfg(madsim)]
         if weir_core::canary::is(weir_core::canary::Canary::AckBeforeFsync) {
-            return Ok(appended);
+            mode = AckMode::None;
         }
-        if acks != Acks::None {
-            self.wait_durable(appended.next_offset, timeout).await?;
-        }
-        Ok(appended)
-    }
-
-    /// Waits until every offset below `offset` is durable.
-    async fn wait_durable(&self, offset: u64, timeout: Duration) -> Result<(), WireError> {
-        let mut rx = self.high_watermark.subscribe();
-        let wait = rx.wait_for(|hw| *hw >= offset);
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(_)) => Ok(()),
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(token, tx);
+        self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Incoming { token, batch, mode });
+        self.wake_appender.notify_one();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result.map_err(produce_error),
             Ok(Err(_)) => Err(WireError::new(ErrorCode::ShuttingDown, "the partition closed before the batch became durable: retry")),
             Err(_) => {
-                if self.read_state().log.flushed_offset() < offset && self.is_failed() {
+                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+                if self.failed.load(Ordering::SeqCst) {
                     return Err(WireError::new(ErrorCode::StorageError, "the partition's disk failed before the batch became durable"));
                 }
-                Err(WireError::new(
-                    ErrorCode::Timeout,
-                    format!("batch not durable within {} ms: retry (it will not be duplicated)", timeout.as_millis()),
-                ))
+                Err(self.stuck(timeout))
             }
         }
-    }
-
-    fn is_failed(&self) -> bool {
-        self.read_state().log.is_failed()
     }
 
     /// Reads from `offset` up to the high watermark, waiting up to `max_wait`
-    /// for at least `min_bytes` (long poll).
+    /// for at least `min_bytes` (long poll). Returns the read, the high
+    /// watermark and the log start.
     pub async fn fetch(
         &self,
         offset: u64,
@@ -207,11 +211,9 @@ impl Partition {
         let mut rx = self.high_watermark.subscribe();
         loop {
             let hw = *rx.borrow_and_update();
-            let (result, start) = {
-                let state = self.read_state();
-                let r = state.log.read(offset, max_bytes, hw).map_err(log_error)?;
-                (r, state.log.log_start_offset())
-            };
+            let state = self.read().await?;
+            let (result, start) = blocking::run(move || (state.log().read(offset, max_bytes, hw), state.log().log_start_offset())).await;
+            let result = result.map_err(log_error)?;
             if result.bytes.len() >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
                 return Ok((result, hw, start));
             }
@@ -223,83 +225,153 @@ impl Partition {
         }
     }
 
-    pub fn offsets(&self) -> (u64, u64) {
-        let state = self.read_state();
-        (state.log.log_start_offset(), state.log.log_end_offset())
+    /// (log start, log end).
+    pub async fn offsets(&self) -> Result<(u64, u64), WireError> {
+        let s = self.read().await?;
+        Ok((s.log().log_start_offset(), s.log().log_end_offset()))
     }
 
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, WireError> {
-        self.read_state().log.offset_for_timestamp(ts).map_err(log_error)
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, WireError> {
+        let s = self.read().await?;
+        blocking::run(move || s.log().offset_for_timestamp(ts)).await.map_err(log_error)
     }
 
-    pub fn describe(&self) -> PartitionDescription {
-        let state = self.read_state();
-        PartitionDescription {
+    pub async fn describe(&self) -> PartitionDescription {
+        let mut d = PartitionDescription {
             partition: self.id,
             leader: Some(self.node_id),
             replicas: vec![self.node_id],
-            log_start_offset: state.log.log_start_offset(),
-            log_end_offset: state.log.log_end_offset(),
+            log_start_offset: 0,
+            log_end_offset: 0,
             high_watermark: self.high_watermark(),
-            size_bytes: state.log.size_bytes(),
-            segments: state.log.segment_count() as u32,
-            offline: state.log.loss().map(|l| l.to_string()),
-        }
-    }
-
-    pub fn apply_retention(&self) {
-        let mut state = self.write_state();
-        match state.log.apply_retention(clock::now()) {
-            Ok(r) if r.segments_deleted > 0 => {
-                tracing::info!(dir = %state.log.dir().display(), segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
+            size_bytes: 0,
+            segments: 0,
+            offline: None,
+        };
+        match self.read().await {
+            Ok(s) => {
+                let log = s.log();
+                d.log_start_offset = log.log_start_offset();
+                d.log_end_offset = log.log_end_offset();
+                d.size_bytes = log.size_bytes();
+                d.segments = log.segment_count() as u32;
+                d.offline = log.loss().map(|l| l.to_string());
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(dir = %state.log.dir().display(), error = %e, "retention failed"),
+            Err(e) => d.offline = Some(e.message),
         }
+        d
     }
 
-    /// Bytes held and the log end offset.
-    pub fn size_and_end(&self) -> (u64, u64) {
-        let state = self.read_state();
-        (state.log.size_bytes(), state.log.log_end_offset())
+    /// Runs retention on this partition's log.
+    pub async fn apply_retention(&self) {
+        let s = self.state.clone().write_owned().await;
+        blocking::run(move || {
+            let mut s = s;
+            let log = s.log_mut();
+            match log.apply_retention(clock::now()) {
+                Ok(r) if r.segments_deleted > 0 => {
+                    tracing::info!(dir = %log.dir().display(), segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed"),
+            }
+        })
+        .await
+    }
+
+    /// Bytes held.
+    pub async fn size_bytes(&self) -> Result<u64, WireError> {
+        Ok(self.read().await?.log().size_bytes())
     }
 
     /// Starts a new segment at the log end and returns its base offset.
-    pub fn roll_now(&self) -> Result<u64, WireError> {
-        let mut state = self.write_state();
-        state.log.roll(clock::now()).map_err(log_error)?;
-        Ok(state.log.log_end_offset())
+    pub async fn roll_now(&self) -> Result<u64, WireError> {
+        let s = self.state.clone().write_owned().await;
+        blocking::run(move || {
+            let mut s = s;
+            s.log_mut().roll(clock::now())?;
+            Ok(s.log().log_end_offset())
+        })
+        .await
+        .map_err(log_error)
     }
 
     /// Deletes whole segments that end at or before `offset`.
-    pub fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
-        let mut state = self.write_state();
-        let r = state.log.purge_prefix(offset).map_err(log_error)?;
-        Ok(r.bytes_deleted)
+    pub async fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
+        let s = self.state.clone().write_owned().await;
+        blocking::run(move || {
+            let mut s = s;
+            s.log_mut().purge_prefix(offset).map(|r| r.bytes_deleted)
+        })
+        .await
+        .map_err(log_error)
     }
 
-    /// Stops the flusher after a last flush; waiters are released.
+    /// Stops the appender and flusher; waiters are released.
     pub fn close(&self) {
         let _ = self.closed.send(true);
         self.dirty.notify_one();
+        self.wake_appender.notify_one();
     }
 
-    /// Final synchronous flush, for shutdown.
-    pub fn flush_now(&self) -> Result<u64, WireError> {
-        let mut state = self.write_state();
-        if state.log.loss().is_some() {
-            return Ok(state.log.flushed_offset());
-        }
-        let flushed = state.log.flush().map_err(log_error)?;
-        state.log.sync_checkpoint().map_err(log_error)?;
-        self.high_watermark.send_replace(flushed);
+    /// Final flush and checkpoint, for shutdown.
+    pub async fn flush_now(&self) -> Result<u64, WireError> {
+        let s = self.state.clone().write_owned().await;
+        let (flushed, acks) = blocking::run(move || {
+            let mut s = s;
+            if s.log().loss().is_some() {
+                return (Ok(s.log().flushed_offset()), Vec::new());
+            }
+            let flushed = s.log_mut().flush().and_then(|f| s.log_mut().sync_checkpoint().map(|()| f));
+            if let Ok(f) = flushed {
+                s.handle_flushed(f);
+            }
+            (flushed, std::iter::from_fn(|| s.poll_ack()).collect())
+        })
+        .await;
+        self.deliver(acks);
+        let flushed = flushed.map_err(log_error)?;
+        self.publish(flushed);
         Ok(flushed)
+    }
+}
+
+/// Hands every queued produce request to the state in one blocking call:
+/// many producers' batches share one thread handoff and one lock.
+async fn appender(p: Arc<Partition>) {
+    let mut closed = p.closed.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = crate::server::stopped(&mut closed) => break,
+            _ = p.wake_appender.notified() => {}
+        }
+        loop {
+            let queued = std::mem::take(&mut *p.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+            if queued.is_empty() {
+                break;
+            }
+            let state = p.state.clone().write_owned().await;
+            let (acks, hw) = blocking::run(move || {
+                let mut s = state;
+                let now = clock::now();
+                for i in queued {
+                    s.handle_produce(i.token, &i.batch, i.mode, now);
+                }
+                (std::iter::from_fn(|| s.poll_ack()).collect::<Vec<_>>(), s.high_watermark())
+            })
+            .await;
+            // A roll during the appends makes data durable without the flusher.
+            p.publish(hw);
+            p.deliver(acks);
+            p.dirty.notify_one();
+        }
     }
 }
 
 /// Group commit: whenever the partition has unflushed appends, sync them all
 /// with one fdatasync on a blocking thread while new appends continue, then
-/// publish the new high watermark.
+/// publish the new high watermark and release the answers it makes due.
 async fn flusher(p: Arc<Partition>) {
     let mut closed = p.closed.subscribe();
     loop {
@@ -309,11 +381,12 @@ async fn flusher(p: Arc<Partition>) {
             _ = p.dirty.notified() => {}
         }
         let job = {
-            let mut state = p.write_state();
-            if state.log.flushed_offset() == state.log.log_end_offset() {
+            // In memory only: no IO under this lock on an async worker.
+            let mut s = p.state.write().await;
+            if s.log().flushed_offset() == s.log().log_end_offset() {
                 continue;
             }
-            match state.log.begin_flush() {
+            match s.log_mut().begin_flush() {
                 Ok(job) => job,
                 Err(e) => {
                     tracing::error!(error = %e, "partition cannot flush");
@@ -321,72 +394,33 @@ async fn flusher(p: Arc<Partition>) {
                 }
             }
         };
-        let (job, result) = crate::blocking::run(move || {
+        let (job, result) = blocking::run(move || {
             let r = job.run();
             (job, r)
         })
         .await;
         // A simulated disk's fsync latency is paid here, delaying the acks.
-        let owed = p.read_state().log.take_io_latency();
+        let owed = p.state.read().await.log().take_io_latency();
         if !owed.is_zero() {
             tokio::time::sleep(owed).await;
         }
-        let flushed = {
-            let mut state = p.write_state();
-            state.log.complete_flush(job, result)
-        };
-        match flushed {
-            Ok(offset) => {
-                p.high_watermark.send_replace(offset);
+        let state = p.state.clone().write_owned().await;
+        let (flushed, hw, acks) = blocking::run(move || {
+            let mut s = state;
+            let flushed = s.log_mut().complete_flush(job, result);
+            match &flushed {
+                Ok(up_to) => s.handle_flushed(*up_to),
+                Err(e) => s.fail_pending(&ProduceError::Log(e.clone())),
             }
-            Err(_) => break, // logged by the log; the partition refuses writes until restart
-        }
-    }
-}
-
-/// Replays the newest batches' producer fields into a fresh table.
-fn rebuild_producers(log: &PartitionLog) -> Result<ProducerTable, LogError> {
-    let mut table = ProducerTable::default();
-    // An offline log serves nothing at or past its loss.
-    let end = log.loss().map_or(log.log_end_offset(), |l| l.from);
-    let bases = log.segment_bases();
-    // Start at the oldest segment that keeps the scan within the byte budget.
-    let mut from = log.log_start_offset();
-    let size = log.size_bytes();
-    if size > PRODUCER_REBUILD_BYTES_MAX {
-        let skip = size - PRODUCER_REBUILD_BYTES_MAX;
-        let avg = size / bases.len().max(1) as u64;
-        let skip_segments = (skip / avg.max(1)) as usize;
-        from = bases.get(skip_segments.min(bases.len() - 1)).copied().unwrap_or(from);
-    }
-    let mut offset = from;
-    while offset < end {
-        let r = match log.read(offset, 1 << 20, end) {
-            Ok(r) => r,
-            // A damaged old batch must not keep the broker from starting: its
-            // producers' state is skipped (at worst one of them must restart
-            // with a new id) and reads of it keep reporting the corruption.
-            Err(e @ LogError::Corruption { .. }) => {
-                tracing::error!(error = %e, "skipping a corrupt segment while rebuilding producer state");
-                match bases.iter().find(|b| **b > offset) {
-                    Some(next) => {
-                        offset = *next;
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if r.bytes.is_empty() {
+            (flushed, s.high_watermark(), std::iter::from_fn(|| s.poll_ack()).collect::<Vec<_>>())
+        })
+        .await;
+        p.publish(hw);
+        p.deliver(acks);
+        if flushed.is_err() {
+            // Logged by the log; the partition refuses writes until restart.
+            p.failed.store(true, Ordering::SeqCst);
             break;
         }
-        // The log verified these batches; should one still not decode, its
-        // producers' state is skipped like a corrupt segment's.
-        for batch in weir_core::batch::decode_all(r.bytes, usize::MAX).map_while(Result::ok) {
-            table.record(batch.header(), batch.base_offset());
-        }
-        offset = r.next_offset;
     }
-    Ok(table)
 }
