@@ -209,3 +209,99 @@ async fn a_full_disk_is_a_prompt_storage_full_answer_and_reservations_shrink() {
     assert_eq!(values(&client, "a").await, vec![(0, "one".to_owned())]);
     assert_eq!(broker.terminate(), Some(0));
 }
+
+/// An ext4 image mounted on a loop device at a partition's directory, so a
+/// test can freeze the file system under that one partition (root only).
+struct FrozenFs {
+    mount: std::path::PathBuf,
+    frozen: bool,
+}
+
+impl FrozenFs {
+    fn mount_at(dir: &Path, image: &Path) -> Option<FrozenFs> {
+        let run = |cmd: &str, args: &[&str]| {
+            Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        };
+        let ok = run("truncate", &["-s", "64M", image.to_str()?])
+            && run("mkfs.ext4", &["-q", "-F", image.to_str()?])
+            && run("mount", &["-o", "loop", image.to_str()?, dir.to_str()?]);
+        ok.then(|| FrozenFs { mount: dir.to_path_buf(), frozen: false })
+    }
+
+    fn freeze(&mut self, on: bool) {
+        let flag = if on { "-f" } else { "-u" };
+        assert!(Command::new("fsfreeze").arg(flag).arg(&self.mount).status().unwrap().success());
+        self.frozen = on;
+    }
+}
+
+impl Drop for FrozenFs {
+    fn drop(&mut self) {
+        if self.frozen {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&self.mount).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// One stuck disk cannot stop the broker: with the file system under one
+/// partition frozen, requests that touch no stuck file keep working, and
+/// requests to the stuck partition are answered with an error in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_file_system_under_one_partition_stops_only_that_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    create(&client, "stuck", 1).await;
+    create(&client, "fine", 1).await;
+    produce(&client, "stuck", ["before".to_owned()]).await;
+    assert_eq!(broker.terminate(), Some(0));
+    // Move the partition onto its own file system.
+    let part = dir.path().join("topics/stuck/0");
+    let saved = dir.path().join("saved-0");
+    std::fs::rename(&part, &saved).unwrap();
+    std::fs::create_dir(&part).unwrap();
+    let Some(mut fs) = FrozenFs::mount_at(&part, &dir.path().join("img")) else {
+        eprintln!("skipped: cannot mount an ext4 image on a loop device here (needs root, mkfs.ext4, losetup)");
+        return;
+    };
+    for entry in std::fs::read_dir(&saved).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), part.join(entry.file_name())).unwrap();
+    }
+    broker.restart();
+    let client = broker.client().await;
+    fs.freeze(true);
+
+    let stuck = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let config =
+                ProducerConfig { request_timeout: Duration::from_secs(2), delivery_timeout: Duration::from_secs(4), ..Default::default() };
+            let p = Producer::with_config(&client, config);
+            let started = std::time::Instant::now();
+            let r = p.send(ProduceMessage::new("stuck", "frozen").with_partition(0)).await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything else keeps working meanwhile.
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(produce(&client, "fine", [format!("m{i}")]).await, vec![i]);
+        let names: Vec<String> = Admin::new(&client).list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, vec!["fine", "stuck"]);
+        assert!(started.elapsed() < Duration::from_secs(3), "a request to a healthy partition took {:?}", started.elapsed());
+    }
+    assert_eq!(values(&client, "fine").await.len(), 20);
+    let (result, took) = stuck.await.unwrap();
+    let err = result.expect_err("a produce to the frozen partition cannot succeed");
+    assert!(took < Duration::from_secs(15), "answered in time, took {took:?}: {err}");
+    assert!(err.to_string().contains("slow or stuck") || err.to_string().contains("timed out"), "{err}");
+
+    fs.freeze(false);
+    // Thawed: the partition works again.
+    let offsets = produce(&client, "stuck", ["after".to_owned()]).await;
+    assert!(offsets[0] >= 1, "{offsets:?}");
+    assert_eq!(broker.terminate(), Some(0));
+}

@@ -264,7 +264,11 @@ impl Partition {
 
     /// Runs retention on this partition's log.
     pub async fn apply_retention(&self) {
-        let s = self.state.clone().write_owned().await;
+        // A partition whose storage is stuck is skipped until the next pass.
+        let Ok(s) = tokio::time::timeout(STORAGE_WAIT_MAX, self.state.clone().write_owned()).await else {
+            tracing::warn!(partition = self.id, "retention skipped: the partition's storage is not answering");
+            return;
+        };
         blocking::run(move || {
             let mut s = s;
             let log = s.log_mut();
