@@ -75,6 +75,13 @@ pub struct History {
     pub reported_corrupt: BTreeSet<(u32, u64)>,
     /// Whether disk corruption was injected into a partition's data.
     pub corrupted_partitions: BTreeSet<u32>,
+    /// Partitions whose acknowledged data below the recovery checkpoint was
+    /// damaged or deleted while the node was down.
+    pub loss_injected: BTreeSet<u32>,
+    /// Losses recovery reported (partition, from, to) and an operator then
+    /// accepted: the only acknowledged records allowed to go missing, and
+    /// only where a loss was injected.
+    pub reported_losses: Vec<(u32, u64, u64)>,
     /// Batches the client rejected as corrupt although the broker served them.
     pub corrupt_served: Vec<String>,
     /// Liveness failures, described.
@@ -86,6 +93,12 @@ pub struct History {
     pub group_owners: Vec<(u32, u32, String)>,
     /// Values the group's members processed; `None` when no group ran.
     pub group_processed: Option<BTreeSet<String>>,
+}
+
+/// Whether offset `o` of partition `p` is in a loss the broker reported
+/// where one was injected (loud, accepted, not silent).
+pub fn excused_loss(h: &History, p: u32, o: u64) -> bool {
+    h.loss_injected.contains(&p) && h.reported_losses.iter().any(|&(lp, from, to)| lp == p && from <= o && o < to)
 }
 
 /// Runs every invariant; returns all anomalies found.
@@ -149,8 +162,13 @@ fn group_single_owner(h: &History, out: &mut Vec<Anomaly>) {
 /// so partitions with injected corruption are left out.
 fn group_unseen(h: &History, out: &mut Vec<Anomaly>) {
     let Some(processed) = &h.group_processed else { return };
-    let missing: Vec<&Ack> =
-        h.acks.iter().filter(|a| !processed.contains(&a.value)).filter(|a| !h.corrupted_partitions.contains(&a.partition)).collect();
+    let missing: Vec<&Ack> = h
+        .acks
+        .iter()
+        .filter(|a| !processed.contains(&a.value))
+        .filter(|a| !h.corrupted_partitions.contains(&a.partition))
+        .filter(|a| !excused_loss(h, a.partition, a.offset))
+        .collect();
     if !missing.is_empty() {
         out.push(Anomaly {
             kind: AnomalyKind::Unseen,
@@ -177,6 +195,7 @@ fn lost(h: &History, out: &mut Vec<Anomaly>) {
         match finals.get(&(a.partition, a.offset)) {
             Some(v) if *v == a.value => {}
             _ if h.reported_corrupt.contains(&(a.partition, a.offset)) && h.corrupted_partitions.contains(&a.partition) => {}
+            _ if excused_loss(h, a.partition, a.offset) => {}
             found => out.push(Anomaly {
                 kind: AnomalyKind::Lost,
                 detail: format!("acknowledged {:?} at {}/{} but the final read has {:?}", a.value, a.partition, a.offset, found),
@@ -259,7 +278,7 @@ fn consumer_order(h: &History, out: &mut Vec<Anomaly>) {
                     kind: AnomalyKind::Nonmonotonic,
                     detail: format!("consumer {} on partition {} saw {} after {}", p.consumer, p.partition, p.offset, prev),
                 });
-            } else if p.offset > prev + 1 {
+            } else if p.offset > prev + 1 && !(prev + 1..p.offset).all(|o| excused_loss(h, p.partition, o)) {
                 out.push(Anomaly {
                     kind: AnomalyKind::PollSkip,
                     detail: format!("consumer {} on partition {} jumped from {} to {}", p.consumer, p.partition, prev, p.offset),
@@ -275,7 +294,7 @@ fn final_read_dense(h: &History, out: &mut Vec<Anomaly>) {
     for (p, rs) in &h.final_reads {
         let mut expect = h.final_starts.get(p).copied().unwrap_or(0);
         for (o, _) in rs {
-            while expect < *o && h.reported_corrupt.contains(&(*p, expect)) {
+            while expect < *o && (h.reported_corrupt.contains(&(*p, expect)) || excused_loss(h, *p, expect)) {
                 expect += 1;
             }
             if *o != expect {
@@ -299,6 +318,7 @@ fn unseen(h: &History, out: &mut Vec<Anomaly>) {
         .iter()
         .filter(|a| !polled.contains(a.value.as_str()))
         .filter(|a| !(h.reported_corrupt.contains(&(a.partition, a.offset)) && h.corrupted_partitions.contains(&a.partition)))
+        .filter(|a| !excused_loss(h, a.partition, a.offset))
         .collect();
     if !missing.is_empty() {
         out.push(Anomaly {
@@ -393,6 +413,19 @@ mod tests {
         let mut h = good();
         h.group_processed = Some(["a".to_string()].into());
         assert_eq!(kinds(&h), vec![AnomalyKind::Unseen]);
+    }
+
+    #[test]
+    fn a_reported_loss_is_excused_only_where_injected() {
+        let mut h = good();
+        h.acks.push(ack(0, 2, "c"));
+        h.polls.push(poll(1, 0, 3, "d"));
+        h.final_reads.insert(0, vec![(0, "a".into()), (1, "b".into()), (3, "d".into())]);
+        assert!(kinds(&h).contains(&AnomalyKind::Lost), "a silent loss");
+        h.reported_losses.push((0, 2, 3));
+        assert!(kinds(&h).contains(&AnomalyKind::Lost), "reported, but nothing was injected there");
+        h.loss_injected.insert(0);
+        assert_eq!(check(&h), vec![]);
     }
 
     #[test]

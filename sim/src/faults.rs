@@ -29,6 +29,10 @@ pub struct Swarm {
     /// Mean time between jumps of the broker's wall clock (up to an hour,
     /// either way).
     pub clock_jump_every: Option<Duration>,
+    /// Chance that a crash also damages acknowledged data below a
+    /// partition's recovery checkpoint (a lost sealed segment, or a flipped
+    /// bit in the active one), which recovery must report, never cut.
+    pub loss_at_crash: f64,
 }
 
 impl Swarm {
@@ -58,7 +62,10 @@ impl Swarm {
         let space_left_bytes = (rng.u8(0..4) == 0).then(|| rng.u64(16 << 10..1 << 20));
         let group_members = if rng.bool() { rng.u32(1..=3) } else { 0 };
         let clock_jump_every = (rng.u8(0..3) == 0).then(|| every(&mut rng, 2_000, 10_000));
+        // Drawn last, so the draws above stay what they were for each seed.
+        let loss_at_crash = if rng.u8(0..3) == 0 { 0.3 } else { 0.0 };
         Swarm {
+            loss_at_crash,
             clock_jump_every,
             group_members,
             partitions: rng.u32(1..=3),
@@ -93,5 +100,6 @@ mod tests {
         assert!(draws.iter().any(|s| s.disk.sync_error > 0.0));
         assert!(draws.iter().any(|s| s.space_left_bytes.is_some()));
         assert!(draws.iter().any(|s| s.clock_jump_every.is_some()));
+        assert!(draws.iter().any(|s| s.loss_at_crash > 0.0));
     }
 }

@@ -22,6 +22,7 @@ use weir_client::{
     OffsetReset, ProduceMessage, Producer, ProducerConfig, StartOffset,
 };
 use weir_core::canary::Canary;
+use weir_core::disk::Disk;
 use weir_core::disk::sim::{FaultConfig, SimDisk};
 use weir_node::broker::Broker;
 use weir_node::config::Config;
@@ -75,6 +76,8 @@ pub struct SimReport {
     pub clogs: u32,
     pub bitflips: u32,
     pub clock_jumps: u32,
+    /// Losses of acknowledged data injected below the recovery checkpoint.
+    pub losses: u32,
     pub swarm: Swarm,
 }
 
@@ -279,8 +282,15 @@ async fn consumer_task(partition: u32, rec: Rec, stop: Arc<AtomicBool>) {
                 offset += 1;
             }
             Err(e) if e.code() == Some(ErrorCode::OffsetOutOfRange) => {
+                // Below the start (an accepted loss of the oldest segment):
+                // continue at the start; past the end: at the end.
                 id = rec_lock(&rec).new_consumer();
-                offset = consumer.offset_for(TOPIC, partition, StartOffset::Latest).await.unwrap_or(0);
+                let earliest = consumer.offset_for(TOPIC, partition, StartOffset::Earliest).await.unwrap_or(0);
+                offset = if offset < earliest {
+                    earliest
+                } else {
+                    consumer.offset_for(TOPIC, partition, StartOffset::Latest).await.unwrap_or(0)
+                };
             }
             Err(e) if e.code() == Some(ErrorCode::CorruptData) => {
                 corrupt_strikes += 1;
@@ -353,6 +363,71 @@ async fn group_member(name: String, rec: Rec, stop: Arc<AtomicBool>) {
         }
     }
     let _ = gc.leave_group().await;
+}
+
+fn partition_dir(p: u32) -> PathBuf {
+    PathBuf::from(DATA_DIR).join("topics").join(TOPIC).join(p.to_string())
+}
+
+/// Damages acknowledged data of one partition below its recovery
+/// checkpoint while the node is down: deletes a sealed segment, or flips a
+/// bit inside a batch of the active segment that lies wholly below the
+/// checkpoint. Returns the partition, or `None` if there was nothing to damage.
+fn inject_loss(disk: &SimDisk, partitions: u32, rng: &mut fastrand::Rng) -> Option<u32> {
+    let p = rng.u32(0..partitions);
+    let dir = partition_dir(p);
+    let mut logs: Vec<PathBuf> =
+        disk.files().into_iter().filter(|f| f.parent() == Some(dir.as_path()) && f.extension().is_some_and(|e| e == "log")).collect();
+    logs.sort();
+    if logs.len() >= 2 && rng.bool() {
+        let victim = &logs[rng.usize(0..logs.len() - 1)];
+        for ext in ["log", "index", "timeindex"] {
+            let _ = disk.remove_file(&victim.with_extension(ext));
+        }
+        disk.sync_dir(&dir).ok()?;
+        return Some(p);
+    }
+    let active = logs.last()?;
+    let mut raw = [0u8; 24];
+    let n = disk.open(&dir.join(weir_core::log::checkpoint::FILE), false).ok()?.read_at(&mut raw, 0).ok()?;
+    let checkpoint = weir_core::log::checkpoint::decode(&raw[..n])?.recovery_point;
+    let file = disk.open(active, false).ok()?;
+    let mut data = vec![0u8; file.len().ok()? as usize];
+    let n = file.read_at(&mut data, 0).ok()?;
+    data.truncate(n);
+    let mut below = Vec::new();
+    let mut pos = 0usize;
+    while let Ok(h) = weir_core::batch::BatchHeader::parse(&data[pos..]) {
+        let total = h.total_len();
+        if total < weir_core::batch::HEADER_LEN || pos + total > data.len() || h.next_offset() > checkpoint {
+            break;
+        }
+        if h.record_count > 0 {
+            below.push((pos, total));
+        }
+        pos += total;
+    }
+    let (at, total) = *below.get(rng.usize(0..below.len().max(1)))?;
+    disk.flip_bit(active, Some((at + weir_core::batch::CRC_START) as u64..(at + total) as u64))?;
+    Some(p)
+}
+
+/// The operator: opens the damaged partition as the broker would, and if
+/// recovery reports a loss, accepts it (`weir accept-loss`). Returns the
+/// reported range.
+fn accept_reported_loss(disk: &SimDisk, p: u32) -> Option<(u64, u64)> {
+    let faults = disk.faults();
+    disk.set_faults(FaultConfig::default());
+    let accepted = (|| {
+        let (mut log, report) =
+            weir_core::log::PartitionLog::open(Arc::new(disk.clone()), &partition_dir(p), broker_config().log, weir_node::clock::now())
+                .ok()?;
+        report.loss?;
+        let accepted = log.accept_loss(weir_node::clock::now()).ok()??;
+        Some((accepted.loss.from, accepted.loss.to))
+    })();
+    disk.set_faults(faults);
+    accepted
 }
 
 fn partition_of(path: &Path) -> Option<u32> {
@@ -444,7 +519,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4641_554c);
     let start = tokio::time::Instant::now();
     let end = start + opts.safety;
-    let (mut crashes, mut clogs, mut bitflips, mut jumps) = (0u32, 0u32, 0u32, 0u32);
+    let (mut crashes, mut clogs, mut bitflips, mut jumps, mut losses) = (0u32, 0u32, 0u32, 0u32, 0u32);
     let mut corrupted = std::collections::BTreeSet::new();
     let next = |rng: &mut fastrand::Rng, every: Option<Duration>| every.map(|e| tokio::time::Instant::now() + Swarm::next_in(rng, e));
     let (mut next_crash, mut next_clog, mut next_flip) =
@@ -464,6 +539,21 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                 disk.crash();
             }
             rec_lock(&rec).trace.add(&format!("crash {crashes} power={}", swarm.power_loss));
+            if rng.f64() < swarm.loss_at_crash
+                && let Some(p) = inject_loss(&disk, partitions, &mut rng)
+            {
+                losses += 1;
+                let reported = accept_reported_loss(&disk, p);
+                let mut r = rec_lock(&rec);
+                r.history.loss_injected.insert(p);
+                r.trace.add(&format!("loss {p} reported {reported:?}"));
+                if std::env::var_os("WEIR_SIM_DEBUG_LOSS").is_some() {
+                    eprintln!("loss injected in partition {p} at crash {crashes}: reported and accepted {reported:?}");
+                }
+                if let Some((from, to)) = reported {
+                    r.history.reported_losses.push((p, from, to));
+                }
+            }
             tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
             handle.restart(node.id());
             next_crash = next(&mut rng, swarm.crash_every);
@@ -514,14 +604,23 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                 }
                 let done = {
                     let r = rec_lock(&rec2);
+                    let h = &r.history;
                     let consumers_done = ends.iter().enumerate().all(|(p, end)| {
-                        end.is_some_and(|end| end == 0 || r.history.polls.iter().any(|m| m.partition == p as u32 && m.offset + 1 >= end))
+                        let Some(mut end) = *end else { return false };
+                        // The records of an accepted loss are not there to be seen.
+                        while end > 0 && checker::excused_loss(h, p as u32, end - 1) {
+                            end -= 1;
+                        }
+                        end == 0 || h.polls.iter().any(|m| m.partition == p as u32 && m.offset + 1 >= end)
                     });
                     // A group member stops at a reported corruption (see the checker).
-                    let group_done =
-                        r.history.group_processed.as_ref().is_none_or(|seen| {
-                            r.history.acks.iter().all(|a| seen.contains(&a.value) || corrupted_now.contains(&a.partition))
-                        });
+                    let group_done = h.group_processed.as_ref().is_none_or(|seen| {
+                        h.acks.iter().all(|a| {
+                            seen.contains(&a.value)
+                                || corrupted_now.contains(&a.partition)
+                                || checker::excused_loss(h, a.partition, a.offset)
+                        })
+                    });
                     consumers_done && group_done
                 };
                 if done {
@@ -602,6 +701,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         clogs,
         bitflips,
         clock_jumps: jumps,
+        losses,
         swarm,
     }
 }

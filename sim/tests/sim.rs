@@ -54,7 +54,7 @@ fn child_seed() {
     }
     let r = run(seed, &opts);
     println!(
-        "REPORT {} {:016x} {} {} {} {} {} {} {}",
+        "REPORT {} {:016x} {} {} {} {} {} {} {} {}",
         r.seed,
         r.trace_hash,
         r.acks,
@@ -63,6 +63,7 @@ fn child_seed() {
         r.clogs,
         r.bitflips,
         r.clock_jumps,
+        r.losses,
         r.anomalies.len()
     );
     for a in &r.anomalies {
@@ -107,8 +108,8 @@ fn run_child(seed: u64, canary: Option<&str>) -> ChildReport {
     ChildReport {
         seed,
         line: format!(
-            "seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps, {} anomalies",
-            f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+            "seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps, {} losses below the checkpoint, {} anomalies",
+            f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]
         ),
         hash: f[2].to_owned(),
         acks: f[3].parse().unwrap_or(0),
@@ -202,8 +203,10 @@ fn regression_seeds() {
 /// from starting, a flipped base offset served at the wrong offsets, a
 /// flipped record count skipping offsets (131), and group workloads meeting
 /// corrupt batches (307, 525), and a late commit acknowledgement across a
-/// generation change that the checker first misread as a regression (10844).
-const REGRESSIONS: &[u64] = &[2, 5, 6, 12, 26, 131, 307, 525, 10844];
+/// generation change that the checker first misread as a regression (10844),
+/// two accepted losses meeting in one hole that recovery took offline again
+/// (626), and a lost oldest segment that looked like retention (539).
+const REGRESSIONS: &[u64] = &[2, 5, 6, 12, 26, 131, 307, 525, 539, 626, 10844];
 
 /// A canary must be caught within 50 seeds, as one of the anomaly kinds its
 /// defect causes (any anomaly would not prove the right invariant fired).

@@ -170,6 +170,11 @@ impl SimDisk {
         self.lock().faults = faults;
     }
 
+    /// The fault rates in force.
+    pub fn faults(&self) -> FaultConfig {
+        self.lock().faults.clone()
+    }
+
     pub fn stats(&self) -> SimDiskStats {
         self.lock().stats
     }

@@ -11,8 +11,12 @@
 //! so a stale (lower) checkpoint after a power cut is safe: it protects a
 //! little less, never more than is true.
 //!
-//! Layout (16 bytes): `magic` "WRCP", `offset` u64 LE, `crc` u32 LE (CRC32
-//! of the first 12 bytes). A 16-byte write inside one sector does not tear
+//! It also holds the log start offset (Kafka's log-start-offset
+//! checkpoint), written and synced before retention deletes a segment, so a
+//! missing *oldest* segment is told apart from retention.
+//!
+//! Layout (24 bytes): `magic` "WRCP", `recovery_point` u64 LE, `log_start`
+//! u64 LE, `crc` u32 LE (CRC32 of the first 20 bytes). A 16-byte write inside one sector does not tear
 //! on the disks we run on; if it does, the CRC fails and recovery falls back
 //! to treating the whole active segment as possibly torn (and says so).
 //!
@@ -25,31 +29,42 @@ use std::path::Path;
 
 pub const FILE: &str = "recovery-point";
 const MAGIC: &[u8; 4] = b"WRCP";
-const LEN: usize = 16;
+const LEN: usize = 24;
 /// Flushes between two syncs of the checkpoint on the flush path.
 pub const SYNC_EVERY_FLUSHES: u32 = 128;
 
-pub fn encode(offset: u64) -> [u8; LEN] {
+/// What the checkpoint file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Below this, everything was durable when it was written.
+    pub recovery_point: u64,
+    /// The log started here; retention moves it forward before deleting.
+    pub log_start: u64,
+}
+
+pub fn encode(c: Checkpoint) -> [u8; LEN] {
     let mut b = [0u8; LEN];
     b[..4].copy_from_slice(MAGIC);
-    b[4..12].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32fast::hash(&b[..12]);
-    b[12..].copy_from_slice(&crc.to_le_bytes());
+    b[4..12].copy_from_slice(&c.recovery_point.to_le_bytes());
+    b[12..20].copy_from_slice(&c.log_start.to_le_bytes());
+    let crc = crc32fast::hash(&b[..20]);
+    b[20..].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-/// The offset stored in `raw`, if it is a whole, valid checkpoint.
-pub fn decode(raw: &[u8]) -> Option<u64> {
+/// The checkpoint stored in `raw`, if it is whole and valid.
+pub fn decode(raw: &[u8]) -> Option<Checkpoint> {
     if raw.len() != LEN || &raw[..4] != MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(raw[12..16].try_into().ok()?);
-    (crc32fast::hash(&raw[..12]) == crc).then(|| u64::from_le_bytes(raw[4..12].try_into().expect("8 bytes")))
+    let crc = u32::from_le_bytes(raw[20..24].try_into().ok()?);
+    let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+    (crc32fast::hash(&raw[..20]) == crc).then(|| Checkpoint { recovery_point: u64_at(4), log_start: u64_at(12) })
 }
 
 /// Reads the checkpoint file: `Ok(None)` if there is none (a log written
 /// before checkpoints existed) or it is unreadable (logged).
-pub fn read(file: &dyn DiskFile, path: &Path) -> Result<Option<u64>, DiskError> {
+pub fn read(file: &dyn DiskFile, path: &Path) -> Result<Option<Checkpoint>, DiskError> {
     let len = file.len()?;
     if len == 0 {
         return Ok(None);
@@ -78,6 +93,19 @@ pub fn parse_lost_file_name(name: &str) -> Option<(u64, u64)> {
     Some((from.parse().ok()?, to.parse().ok()?))
 }
 
+/// Whether the accepted ranges together cover `from..to` (losses accepted
+/// one after another may meet to make one hole).
+pub fn covered(accepted: &[(u64, u64)], from: u64, to: u64) -> bool {
+    let mut at = from;
+    while at < to {
+        match accepted.iter().filter(|&&(f, t)| f <= at && at < t).map(|&(_, t)| t).max() {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Accepted loss ranges recorded in `dir`.
 pub fn accepted_losses(disk: &dyn Disk, dir: &Path) -> Result<Vec<(u64, u64)>, DiskError> {
     Ok(disk.list_dir(dir)?.iter().filter_map(|n| parse_lost_file_name(n)).collect())
@@ -89,8 +117,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_damage() {
-        let raw = encode(12345);
-        assert_eq!(decode(&raw), Some(12345));
+        let c = Checkpoint { recovery_point: 12345, log_start: 77 };
+        let raw = encode(c);
+        assert_eq!(decode(&raw), Some(c));
         for i in 0..LEN {
             let mut bad = raw;
             bad[i] ^= 0x10;
@@ -99,5 +128,8 @@ mod tests {
         assert_eq!(decode(&raw[..8]), None);
         assert_eq!(parse_lost_file_name(&lost_file_name(7, 90)), Some((7, 90)));
         assert_eq!(parse_lost_file_name("lost-1-2.bin"), None);
+        assert!(covered(&[(5, 11), (11, 15)], 5, 15), "two accepted losses meeting");
+        assert!(!covered(&[(5, 11), (12, 15)], 5, 15));
+        assert!(covered(&[], 7, 7));
     }
 }

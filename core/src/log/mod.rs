@@ -275,11 +275,12 @@ impl PartitionLog {
         }
         let mut report = RecoveryReport::default();
         let checkpoint_path = dir.join(checkpoint::FILE);
-        let recovery_point = match disk.open(&checkpoint_path, false) {
+        let saved = match disk.open(&checkpoint_path, false) {
             Ok(f) => checkpoint::read(&*f, &checkpoint_path)?,
             Err(DiskError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
+        let recovery_point = saved.map(|c| c.recovery_point);
         let accepted = checkpoint::accepted_losses(&*disk, dir)?;
         let names = disk.list_dir(dir)?;
         let mut bases: Vec<u64> = names.iter().filter_map(|n| segment::parse_log_name(n)).collect();
@@ -300,12 +301,15 @@ impl PartitionLog {
             let (mut seg, scan) = Segment::open(&disk, dir, base, active, recovery_point, &config, now)?;
             if let Some(scan) = scan {
                 if active && recovery_point.is_some_and(|rp| scan.next_offset < rp) {
+                    // Intact batches after the damage were acknowledged too
+                    // (the checkpoint may lag): the loss runs to the last of them.
                     let rp = recovery_point.expect("checked");
+                    let intact = seg.intact_end_after(scan.position, config.batch_bytes_max)?.unwrap_or(0);
                     report.loss = Some(Loss {
                         file: dir.join(segment::file_name(base, "log")),
                         position: scan.position,
                         from: scan.next_offset,
-                        to: rp,
+                        to: rp.max(intact),
                         reason: scan.invalid.clone().unwrap_or_else(|| "the data ends early".to_owned()),
                     });
                 } else if active {
@@ -328,13 +332,31 @@ impl PartitionLog {
             disk.sync_dir(dir)?;
             segments.insert(0, seg);
         }
+        // A log that starts later than it did is a lost oldest segment
+        // (retention moves the recorded start before it deletes).
+        if report.loss.is_none()
+            && let (Some(saved), Some(first)) = (saved, segments.values().next())
+            && first.base_offset > saved.log_start
+            && !checkpoint::covered(&accepted, saved.log_start, first.base_offset)
+        {
+            report.loss = Some(Loss {
+                file: dir.join(segment::file_name(saved.log_start, "log")),
+                position: 0,
+                from: saved.log_start,
+                to: first.base_offset,
+                reason: format!(
+                    "the log should start at {} but its first segment starts at {} (a segment file is missing)",
+                    saved.log_start, first.base_offset
+                ),
+            });
+        }
         // A hole between segments is a lost segment, unless it was accepted.
         if report.loss.is_none() {
             let segs: Vec<&Segment> = segments.values().collect();
             for pair in segs.windows(2) {
                 let (prev, next) = (pair[0], pair[1]);
                 let hole = prev.next_offset < next.base_offset;
-                if hole && !accepted.iter().any(|&(from, to)| from <= prev.next_offset && to >= next.base_offset) {
+                if hole && !checkpoint::covered(&accepted, prev.next_offset, next.base_offset) {
                     report.loss = Some(Loss {
                         file: dir.join(segment::file_name(prev.next_offset, "log")),
                         position: 0,
@@ -374,7 +396,7 @@ impl PartitionLog {
         if let Some(loss) = &report.loss {
             tracing::error!(dir = %dir.display(), file = %loss.file.display(), from = loss.from, to = loss.to, records = loss.to - loss.from, reason = %loss.reason, "recovery found acknowledged data damaged or missing: the partition is offline until the loss is accepted (weir accept-loss)");
             log.loss = report.loss.clone();
-        } else if recovery_point != Some(log.flushed) {
+        } else if saved != Some(checkpoint::Checkpoint { recovery_point: log.flushed, log_start: log.log_start_offset() }) {
             // Everything present is durable now: checkpoint it.
             log.write_checkpoint(log.flushed, true)?;
             if recovery_point.is_none() {
@@ -465,10 +487,15 @@ impl PartitionLog {
     /// Records `offset` as the recovery checkpoint (page cache; durable if
     /// `sync`). Never above what is durable.
     fn write_checkpoint(&mut self, offset: u64, sync: bool) -> Result<(), DiskError> {
+        let start = self.log_start_offset();
+        self.write_checkpoint_from(offset, start, sync)
+    }
+
+    fn write_checkpoint_from(&mut self, offset: u64, log_start: u64, sync: bool) -> Result<(), DiskError> {
         debug_assert!(offset <= self.flushed || self.failed.is_some(), "a checkpoint never names unflushed data");
         // Opened per write, not held: an idle partition costs one descriptor.
         let file = self.disk.open(&self.dir.join(checkpoint::FILE), true)?;
-        file.write_at(&checkpoint::encode(offset), 0)?;
+        file.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: offset, log_start }), 0)?;
         self.checkpoint_written = offset;
         if sync {
             file.sync_data()?;
@@ -750,6 +777,14 @@ impl PartitionLog {
     fn delete_segments(&mut self, mut bases: Vec<u64>) -> Result<RetentionReport, LogError> {
         self.check_failed()?;
         bases.sort_unstable();
+        if bases.is_empty() {
+            return Ok(RetentionReport::default());
+        }
+        // Record the new start durably first: a log found starting later
+        // than its checkpoint says has lost its oldest segment.
+        let new_start = self.segments.keys().find(|b| !bases.contains(b)).copied().unwrap_or_else(|| self.log_end_offset());
+        let flushed = self.flushed;
+        self.write_checkpoint_from(flushed, new_start, true)?;
         let mut report = RetentionReport::default();
         // Oldest first: a crash part-way leaves a log that starts later, never one with a hole.
         for base in bases {

@@ -208,6 +208,40 @@ impl Segment {
         Ok((seg, report))
     }
 
+    /// The end (next offset) of the last intact batch anywhere at or after
+    /// `position`, found by trying every byte as a batch start: after damage
+    /// below the recovery checkpoint, intact acknowledged batches may follow
+    /// the damaged one, and their offsets must never be handed out again.
+    pub fn intact_end_after(&self, position: u64, batch_bytes_max: usize) -> Result<Option<u64>, DiskError> {
+        let log = self.log()?;
+        let len = log.len()?;
+        let mut data = vec![0u8; len.saturating_sub(position) as usize];
+        let n = log.read_at(&mut data, position)?;
+        data.truncate(n);
+        let data = Bytes::from(data);
+        let mut best: Option<u64> = None;
+        let mut i = 0usize;
+        while i + HEADER_LEN <= data.len() {
+            // Cheap filters first: the magic byte, then the header's own CRC.
+            let plausible = data[i + batch::at::MAGIC] == batch::MAGIC
+                && crc32fast::hash(&data[i..i + batch::HEADER_CRC_COVERS])
+                    == u32::from_le_bytes(data[i + batch::at::HEADER_CRC..i + batch::at::HEADER_CRC + 4].try_into().expect("4 bytes"));
+            if plausible
+                && let Ok(h) = BatchHeader::parse(&data[i..])
+                && h.total_len() >= HEADER_LEN
+                && h.total_len() <= batch_bytes_max
+                && i + h.total_len() <= data.len()
+                && RecordBatch::decode(&data.slice(i..i + h.total_len()), batch_bytes_max).is_ok()
+            {
+                best = Some(best.map_or(h.next_offset(), |b| b.max(h.next_offset())));
+                i += h.total_len();
+                continue;
+            }
+            i += 1;
+        }
+        Ok(best)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join(file_name(self.base_offset, "log"))
     }

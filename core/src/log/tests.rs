@@ -607,6 +607,25 @@ fn an_emptied_or_deleted_active_segment_is_a_loss() {
 }
 
 #[test]
+fn a_missing_oldest_segment_is_a_loss_but_retention_is_not() {
+    let disk = SimDisk::new(6);
+    let config = LogConfig { retention_bytes: Some(4096), ..small_config() };
+    clean_log(&disk, &config, 200);
+    let (mut log, _) = open(&disk, config.clone());
+    log.apply_retention(Timestamp(0)).unwrap();
+    let bases = log.segment_bases();
+    assert!(bases[0] > 0, "retention deleted the oldest segments");
+    drop(log);
+    assert_eq!(open(&disk, config.clone()).1.loss, None, "retention moved the recorded start first");
+    disk.remove_file(&seg_path(bases[0])).unwrap();
+    let (mut log, report) = open(&disk, config.clone());
+    assert_eq!(report.loss.map(|l| (l.from, l.to)), Some((bases[0], bases[1])));
+    log.accept_loss(Timestamp(0)).unwrap();
+    drop(log);
+    assert_eq!(open(&disk, config).1.loss, None);
+}
+
+#[test]
 fn a_missing_sealed_segment_is_a_loss() {
     let disk = SimDisk::new(5);
     let config = small_config();
