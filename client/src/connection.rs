@@ -117,7 +117,13 @@ impl Connection {
                                 None => tracing::debug!(id = f.header.correlation_id, "response for no waiting request"),
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            // A broker's answer: room for all of it at once.
+                            if let Some(whole) = frame::partial_len(&buf) {
+                                buf.reserve(whole - buf.len());
+                            }
+                            break;
+                        }
                         Err(e) if !answered => {
                             let speaks = frame::foreign_protocol(&buf).map(|p| format!(" (it speaks {p})")).unwrap_or_default();
                             fail_all(format!("{peer} is not a Weir broker{speaks}: check the address and port ({e})"));

@@ -208,21 +208,27 @@ impl Producer {
         tx
     }
 
-    async fn enqueue(&self, msg: ProduceMessage) -> Result<(u32, oneshot::Receiver<Result<u64>>)> {
-        // Held until the message is in its partition's queue: a send that
-        // waits for metadata keeps every later send behind it.
-        #[cfg(not(madsim))]
-        let _turn = self.inner.order.lock().await;
+    /// Takes the ordering gate: held until a send's messages are in their
+    /// partitions' queues, so a send that waits for metadata keeps every
+    /// later send behind it.
+    async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         #[cfg(madsim)]
-        let _turn = if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
-            // The canary: no gate, and a lookup that takes a random while,
-            // as a cold cache's does, so later sends overtake earlier ones
-            // (drawn from the value, so a seed still replays).
+        if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
+            // The canary: no gate (and `enqueue` delays its lookup).
+            return None;
+        }
+        Some(self.inner.order.lock().await)
+    }
+
+    /// Places one message in its partition's queue; the caller holds the gate.
+    async fn enqueue(&self, msg: ProduceMessage) -> Result<(u32, oneshot::Receiver<Result<u64>>)> {
+        #[cfg(madsim)]
+        if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
+            // A lookup that takes a random while, as a cold cache's does, so
+            // later sends overtake earlier ones (drawn from the value, so a
+            // seed still replays).
             tokio::time::sleep(Duration::from_micros(u64::from(crc32fast::hash(&msg.value)) % 20_000)).await;
-            None
-        } else {
-            Some(self.inner.order.lock().await)
-        };
+        }
         let partition = self.partition_of(&msg).await?;
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
@@ -240,7 +246,9 @@ impl Producer {
     /// Sends one message and waits for its acknowledgement.
     pub async fn send(&self, msg: ProduceMessage) -> Result<ProduceResult> {
         let topic = msg.topic.clone();
+        let turn = self.turn().await;
         let (partition, rx) = self.enqueue(msg).await?;
+        drop(turn);
         let offset = rx.await.map_err(|_| ClientError::Closed)??;
         Ok(ProduceResult { topic, partition, offset })
     }
@@ -249,11 +257,14 @@ impl Producer {
     /// are in the order given. The first failure is returned.
     pub async fn send_batch(&self, msgs: Vec<ProduceMessage>) -> Result<Vec<ProduceResult>> {
         let mut waiting = Vec::with_capacity(msgs.len());
+        // One turn for the whole batch: its messages stay together, in order.
+        let turn = self.turn().await;
         for msg in msgs {
             let topic = msg.topic.clone();
             let (partition, rx) = self.enqueue(msg).await?;
             waiting.push((topic, partition, rx));
         }
+        drop(turn);
         let mut out = Vec::with_capacity(waiting.len());
         for (topic, partition, rx) in waiting {
             let offset = rx.await.map_err(|_| ClientError::Closed)??;

@@ -28,8 +28,13 @@ impl Drop for Broker {
 }
 
 fn start(dir: &std::path::Path) -> Broker {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> Broker {
     let mut child = Command::new(weir_binary())
         .args(["--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -180,15 +185,7 @@ fn connection_errors_say_what_happened() {
     assert!(!err.contains("is the broker running"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(weir_binary())
-        .args(["--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--connections-max", "1"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start weir");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let broker = Broker(child, line.trim().strip_prefix("weir listening on ").unwrap().to_owned());
+    let broker = start_with(dir.path(), &["--connections-max", "1"]);
     let _hog = std::net::TcpStream::connect(&broker.1).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, _, err) = weirctl(&broker.1, &["topic", "list"], None);

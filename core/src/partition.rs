@@ -91,6 +91,38 @@ impl ProduceError {
     }
 }
 
+/// A client batch that passed [`validate`]: parsed once, its header kept.
+#[derive(Debug, Clone)]
+pub struct ValidBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl ValidBatch {
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
+/// The one validation path for a client's batch: size, framing, CRC,
+/// records, and no control batches. Pure and stateless, so callers may run
+/// it in parallel, outside any lock, before [`PartitionState::handle_produce`].
+pub fn validate(batch: Bytes, batch_bytes_max: usize) -> Result<ValidBatch, ProduceError> {
+    if batch.len() > batch_bytes_max {
+        return Err(ProduceError::TooLarge { size: batch.len(), max: batch_bytes_max });
+    }
+    let (decoded, rest) = RecordBatch::decode(&batch, batch_bytes_max).map_err(|e| ProduceError::InvalidBatch(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProduceError::InvalidBatch("a produce request carries exactly one record batch".to_owned()));
+    }
+    decoded.validate().map_err(|e| ProduceError::InvalidBatch(e.to_string()))?;
+    let header = *decoded.header();
+    if header.is_control() {
+        return Err(ProduceError::ControlBatch);
+    }
+    Ok(ValidBatch { bytes: batch, header })
+}
+
 /// A produce's answer, for the request that `token` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
@@ -204,9 +236,9 @@ impl PartitionState {
         Ok(())
     }
 
-    /// Validates, deduplicates and appends one client batch; its answer
+    /// Deduplicates and appends one validated client batch; its answer
     /// comes out of [`PartitionState::poll_ack`].
-    pub fn handle_produce(&mut self, token: u64, batch: &Bytes, mode: AckMode, now: Timestamp) {
+    pub fn handle_produce(&mut self, token: u64, batch: &ValidBatch, mode: AckMode, now: Timestamp) {
         let result = self.produce(batch, now);
         // A roll syncs the sealed segment: what it covered is durable now.
         if self.log.flushed_offset() > self.flushed {
@@ -230,26 +262,13 @@ impl PartitionState {
         }
     }
 
-    /// The one validation path: the batch is parsed once, here.
-    fn produce(&mut self, batch: &Bytes, now: Timestamp) -> Result<Appended, ProduceError> {
-        let max = self.log.config().batch_bytes_max;
-        if batch.len() > max {
-            return Err(ProduceError::TooLarge { size: batch.len(), max });
-        }
-        let (decoded, rest) = RecordBatch::decode(batch, max).map_err(|e| ProduceError::InvalidBatch(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(ProduceError::InvalidBatch("a produce request carries exactly one record batch".to_owned()));
-        }
-        decoded.validate().map_err(|e| ProduceError::InvalidBatch(e.to_string()))?;
-        let header: BatchHeader = *decoded.header();
-        if header.is_control() {
-            return Err(ProduceError::ControlBatch);
-        }
+    fn produce(&mut self, batch: &ValidBatch, now: Timestamp) -> Result<Appended, ProduceError> {
+        let header = batch.header;
         match self.producers.check(&header) {
             SequenceCheck::Append => {
                 // The log stamps the offsets (and the Raft fields): the one
                 // place that knows the header layout.
-                let info = self.log.append(batch, now)?;
+                let info = self.log.append(&batch.bytes, now)?;
                 let mut stamped = header;
                 stamped.base_offset = info.base_offset;
                 self.producers.record(&stamped, info.base_offset);

@@ -118,9 +118,15 @@ pub fn foreign_protocol(first: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// The whole length (with its length field) of the frame at the front of
+/// `buf` if it is not all there yet.
+pub fn partial_len(buf: &[u8]) -> Option<usize> {
+    let length = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    (buf.len() < 4 + length).then_some(4 + length)
+}
+
 /// Takes one whole frame off the front of `buf`, or says more bytes are
-/// needed (`Ok(None)`, having reserved room for the rest of a frame whose
-/// length is within `max`).
+/// needed (`Ok(None)`; the frame's length is then within `max`).
 pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -138,9 +144,9 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameErro
         FrameHeader::parse(&buf[..HEADER_LEN])?;
     }
     if buf.len() < 4 + length {
-        // Room for the next chunk only: memory follows the bytes that
-        // arrive, never a length the peer merely announced.
-        buf.reserve((4 + length - buf.len()).min(READ_CHUNK_BYTES));
+        // Reserving is the reader's decision (see `partial_len`): a broker
+        // grows its buffer as bytes arrive, never to a length a peer merely
+        // announced.
         return Ok(None);
     }
     let frame = buf.split_to(4 + length).freeze();

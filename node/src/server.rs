@@ -104,6 +104,9 @@ impl Drop for AddressSlot {
     }
 }
 
+/// How long a quiet connection keeps a large response buffer.
+const OUT_BUFFER_KEEP: Duration = Duration::from_secs(1);
+
 /// Budget units are KiB, so a permit count fits a u32 for any budget.
 fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
@@ -184,12 +187,6 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// A request's answer, and the budget it held until answered.
 type Answer = (u16, u32, Result<Response, WireError>, usize, Option<OwnedSemaphorePermit>);
 
-/// The length of the frame at the front of `buf` if it is not all there.
-fn partial_frame_len(buf: &[u8]) -> Option<usize> {
-    let length = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    (buf.len() < 4 + length).then_some(4 + length)
-}
-
 /// Bytes a request's response may take, counted against the connection's
 /// response budget while it is in progress.
 fn response_estimate(req: &Result<Request, WireError>, frame_bytes_max: usize) -> usize {
@@ -214,6 +211,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
     let mut frame_permit: Option<OwnedSemaphorePermit> = None;
     let mut response_bytes = 0usize;
     let mut first_frame = true;
+    let mut last_write = Instant::now();
     tracing::debug!(%peer, "connection opened");
     loop {
         // Take every whole frame already buffered, up to the bounds.
@@ -261,7 +259,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
         if closing.is_some() && in_flight.is_empty() {
             break;
         }
-        let partial = partial_frame_len(&buf);
+        let partial = frame::partial_len(&buf);
         match partial {
             None if !first_frame => frame_deadline = None,
             Some(_) if frame_deadline.is_none() => frame_deadline = Some(Instant::now() + cfg.frame_timeout),
@@ -273,8 +271,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
             && in_flight.len() < cfg.in_flight_per_connection_max
             && (in_flight.is_empty() || response_bytes < cfg.response_bytes_queued_per_connection_max)
             && !needs_budget;
-        if can_read && buf.capacity() - buf.len() < READ_CHUNK_BYTES {
-            buf.reserve(READ_CHUNK_BYTES);
+        if can_read {
+            match partial {
+                // A small frame, or a large one whose budget is held: room
+                // for all of it at once (one allocation, no copies).
+                Some(whole) if whole <= READ_CHUNK_BYTES || frame_permit.is_some() => buf.reserve(whole - buf.len()),
+                _ if buf.capacity() - buf.len() < READ_CHUNK_BYTES => buf.reserve(READ_CHUNK_BYTES),
+                _ => {}
+            }
         }
         tokio::select! {
             biased;
@@ -294,10 +298,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                     return;
                 }
                 out.clear();
-                if out.capacity() > 4 * READ_CHUNK_BYTES {
-                    out = BytesMut::new(); // do not keep a large response's buffer for an idle connection
-                }
-                idle_deadline = Instant::now() + cfg.idle_timeout;
+                last_write = Instant::now();
+                idle_deadline = last_write + cfg.idle_timeout;
             }
             permit = budget.clone().acquire_many_owned(kib(partial.unwrap_or(0))), if needs_budget && closing.is_none() => {
                 frame_permit = permit.ok();
@@ -314,6 +316,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                 closing = Some(format!("no complete frame within {} ms", cfg.frame_timeout.as_millis()));
             }
             _ = tokio::time::sleep_until(idle_deadline), if in_flight.is_empty() => closing = Some("idle timeout".to_owned()),
+            // A busy connection reuses its response buffer (no fresh pages per
+            // response); one that goes quiet gives a large one back.
+            _ = tokio::time::sleep_until(last_write + OUT_BUFFER_KEEP), if in_flight.is_empty() && out.capacity() > 4 * READ_CHUNK_BYTES => {
+                out = BytesMut::new();
+            }
         }
     }
     let reason = closing.unwrap_or_default();

@@ -4,9 +4,11 @@
 //! damage at or below it, or a log that ends before it, is loss of
 //! acknowledged data and is reported, never silently cut.
 //!
-//! It is written (to the page cache) after every completed flush, and made
-//! durable at every roll, at a clean close, and with every
-//! [`SYNC_EVERY_FLUSHES`]th flush, so the hot path pays no extra fsync. Its
+//! The flush thread writes it (to the page cache) after every
+//! [`WRITE_EVERY_FLUSHES`]th flush and syncs it with every
+//! [`SYNC_EVERY_FLUSHES`]th; it is made durable at every roll and at a
+//! clean close, so the hot path pays neither an extra fsync nor a file
+//! open per flush. Its
 //! value only ever names data that was already durable when it was written,
 //! so a stale (lower) checkpoint after a power cut is safe: it protects a
 //! little less, never more than is true.
@@ -30,7 +32,10 @@ use std::path::Path;
 pub const FILE: &str = "recovery-point";
 const MAGIC: &[u8; 4] = b"WRCP";
 const LEN: usize = 24;
-/// Flushes between two syncs of the checkpoint on the flush path.
+/// Flushes between two writes of the checkpoint on the flush path.
+pub const WRITE_EVERY_FLUSHES: u32 = 16;
+/// Flushes between two syncs of the checkpoint on the flush path (a
+/// multiple of [`WRITE_EVERY_FLUSHES`]).
 pub const SYNC_EVERY_FLUSHES: u32 = 128;
 
 /// What the checkpoint file holds.

@@ -217,18 +217,35 @@ pub struct AcceptedLoss {
 pub struct FlushJob {
     files: Vec<Arc<dyn DiskFile>>,
     up_to: u64,
-    /// Every so often the checkpoint file is synced too, after the data.
-    checkpoint: Option<(Arc<dyn Disk>, PathBuf)>,
+    /// Every so often the job also records `up_to` in the checkpoint file
+    /// once the data is synced (and, less often, syncs it).
+    checkpoint: Option<CheckpointWrite>,
+}
+
+#[derive(Debug)]
+struct CheckpointWrite {
+    disk: Arc<dyn Disk>,
+    path: PathBuf,
+    log_start: u64,
+    sync: bool,
 }
 
 impl FlushJob {
-    /// Syncs the files. Blocking IO.
+    /// Syncs the files, then (sometimes) writes the checkpoint. Blocking IO,
+    /// run without the log's lock. The checkpoint write is best effort: one
+    /// that fails only leaves it lagging, which is safe.
     pub fn run(&self) -> Result<(), DiskError> {
         for f in &self.files {
             f.sync_data()?;
         }
-        if let Some((disk, path)) = &self.checkpoint {
-            disk.open(path, true)?.sync_data()?;
+        if let Some(c) = &self.checkpoint {
+            let written = c.disk.open(&c.path, true).and_then(|f| {
+                f.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: self.up_to, log_start: c.log_start }), 0)?;
+                if c.sync { f.sync_data() } else { Ok(()) }
+            });
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "recovery checkpoint not updated");
+            }
         }
         Ok(())
     }
@@ -608,14 +625,17 @@ impl PartitionLog {
             seg.dirty = false;
             files.push(seg.log()?);
         }
-        // The checkpoint holds the previous flush's end, already durable:
-        // syncing it after this job's data costs one more fsync, so only
-        // every so often (see `checkpoint`).
+        // The checkpoint costs a file open and write (and a sync): only every
+        // so often, on the flush thread (see `checkpoint`).
         self.flushes_since_checkpoint_sync += 1;
         let mut checkpoint = None;
-        if self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES {
-            self.flushes_since_checkpoint_sync = 0;
-            checkpoint = Some((self.disk.clone(), self.dir.join(checkpoint::FILE)));
+        if self.flushes_since_checkpoint_sync.is_multiple_of(checkpoint::WRITE_EVERY_FLUSHES) {
+            let sync = self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES;
+            if sync {
+                self.flushes_since_checkpoint_sync = 0;
+            }
+            let (disk, path, log_start) = (self.disk.clone(), self.dir.join(checkpoint::FILE), self.log_start_offset());
+            checkpoint = Some(CheckpointWrite { disk, path, log_start, sync });
         }
         Ok(FlushJob { files, up_to, checkpoint })
     }
@@ -628,12 +648,8 @@ impl PartitionLog {
                 // A truncation while the job ran may have moved the end back.
                 self.flushed = self.flushed.max(job.up_to.min(self.log_end_offset()));
                 debug_assert!(self.flushed <= self.log_end_offset(), "flushed past the log end");
-                if self.flushed > self.checkpoint_written {
-                    // Best effort: a checkpoint that lags is safe (see `checkpoint`).
-                    let flushed = self.flushed;
-                    if let Err(e) = self.write_checkpoint(flushed, false) {
-                        tracing::debug!(dir = %self.dir.display(), error = %e, "recovery checkpoint not updated");
-                    }
+                if job.checkpoint.is_some() {
+                    self.checkpoint_written = self.checkpoint_written.max(job.up_to);
                 }
                 Ok(self.flushed)
             }

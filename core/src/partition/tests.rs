@@ -26,6 +26,15 @@ fn batch(producer: i64, seq: i32, values: &[&str]) -> Bytes {
     b.finish()
 }
 
+/// Validates then hands a batch over, as the node does; a refusal by
+/// validation is answered like the state's own.
+fn send(s: &mut PartitionState, token: u64, batch: &Bytes, mode: AckMode) {
+    match validate(batch.clone(), 1 << 20) {
+        Ok(v) => s.handle_produce(token, &v, mode, Timestamp(0)),
+        Err(e) => s.ready.push_back(Ack { token, result: Err(e) }),
+    }
+}
+
 fn flush(s: &mut PartitionState) {
     let up_to = s.log_mut().flush().unwrap();
     s.handle_flushed(up_to);
@@ -42,9 +51,9 @@ fn ok(token: u64, base: u64, next: u64, duplicate: bool) -> Ack {
 #[test]
 fn answers_wait_for_durability_by_mode() {
     let mut s = state(1);
-    s.handle_produce(1, &batch(-1, -1, &["a", "b"]), AckMode::All, Timestamp(0));
-    s.handle_produce(2, &batch(-1, -1, &["c"]), AckMode::None, Timestamp(0));
-    s.handle_produce(3, &batch(-1, -1, &["d"]), AckMode::Leader, Timestamp(0));
+    send(&mut s, 1, &batch(-1, -1, &["a", "b"]), AckMode::All);
+    send(&mut s, 2, &batch(-1, -1, &["c"]), AckMode::None);
+    send(&mut s, 3, &batch(-1, -1, &["d"]), AckMode::Leader);
     assert_eq!(acks(&mut s), vec![ok(2, 2, 3, false)], "only fire-and-forget is answered before a flush");
     assert_eq!(s.high_watermark(), 0);
     flush(&mut s);
@@ -56,12 +65,12 @@ fn answers_wait_for_durability_by_mode() {
 fn a_retry_waits_for_its_original_and_gets_its_offsets() {
     let mut s = state(2);
     let b = batch(9, 0, &["x", "y"]);
-    s.handle_produce(1, &b, AckMode::All, Timestamp(0));
-    s.handle_produce(2, &b, AckMode::All, Timestamp(0));
+    send(&mut s, 1, &b, AckMode::All);
+    send(&mut s, 2, &b, AckMode::All);
     assert_eq!(acks(&mut s), vec![], "the retry is not answered before the original is durable");
     flush(&mut s);
     assert_eq!(acks(&mut s), vec![ok(1, 0, 2, false), ok(2, 0, 2, true)]);
-    s.handle_produce(3, &b, AckMode::All, Timestamp(0));
+    send(&mut s, 3, &b, AckMode::All);
     assert_eq!(acks(&mut s), vec![ok(3, 0, 2, true)], "a retry of a durable batch is answered at once");
     assert_eq!(s.log().log_end_offset(), 2, "nothing stored twice");
 }
@@ -69,14 +78,14 @@ fn a_retry_waits_for_its_original_and_gets_its_offsets() {
 #[test]
 fn refusals_are_answered_at_once_and_classified() {
     let mut s = state(3);
-    s.handle_produce(1, &batch(4, 0, &["a"]), AckMode::All, Timestamp(0));
+    send(&mut s, 1, &batch(4, 0, &["a"]), AckMode::All);
     let mut other = batch(4, 0, &["b"]).to_vec();
     other[60] ^= 1; // a different body under the same sequences (CRC recomputed below)
     let crc = crc32fast::hash(&other[crate::batch::CRC_START..]);
     other[41..45].copy_from_slice(&crc.to_le_bytes());
-    s.handle_produce(2, &Bytes::from(other), AckMode::All, Timestamp(0));
-    s.handle_produce(3, &batch(4, 5, &["gap"]), AckMode::All, Timestamp(0));
-    s.handle_produce(4, &Bytes::from_static(b"junk"), AckMode::All, Timestamp(0));
+    send(&mut s, 2, &Bytes::from(other), AckMode::All);
+    send(&mut s, 3, &batch(4, 5, &["gap"]), AckMode::All);
+    send(&mut s, 4, &Bytes::from_static(b"junk"), AckMode::All);
     let got = acks(&mut s);
     assert!(matches!(got[0].result, Err(ProduceError::Collision { producer_id: 4, sequence: 0, base_offset: 0 })), "{got:?}");
     assert!(matches!(got[1].result, Err(ProduceError::OutOfOrder { expected: 1, got: 5, .. })), "{got:?}");
@@ -89,7 +98,7 @@ fn refusals_are_answered_at_once_and_classified() {
 #[test]
 fn the_high_watermark_is_the_lesser_of_committed_and_flushed() {
     let mut s = state(4);
-    s.handle_produce(1, &batch(-1, -1, &["a", "b", "c"]), AckMode::All, Timestamp(0));
+    send(&mut s, 1, &batch(-1, -1, &["a", "b", "c"]), AckMode::All);
     s.handle_committed(3);
     assert_eq!((s.high_watermark(), acks(&mut s)), (0, vec![]), "committed elsewhere, not yet durable here");
     flush(&mut s);
@@ -149,7 +158,7 @@ proptest! {
                     if !retry {
                         mine.push((seq, records, None));
                     }
-                    s.handle_produce(token, &batch(i64::from(p), seq, &refs), mode, Timestamp(0));
+                    send(&mut s, token, &batch(i64::from(p), seq, &refs), mode);
                 }
                 Op::Flush => flush(&mut s),
             }
@@ -178,10 +187,10 @@ proptest! {
 fn a_roll_makes_what_it_sealed_due_without_a_flush() {
     let mut s = state(5);
     let big = "v".repeat(1500);
-    s.handle_produce(1, &batch(-1, -1, &[&big, &big]), AckMode::All, Timestamp(0));
+    send(&mut s, 1, &batch(-1, -1, &[&big, &big]), AckMode::All);
     assert_eq!(acks(&mut s), vec![]);
     // The next batch does not fit the 4 KiB segment: the roll seals (and syncs) the first.
-    s.handle_produce(2, &batch(-1, -1, &[&big, &big]), AckMode::All, Timestamp(0));
+    send(&mut s, 2, &batch(-1, -1, &[&big, &big]), AckMode::All);
     assert_eq!(acks(&mut s), vec![ok(1, 0, 2, false)]);
     assert_eq!(s.high_watermark(), 2);
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedRwLockReadGuard, RwLock, oneshot, watch};
 use weir_core::log::{LogError, ReadResult};
-use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError};
+use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError, ValidBatch};
 use weir_net::message::{Acks, PartitionDescription};
 use weir_net::{ErrorCode, WireError};
 
@@ -35,7 +35,7 @@ type Waiter = oneshot::Sender<Result<Appended, ProduceError>>;
 #[derive(Debug)]
 struct Incoming {
     token: u64,
-    batch: Bytes,
+    batch: ValidBatch,
     mode: AckMode,
 }
 
@@ -43,6 +43,7 @@ struct Incoming {
 pub struct Partition {
     pub id: u32,
     node_id: u64,
+    batch_bytes_max: usize,
     state: Arc<RwLock<PartitionState>>,
     high_watermark: watch::Sender<u64>,
     incoming: Mutex<Vec<Incoming>>,
@@ -111,6 +112,7 @@ impl Partition {
         let p = Arc::new(Partition {
             id,
             node_id,
+            batch_bytes_max: state.log().config().batch_bytes_max,
             state: Arc::new(RwLock::new(state)),
             high_watermark,
             incoming: Mutex::default(),
@@ -179,6 +181,8 @@ impl Partition {
         if weir_core::canary::is(weir_core::canary::Canary::AckBeforeFsync) {
             mode = AckMode::None;
         }
+        // CPU work (CRC, records) here, in parallel, outside the lock.
+        let batch = weir_core::partition::validate(batch, self.batch_bytes_max).map_err(produce_error)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(token, tx);
@@ -408,17 +412,16 @@ async fn flusher(p: Arc<Partition>) {
         if !owed.is_zero() {
             tokio::time::sleep(owed).await;
         }
-        let state = p.state.clone().write_owned().await;
-        let (flushed, hw, acks) = blocking::run(move || {
-            let mut s = state;
+        // In memory only (the job wrote the checkpoint): inline.
+        let (flushed, hw, acks) = {
+            let mut s = p.state.write().await;
             let flushed = s.log_mut().complete_flush(job, result);
             match &flushed {
                 Ok(up_to) => s.handle_flushed(*up_to),
                 Err(e) => s.fail_pending(&ProduceError::Log(e.clone())),
             }
             (flushed, s.high_watermark(), std::iter::from_fn(|| s.poll_ack()).collect::<Vec<_>>())
-        })
-        .await;
+        };
         p.publish(hw);
         p.deliver(acks);
         if flushed.is_err() {
