@@ -123,7 +123,7 @@ pub fn check(h: &History) -> Vec<Anomaly> {
     out
 }
 
-/// DESIGN.md "committed group offsets never move backwards": consumers commit
+/// ARCHITECTURE.md §5 "committed group offsets never move backwards": consumers commit
 /// what they processed, and stale generations are refused. Commits are
 /// ordered by generation, then acknowledgement: an acknowledgement can arrive
 /// after a later generation's (a slow network), but the coordinator applied
@@ -144,7 +144,7 @@ fn group_commits_monotonic(h: &History, out: &mut Vec<Anomaly>) {
     }
 }
 
-/// DESIGN.md "no partition has two owners in one generation".
+/// ARCHITECTURE.md §5 "no partition has two owners in one generation".
 fn group_single_owner(h: &History, out: &mut Vec<Anomaly>) {
     let mut owner: BTreeMap<(u32, u32), &str> = BTreeMap::new();
     for (g, p, m) in &h.group_owners {
@@ -181,7 +181,7 @@ fn group_unseen(h: &History, out: &mut Vec<Anomaly>) {
     }
 }
 
-/// Jepsen `lost-write`; DESIGN.md "every acknowledged record is readable at
+/// Jepsen `lost-write`; ARCHITECTURE.md §5 "every acknowledged record is readable at
 /// its acknowledged offset". A loss the broker reported loudly (CorruptData
 /// where corruption was injected) is not silent and is excused.
 fn lost(h: &History, out: &mut Vec<Anomaly>) {
@@ -226,7 +226,7 @@ fn inconsistent_offsets(h: &History, out: &mut Vec<Anomaly>) {
     }
 }
 
-/// Jepsen `duplicate`; DESIGN.md "no duplicates from an idempotent producer,
+/// Jepsen `duplicate`; ARCHITECTURE.md §5 "no duplicates from an idempotent producer,
 /// however many retries".
 fn duplicates(h: &History, out: &mut Vec<Anomaly>) {
     let mut at: BTreeMap<&str, Vec<(u32, u64)>> = BTreeMap::new();
@@ -267,7 +267,7 @@ fn send_order(h: &History, out: &mut Vec<Anomaly>) {
     }
 }
 
-/// Jepsen `nonmonotonic-poll` and `poll-skip`; DESIGN.md "offsets in a
+/// Jepsen `nonmonotonic-poll` and `poll-skip`; ARCHITECTURE.md §5 "offsets in a
 /// partition are dense and increasing; no reordering".
 fn consumer_order(h: &History, out: &mut Vec<Anomaly>) {
     let mut last: BTreeMap<(u32, u32), u64> = BTreeMap::new();

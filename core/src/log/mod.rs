@@ -14,7 +14,7 @@
 //! whose batch was appended before it (group commit). A failed sync poisons
 //! the log (the kernel may have dropped the dirty pages): it must be reopened.
 //!
-//! Replication (DESIGN.md): every batch header carries the Raft term, node and
+//! Replication (ARCHITECTURE.md §6, planned): every batch header carries the Raft term, node and
 //! index; [`PartitionLog::append_with`] stamps them, [`PartitionLog::truncate_suffix`]
 //! drops an uncommitted suffix, [`PartitionLog::purge_prefix`] drops whole
 //! old segments, control batches (no records) take no offsets. A sparse index
