@@ -274,7 +274,10 @@ async fn a_frozen_file_system_under_one_partition_stops_only_that_partition() {
     fs.freeze(true);
 
     let stuck = {
-        let client = client.clone();
+        // Its own connection: responses on one connection come back in
+        // request order, so a healthy request queued behind the stuck one
+        // would wait for its answer.
+        let client = broker.client().await;
         tokio::spawn(async move {
             let config =
                 ProducerConfig { request_timeout: Duration::from_secs(2), delivery_timeout: Duration::from_secs(4), ..Default::default() };

@@ -375,6 +375,9 @@ async fn appender(p: Arc<Partition>) {
             p.dirty.notify_one();
         }
     }
+    // Closed (topic deleted, broker stopping): whoever still waits is told
+    // at once (`ShuttingDown`), not left to time out.
+    p.waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// Group commit: whenever the partition has unflushed appends, sync them all
