@@ -743,7 +743,7 @@ impl PartitionLog {
             self.active().next_offset == loss.from && self.dir.join(segment::file_name(self.active().base_offset, "log")) == loss.file;
         if damaged_active {
             let log = self.active().log()?;
-            let len = log.len()?;
+            let len = last_nonzero_end(&*log, loss.position)?;
             let mut pos = loss.position;
             let mut buf = vec![0u8; 1 << 20];
             while pos < len {
@@ -834,4 +834,21 @@ impl PartitionLog {
         }
         self.delete_segments(doomed)
     }
+}
+
+/// The end of `file`'s data after `from`: its length without the trailing
+/// run of zeros (preallocated space), which is not worth saving.
+fn last_nonzero_end(file: &dyn DiskFile, from: u64) -> Result<u64, DiskError> {
+    const CHUNK: u64 = 64 << 10;
+    let mut end = file.len()?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        let n = file.read_at(&mut buf[..(end - start) as usize], start)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
 }
