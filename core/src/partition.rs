@@ -311,12 +311,6 @@ impl PartitionState {
         self.ready.pop_front()
     }
 
-    /// Forgets a waiting answer (its request gave up).
-    pub fn abandon(&mut self, token: u64) {
-        self.pending.retain(|p| p.token != token);
-        self.ready.retain(|a| a.token != token);
-    }
-
     fn advance(&mut self) {
         let hw = self.committed.map_or(self.flushed, |c| c.min(self.flushed));
         assert!(hw >= self.high_watermark, "the high watermark moved back from {} to {hw}", self.high_watermark);

@@ -203,7 +203,7 @@ impl Config {
             c.frame_timeout = Duration::from_millis(ms);
         }
         if let Some(ms) = args.retention_ms {
-            c.log.retention_ms = retention("retention_ms", ms).map_err(ConfigError::Invalid)?;
+            c.log.retention_ms = ms_or_unbounded("retention_ms", ms).map_err(ConfigError::Invalid)?;
         }
         if let Some(b) = args.retention_bytes {
             c.log.retention_bytes = Some(b);
@@ -266,7 +266,7 @@ impl Config {
             c.log.segment_age_max_ms = v
         }
         if let Some(v) = f.retention_ms {
-            c.log.retention_ms = retention("retention_ms", v)?
+            c.log.retention_ms = ms_or_unbounded("retention_ms", v)?
         }
         if let Some(v) = f.retention_bytes {
             c.log.retention_bytes = Some(v)
@@ -278,10 +278,10 @@ impl Config {
             c.log.preallocate_bytes = v
         }
         if let Some(v) = f.offsets_retention_ms {
-            c.offsets_retention_ms = retention("offsets_retention_ms", v)?
+            c.offsets_retention_ms = ms_or_unbounded("offsets_retention_ms", v)?
         }
         if let Some(v) = f.timestamp_after_max_ms {
-            c.log.timestamp_after_max_ms = retention("timestamp_after_max_ms", v)?
+            c.log.timestamp_after_max_ms = ms_or_unbounded("timestamp_after_max_ms", v)?
         }
         if let Some(v) = f.offsets_compact_bytes {
             c.offsets_compact_bytes = v
@@ -345,7 +345,7 @@ impl Config {
 
 /// A duration setting where -1 means "forever" (or "no bound"): any other
 /// negative value means nothing and is refused.
-pub fn retention(name: &str, ms: i64) -> Result<Option<i64>, String> {
+pub fn ms_or_unbounded(name: &str, ms: i64) -> Result<Option<i64>, String> {
     match ms {
         -1 => Ok(None),
         ms if ms >= 0 => Ok(Some(ms)),

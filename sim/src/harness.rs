@@ -547,9 +547,6 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                 let mut r = rec_lock(&rec);
                 r.history.loss_injected.insert(p);
                 r.trace.add(&format!("loss {p} reported {reported:?}"));
-                if std::env::var_os("WEIR_SIM_DEBUG_LOSS").is_some() {
-                    eprintln!("loss injected in partition {p} at crash {crashes}: reported and accepted {reported:?}");
-                }
                 if let Some((from, to)) = reported {
                     r.history.reported_losses.push((p, from, to));
                 }

@@ -480,7 +480,7 @@ fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConf
         log.segment_bytes_max = b;
     }
     if let Some(ms) = c.retention_ms {
-        log.retention_ms = crate::config::retention("retention_ms", ms)?;
+        log.retention_ms = crate::config::ms_or_unbounded("retention_ms", ms)?;
     }
     if let Some(b) = c.retention_bytes {
         log.retention_bytes = Some(b);

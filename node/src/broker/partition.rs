@@ -292,27 +292,28 @@ impl Partition {
         Ok(self.read().await?.log().size_bytes())
     }
 
-    /// Starts a new segment at the log end and returns its base offset.
-    pub async fn roll_now(&self) -> Result<u64, WireError> {
+    /// Runs `f` on the log on a blocking thread, holding the state's lock.
+    async fn with_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut weir_core::log::PartitionLog) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, WireError> {
         let s = self.state.clone().write_owned().await;
         blocking::run(move || {
             let mut s = s;
-            s.log_mut().roll(clock::now())?;
-            Ok(s.log().log_end_offset())
+            f(s.log_mut())
         })
         .await
         .map_err(log_error)
     }
 
+    /// Starts a new segment at the log end and returns its base offset.
+    pub async fn roll_now(&self) -> Result<u64, WireError> {
+        self.with_log(|log| log.roll(clock::now()).map(|()| log.log_end_offset())).await
+    }
+
     /// Deletes whole segments that end at or before `offset`.
     pub async fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
-        let s = self.state.clone().write_owned().await;
-        blocking::run(move || {
-            let mut s = s;
-            s.log_mut().purge_prefix(offset).map(|r| r.bytes_deleted)
-        })
-        .await
-        .map_err(log_error)
+        self.with_log(move |log| log.purge_prefix(offset).map(|r| r.bytes_deleted)).await
     }
 
     /// Stops the appender and flusher; waiters are released.

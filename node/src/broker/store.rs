@@ -103,7 +103,8 @@ pub fn holds_data(disk: &dyn Disk, dir: &Path) -> Result<bool, DiskError> {
             if disk.open(&path, false)?.len()? > 0 {
                 return Ok(true);
             }
-        } else if !entry.contains('.') && disk.exists(&path) && disk.list_dir(&path).is_ok() && holds_data(disk, &path)? {
+        } else if !entry.contains('.') && disk.list_dir(&path).is_ok() && holds_data(disk, &path)? {
+            // A partition directory (file names all have an extension).
             return Ok(true);
         }
     }
