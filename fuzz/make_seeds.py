@@ -25,14 +25,22 @@ def record(i, value, key=None, headers=()):
         body += varint(len(k)) + k + zigzag(len(v)) + v
     return varint(len(body)) + body
 
-def batch(base, values, pid=-1, seq=-1, key=None):
+def seal(base, body_after_crc, term=0, node=0, rest=0, index=0):
+    # base_offset, batch_length, leader_epoch, leader_node u32, entry_rest u32, raft_index
+    head = struct.pack("<QIQIIQ", base, 85 + len(body_after_crc) - 40 - 12, term, node, rest, index)
+    head += struct.pack("<I", zlib.crc32(head))
+    return head + bytes([1]) + struct.pack("<I", zlib.crc32(body_after_crc)) + body_after_crc
+
+def batch(base, values, pid=-1, seq=-1, key=None, **raft):
     recs = b"".join(record(i, v, key, [(b"h", b"v")] if i == 0 else []) for i, v in enumerate(values))
     n = len(values)
     after_crc = struct.pack("<HIqqqhiI", 0, max(n - 1, 0), 1700000000000, 1700000000000, pid, 0 if pid >= 0 else -1, seq, n) + recs
-    total_len = 85 + len(recs)
-    head = struct.pack("<QIQQQ", base, total_len - 12, 0, 0, 0)
-    head += struct.pack("<I", zlib.crc32(head))
-    return head + bytes([1]) + struct.pack("<I", zlib.crc32(after_crc)) + after_crc
+    return seal(base, after_crc, **raft)
+
+def control(base, body, **raft):
+    # attributes bit 5 = control; no records; the typed body follows the header
+    after_crc = struct.pack("<HIqqqhiI", 1 << 5, 0, 1700000000000, 1700000000000, -1, -1, -1, 0) + body
+    return seal(base, after_crc, **raft)
 
 def frame(kind, key, body, corr=1):
     rest = b"WE" + bytes([1, kind]) + struct.pack("<HHI", key, 1, corr) + body
@@ -79,3 +87,13 @@ write("record_batch", "two_batches", b1 + b2)
 write("log_recovery", "two_batches", b1 + b2)
 write("log_recovery", "torn_tail", b1 + b2[: len(b2) // 2])
 write("log_recovery", "preallocated", b1 + bytes(4096))
+# Raft entries: a blank entry (index 1), then one entry of two batches
+# (index 2, entry_rest 1 then 0), then a membership entry (index 3).
+blank = control(0, bytes([0]), term=1, node=1, index=1)
+e2a = batch(0, [b"a"], term=1, node=1, rest=1, index=2)
+e2b = batch(1, [b"b", b"c"], term=1, node=1, rest=0, index=2)
+member = control(3, bytes([1]) + b"voters:1,2,3", term=1, node=1, index=3)
+write("record_batch", "control_blank", blank)
+write("record_batch", "control_membership", member)
+write("log_recovery", "raft_entries", blank + e2a + e2b + member)
+write("log_recovery", "torn_entry", blank + e2a)

@@ -15,6 +15,7 @@ pub mod canary;
 pub mod disk;
 pub mod group;
 pub mod log;
+pub mod metadata;
 pub mod name;
 pub mod partition;
 pub mod producer;

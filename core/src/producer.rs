@@ -176,7 +176,7 @@ mod tests {
             b.push(0, None, Some(b"v"), &[]);
         }
         let mut raw = b.finish().to_vec();
-        crate::batch::stamp(&mut raw, base, 0, 0, 0);
+        crate::batch::stamp(&mut raw, base, crate::batch::RaftStamp::default());
         *RecordBatch::decode(&raw.into(), usize::MAX).unwrap().0.header()
     }
 

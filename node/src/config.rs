@@ -343,15 +343,7 @@ impl Config {
     }
 }
 
-/// A duration setting where -1 means "forever" (or "no bound"): any other
-/// negative value means nothing and is refused.
-pub fn ms_or_unbounded(name: &str, ms: i64) -> Result<Option<i64>, String> {
-    match ms {
-        -1 => Ok(None),
-        ms if ms >= 0 => Ok(Some(ms)),
-        ms => Err(format!("{name} must be -1 (no limit) or at least 0, got {ms}")),
-    }
-}
+pub use weir_core::metadata::ms_or_unbounded;
 
 #[cfg(test)]
 mod tests {

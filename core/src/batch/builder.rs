@@ -1,6 +1,6 @@
 //! Building a batch: the client side of the format (and the log's tests).
 
-use super::{HEADER_LEN, MAGIC, at, attributes, varint};
+use super::{ControlBody, HEADER_LEN, MAGIC, at, attributes, varint};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Idempotence fields a producer stamps on its batches.
@@ -38,12 +38,18 @@ impl BatchBuilder {
         Self { buf, producer, first_timestamp: None, max_timestamp: i64::MIN, count: 0, attributes: 0 }
     }
 
-    /// A control batch (Raft blank or membership entry): no data records.
+    /// A blank control batch (a Raft blank entry): no data records.
     pub fn control(timestamp: i64) -> Bytes {
+        Self::control_with(timestamp, &ControlBody::Blank)
+    }
+
+    /// A control batch carrying `body` (Raft blank or membership entry).
+    pub fn control_with(timestamp: i64, body: &ControlBody) -> Bytes {
         let mut b = Self::new(ProducerStamp::NONE);
         b.attributes |= attributes::CONTROL;
         b.first_timestamp = Some(timestamp);
         b.max_timestamp = timestamp;
+        b.buf.put_slice(&body.encode());
         b.finish()
     }
 

@@ -12,8 +12,9 @@
 //! | 0 | 8 | `base_offset` u64 | offset of the first record; assigned by the log |
 //! | 8 | 4 | `batch_length` u32 | bytes after this field (whole batch = 12 + length) |
 //! | 12 | 8 | `leader_epoch` u64 | Raft term of the leader that appended it (0 before replication) |
-//! | 20 | 8 | `leader_node` u64 | Raft node id of that leader, so a Raft `LogId` can be rebuilt |
-//! | 28 | 8 | `raft_index` u64 | Raft log index of this batch (0 before replication) |
+//! | 20 | 4 | `leader_node` u32 | Raft node id of that leader, so a Raft `LogId` can be rebuilt |
+//! | 24 | 4 | `entry_rest` u32 | batches that follow this one in the same Raft entry (0 = the entry's last) |
+//! | 28 | 8 | `raft_index` u64 | Raft log index of this batch's entry (0 = not a Raft entry) |
 //! | 36 | 4 | `header_crc` u32 | CRC32 of bytes 0..36, set whenever they are stamped |
 //! | 40 | 1 | `magic` u8 | format version, currently 1 |
 //! | 41 | 4 | `crc` u32 | CRC32 of bytes 45..end, set by the producer |
@@ -33,6 +34,16 @@
 //! `value_length` zigzag varint (-1 = null) and value bytes, `header_count`
 //! uvarint, then per header `key_length` uvarint, UTF-8 key bytes,
 //! `value_length` zigzag varint (-1 = null), value bytes.
+//!
+//! A Raft entry is one or more batches stamped with the same `raft_index`;
+//! `entry_rest` counts down to 0 on its last batch, so recovery can tell a
+//! whole entry from a torn one. Data written before entries existed has 0
+//! in both fields: each batch is then a whole entry of its own.
+//!
+//! A control batch (attribute bit 5) holds no records and takes no offsets.
+//! Its body (the bytes after the header) is typed, see [`ControlBody`]:
+//! empty or `0x00` is a Raft blank entry, `0x01` followed by opaque bytes is
+//! a membership entry (the Raft layer's encoding).
 //!
 //! Decoding is total and zero-copy: [`RecordBatch::decode`] checks lengths
 //! before touching data, never allocates more than the input, and hands out
@@ -67,6 +78,7 @@ pub(crate) mod at {
     pub const BATCH_LENGTH: usize = 8;
     pub const LEADER_EPOCH: usize = 12;
     pub const LEADER_NODE: usize = 20;
+    pub const ENTRY_REST: usize = 24;
     pub const RAFT_INDEX: usize = 28;
     pub const HEADER_CRC: usize = 36;
     pub const MAGIC: usize = 40;
@@ -111,6 +123,9 @@ pub enum BatchError {
     /// The CRC over the stamped header fields does not match.
     #[error("batch header CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     HeaderCrcMismatch { stored: u32, computed: u32 },
+    /// A control batch's body is not a known control record.
+    #[error("control batch body is invalid: {0}")]
+    BadControl(&'static str),
     /// Attributes carry bits or a codec this version does not know.
     #[error("unsupported batch attributes {0:#06x}")]
     BadAttributes(u16),
@@ -128,7 +143,8 @@ pub struct BatchHeader {
     pub base_offset: u64,
     pub batch_length: u32,
     pub leader_epoch: u64,
-    pub leader_node: u64,
+    pub leader_node: u32,
+    pub entry_rest: u32,
     pub raft_index: u64,
     pub header_crc: u32,
     pub magic: u8,
@@ -168,7 +184,8 @@ impl BatchHeader {
             base_offset: u64_at(buf, at::BASE_OFFSET),
             batch_length: u32_at(buf, at::BATCH_LENGTH),
             leader_epoch: u64_at(buf, at::LEADER_EPOCH),
-            leader_node: u64_at(buf, at::LEADER_NODE),
+            leader_node: u32_at(buf, at::LEADER_NODE),
+            entry_rest: u32_at(buf, at::ENTRY_REST),
             raft_index: u64_at(buf, at::RAFT_INDEX),
             header_crc: u32_at(buf, at::HEADER_CRC),
             magic: buf[at::MAGIC],
@@ -213,15 +230,69 @@ pub fn peek_total_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, Batch
     Ok(Some(LENGTH_PREFIX_LEN + length as usize))
 }
 
+/// The Raft fields the log stamps into a batch header at append time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RaftStamp {
+    /// Term of the leader that created the entry.
+    pub term: u64,
+    /// Node id of that leader.
+    pub node: u32,
+    /// Raft log index of the entry (0: not a Raft entry).
+    pub index: u64,
+    /// Batches that follow this one in the same entry.
+    pub entry_rest: u32,
+}
+
 /// Overwrites the fields the log assigns at append time and their
 /// `header_crc`. They precede the body CRC, so the producer's CRC stays
 /// valid. `buf` must hold at least [`STAMPED_LEN`] bytes.
-pub fn stamp(buf: &mut [u8], base_offset: u64, leader_epoch: u64, leader_node: u64, raft_index: u64) {
+pub fn stamp(buf: &mut [u8], base_offset: u64, raft: RaftStamp) {
     buf[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
-    buf[at::LEADER_EPOCH..at::LEADER_EPOCH + 8].copy_from_slice(&leader_epoch.to_le_bytes());
-    buf[at::LEADER_NODE..at::LEADER_NODE + 8].copy_from_slice(&leader_node.to_le_bytes());
-    buf[at::RAFT_INDEX..at::RAFT_INDEX + 8].copy_from_slice(&raft_index.to_le_bytes());
+    buf[at::LEADER_EPOCH..at::LEADER_EPOCH + 8].copy_from_slice(&raft.term.to_le_bytes());
+    buf[at::LEADER_NODE..at::LEADER_NODE + 4].copy_from_slice(&raft.node.to_le_bytes());
+    buf[at::ENTRY_REST..at::ENTRY_REST + 4].copy_from_slice(&raft.entry_rest.to_le_bytes());
+    buf[at::RAFT_INDEX..at::RAFT_INDEX + 8].copy_from_slice(&raft.index.to_le_bytes());
     seal_header(buf);
+}
+
+/// The typed body of a control batch: what a Raft entry without records
+/// carries. Encoded as the bytes after the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlBody {
+    /// A Raft blank entry (a new leader's first entry): no body, or `0x00`.
+    Blank,
+    /// A Raft membership entry: `0x01`, then the Raft layer's encoding of
+    /// the membership (opaque here).
+    Membership(Bytes),
+}
+
+impl ControlBody {
+    const BLANK: u8 = 0;
+    const MEMBERSHIP: u8 = 1;
+
+    /// Decodes a control batch body. Total: any input gives a body or an error.
+    pub fn decode(body: &Bytes) -> Result<ControlBody, BatchError> {
+        match body.first() {
+            None => Ok(ControlBody::Blank),
+            Some(&Self::BLANK) if body.len() == 1 => Ok(ControlBody::Blank),
+            Some(&Self::BLANK) => Err(BatchError::BadControl("a blank entry has no bytes after its kind")),
+            Some(&Self::MEMBERSHIP) => Ok(ControlBody::Membership(body.slice(1..))),
+            Some(_) => Err(BatchError::BadControl("unknown control kind (0 = blank, 1 = membership)")),
+        }
+    }
+
+    /// The body's encoding (what [`ControlBody::decode`] reads).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ControlBody::Blank => vec![Self::BLANK],
+            ControlBody::Membership(m) => {
+                let mut out = Vec::with_capacity(1 + m.len());
+                out.push(Self::MEMBERSHIP);
+                out.extend_from_slice(m);
+                out
+            }
+        }
+    }
 }
 
 /// Recomputes `header_crc` over the stamped fields.
@@ -285,6 +356,14 @@ impl RecordBatch {
         self.header.next_offset()
     }
 
+    /// The typed body of a control batch (an error for a data batch).
+    pub fn control_body(&self) -> Result<ControlBody, BatchError> {
+        if !self.header.is_control() {
+            return Err(BatchError::BadControl("not a control batch"));
+        }
+        ControlBody::decode(&self.bytes.slice(HEADER_LEN..))
+    }
+
     /// Iterates the records. Each item is a record or the error that stops
     /// iteration; the iterator ends after an error.
     pub fn records(&self) -> RecordIter {
@@ -302,7 +381,13 @@ impl RecordBatch {
         if h.last_offset_delta != expected_last {
             return Err(BatchError::Inconsistent("last_offset_delta is not record_count - 1"));
         }
-        if h.record_count == 0 && !h.is_control() {
+        if h.is_control() {
+            if h.record_count != 0 {
+                return Err(BatchError::Inconsistent("a control batch holds no records"));
+            }
+            return self.control_body().map(|_| ());
+        }
+        if h.record_count == 0 {
             return Err(BatchError::Inconsistent("a data batch must hold at least one record"));
         }
         if h.max_timestamp < h.first_timestamp {

@@ -26,7 +26,7 @@ proptest! {
     fn round_trip(records in proptest::collection::vec(record_strategy(), 1..20), offset in 0u64..1 << 40, epoch: u64, index: u64) {
         let bytes = build(&records, 1_700_000_000_000);
         let mut raw = bytes.to_vec();
-        stamp(&mut raw, offset, epoch, 3, index);
+        stamp(&mut raw, offset, RaftStamp { term: epoch, node: 3, index, entry_rest: 2 });
         let raw = Bytes::from(raw);
         let (batch, rest) = RecordBatch::decode(&raw, usize::MAX).unwrap();
         prop_assert!(rest.is_empty());
@@ -35,6 +35,7 @@ proptest! {
         prop_assert_eq!(h.base_offset, offset);
         prop_assert_eq!(h.leader_epoch, epoch);
         prop_assert_eq!(h.raft_index, index);
+        prop_assert_eq!((h.leader_node, h.entry_rest), (3, 2));
         prop_assert_eq!(h.record_count as usize, records.len());
         prop_assert_eq!(h.total_len(), raw.len());
         prop_assert_eq!(h.producer_id, 7);
@@ -65,7 +66,7 @@ proptest! {
     #[test]
     fn any_flipped_bit_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>(), offset: u64) {
         let mut raw = build(&records, 0).to_vec();
-        stamp(&mut raw, offset, 1, 2, 3);
+        stamp(&mut raw, offset, RaftStamp { term: 1, node: 2, index: 3, entry_rest: 0 });
         let bits = raw.len() * 8;
         let bit = bit.index(bits);
         raw[bit / 8] ^= 1 << (bit % 8);
@@ -101,6 +102,27 @@ fn control_batch_has_no_records_and_validates() {
     assert_eq!(batch.header().record_count, 0);
     assert_eq!(batch.next_offset(), batch.base_offset());
     batch.validate().unwrap();
+    assert_eq!(batch.control_body().unwrap(), ControlBody::Blank);
+}
+
+#[test]
+fn control_bodies_round_trip_and_unknown_kinds_are_refused() {
+    let membership = ControlBody::Membership(Bytes::from_static(b"voters 1,2,3"));
+    for body in [ControlBody::Blank, membership] {
+        let raw = BatchBuilder::control_with(7, &body);
+        let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+        batch.validate().unwrap();
+        assert_eq!(batch.control_body().unwrap(), body);
+        assert_eq!(batch.next_offset(), batch.base_offset(), "control batches take no offsets");
+    }
+    assert_eq!(ControlBody::decode(&Bytes::new()).unwrap(), ControlBody::Blank, "legacy control batches had no body");
+    assert!(matches!(ControlBody::decode(&Bytes::from_static(&[0, 1])), Err(BatchError::BadControl(_))));
+    assert!(matches!(ControlBody::decode(&Bytes::from_static(&[9])), Err(BatchError::BadControl(_))));
+    let data = BatchBuilder::new(ProducerStamp::NONE);
+    let mut data = data;
+    data.push(0, None, Some(b"v"), &[]);
+    let (batch, _) = RecordBatch::decode(&data.finish(), usize::MAX).unwrap();
+    assert!(batch.control_body().is_err());
 }
 
 #[test]
@@ -155,4 +177,17 @@ fn batches_built_from_the_documented_layout_decode() {
     assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
     assert_eq!(records[0].headers[0].key, "h");
     assert_eq!(batch.header().producer_id, 7);
+    let blank = Bytes::copy_from_slice(include_bytes!("../../../fuzz/corpus/record_batch/control_blank"));
+    let (batch, _) = RecordBatch::decode(&blank, usize::MAX).unwrap();
+    batch.validate().unwrap();
+    assert_eq!(batch.control_body().unwrap(), ControlBody::Blank);
+    assert_eq!((batch.header().leader_epoch, batch.header().leader_node, batch.header().raft_index), (1, 1, 1));
+    let member = Bytes::copy_from_slice(include_bytes!("../../../fuzz/corpus/record_batch/control_membership"));
+    let (batch, _) = RecordBatch::decode(&member, usize::MAX).unwrap();
+    batch.validate().unwrap();
+    assert_eq!(batch.control_body().unwrap(), ControlBody::Membership(Bytes::from_static(b"voters:1,2,3")));
+    let entry = Bytes::copy_from_slice(include_bytes!("../../../fuzz/corpus/log_recovery/raft_entries"));
+    let rests: Vec<(u64, u32)> =
+        decode_all(entry, usize::MAX).map(|b| b.unwrap()).map(|b| (b.header().raft_index, b.header().entry_rest)).collect();
+    assert_eq!(rests, vec![(1, 0), (2, 1), (2, 0), (3, 0)]);
 }

@@ -89,3 +89,33 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     /// latency is already paid inside its calls: it returns zero.
     fn take_latency(&self) -> std::time::Duration;
 }
+
+/// Replaces `dir/name` with `bytes` atomically and durably: write a temp
+/// file, sync it, rename it over, sync the directory. A crash at any point
+/// leaves the old contents or the new, never a mix.
+pub fn write_atomic(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let f = disk.open(&tmp, true)?;
+    f.set_len(0)?;
+    f.write_at(bytes, 0)?;
+    f.sync_data()?;
+    disk.rename(&tmp, &dir.join(name))?;
+    disk.sync_dir(dir)
+}
+
+/// A whole small file (at most `max_bytes`), or `None` if it does not exist.
+pub fn read_small(disk: &dyn Disk, path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, DiskError> {
+    let f = match disk.open(path, false) {
+        Ok(f) => f,
+        Err(DiskError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.len()?;
+    if len > max_bytes {
+        return Err(DiskError::io(path, format!("file of {len} bytes is larger than the {max_bytes} expected")));
+    }
+    let mut buf = vec![0; len as usize];
+    let n = f.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}

@@ -5,7 +5,11 @@
 //!
 //! `.index` entries are 8 bytes: relative offset u32 LE, position u32 LE.
 //! `.timeindex` entries are 12 bytes: max timestamp so far i64 LE, relative
-//! offset u32 LE.
+//! offset u32 LE. `.raftindex` entries are 12 bytes: Raft index u64 LE,
+//! position u32 LE of the first batch of that entry (the first Raft entry of
+//! the segment always has one, so the file also tells where the segment's
+//! Raft entries begin). Every `.index` and `.raftindex` entry points at the
+//! start of a Raft entry, never inside one.
 
 /// One `.index` entry: the batch starting at `relative_offset` begins at `position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +26,57 @@ pub struct TimeEntry {
     pub relative_offset: u32,
 }
 
+/// One `.raftindex` entry: the Raft entry `index` begins at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftEntry {
+    pub index: u64,
+    pub position: u32,
+}
+
 pub const OFFSET_ENTRY_LEN: usize = 8;
 pub const TIME_ENTRY_LEN: usize = 12;
+pub const RAFT_ENTRY_LEN: usize = 12;
+
+impl RaftEntry {
+    pub fn encode(&self) -> [u8; RAFT_ENTRY_LEN] {
+        let mut out = [0; RAFT_ENTRY_LEN];
+        out[..8].copy_from_slice(&self.index.to_le_bytes());
+        out[8..].copy_from_slice(&self.position.to_le_bytes());
+        out
+    }
+
+    pub fn decode_all(raw: &[u8]) -> Vec<RaftEntry> {
+        raw.chunks_exact(RAFT_ENTRY_LEN)
+            .map(|c| {
+                let mut index = [0u8; 8];
+                index.copy_from_slice(&c[..8]);
+                RaftEntry { index: u64::from_le_bytes(index), position: u32::from_le_bytes([c[8], c[9], c[10], c[11]]) }
+            })
+            .collect()
+    }
+}
+
+/// The longest prefix of `entries` that is strictly increasing in both
+/// fields, has no index 0 and points inside `data_len` bytes.
+pub fn valid_raft_prefix(entries: &[RaftEntry], data_len: u64) -> usize {
+    let mut prev: Option<RaftEntry> = None;
+    for (i, e) in entries.iter().enumerate() {
+        let ordered = prev.is_none_or(|p| e.index > p.index && e.position > p.position);
+        if !ordered || e.index == 0 || u64::from(e.position) >= data_len {
+            return i;
+        }
+        prev = Some(*e);
+    }
+    entries.len()
+}
+
+/// Position of the last entry at or below Raft index `index` (0 if none).
+pub fn raft_floor_position(entries: &[RaftEntry], index: u64) -> u32 {
+    match entries.partition_point(|e| e.index <= index) {
+        0 => 0,
+        n => entries[n - 1].position,
+    }
+}
 
 impl OffsetEntry {
     pub fn encode(&self) -> [u8; OFFSET_ENTRY_LEN] {

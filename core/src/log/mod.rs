@@ -14,17 +14,28 @@
 //! whose batch was appended before it (group commit). A failed sync poisons
 //! the log (the kernel may have dropped the dirty pages): it must be reopened.
 //!
-//! Replication (ARCHITECTURE.md §6, planned): every batch header carries the Raft term, node and
-//! index; [`PartitionLog::append_with`] stamps them, [`PartitionLog::truncate_suffix`]
-//! drops an uncommitted suffix, [`PartitionLog::purge_prefix`] drops whole
-//! old segments, control batches (no records) take no offsets. A sparse index
-//! by Raft index can be added as one more file per segment and rebuilt by a
-//! scan, since the data already carries the index: no format change.
+//! Raft log storage (ARCHITECTURE.md §6): the log is also addressed by Raft
+//! index. An **entry** is one or more batches stamped with one index
+//! ([`PartitionLog::append_entry`], one write per entry); recovery never
+//! keeps part of one. A sparse `.raftindex` per segment finds an index;
+//! on it sit [`PartitionLog::entries`], [`PartitionLog::last_log_id`],
+//! [`PartitionLog::truncate_entries`] and [`PartitionLog::purge_entries`].
+//! Control batches (blank and membership entries) take no offsets. A log can
+//! be reset to start at any offset ([`PartitionLog::reset`], a follower
+//! installing a snapshot). The vote, the committed and the last purged log
+//! id live in small files beside the segments ([`raft_state`]).
+//!
+//! Flushes may overlap: a flush reports durable only what every flush
+//! begun before it has also made durable, so a later, faster sync never
+//! claims data an earlier, slower one is still writing.
 
 pub mod checkpoint;
 mod index;
+pub mod raft_state;
 mod segment;
 
+#[cfg(test)]
+mod raft_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,11 +44,13 @@ use crate::batch::{self, BatchError, BatchHeader};
 use crate::disk::{Disk, DiskError, DiskFile};
 use bytes::Bytes;
 use segment::Segment;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
+pub use crate::batch::RaftStamp;
+pub use raft_state::{Reset, Vote};
 pub use segment::ScanEnd;
 
 /// Limits and policies of one partition log. Units are in the names.
@@ -116,6 +129,10 @@ pub enum LogError {
     /// writes, and reads at or past the loss, until the loss is accepted.
     #[error("partition is offline: {0}")]
     Offline(Loss),
+    /// A Raft entry out of order (its index does not follow the last), or a
+    /// plain append to a log of Raft entries.
+    #[error("Raft log order: {0}")]
+    RaftOrder(String),
 }
 
 impl LogError {
@@ -165,12 +182,33 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
 }
 
-/// The Raft fields an append stamps into the batch header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RaftStamp {
+/// A Raft log id as the log stores it: the term and node of the leader
+/// that created the entry, and the entry's index (from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct LogId {
     pub term: u64,
-    pub node: u64,
+    pub node: u32,
     pub index: u64,
+}
+
+/// One Raft entry read back: its whole stamped batches, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub log_id: LogId,
+    pub batches: Bytes,
+    /// Offset of the first record (the next one, for control-only entries).
+    pub base_offset: u64,
+    /// Offset after the entry's last record.
+    pub next_offset: u64,
+}
+
+/// A flush that has begun and not yet been completed.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    up_to: u64,
+    log_id: Option<LogId>,
+    done: bool,
 }
 
 /// Whole batches read from the log.
@@ -217,6 +255,8 @@ pub struct AcceptedLoss {
 pub struct FlushJob {
     files: Vec<Arc<dyn DiskFile>>,
     up_to: u64,
+    log_id: Option<LogId>,
+    seq: u64,
     /// Every so often the job also records `up_to` in the checkpoint file
     /// once the data is synced (and, less often, syncs it).
     checkpoint: Option<CheckpointWrite>,
@@ -250,9 +290,15 @@ impl FlushJob {
         Ok(())
     }
 
-    /// Offsets below this are durable once `run` succeeds.
+    /// Offsets below this are durable once `run` succeeds and every flush
+    /// begun before this one has completed.
     pub fn up_to(&self) -> u64 {
         self.up_to
+    }
+
+    /// The last Raft entry this flush covers.
+    pub fn log_id(&self) -> Option<LogId> {
+        self.log_id
     }
 }
 
@@ -276,6 +322,14 @@ pub struct PartitionLog {
     checkpoint_written: u64,
     flushes_since_checkpoint_sync: u32,
     loss: Option<Loss>,
+    /// Flushes begun and not yet completed, oldest first.
+    in_flight: VecDeque<InFlight>,
+    next_flush_seq: u64,
+    /// The last Raft entry known durable.
+    flushed_log_id: Option<LogId>,
+    /// The last Raft entry purged (covered by a snapshot).
+    purged: Option<LogId>,
+    vote: Option<Vote>,
 }
 
 impl PartitionLog {
@@ -290,6 +344,13 @@ impl PartitionLog {
                 disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
             }
         }
+        if let Some(reset) = raft_state::read_reset(&*disk, dir)? {
+            // A reset was interrupted: finish it before looking at segments.
+            tracing::warn!(dir = %dir.display(), start = reset.start_offset, "finishing an interrupted log reset");
+            finish_reset(&*disk, dir, &reset)?;
+        }
+        let vote = raft_state::read_vote(&*disk, dir)?;
+        let purged = raft_state::read_purged(&*disk, dir)?;
         let mut report = RecoveryReport::default();
         let checkpoint_path = dir.join(checkpoint::FILE);
         let saved = match disk.open(&checkpoint_path, false) {
@@ -396,8 +457,14 @@ impl PartitionLog {
             checkpoint_written: recovery_point.unwrap_or(0),
             flushes_since_checkpoint_sync: 0,
             loss: None,
+            in_flight: VecDeque::new(),
+            next_flush_seq: 0,
+            flushed_log_id: None,
+            purged,
+            vote,
         };
         log.flushed = log.log_end_offset();
+        log.flushed_log_id = log.last_log_id();
         if report.loss.is_none()
             && let Some(rp) = recovery_point.filter(|rp| log.log_end_offset() < *rp)
         {
@@ -544,12 +611,30 @@ impl PartitionLog {
                 return Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms });
             }
         }
-        self.append_with(batch, RaftStamp::default(), now)
+        self.check_failed()?;
+        if let Some(last) = self.last_log_id() {
+            return Err(LogError::RaftOrder(format!(
+                "this log holds Raft entries (up to index {}): append through append_entry",
+                last.index
+            )));
+        }
+        let header = self.check_framing(batch)?;
+        self.maybe_roll(batch.len() as u64, now)?;
+        let base = self.log_end_offset();
+        // Only the fields before the CRC change: stamp a copy of those.
+        let mut stamped = [0u8; batch::STAMPED_LEN];
+        stamped.copy_from_slice(&batch[..batch::STAMPED_LEN]);
+        batch::stamp(&mut stamped, base, RaftStamp::default());
+        let header = BatchHeader { base_offset: base, ..header };
+        let config = self.config.clone();
+        self.active_mut().append(&[&stamped, &batch[batch::STAMPED_LEN..]], &[header], &config)?;
+        Ok(AppendInfo { base_offset: base, next_offset: header.next_offset(), max_timestamp: header.max_timestamp })
     }
 
-    /// As [`PartitionLog::append`], stamping the Raft term, node and index.
-    pub fn append_with(&mut self, batch: &[u8], raft: RaftStamp, now: Timestamp) -> Result<AppendInfo, LogError> {
-        self.check_failed()?;
+    /// Checks what the log relies on in a batch it is handed: its length
+    /// matches, the magic, and the offset delta. The records were validated
+    /// by the caller.
+    fn check_framing(&self, batch: &[u8]) -> Result<BatchHeader, LogError> {
         let max = self.config.batch_bytes_max;
         if batch.len() > max {
             return Err(LogError::BatchTooLarge { size: batch.len(), max });
@@ -559,23 +644,203 @@ impl PartitionLog {
             Some(total) => return Err(BatchError::Truncated { needed: total, available: batch.len() }.into()),
             None => return Err(BatchError::Truncated { needed: batch::HEADER_LEN, available: batch.len() }.into()),
         }
-        let mut header = BatchHeader::parse(batch)?;
+        let header = BatchHeader::parse(batch)?;
         if header.magic != batch::MAGIC {
             return Err(BatchError::BadMagic(header.magic).into());
         }
         if header.last_offset_delta != header.record_count.saturating_sub(1) {
             return Err(BatchError::Inconsistent("last_offset_delta is not record_count - 1").into());
         }
-        self.maybe_roll(batch.len() as u64, now)?;
+        Ok(header)
+    }
+
+    /// Appends one Raft entry: `batches` (each a whole batch, validated by
+    /// the caller) stamped with `id` and offsets from the log end, in one
+    /// write. `id.index` must follow the last entry (or the last purged
+    /// one); an empty log takes any index (it may start anywhere). The whole
+    /// entry is bounded by `batch_bytes_max`. Volatile until a flush covers
+    /// it; recovery keeps all of it or none.
+    pub fn append_entry(&mut self, id: LogId, batches: &[&[u8]], now: Timestamp) -> Result<AppendInfo, LogError> {
+        self.check_failed()?;
+        if id.index == 0 {
+            return Err(LogError::RaftOrder("Raft indexes start at 1".to_owned()));
+        }
+        if let Some(last) = self.last_log_id()
+            && (id.index != last.index + 1 || id.term < last.term)
+        {
+            return Err(LogError::RaftOrder(format!(
+                "entry {} (term {}) does not follow the last entry {} (term {}): truncate first",
+                id.index, id.term, last.index, last.term
+            )));
+        }
+        if batches.is_empty() || batches.len() > u32::MAX as usize {
+            return Err(LogError::RaftOrder(format!("an entry holds 1 to {} batches, not {}", u32::MAX, batches.len())));
+        }
+        let total: usize = batches.iter().map(|b| b.len()).sum();
+        if total > self.config.batch_bytes_max {
+            return Err(LogError::BatchTooLarge { size: total, max: self.config.batch_bytes_max });
+        }
+        let mut headers = Vec::with_capacity(batches.len());
+        for b in batches {
+            headers.push(self.check_framing(b)?);
+        }
+        self.maybe_roll(total as u64, now)?;
         let base = self.log_end_offset();
-        // Only the fields before the CRC change: stamp a copy of those.
-        let mut stamped = [0u8; batch::STAMPED_LEN];
-        stamped.copy_from_slice(&batch[..batch::STAMPED_LEN]);
-        batch::stamp(&mut stamped, base, raft.term, raft.node, raft.index);
-        header.base_offset = base;
+        let mut next = base;
+        let mut heads = Vec::with_capacity(batches.len());
+        for (i, h) in headers.iter_mut().enumerate() {
+            let mut stamped = [0u8; batch::STAMPED_LEN];
+            stamped.copy_from_slice(&batches[i][..batch::STAMPED_LEN]);
+            let entry_rest = (batches.len() - 1 - i) as u32;
+            batch::stamp(&mut stamped, next, RaftStamp { term: id.term, node: id.node, index: id.index, entry_rest });
+            *h = BatchHeader { base_offset: next, leader_epoch: id.term, leader_node: id.node, raft_index: id.index, entry_rest, ..*h };
+            next = h.next_offset();
+            heads.push(stamped);
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batches.len());
+        for (head, b) in heads.iter().zip(batches) {
+            parts.push(head);
+            parts.push(&b[batch::STAMPED_LEN..]);
+        }
+        let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(i64::MIN);
         let config = self.config.clone();
-        self.active_mut().append(&stamped, &batch[batch::STAMPED_LEN..], &header, &config)?;
-        Ok(AppendInfo { base_offset: base, next_offset: header.next_offset(), max_timestamp: header.max_timestamp })
+        self.active_mut().append(&parts, &headers, &config)?;
+        Ok(AppendInfo { base_offset: base, next_offset: next, max_timestamp })
+    }
+
+    /// The last Raft entry held, or else the last purged one.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.segments.values().rev().find_map(|s| s.last_log_id).or(self.purged)
+    }
+
+    /// The last Raft entry purged (covered by a snapshot), if any.
+    pub fn purged_log_id(&self) -> Option<LogId> {
+        self.purged
+    }
+
+    /// The last Raft entry known durable: every entry up to it survives a crash.
+    pub fn flushed_log_id(&self) -> Option<LogId> {
+        self.flushed_log_id
+    }
+
+    /// Whole Raft entries with indexes in `range`, in order, about
+    /// `max_bytes` of them (the first is returned whole whatever its size).
+    /// Fewer than asked means the log holds no more (or the budget ran out).
+    pub fn entries(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
+        let mut out = Vec::new();
+        let mut budget = max_bytes;
+        let mut from = range.start;
+        for seg in self.segments.values() {
+            if from >= range.end {
+                break;
+            }
+            if seg.last_log_id.is_none_or(|l| l.index < from) {
+                continue;
+            }
+            if seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, &mut out)? {
+                break;
+            }
+            if let Some(last) = out.last() {
+                from = last.log_id.index + 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every Raft entry with an index at or after `index`, durably
+    /// (a follower dropping a conflicting uncommitted suffix), with the
+    /// offsets those entries took.
+    pub fn truncate_entries(&mut self, index: u64) -> Result<(), LogError> {
+        self.check_failed()?;
+        if let Some(p) = self.purged.filter(|p| index <= p.index) {
+            return Err(LogError::RaftOrder(format!("cannot truncate at {index}: entries up to {} are purged", p.index)));
+        }
+        let mut at = None;
+        for (base, seg) in &self.segments {
+            if let Some((pos, offset)) = seg.entry_position(index)? {
+                at = Some((*base, pos, offset));
+                break;
+            }
+        }
+        let Some((base, pos, offset)) = at else { return Ok(()) };
+        self.truncate_at(base, pos, offset)
+    }
+
+    /// Records `upto` as purged (durably, first), then deletes the whole
+    /// sealed segments whose entries are all at or below it. The active
+    /// segment stays; entries below `upto` may remain readable.
+    pub fn purge_entries(&mut self, upto: LogId) -> Result<RetentionReport, LogError> {
+        self.check_failed()?;
+        if self.purged.is_some_and(|p| p.index >= upto.index) {
+            return Ok(RetentionReport::default());
+        }
+        if index_of(self.flushed_log_id) < upto.index {
+            // A purge covers applied, so durable, entries: a crash must not
+            // leave a purged id above the log's surviving end.
+            return Err(LogError::RaftOrder(format!(
+                "cannot purge up to {}: entries are durable only up to {}",
+                upto.index,
+                index_of(self.flushed_log_id)
+            )));
+        }
+        raft_state::save_purged(&*self.disk, &self.dir, Some(upto))?;
+        self.purged = Some(upto);
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+            .take_while(|(_, s)| s.last_log_id.is_none_or(|l| l.index <= upto.index))
+            .map(|(b, _)| *b)
+            .collect();
+        self.delete_segments(doomed)
+    }
+
+    /// Empties the log and makes it start at `start_offset`, with entries up
+    /// to `purged` covered by a snapshot (a follower installing one). The
+    /// intention is recorded first, so a crash part-way is finished by the
+    /// next open. Durable when it returns.
+    pub fn reset(&mut self, start_offset: u64, purged: Option<LogId>, now: Timestamp) -> Result<(), LogError> {
+        if self.failed.is_some() {
+            return Err(LogError::Failed(self.failed.clone().unwrap_or_default()));
+        }
+        let reset = Reset { start_offset, purged };
+        raft_state::save_reset(&*self.disk, &self.dir, &reset)?;
+        // Segments hold their files: drop them before the files go.
+        self.segments.clear();
+        finish_reset(&*self.disk, &self.dir, &reset)?;
+        let seg = Segment::open(&self.disk, &self.dir, start_offset, true, Some(start_offset), &self.config, now)?.0;
+        self.segments.insert(start_offset, seg);
+        self.flushed = start_offset;
+        self.checkpoint_written = start_offset;
+        self.in_flight.clear();
+        self.purged = purged;
+        self.flushed_log_id = purged;
+        self.loss = None;
+        Ok(())
+    }
+
+    /// Persists the vote, durably, before returning.
+    pub fn save_vote(&mut self, vote: Vote) -> Result<(), LogError> {
+        raft_state::save_vote(&*self.disk, &self.dir, &vote)?;
+        self.vote = Some(vote);
+        Ok(())
+    }
+
+    pub fn vote(&self) -> Option<Vote> {
+        self.vote
+    }
+
+    /// Records the committed log id (not synced: it may be lost, never wrong).
+    pub fn save_committed(&mut self, id: LogId) -> Result<(), LogError> {
+        raft_state::save_committed(&*self.disk, &self.dir, id)?;
+        Ok(())
+    }
+
+    /// The committed log id last saved, if it survived.
+    pub fn committed(&self) -> Result<Option<LogId>, LogError> {
+        Ok(raft_state::read_committed(&*self.disk, &self.dir)?)
     }
 
     fn maybe_roll(&mut self, incoming: u64, now: Timestamp) -> Result<(), LogError> {
@@ -588,18 +853,22 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end. The old
     /// segment is made durable first, so a new segment file on disk always
-    /// means its predecessors are complete.
+    /// means its predecessors are complete. A segment that holds no records
+    /// (empty, or only control batches) is not rolled: the next segment
+    /// would start at the same offset, under the same file name.
     pub fn roll(&mut self, now: Timestamp) -> Result<(), LogError> {
         self.check_failed()?;
-        if self.active().size == 0 {
+        if self.active().holds_no_records() {
             return Ok(());
         }
         let end = self.log_end_offset();
+        debug_assert!(!self.segments.contains_key(&end), "a roll never reuses a segment's name");
         if let Err(e) = self.active_mut().seal() {
             self.failed = Some(e.to_string());
             return Err(e.into());
         }
         self.flushed = self.flushed.max(end);
+        self.flushed_log_id = self.last_log_id();
         let seg = Segment::create(&self.disk, &self.dir, end, now)?;
         self.disk.sync_dir(&self.dir)?;
         self.segments.insert(end, seg);
@@ -637,7 +906,10 @@ impl PartitionLog {
             let (disk, path, log_start) = (self.disk.clone(), self.dir.join(checkpoint::FILE), self.log_start_offset());
             checkpoint = Some(CheckpointWrite { disk, path, log_start, sync });
         }
-        Ok(FlushJob { files, up_to, checkpoint })
+        let (seq, log_id) = (self.next_flush_seq, self.last_log_id());
+        self.next_flush_seq += 1;
+        self.in_flight.push_back(InFlight { seq, up_to, log_id, done: false });
+        Ok(FlushJob { files, up_to, log_id, seq, checkpoint })
     }
 
     /// Finishes a flush: on success advances the flushed offset; on failure
@@ -645,17 +917,29 @@ impl PartitionLog {
     pub fn complete_flush(&mut self, job: FlushJob, result: Result<(), DiskError>) -> Result<u64, LogError> {
         match result {
             Ok(()) => {
-                // A truncation while the job ran may have moved the end back.
-                self.flushed = self.flushed.max(job.up_to.min(self.log_end_offset()));
-                debug_assert!(self.flushed <= self.log_end_offset(), "flushed past the log end");
-                if job.checkpoint.is_some() {
-                    self.checkpoint_written = self.checkpoint_written.max(job.up_to);
+                // A job no longer listed was overtaken by a reset: it proves nothing.
+                if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == job.seq) {
+                    f.done = true;
                 }
+                // Only a prefix of completed flushes counts: an earlier sync
+                // still running may cover writes this one did not.
+                while let Some(f) = self.in_flight.front().copied().filter(|f| f.done) {
+                    self.in_flight.pop_front();
+                    self.flushed = self.flushed.max(f.up_to.min(self.log_end_offset()));
+                    if index_of(f.log_id) > index_of(self.flushed_log_id) {
+                        self.flushed_log_id = f.log_id;
+                    }
+                    if job.checkpoint.is_some() && f.seq == job.seq {
+                        self.checkpoint_written = self.checkpoint_written.max(f.up_to);
+                    }
+                }
+                assert!(self.flushed <= self.log_end_offset(), "flushed past the log end");
                 Ok(self.flushed)
             }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "sync failed: the partition stops accepting writes until reopened");
                 self.failed = Some(e.to_string());
+                self.in_flight.clear();
                 Err(e.into())
             }
         }
@@ -709,9 +993,16 @@ impl PartitionLog {
         if offset == end {
             return Ok(());
         }
-        let later: Vec<u64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
-        let (_, seg) = self.segments.range(..=offset).next_back().expect("offset >= log start has a segment");
+        let (base, seg) = self.segments.range(..=offset).next_back().expect("offset >= log start has a segment");
         let pos = seg.position_of(offset, self.config.batch_bytes_max)?.ok_or(LogError::NotBatchBoundary(offset))?;
+        let base = *base;
+        self.truncate_at(base, pos, offset)
+    }
+
+    /// Cuts the log at byte `pos` of segment `base` (offset `offset` starts
+    /// there), removing later segments, durably.
+    fn truncate_at(&mut self, base: u64, pos: u64, offset: u64) -> Result<(), LogError> {
+        let later: Vec<u64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
         // Remove later segments newest first, so a crash part-way leaves a
         // contiguous log.
         for b in later.iter().rev() {
@@ -722,6 +1013,18 @@ impl PartitionLog {
         let seg = self.active_mut();
         seg.truncate_to(offset, pos)?;
         self.flushed = self.flushed.min(offset);
+        // Flushes in flight cannot vouch for what is appended after the cut.
+        let last = self.last_log_id();
+        for f in &mut self.in_flight {
+            f.up_to = f.up_to.min(offset);
+            if index_of(f.log_id) > index_of(last) {
+                f.log_id = last;
+            }
+        }
+        if index_of(self.flushed_log_id) > index_of(last) {
+            // Everything left was durable already, or was synced by the cut.
+            self.flushed_log_id = last;
+        }
         if self.checkpoint_written > offset {
             self.write_checkpoint(offset, true)?;
         }
@@ -834,6 +1137,34 @@ impl PartitionLog {
         }
         self.delete_segments(doomed)
     }
+}
+
+/// A log id's index, 0 for none: ids of one log compare by index.
+fn index_of(id: Option<LogId>) -> u64 {
+    id.map_or(0, |l| l.index)
+}
+
+/// Carries out a recorded reset: removes every segment, index and
+/// checkpoint, then creates the empty segment at the start offset, records
+/// the checkpoint and the purged id, and finally removes the record.
+/// Idempotent, so an interrupted reset is finished by running it again.
+fn finish_reset(disk: &dyn Disk, dir: &Path, reset: &Reset) -> Result<(), LogError> {
+    for name in disk.list_dir(dir)? {
+        let is_segment_file = [".log", ".index", ".timeindex", ".raftindex"].iter().any(|ext| name.ends_with(ext));
+        if is_segment_file || name == checkpoint::FILE || name == raft_state::COMMITTED_FILE {
+            disk.remove_file(&dir.join(&name))?;
+        }
+    }
+    disk.sync_dir(dir)?;
+    let log = disk.open(&dir.join(segment::file_name(reset.start_offset, "log")), true)?;
+    log.sync_data()?;
+    let cp = disk.open(&dir.join(checkpoint::FILE), true)?;
+    cp.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: reset.start_offset, log_start: reset.start_offset }), 0)?;
+    cp.sync_data()?;
+    raft_state::save_purged(disk, dir, reset.purged)?;
+    disk.remove_file(&dir.join(raft_state::RESET_FILE))?;
+    disk.sync_dir(dir)?;
+    Ok(())
 }
 
 /// The end of `file`'s data after `from`: its length without the trailing

@@ -1,5 +1,5 @@
 //! One segment: a `.log` file of whole batches named by its base offset, with
-//! its sparse `.index` and `.timeindex`. The segment knows where its valid
+//! its sparse `.index`, `.timeindex` and `.raftindex`. The segment knows where its valid
 //! data ends (`size`); the file may be longer because it is preallocated, and
 //! recovery finds the end by CRC.
 //!
@@ -11,8 +11,8 @@
 //! So an idle partition costs one file descriptor, however many segments
 //! it has.
 
-use super::LogError;
-use super::index::{self, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry};
+use super::index::{self, OFFSET_ENTRY_LEN, OffsetEntry, RAFT_ENTRY_LEN, RaftEntry, TIME_ENTRY_LEN, TimeEntry};
+use super::{Entry, LogError, LogId};
 use crate::Timestamp;
 use crate::batch::{self, BatchError, BatchHeader, HEADER_LEN, RecordBatch};
 use crate::disk::{Disk, DiskError, DiskFile};
@@ -72,21 +72,30 @@ pub struct Segment {
     bytes_since_index: u64,
     /// Relative offset of the batch holding `max_timestamp`.
     max_timestamp_relative: u32,
+    /// Sparse Raft index → position of entry starts (see `index`).
+    raft_index: Vec<RaftEntry>,
+    bytes_since_raft_index: u64,
+    /// The last whole Raft entry held (`None`: none, or only index-0 data).
+    pub last_log_id: Option<LogId>,
+    /// Raft index of the last batch noted (0 for data outside Raft).
+    last_batch_index: u64,
+    /// The last batch noted has more batches of its entry after it.
+    in_entry: bool,
     dir: PathBuf,
 }
 
 impl Segment {
-    fn paths(dir: &Path, base: u64) -> [PathBuf; 3] {
-        ["log", "index", "timeindex"].map(|ext| dir.join(file_name(base, ext)))
+    fn paths(dir: &Path, base: u64) -> [PathBuf; 4] {
+        ["log", "index", "timeindex", "raftindex"].map(|ext| dir.join(file_name(base, ext)))
     }
 
     /// Creates an empty (active) segment. The caller syncs the directory.
     pub fn create(disk: &Arc<dyn Disk>, dir: &Path, base_offset: u64, now: Timestamp) -> Result<Self, DiskError> {
-        let [log, idx, time] = Self::paths(dir, base_offset);
+        let [log, idx, time, raft] = Self::paths(dir, base_offset);
         let log = disk.open(&log, true)?;
         // A leftover file with this name (from a truncated suffix) must not leak old bytes.
         log.set_len(0)?;
-        for stale in [idx, time] {
+        for stale in [idx, time, raft] {
             match disk.remove_file(&stale) {
                 Ok(()) | Err(DiskError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -110,6 +119,11 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             max_timestamp_relative: 0,
+            raft_index: Vec::new(),
+            bytes_since_raft_index: 0,
+            last_log_id: None,
+            last_batch_index: 0,
+            in_entry: false,
             dir: dir.to_path_buf(),
         }
     }
@@ -130,7 +144,27 @@ impl Segment {
         config: &super::LogConfig,
         now: Timestamp,
     ) -> Result<(Self, Option<ScanEnd>), LogError> {
-        let [log_path, idx_path, time_path] = Self::paths(dir, base_offset);
+        let opened = Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, false)?;
+        // A sealed segment without a usable `.raftindex` whose tail holds Raft
+        // entries (the file was lost): rebuild every index by a full scan.
+        if !active && opened.0.raft_index.is_empty() && opened.0.last_log_id.is_some() {
+            return Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, true);
+        }
+        Ok(opened)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_scanning(
+        disk: &Arc<dyn Disk>,
+        dir: &Path,
+        base_offset: u64,
+        active: bool,
+        recovery_point: Option<u64>,
+        config: &super::LogConfig,
+        now: Timestamp,
+        full_scan: bool,
+    ) -> Result<(Self, Option<ScanEnd>), LogError> {
+        let [log_path, idx_path, time_path, raft_path] = Self::paths(dir, base_offset);
         let log = disk.open(&log_path, false)?;
         let file_len = log.len()?;
         let mut seg = Self::empty(base_offset, now, log, disk.clone(), dir);
@@ -141,7 +175,8 @@ impl Segment {
         // entry cannot be detected, so they are rebuilt by a full scan
         // (bounded by `segment_bytes_max`). Sealed segments' indexes were
         // synced when sealed and are only checked.
-        let index_bytes = if active { Vec::new() } else { read_if_exists(&**disk, &idx_path)? };
+        let trust_files = !active && !full_scan;
+        let index_bytes = if trust_files { read_if_exists(&**disk, &idx_path)? } else { Vec::new() };
         let mut entries = OffsetEntry::decode_all(&index_bytes);
         entries.truncate(index::valid_offset_prefix(&entries, file_len));
         // Back off to the last entry that points at a real batch.
@@ -156,7 +191,7 @@ impl Segment {
         }
         let (position, offset) = start.map(|(_, p, o)| (p, o)).unwrap_or((0, base_offset));
         seg.index = entries;
-        let time_bytes = if active { Vec::new() } else { read_if_exists(&**disk, &time_path)? };
+        let time_bytes = if trust_files { read_if_exists(&**disk, &time_path)? } else { Vec::new() };
         let mut times = TimeEntry::decode_all(&time_bytes);
         times.truncate(index::valid_time_prefix(&times, offset - base_offset + 1));
         times.retain(|t| u64::from(t.relative_offset) <= offset - base_offset);
@@ -165,25 +200,42 @@ impl Segment {
             seg.max_timestamp_relative = t.relative_offset;
         }
         seg.time_index = times;
+        let raft_bytes = if trust_files { read_if_exists(&**disk, &raft_path)? } else { Vec::new() };
+        let mut rafts = RaftEntry::decode_all(&raft_bytes);
+        rafts.truncate(index::valid_raft_prefix(&rafts, file_len));
+        rafts.retain(|e| u64::from(e.position) < position.max(1));
+        while let Some(last) = rafts.last().copied() {
+            match seg.header_at(u64::from(last.position)) {
+                Ok(Some(h)) if h.raft_index == last.index => break,
+                _ => {
+                    rafts.pop();
+                }
+            }
+        }
+        seg.raft_index = rafts;
         let index_len_before = seg.index.len();
         let time_len_before = seg.time_index.len();
+        let raft_len_before = seg.raft_index.len();
 
         // Rebuild everything after the start point from the data itself.
         seg.size = position;
         seg.next_offset = offset;
         seg.bytes_since_index = 0;
+        seg.bytes_since_raft_index = 0;
         let mut end = seg.scan(position, offset, file_len, config.batch_bytes_max, |seg, header, pos| {
             seg.note_batch(header, pos, config.index_interval_bytes);
         })?;
         end.file_len = file_len;
         seg.size = end.position;
         seg.next_offset = end.next_offset;
-        let rebuilt = seg.index.len() != index_len_before || seg.time_index.len() != time_len_before;
+        let rebuilt =
+            seg.index.len() != index_len_before || seg.time_index.len() != time_len_before || seg.raft_index.len() != raft_len_before;
         if !active
             && (rebuilt
                 || end.invalid.is_some()
                 || index_bytes.len() != seg.index.len() * OFFSET_ENTRY_LEN
-                || time_bytes.len() != seg.time_index.len() * TIME_ENTRY_LEN)
+                || time_bytes.len() != seg.time_index.len() * TIME_ENTRY_LEN
+                || raft_bytes.len() != seg.raft_index.len() * RAFT_ENTRY_LEN)
         {
             seg.persist_indexes()?;
         }
@@ -275,6 +327,12 @@ impl Segment {
     /// Walks whole, CRC-valid, offset-contiguous batches from `pos` up to
     /// `limit`, calling `visit` for each; stops at the first that is not. A
     /// run of zero bytes (preallocated space) is a clean end, not an error.
+    ///
+    /// Batches are visited a whole Raft entry at a time: the end reported is
+    /// always an entry boundary, so a torn tail never leaves part of an entry
+    /// behind. The batches of one entry share its index, term and node and
+    /// count `entry_rest` down to 0; entries' indexes increase (index 0,
+    /// data outside Raft, only before any Raft entry).
     fn scan(
         &mut self,
         mut pos: u64,
@@ -283,7 +341,18 @@ impl Segment {
         batch_bytes_max: usize,
         mut visit: impl FnMut(&mut Self, &BatchHeader, u64),
     ) -> Result<ScanEnd, DiskError> {
-        let end = |position, next_offset, invalid: Option<String>| Ok(ScanEnd { position, next_offset, invalid, file_len: 0 });
+        // The batches of the entry being read, not yet visited.
+        let mut pending: Vec<(BatchHeader, u64)> = Vec::new();
+        let mut entry_start = (pos, expected);
+        let mut last_index: Option<u64> = None;
+        let end = |pending: &Vec<(BatchHeader, u64)>, start: (u64, u64), position, next_offset, invalid: Option<String>| {
+            let Some((h, _)) = pending.last() else {
+                return Ok(ScanEnd { position, next_offset, invalid, file_len: 0 });
+            };
+            // Back off to the start of the incomplete entry.
+            let why = format!("Raft entry {} is incomplete ({} more batch(es) expected)", h.raft_index, h.entry_rest);
+            Ok(ScanEnd { position: start.0, next_offset: start.1, invalid: Some(invalid.unwrap_or(why)), file_len: 0 })
+        };
         let mut buf = Bytes::new();
         let mut buf_pos = pos;
         while pos < limit {
@@ -296,18 +365,18 @@ impl Segment {
             let rest = &buf[off.min(buf.len())..];
             if rest.len() < batch::LENGTH_PREFIX_LEN {
                 let torn = rest.iter().any(|&b| b != 0);
-                return end(pos, expected, torn.then(|| "partial batch header at the end of the file".to_owned()));
+                return end(&pending, entry_start, pos, expected, torn.then(|| "partial batch header at the end of the file".to_owned()));
             }
             if rest[..batch::LENGTH_PREFIX_LEN].iter().all(|&b| b == 0) {
-                return end(pos, expected, None);
+                return end(&pending, entry_start, pos, expected, None);
             }
             let total = match batch::peek_total_len(rest, batch_bytes_max) {
                 Ok(Some(total)) => total,
-                Ok(None) => return end(pos, expected, Some("partial batch header".to_owned())),
-                Err(e) => return end(pos, expected, Some(e.to_string())),
+                Ok(None) => return end(&pending, entry_start, pos, expected, Some("partial batch header".to_owned())),
+                Err(e) => return end(&pending, entry_start, pos, expected, Some(e.to_string())),
             };
             if pos + total as u64 > limit {
-                return end(pos, expected, Some(format!("batch of {total} bytes runs past the end of the data")));
+                return end(&pending, entry_start, pos, expected, Some(format!("batch of {total} bytes runs past the end of the data")));
             }
             if off + total > buf.len() {
                 let want = (total as u64).max((limit - pos).min(SCAN_CHUNK_BYTES as u64)) as usize;
@@ -315,19 +384,30 @@ impl Segment {
                 buf_pos = pos;
                 off = 0;
                 if buf.len() < total {
-                    return end(pos, expected, Some("short read".to_owned()));
+                    return end(&pending, entry_start, pos, expected, Some("short read".to_owned()));
                 }
             }
-            match self.check(&buf.slice(off..off + total), expected, batch_bytes_max) {
-                Ok(header) => {
-                    visit(self, &header, pos);
-                    expected = header.next_offset();
-                    pos += total as u64;
+            let header = match self.check(&buf.slice(off..off + total), expected, batch_bytes_max) {
+                Ok(header) => header,
+                Err(reason) => return end(&pending, entry_start, pos, expected, Some(reason)),
+            };
+            if let Err(reason) = entry_continues(pending.last().map(|(h, _)| h), last_index, &header) {
+                return end(&pending, entry_start, pos, expected, Some(reason));
+            }
+            if pending.is_empty() {
+                entry_start = (pos, expected);
+            }
+            pending.push((header, pos));
+            expected = header.next_offset();
+            pos += total as u64;
+            if header.entry_rest == 0 {
+                last_index = Some(header.raft_index);
+                for (h, p) in pending.drain(..) {
+                    visit(self, &h, p);
                 }
-                Err(reason) => return end(pos, expected, Some(reason)),
             }
         }
-        end(pos, expected, None)
+        end(&pending, entry_start, pos, expected, None)
     }
 
     fn read_chunk(&self, pos: u64, len: usize) -> Result<Bytes, DiskError> {
@@ -368,7 +448,25 @@ impl Segment {
             self.max_timestamp_relative = relative;
         }
         let mut added = (None, None);
-        if self.bytes_since_index >= interval && pos > 0 {
+        // Index entries point only at entry starts, and offsets in `.index`
+        // strictly increase (a control batch shares the next batch's offset).
+        let entry_start = !self.in_entry;
+        let newer = self.index.last().is_none_or(|e| relative > e.relative_offset);
+        if h.raft_index != 0 {
+            if entry_start && (self.raft_index.is_empty() || self.bytes_since_raft_index >= interval) {
+                if self.raft_index.last().is_none_or(|e| h.raft_index > e.index && pos > u64::from(e.position)) {
+                    self.raft_index.push(RaftEntry { index: h.raft_index, position: pos as u32 });
+                }
+                self.bytes_since_raft_index = 0;
+            }
+            self.bytes_since_raft_index += len;
+        }
+        self.in_entry = h.entry_rest > 0;
+        self.last_batch_index = h.raft_index;
+        if h.raft_index != 0 {
+            self.last_log_id = Some(LogId { term: h.leader_epoch, node: h.leader_node, index: h.raft_index });
+        }
+        if self.bytes_since_index >= interval && pos > 0 && entry_start && newer {
             let entry = OffsetEntry { relative_offset: relative, position: pos as u32 };
             self.index.push(entry);
             added.0 = Some(entry);
@@ -387,11 +485,12 @@ impl Segment {
         added
     }
 
-    /// Writes a batch (its stamped first bytes `head`, then `rest`) at the
-    /// end. Volatile until the file is synced.
-    pub fn append(&mut self, head: &[u8], rest: &[u8], h: &BatchHeader, config: &super::LogConfig) -> Result<(), DiskError> {
+    /// Writes `parts` (one or more whole stamped batches, in order, whose
+    /// headers are `headers`) at the end. Volatile until the file is synced.
+    pub fn append(&mut self, parts: &[&[u8]], headers: &[BatchHeader], config: &super::LogConfig) -> Result<(), DiskError> {
         let pos = self.size;
-        let end = pos + (head.len() + rest.len()) as u64;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let end = pos + total as u64;
         let log = self.log()?;
         if config.preallocate_bytes > 0 && end > self.allocated {
             let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
@@ -406,18 +505,27 @@ impl Segment {
                 Err(e) => return Err(e),
             }
         }
-        if rest.len() <= SMALL_BATCH_BYTES {
+        if total <= SMALL_BATCH_BYTES {
             // One write for small batches: a copy is cheaper than a syscall.
-            let mut whole = Vec::with_capacity(head.len() + rest.len());
-            whole.extend_from_slice(head);
-            whole.extend_from_slice(rest);
+            let mut whole = Vec::with_capacity(total);
+            for p in parts {
+                whole.extend_from_slice(p);
+            }
             log.write_at(&whole, pos)?;
         } else {
-            log.write_at(head, pos)?;
-            log.write_at(rest, pos + head.len() as u64)?;
+            let mut at = pos;
+            for p in parts {
+                log.write_at(p, at)?;
+                at += p.len() as u64;
+            }
         }
         // Index entries are kept in memory and written at seal.
-        self.note_batch(h, pos, config.index_interval_bytes);
+        let mut at = pos;
+        for h in headers {
+            self.note_batch(h, at, config.index_interval_bytes);
+            at += h.total_len() as u64;
+        }
+        debug_assert_eq!(at, end, "headers describe the parts written");
         self.dirty = true;
         Ok(())
     }
@@ -426,10 +534,11 @@ impl Segment {
     /// and syncs them. Written to a fresh name and renamed over, so a crash
     /// part-way leaves the old file or the new one, never a mix.
     fn persist_indexes(&self) -> Result<(), DiskError> {
-        let [_, idx, time] = Self::paths(&self.dir, self.base_offset);
+        let [_, idx, time, raft] = Self::paths(&self.dir, self.base_offset);
         let offsets: Vec<u8> = self.index.iter().flat_map(|e| e.encode()).collect();
         let times: Vec<u8> = self.time_index.iter().flat_map(|e| e.encode()).collect();
-        for (path, bytes) in [(idx, offsets), (time, times)] {
+        let rafts: Vec<u8> = self.raft_index.iter().flat_map(|e| e.encode()).collect();
+        for (path, bytes) in [(idx, offsets), (time, times), (raft, rafts)] {
             let f = self.disk.open(&path, true)?;
             f.set_len(0)?;
             f.write_at(&bytes, 0)?;
@@ -499,26 +608,138 @@ impl Segment {
         self.allocated = pos;
         self.size = pos;
         self.next_offset = offset;
-        let rel = offset - self.base_offset;
-        self.index.retain(|e| u64::from(e.relative_offset) < rel);
-        self.time_index.retain(|e| u64::from(e.relative_offset) < rel);
+        self.index.retain(|e| u64::from(e.position) < pos);
+        self.time_index.retain(|e| u64::from(e.relative_offset) < offset - self.base_offset);
+        self.raft_index.retain(|e| u64::from(e.position) < pos);
         self.max_timestamp = self.time_index.last().map_or(i64::MIN, |t| t.timestamp);
         self.max_timestamp_relative = self.time_index.last().map_or(0, |t| t.relative_offset);
         self.bytes_since_index = 0;
+        self.bytes_since_raft_index = 0;
         self.dirty = false;
+        self.last_log_id = None;
+        self.last_batch_index = 0;
+        self.in_entry = false;
         // The truncated batches may have held a larger max timestamp than any
-        // index entry remembers: recompute it from the batches that remain.
-        let start = self.index.last().map_or(0, |e| u64::from(e.position));
-        let mut p = start;
+        // index entry remembers, and the last Raft entry changed: recompute
+        // both from the batches that remain (from the earliest of the last
+        // offset and Raft index entries: earlier batches are older).
+        let from_offsets = self.index.last().map_or(0, |e| u64::from(e.position));
+        let from_rafts = self.raft_index.last().map_or(0, |e| u64::from(e.position));
+        let mut p = from_offsets.min(from_rafts);
         while p < self.size {
             let Some(h) = self.header_at(p)? else { break };
             if h.max_timestamp > self.max_timestamp {
                 self.max_timestamp = h.max_timestamp;
                 self.max_timestamp_relative = (h.base_offset - self.base_offset) as u32;
             }
+            if h.raft_index != 0 {
+                self.last_log_id = Some(LogId { term: h.leader_epoch, node: h.leader_node, index: h.raft_index });
+            }
+            self.last_batch_index = h.raft_index;
             p += h.total_len() as u64;
         }
         Ok(())
+    }
+
+    /// Position and base offset of the first batch of the first Raft entry
+    /// whose index is at least `index`, if this segment holds one.
+    pub fn entry_position(&self, index: u64) -> Result<Option<(u64, u64)>, LogError> {
+        if self.last_log_id.is_none_or(|l| l.index < index) {
+            return Ok(None);
+        }
+        let mut pos = u64::from(index::raft_floor_position(&self.raft_index, index));
+        let mut expected: Option<u64> = None;
+        while pos < self.size {
+            let h = self.checked_header_at(pos, expected)?;
+            if h.raft_index >= index {
+                return Ok(Some((pos, h.base_offset)));
+            }
+            expected = Some(h.next_offset());
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// A header whose own CRC holds (and whose base offset is `expected`,
+    /// if given); anything else is reported as corruption.
+    fn checked_header_at(&self, pos: u64, expected: Option<u64>) -> Result<BatchHeader, LogError> {
+        let mut head = [0u8; HEADER_LEN];
+        let n = self.log()?.read_at(&mut head, pos)?;
+        let at = expected.unwrap_or(self.base_offset);
+        let h = BatchHeader::parse(&head[..n]).map_err(|e| self.corrupt(pos, at, e.to_string()))?;
+        if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
+            return Err(self.corrupt(pos, at, "batch header CRC mismatch".to_owned()));
+        }
+        if expected.is_some_and(|e| e != h.base_offset) {
+            return Err(self.corrupt(pos, at, format!("batch header says base offset {}, expected {at}", h.base_offset)));
+        }
+        Ok(h)
+    }
+
+    /// Appends to `out` the whole Raft entries of this segment with indexes
+    /// in `from..to`, in order, each CRC-checked, while `budget` bytes last
+    /// (the first entry of a read is taken whole whatever its size). Returns
+    /// true when the read is complete: `to` was reached or the budget spent.
+    pub fn read_entries(
+        &self,
+        from: u64,
+        to: u64,
+        budget: &mut usize,
+        batch_bytes_max: usize,
+        out: &mut Vec<Entry>,
+    ) -> Result<bool, LogError> {
+        let Some((mut pos, mut offset)) = self.entry_position(from)? else { return Ok(false) };
+        let log = self.log()?;
+        while pos < self.size {
+            // Find the entry's extent from its headers, then read it whole.
+            let first = self.checked_header_at(pos, Some(offset))?;
+            if first.raft_index >= to {
+                return Ok(true);
+            }
+            let mut len = first.total_len() as u64;
+            let mut last = first;
+            while last.entry_rest > 0 {
+                last = self.checked_header_at(pos + len, Some(last.next_offset()))?;
+                len += last.total_len() as u64;
+            }
+            if !out.is_empty() && len as usize > *budget {
+                return Ok(true);
+            }
+            let mut buf = BytesMut::zeroed(len as usize);
+            let n = log.read_at(&mut buf, pos)?;
+            if (n as u64) < len {
+                return Err(self.corrupt(pos, offset, format!("Raft entry {} truncated at {n} of {len} bytes", first.raft_index)));
+            }
+            let bytes = buf.freeze();
+            let mut at = 0usize;
+            let mut expected = offset;
+            while at < bytes.len() {
+                let total = batch::peek_total_len(&bytes[at..], batch_bytes_max)
+                    .map_err(|e| self.corrupt(pos + at as u64, expected, e.to_string()))?
+                    .ok_or_else(|| self.corrupt(pos + at as u64, expected, "partial batch".to_owned()))?;
+                let h = self
+                    .check(&bytes.slice(at..(at + total).min(bytes.len())), expected, batch_bytes_max)
+                    .map_err(|reason| self.corrupt(pos + at as u64, expected, reason))?;
+                if h.raft_index != first.raft_index {
+                    return Err(self.corrupt(pos + at as u64, expected, "a batch of the entry changed under the read".to_owned()));
+                }
+                expected = h.next_offset();
+                at += total;
+            }
+            *budget = budget.saturating_sub(len as usize);
+            out.push(Entry {
+                log_id: LogId { term: first.leader_epoch, node: first.leader_node, index: first.raft_index },
+                batches: bytes,
+                base_offset: offset,
+                next_offset: expected,
+            });
+            pos += len;
+            offset = expected;
+            if *budget == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to
@@ -647,6 +868,36 @@ impl Segment {
     #[cfg(test)]
     pub fn index_len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Holds no records (only control batches, or nothing): rolling it would
+    /// create a segment with the same base offset, and so the same file name.
+    pub fn holds_no_records(&self) -> bool {
+        self.next_offset == self.base_offset
+    }
+}
+
+/// Whether `h` may follow `prev` (the previous batch of an unfinished
+/// entry, if any) given the last whole entry's index `last_index`.
+fn entry_continues(prev: Option<&BatchHeader>, last_index: Option<u64>, h: &BatchHeader) -> Result<(), String> {
+    if let Some(p) = prev {
+        if h.raft_index != p.raft_index || h.leader_epoch != p.leader_epoch || h.leader_node != p.leader_node {
+            return Err(format!("Raft entry {} is cut short: the next batch belongs to entry {}", p.raft_index, h.raft_index));
+        }
+        if h.entry_rest + 1 != p.entry_rest {
+            return Err(format!("Raft entry {} counts {} batch(es) left after {}", p.raft_index, h.entry_rest, p.entry_rest));
+        }
+        return Ok(());
+    }
+    if h.raft_index == 0 && h.entry_rest != 0 {
+        return Err("a batch outside Raft claims more batches in its entry".to_owned());
+    }
+    match last_index {
+        Some(last) if h.raft_index == 0 && last != 0 => Err(format!("a batch outside Raft follows Raft entry {last}")),
+        Some(last) if h.raft_index != 0 && h.raft_index <= last => {
+            Err(format!("Raft entry {} follows entry {last}: indexes must increase", h.raft_index))
+        }
+        _ => Ok(()),
     }
 }
 

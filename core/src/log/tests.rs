@@ -289,17 +289,19 @@ fn failed_sync_poisons_the_log_until_reopened() {
 fn control_batches_take_no_offsets() {
     let disk = SimDisk::new(11);
     let (mut log, _) = open(&disk, small_config());
-    log.append(&batch(0, &[b"a"]), Timestamp(0)).unwrap();
+    let id = |index| LogId { term: 3, node: 1, index };
+    log.append_entry(id(1), &[&batch(0, &[b"a"])], Timestamp(0)).unwrap();
     let control = BatchBuilder::control(0).to_vec();
-    let info = log.append_with(&control, RaftStamp { term: 3, node: 1, index: 2 }, Timestamp(0)).unwrap();
+    let info = log.append_entry(id(2), &[&control], Timestamp(0)).unwrap();
     assert_eq!((info.base_offset, info.next_offset), (1, 1));
-    log.append(&batch(0, &[b"b"]), Timestamp(0)).unwrap();
+    log.append_entry(id(3), &[&batch(0, &[b"b"])], Timestamp(0)).unwrap();
     assert_eq!(values_from(&log, 1), vec![(1, b"b".to_vec())]);
     let r = log.read(0, 1 << 20, 2).unwrap();
     let batches: Vec<RecordBatch> = decode_all(r.bytes, usize::MAX).map(Result::unwrap).collect();
     assert_eq!(batches.len(), 3);
     assert_eq!(batches[1].header().raft_index, 2);
     assert_eq!(batches[1].header().leader_epoch, 3);
+    assert_eq!(batches[1].base_offset(), batches[2].base_offset(), "a control batch shares the next batch's offset");
 }
 
 // ---- crash model test ----
@@ -407,7 +409,7 @@ proptest! {
                     }
                     let mut bytes = b.finish().to_vec();
                     let info = log.append(&bytes, Timestamp(now)).unwrap();
-                    crate::batch::stamp(&mut bytes, info.base_offset, 0, 0, 0);
+                    crate::batch::stamp(&mut bytes, info.base_offset, RaftStamp::default());
                     prop_assert_eq!(info.base_offset, model.last().map_or(log.log_start_offset(), |b| b.next()));
                     // Model timestamps as the batch stores them (clamped to the first).
                     let first = values[0].0;
@@ -501,7 +503,7 @@ proptest! {
             let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
             let mut bytes = batch(i64::from(i), &refs);
             let info = log.append(&bytes, Timestamp(0)).unwrap();
-            crate::batch::stamp(&mut bytes, info.base_offset, 0, 0, 0);
+            crate::batch::stamp(&mut bytes, info.base_offset, RaftStamp::default());
             stored.push((info.base_offset, info.next_offset, bytes));
         }
         log.flush().unwrap();

@@ -1,6 +1,9 @@
-//! The broker's state: topics and their partitions, with the request
-//! handlers that act on them. Sessions and sockets live in `server`; this
-//! module only sees decoded requests and returns responses.
+//! The broker: request dispatch, and the adapters that carry out what
+//! core's state machines decide. Topics, ids and settings are decided by
+//! [`MetadataState`] (here its effects become files); each partition's
+//! meaning is a [`PartitionState`] driven by `partition`; groups by the
+//! coordinator driven by `groups`. Sessions and sockets live in `server`;
+//! this module only sees decoded requests and returns responses.
 
 pub mod groups;
 pub mod partition;
@@ -15,26 +18,18 @@ use std::time::Duration;
 use store::TopicRecord;
 use weir_core::disk::{Disk, DiskError};
 use weir_core::log::{LogConfig, PartitionLog};
+use weir_core::metadata::{self, Effect, MetadataError, MetadataLimits, MetadataState, TopicSettings};
 use weir_core::partition::PartitionState;
 use weir_net::message::*;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
-/// Producer ids are `boot << 24 | counter`: unique across restarts because
-/// the boot counter is persisted before any id of a boot is handed out.
-const PRODUCER_IDS_PER_BOOT: i64 = 1 << 24;
-
 #[derive(Debug)]
 pub struct Topic {
+    pub id: u64,
     pub name: String,
     pub replicas: u16,
     pub log_config: LogConfig,
     pub partitions: Vec<Arc<Partition>>,
-}
-
-#[derive(Debug)]
-struct ProducerIds {
-    boot: u64,
-    next: i64,
 }
 
 #[derive(Debug)]
@@ -44,13 +39,36 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion (metadata writes).
     admin: tokio::sync::Mutex<()>,
-    producer_ids: Mutex<ProducerIds>,
+    metadata: Mutex<MetadataState>,
     advertised: Mutex<SocketAddr>,
     groups: groups::Groups,
 }
 
 fn disk_error(e: DiskError) -> WireError {
     partition::log_error(e.into())
+}
+
+/// The wire form of a refused metadata command: the one place that maps them.
+fn metadata_error(e: MetadataError) -> WireError {
+    let code = match &e {
+        MetadataError::InvalidName(_) => ErrorCode::InvalidName,
+        MetadataError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        MetadataError::InvalidReplication { .. } => ErrorCode::InvalidReplication,
+        MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
+        MetadataError::Busy(_) => ErrorCode::Busy,
+        MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+    };
+    WireError::new(code, e.to_string())
+}
+
+/// The wire's topic settings as core's persisted type.
+fn settings(c: &TopicConfig) -> TopicSettings {
+    TopicSettings { retention_bytes: c.retention_bytes, retention_ms: c.retention_ms, segment_bytes: c.segment_bytes }
+}
+
+fn limits(config: &Config) -> MetadataLimits {
+    MetadataLimits { partitions_max: config.partitions_max, brokers: 1 }
 }
 
 impl Broker {
@@ -68,6 +86,7 @@ impl Broker {
             disk.sync_dir(&trash)?;
         }
         let mut topics = BTreeMap::new();
+        let mut records = Vec::new();
         let mut homeless = Vec::new();
         for name in disk.list_dir(&topics_dir)? {
             let dir = topics_dir.join(&name);
@@ -80,20 +99,27 @@ impl Broker {
                 homeless.push((name, dir));
                 continue;
             }
-            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not valid topic metadata ({e}): restore it (see the README, \"On-disk format\"), or move the topic's directory out of {}",
-                    meta.display(),
-                    topics_dir.display()
-                )
-            })?;
-            let topic = open_topic(&config, &disk, record)?;
-            topics.insert(name, Arc::new(topic));
+            let record = store::parse_topic(&store::read_small(&*disk, &meta)?, &meta)?;
+            let topic = open_topic(&config, &disk, record.clone())?;
+            topics.insert(name, topic);
+            records.push(record);
         }
-        // Producer ids are `boot << 24 | n`: continue above every id the
-        // data remembers, whatever meta/boot says.
+        // Ids are `block << 24 | n` and the block is the boot counter:
+        // continue above every producer id the data remembers, whatever
+        // meta/boot says.
         let max_id = topics.values().flat_map(|t| t.partitions.iter().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
-        let boot = store::next_boot(&*disk, &data_dir, (max_id.max(0) / PRODUCER_IDS_PER_BOOT + 1) as u64)?;
+        let boot = store::next_boot(&*disk, &data_dir, (max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64)?;
+        let (metadata, effects) = MetadataState::recover(config.log.clone(), limits(&config), boot, records)?;
+        for effect in effects {
+            if let Effect::RewriteTopic(record) = effect {
+                tracing::info!(topic = %record.name, id = record.id, "recorded the topic's id in its topic.json");
+                store::write_topic(&*disk, &data_dir, &record)?;
+                if let Some(t) = topics.get_mut(&record.name) {
+                    t.id = record.id;
+                }
+            }
+        }
+        let topics: BTreeMap<String, Arc<Topic>> = topics.into_iter().map(|(n, t)| (n, Arc::new(t))).collect();
         for (name, dir) in homeless {
             if store::holds_data(&*disk, &dir)? {
                 let to = store::move_aside(&*disk, &dir, &store::quarantine_dir(&data_dir), &name, boot)?;
@@ -124,7 +150,7 @@ impl Broker {
             disk,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
-            producer_ids: Mutex::new(ProducerIds { boot, next: 0 }),
+            metadata: Mutex::new(metadata),
             advertised: Mutex::new(advertised),
             groups,
         });
@@ -238,21 +264,6 @@ impl Broker {
     }
 
     async fn create_topic(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
-        weir_core::name::validate(&r.name).map_err(|e| WireError::new(ErrorCode::InvalidName, e.to_string()))?;
-        if r.partitions == 0 || r.partitions > self.config.partitions_max {
-            return Err(WireError::new(
-                ErrorCode::InvalidPartitions,
-                format!("partitions must be 1..={}, got {}", self.config.partitions_max, r.partitions),
-            ));
-        }
-        if r.replicas != 1 {
-            return Err(WireError::new(
-                ErrorCode::InvalidReplication,
-                format!("replication factor {} is not possible on a single-node broker: use 1", r.replicas),
-            ));
-        }
-        let record = TopicRecord { name: r.name.clone(), partitions: r.partitions, replicas: r.replicas, config: r.config.clone() };
-        effective_log_config(&self.config.log, &record.config).map_err(|m| WireError::new(ErrorCode::InvalidConfig, m))?;
         let _guard = self.admin.lock().await;
         if let Some(limit) = self.config.file_descriptors_max {
             // Each partition holds one descriptor (its active segment): refuse
@@ -269,64 +280,92 @@ impl Broker {
                 ));
             }
         }
-        if self.topic(&r.name).is_ok() {
-            return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {:?} already exists", r.name)));
-        }
-        if let Some(other) = self.topics.read().unwrap_or_else(|p| p.into_inner()).keys().find(|n| n.eq_ignore_ascii_case(&r.name)) {
-            // Their directories would be one on a case-insensitive file system.
-            return Err(WireError::new(
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {:?} differs from the existing topic {other:?} only in case: choose another name", r.name),
-            ));
-        }
-        let dir = store::topic_dir(&self.config.data_dir, &r.name);
-        if self.disk.exists(&dir) {
-            // Left over from an interrupted create or delete.
-            self.disk.remove_dir_all(&dir).map_err(disk_error)?;
-        }
-        store::ensure_dir(&*self.disk, &dir).map_err(disk_error)?;
-        // Opening creates files: off the async workers.
-        let opened = {
-            let (config, disk, record) = (self.config.clone(), self.disk.clone(), record.clone());
-            crate::blocking::run(move || open_topic(&config, &disk, record)).await
-        };
-        let topic = match opened {
-            Ok(t) => t,
-            Err(e) => {
-                // Nothing was committed (no topic.json): remove what was made.
-                if let Err(cleanup) =
-                    self.disk.remove_dir_all(&dir).and_then(|()| self.disk.sync_dir(&store::topics_dir(&self.config.data_dir)))
-                {
-                    tracing::warn!(topic = %r.name, error = %cleanup, "could not remove a failed create's directory; the next start removes it");
-                }
-                return Err(WireError::new(ErrorCode::StorageError, format!("cannot create topic {:?}: {e:#}", r.name)));
+        let effect = self.lock_metadata().create_topic(&r.name, r.partitions, r.replicas, settings(&r.config)).map_err(metadata_error)?;
+        let Effect::CreateTopic(record) = effect else { unreachable!("a create's effect is CreateTopic") };
+        match self.carry_out_create(&record).await {
+            Ok(topic) => {
+                self.lock_metadata().topic_created(record.clone());
+                self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(r.name.clone(), Arc::new(topic));
+                self.groups.set_partitions(&r.name, Some(r.partitions));
+                tracing::info!(topic = %r.name, id = record.id, partitions = r.partitions, "topic created");
+                Ok(CreateTopicResponse { name: r.name, partitions: r.partitions })
             }
+            Err(e) => {
+                self.lock_metadata().create_failed(&r.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// A create's effect: the partitions' directories and logs, then the
+    /// durable `topic.json` (the commit point). On failure nothing is
+    /// committed and what was made is removed.
+    async fn carry_out_create(&self, record: &TopicRecord) -> Result<Topic, WireError> {
+        let dir = store::topic_dir(&self.config.data_dir, &record.name);
+        let made = {
+            let (config, disk, record) = (self.config.clone(), self.disk.clone(), record.clone());
+            // Directories and files: off the async workers.
+            crate::blocking::run(move || -> anyhow::Result<Topic> {
+                let dir = store::topic_dir(&config.data_dir, &record.name);
+                if disk.exists(&dir) {
+                    // Left over from an interrupted create or delete.
+                    disk.remove_dir_all(&dir)?;
+                }
+                store::ensure_dir(&*disk, &dir)?;
+                let topic = open_topic(&config, &disk, record.clone())?;
+                if let Err(e) = store::write_topic(&*disk, &config.data_dir, &record) {
+                    for p in &topic.partitions {
+                        p.close();
+                    }
+                    return Err(e.into());
+                }
+                Ok(topic)
+            })
+            .await
         };
-        let json = serde_json::to_vec_pretty(&record).expect("topic record serialises");
-        // The commit point: the topic exists once topic.json is durable.
-        store::write_atomic(&*self.disk, &dir, store::TOPIC_FILE, &json).map_err(disk_error)?;
-        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(r.name.clone(), Arc::new(topic));
-        self.groups.set_partitions(&r.name, Some(r.partitions));
-        tracing::info!(topic = %r.name, partitions = r.partitions, "topic created");
-        Ok(CreateTopicResponse { name: r.name, partitions: r.partitions })
+        made.map_err(|e| {
+            // Nothing was committed (no durable topic.json): remove what was made.
+            if let Err(cleanup) = self.disk.remove_dir_all(&dir).and_then(|()| self.disk.sync_dir(&store::topics_dir(&self.config.data_dir))) {
+                tracing::warn!(topic = %record.name, error = %cleanup, "could not remove a failed create's directory; the next start removes it");
+            }
+            WireError::new(ErrorCode::StorageError, format!("cannot create topic {:?}: {e:#}", record.name))
+        })
+    }
+
+    fn lock_metadata(&self) -> std::sync::MutexGuard<'_, MetadataState> {
+        self.metadata.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn delete_topic(&self, r: DeleteTopicRequest) -> Result<DeleteTopicResponse, WireError> {
         let _guard = self.admin.lock().await;
+        let effect = self.lock_metadata().delete_topic(&r.name).map_err(metadata_error)?;
+        let Effect::DeleteTopic(record) = effect else { unreachable!("a delete's effect is DeleteTopic") };
         let topic = self.topic(&r.name)?;
-        let dir = store::topic_dir(&self.config.data_dir, &r.name);
+        let dir = store::topic_dir(&self.config.data_dir, &record.name);
         // Moving the directory into trash/ is the commit point; a crash
         // after it leaves trash that the next start removes.
-        let boot = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()).boot;
-        let trash = store::move_aside(&*self.disk, &dir, &store::trash_dir(&self.config.data_dir), &r.name, boot).map_err(disk_error)?;
+        let boot = self.lock_metadata().newest_block();
+        let moved = {
+            let (disk, trash) = (self.disk.clone(), store::trash_dir(&self.config.data_dir));
+            let name = record.name.clone();
+            crate::blocking::run(move || store::move_aside(&*disk, &dir, &trash, &name, boot)).await
+        };
+        let trash = match moved {
+            Ok(t) => t,
+            Err(e) => {
+                self.lock_metadata().delete_failed(&r.name);
+                return Err(disk_error(e));
+            }
+        };
+        self.lock_metadata().topic_deleted(&r.name);
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&r.name);
         self.groups.set_partitions(&r.name, None);
         for p in &topic.partitions {
             p.close();
         }
-        self.disk.remove_dir_all(&trash).map_err(disk_error)?;
-        self.disk.sync_dir(&store::trash_dir(&self.config.data_dir)).map_err(disk_error)?;
-        tracing::info!(topic = %r.name, "topic deleted");
+        let (disk, trash_dir) = (self.disk.clone(), store::trash_dir(&self.config.data_dir));
+        crate::blocking::run(move || disk.remove_dir_all(&trash).and_then(|()| disk.sync_dir(&trash_dir))).await.map_err(disk_error)?;
+        tracing::info!(topic = %r.name, id = record.id, "topic deleted");
         Ok(DeleteTopicResponse {})
     }
 
@@ -387,14 +426,18 @@ impl Broker {
     }
 
     fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.next >= PRODUCER_IDS_PER_BOOT {
-            ids.boot = store::next_boot(&*self.disk, &self.config.data_dir, ids.boot + 1).map_err(disk_error)?;
-            ids.next = 0;
+        let mut metadata = self.lock_metadata();
+        loop {
+            match metadata.allocate_producer_id() {
+                Ok(id) => return Ok(InitProducerIdResponse { producer_id: id, producer_epoch: 0 }),
+                Err(Effect::PersistBlock(block)) => {
+                    // Once per 16 M ids: a small synced write under the lock.
+                    let block = store::next_boot(&*self.disk, &self.config.data_dir, block).map_err(disk_error)?;
+                    metadata.block_persisted(block);
+                }
+                Err(other) => unreachable!("producer ids need only blocks, not {other:?}"),
+            }
         }
-        let id = (ids.boot as i64) * PRODUCER_IDS_PER_BOOT + ids.next;
-        ids.next += 1;
-        Ok(InitProducerIdResponse { producer_id: id, producer_epoch: 0 })
     }
 
     /// Runs retention on every partition.
@@ -449,11 +492,11 @@ pub fn accept_loss(config: &Config, disk: Arc<dyn Disk>, target: &LossTarget) ->
             if !disk.exists(&meta) {
                 anyhow::bail!("topic {topic:?} does not exist in {}", config.data_dir.display());
             }
-            let record: TopicRecord = serde_json::from_slice(&store::read_small(&*disk, &meta)?)?;
+            let record = store::parse_topic(&store::read_small(&*disk, &meta)?, &meta)?;
             if *partition >= record.partitions {
                 anyhow::bail!("topic {topic:?} has partitions 0..{}, not {partition}", record.partitions);
             }
-            let log_config = effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
+            let log_config = metadata::effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
             (store::partition_dir(&config.data_dir, topic, *partition), log_config)
         }
         LossTarget::OffsetsLog => (config.data_dir.join("internal").join("offsets"), offsets_log_config(config)),
@@ -471,27 +514,10 @@ fn offsets_log_config(config: &Config) -> LogConfig {
     LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, timestamp_after_max_ms: None, ..config.log.clone() }
 }
 
-fn effective_log_config(defaults: &LogConfig, c: &TopicConfig) -> Result<LogConfig, String> {
-    let mut log = defaults.clone();
-    if let Some(b) = c.segment_bytes {
-        if !(4096..=2 << 30).contains(&b) {
-            return Err(format!("segment_bytes must be between 4096 and {}, got {b}", 2u64 << 30));
-        }
-        log.segment_bytes_max = b;
-    }
-    if let Some(ms) = c.retention_ms {
-        log.retention_ms = crate::config::ms_or_unbounded("retention_ms", ms)?;
-    }
-    if let Some(b) = c.retention_bytes {
-        log.retention_bytes = Some(b);
-    }
-    Ok(log)
-}
-
 /// Opens every partition of a topic. On failure, the partitions already
 /// started are closed, so nothing they opened (files, flusher tasks) leaks.
 fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> anyhow::Result<Topic> {
-    let log_config = effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
+    let log_config = metadata::effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
     let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(record.partitions as usize);
     let opened = (0..record.partitions).try_for_each(|id| -> anyhow::Result<()> {
         let dir = store::partition_dir(&config.data_dir, &record.name, id);
@@ -509,7 +535,7 @@ fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> any
         }
         return Err(e);
     }
-    Ok(Topic { name: record.name, replicas: record.replicas, log_config, partitions })
+    Ok(Topic { id: record.id, name: record.name, replicas: record.replicas, log_config, partitions })
 }
 
 /// Descriptors the broker keeps for other things than partitions: every

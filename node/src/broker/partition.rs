@@ -63,7 +63,7 @@ pub fn log_error(e: LogError) -> WireError {
         LogError::Corruption { .. } => ErrorCode::CorruptData,
         LogError::InvalidBatch(_) => ErrorCode::CorruptBatch,
         LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::NotBatchBoundary(_) => ErrorCode::InvalidRequest,
+        LogError::NotBatchBoundary(_) | LogError::RaftOrder(_) => ErrorCode::InvalidRequest,
         LogError::Disk(weir_core::disk::DiskError::NoSpace(_)) => ErrorCode::StorageFull,
         LogError::Disk(_) | LogError::Failed(_) => ErrorCode::StorageError,
         LogError::Offline(_) => ErrorCode::PartitionOffline,

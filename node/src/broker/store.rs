@@ -5,8 +5,8 @@
 //! ```text
 //! data_dir/
 //!   .lock                        held by the running broker (see `lock`)
-//!   meta/boot                    boot counter, decimal
-//!   topics/<topic>/topic.json    name, partitions, replicas, config
+//!   meta/boot                    boot counter, decimal (the id block)
+//!   topics/<topic>/topic.json    id, name, partitions, replicas, config
 //!   topics/<topic>/<partition>/  the partition log's segments
 //!   trash/<topic>.<boot>.<n>/    a deleted topic, being removed
 //!   quarantine/<topic>.<boot>/   a topic directory found without topic.json
@@ -17,22 +17,14 @@
 //! `topic.json` is either an interrupted create (no data: removed) or lost
 //! metadata (data: moved to `quarantine/`, never deleted).
 
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+pub use weir_core::disk::write_atomic;
 use weir_core::disk::{Disk, DiskError};
-use weir_net::message::TopicConfig;
+pub use weir_core::metadata::TopicRecord;
 
 pub const TOPIC_FILE: &str = "topic.json";
 /// Largest metadata file read back; anything bigger is not ours.
 const META_FILE_BYTES_MAX: u64 = 1 << 20;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicRecord {
-    pub name: String,
-    pub partitions: u32,
-    pub replicas: u16,
-    pub config: TopicConfig,
-}
 
 pub fn topics_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("topics")
@@ -62,28 +54,25 @@ pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
     Ok(())
 }
 
-/// Replaces `dir/name` with `bytes` atomically and durably: write a temp
-/// file, sync it, rename over, sync the directory.
-pub fn write_atomic(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let f = disk.open(&tmp, true)?;
-    f.set_len(0)?;
-    f.write_at(bytes, 0)?;
-    f.sync_data()?;
-    disk.rename(&tmp, &dir.join(name))?;
-    disk.sync_dir(dir)
+pub fn read_small(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
+    weir_core::disk::read_small(disk, path, META_FILE_BYTES_MAX)?.ok_or_else(|| DiskError::NotFound(path.to_path_buf()))
 }
 
-pub fn read_small(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
-    let f = disk.open(path, false)?;
-    let len = f.len()?;
-    if len > META_FILE_BYTES_MAX {
-        return Err(DiskError::io(path, format!("metadata file of {len} bytes is larger than {META_FILE_BYTES_MAX}")));
-    }
-    let mut buf = vec![0; len as usize];
-    let n = f.read_at(&mut buf, 0)?;
-    buf.truncate(n);
-    Ok(buf)
+/// Parses a `topic.json`, or says how to repair it.
+pub fn parse_topic(raw: &[u8], path: &Path) -> anyhow::Result<TopicRecord> {
+    serde_json::from_slice(raw).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid topic metadata ({e}): restore it (see the README, \"On-disk format\"), or move the topic's directory out of {}",
+            path.display(),
+            path.parent().and_then(Path::parent).map_or_else(String::new, |p| p.display().to_string())
+        )
+    })
+}
+
+/// Makes `record` the topic's durable metadata: the commit point of a create.
+pub fn write_topic(disk: &dyn Disk, data_dir: &Path, record: &TopicRecord) -> Result<(), DiskError> {
+    let json = serde_json::to_vec_pretty(record).expect("topic record serialises");
+    write_atomic(disk, &topic_dir(data_dir, &record.name), TOPIC_FILE, &json)
 }
 
 pub fn trash_dir(data_dir: &Path) -> PathBuf {
@@ -151,4 +140,26 @@ pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, Di
     let next = (current + 1).max(floor);
     write_atomic(disk, &dir, "boot", next.to_string().as_bytes())?;
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_json_written_before_topic_ids_still_opens() {
+        // As the broker wrote it from the wire type, before core owned it.
+        let old = br#"{
+  "name": "orders",
+  "partitions": 3,
+  "replicas": 1,
+  "config": { "retention_bytes": null, "retention_ms": 3600000, "segment_bytes": 1048576 }
+}"#;
+        let r = parse_topic(old, Path::new("/d/topics/orders/topic.json")).unwrap();
+        assert_eq!((r.id, r.name.as_str(), r.partitions, r.replicas), (0, "orders", 3, 1));
+        assert_eq!((r.config.retention_ms, r.config.segment_bytes, r.config.retention_bytes), (Some(3_600_000), Some(1 << 20), None));
+        let again = parse_topic(&serde_json::to_vec(&TopicRecord { id: 5, ..r.clone() }).unwrap(), Path::new("x")).unwrap();
+        assert_eq!(again.id, 5);
+        assert!(parse_topic(b"{ not json", Path::new("/d/topics/t/topic.json")).unwrap_err().to_string().contains("restore it"));
+    }
 }

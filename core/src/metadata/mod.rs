@@ -1,0 +1,274 @@
+//! The cluster's metadata as a pure state machine: topics with their ids,
+//! partition counts, replication and effective log settings, and the blocks
+//! producer ids and topic ids are handed out from. On a single node the
+//! broker runs it directly; the metadata Raft group will run the same
+//! commands in log order on every voter.
+//!
+//! Discipline (as for group commits): a command validates and *reserves*,
+//! returning the [`Effect`]s the caller must make durable; only then does
+//! the caller report them done ([`MetadataState::topic_created`],
+//! [`MetadataState::topic_deleted`], [`MetadataState::block_persisted`]),
+//! and only then is the change visible. A failed effect is reported with
+//! [`MetadataState::create_failed`]; nothing is half-applied.
+//!
+//! Ids are never handed out twice: producer ids and topic ids are
+//! `block << 24 | n`, and a block number (the node's boot counter) is
+//! durable before any id from it is used (see [`IdBlocks`]).
+
+mod records;
+#[cfg(test)]
+mod tests;
+
+pub use records::{TopicRecord, TopicSettings};
+
+use crate::log::LogConfig;
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Ids per block: `block << 24 | n`.
+pub const IDS_PER_BLOCK: i64 = 1 << 24;
+
+/// What the node's configuration bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataLimits {
+    /// Most partitions one topic may have.
+    pub partitions_max: u32,
+    /// Brokers that can hold replicas (1 on a single node).
+    pub brokers: u16,
+}
+
+/// Why a metadata command was refused. Each says what to do instead; the
+/// node maps them onto wire codes in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MetadataError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("partitions must be 1..={max}, got {got}")]
+    InvalidPartitions { got: u32, max: u32 },
+    #[error("replication factor {got} is not possible with {brokers} broker(s): use 1..={brokers}")]
+    InvalidReplication { got: u16, brokers: u16 },
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("topic {name:?} differs from the existing topic {existing:?} only in case: choose another name")]
+    CaseCollision { name: String, existing: String },
+    #[error("topic {0:?} is being created or deleted: retry shortly")]
+    Busy(String),
+    #[error("topic {0:?} does not exist: create it first (weirctl topic create {0})")]
+    UnknownTopic(String),
+}
+
+/// What the caller must make durable before reporting a command done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Create the topic's partitions, then write its record: the record
+    /// being durable is the create's commit point.
+    CreateTopic(TopicRecord),
+    /// Remove the topic and its data; moving it aside is the commit point.
+    DeleteTopic(TopicRecord),
+    /// Persist this id block (the boot counter) before any id from it is used.
+    PersistBlock(u64),
+    /// Rewrite a record recovered without an id, now that it has one.
+    RewriteTopic(TopicRecord),
+}
+
+/// A topic as metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub record: TopicRecord,
+    /// The topic's settings applied over the node's defaults.
+    pub log_config: LogConfig,
+}
+
+/// Hands out ids `block << 24 | n` from the current block; a block must be
+/// persisted before its first id is used, and is never used again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdBlocks {
+    block: Option<u64>,
+    next: i64,
+}
+
+impl IdBlocks {
+    fn starting_at(block: u64) -> Self {
+        IdBlocks { block: Some(block), next: 0 }
+    }
+
+    /// The next id, or the block that must be persisted first.
+    fn next(&mut self, newest_block: u64) -> Result<i64, u64> {
+        match self.block {
+            Some(b) if self.next < IDS_PER_BLOCK => {
+                let id = (b as i64) * IDS_PER_BLOCK + self.next;
+                self.next += 1;
+                Ok(id)
+            }
+            _ => Err(newest_block + 1),
+        }
+    }
+}
+
+/// The metadata state machine. See the module documentation.
+#[derive(Debug)]
+pub struct MetadataState {
+    defaults: LogConfig,
+    limits: MetadataLimits,
+    topics: BTreeMap<String, TopicMeta>,
+    /// Creates and deletes whose effects are under way, by topic name.
+    pending: BTreeMap<String, u64>,
+    /// The newest block persisted (the boot counter).
+    newest_block: u64,
+    producer_ids: IdBlocks,
+    topic_ids: IdBlocks,
+}
+
+impl MetadataState {
+    /// The state after a start: `block` is the boot counter just persisted
+    /// (above every producer id the data holds), `records` the topics found
+    /// on disk. Records from before topic ids get one now; the returned
+    /// effects rewrite them.
+    pub fn recover(
+        defaults: LogConfig,
+        limits: MetadataLimits,
+        block: u64,
+        records: Vec<TopicRecord>,
+    ) -> Result<(Self, Vec<Effect>), MetadataError> {
+        let mut state = MetadataState {
+            defaults,
+            limits,
+            topics: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            newest_block: block,
+            producer_ids: IdBlocks::starting_at(block),
+            topic_ids: IdBlocks::starting_at(block),
+        };
+        let mut effects = Vec::new();
+        for mut record in records {
+            let log_config = effective_log_config(&state.defaults, &record.config).map_err(MetadataError::InvalidConfig)?;
+            if record.id == 0 {
+                record.id = state.topic_ids.next(block).map_err(|_| MetadataError::Busy(record.name.clone()))? as u64;
+                effects.push(Effect::RewriteTopic(record.clone()));
+            }
+            state.topics.insert(record.name.clone(), TopicMeta { record, log_config });
+        }
+        Ok((state, effects))
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.topics.values()
+    }
+
+    /// Validates a create and reserves the name and an id. On `Ok`, carry
+    /// out the effect, then call `topic_created` (or `create_failed`).
+    pub fn create_topic(&mut self, name: &str, partitions: u32, replicas: u16, config: TopicSettings) -> Result<Effect, MetadataError> {
+        crate::name::validate(name).map_err(|e| MetadataError::InvalidName(e.to_string()))?;
+        if partitions == 0 || partitions > self.limits.partitions_max {
+            return Err(MetadataError::InvalidPartitions { got: partitions, max: self.limits.partitions_max });
+        }
+        if replicas == 0 || replicas > self.limits.brokers {
+            return Err(MetadataError::InvalidReplication { got: replicas, brokers: self.limits.brokers });
+        }
+        effective_log_config(&self.defaults, &config).map_err(MetadataError::InvalidConfig)?;
+        if self.pending.contains_key(name) {
+            return Err(MetadataError::Busy(name.to_owned()));
+        }
+        if self.topics.contains_key(name) {
+            return Err(MetadataError::TopicExists(name.to_owned()));
+        }
+        let clash = self.topics.keys().chain(self.pending.keys()).find(|n| n.eq_ignore_ascii_case(name));
+        if let Some(existing) = clash {
+            // Their directories would be one on a case-insensitive file system.
+            return Err(MetadataError::CaseCollision { name: name.to_owned(), existing: existing.clone() });
+        }
+        let id = match self.topic_ids.next(self.newest_block) {
+            Ok(id) => id as u64,
+            // 16 M creates in one boot: the next start gives a new block.
+            Err(_) => return Err(MetadataError::Busy(name.to_owned())),
+        };
+        self.pending.insert(name.to_owned(), id);
+        Ok(Effect::CreateTopic(TopicRecord { id, name: name.to_owned(), partitions, replicas, config }))
+    }
+
+    /// The create's record is durable: the topic exists.
+    pub fn topic_created(&mut self, record: TopicRecord) {
+        assert_eq!(self.pending.remove(&record.name), Some(record.id), "only a reserved create completes");
+        let log_config = effective_log_config(&self.defaults, &record.config).expect("validated when reserved");
+        self.topics.insert(record.name.clone(), TopicMeta { record, log_config });
+    }
+
+    /// The create's effects failed: nothing was committed. The id stays used.
+    pub fn create_failed(&mut self, name: &str) {
+        self.pending.remove(name);
+    }
+
+    /// Reserves a delete. On `Ok`, carry out the effect, then call `topic_deleted`.
+    pub fn delete_topic(&mut self, name: &str) -> Result<Effect, MetadataError> {
+        if self.pending.contains_key(name) {
+            return Err(MetadataError::Busy(name.to_owned()));
+        }
+        let meta = self.topics.get(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        self.pending.insert(name.to_owned(), meta.record.id);
+        Ok(Effect::DeleteTopic(meta.record.clone()))
+    }
+
+    /// The delete is committed: the topic is gone.
+    pub fn topic_deleted(&mut self, name: &str) {
+        self.pending.remove(name);
+        self.topics.remove(name);
+    }
+
+    /// The delete's commit failed: the topic stays.
+    pub fn delete_failed(&mut self, name: &str) {
+        self.pending.remove(name);
+    }
+
+    /// A fresh producer id, or `Err(Effect::PersistBlock(b))`: persist it,
+    /// call `block_persisted(b)` and ask again.
+    pub fn allocate_producer_id(&mut self) -> Result<i64, Effect> {
+        self.producer_ids.next(self.newest_block).map_err(Effect::PersistBlock)
+    }
+
+    /// Block `block` is durable: producer ids continue from it.
+    pub fn block_persisted(&mut self, block: u64) {
+        assert!(block > self.newest_block, "blocks only move forward");
+        self.newest_block = block;
+        self.producer_ids = IdBlocks::starting_at(block);
+    }
+
+    /// The newest block persisted (the boot counter).
+    pub fn newest_block(&self) -> u64 {
+        self.newest_block
+    }
+}
+
+/// A topic's settings applied over the node's defaults, or what is wrong
+/// with them.
+pub fn effective_log_config(defaults: &LogConfig, c: &TopicSettings) -> Result<LogConfig, String> {
+    let mut log = defaults.clone();
+    if let Some(b) = c.segment_bytes {
+        if !(4096..=2 << 30).contains(&b) {
+            return Err(format!("segment_bytes must be between 4096 and {}, got {b}", 2u64 << 30));
+        }
+        log.segment_bytes_max = b;
+    }
+    if let Some(ms) = c.retention_ms {
+        log.retention_ms = ms_or_unbounded("retention_ms", ms)?;
+    }
+    if let Some(b) = c.retention_bytes {
+        log.retention_bytes = Some(b);
+    }
+    Ok(log)
+}
+
+/// A duration setting where -1 means "forever" (or "no bound"): any other
+/// negative value means nothing and is refused.
+pub fn ms_or_unbounded(name: &str, ms: i64) -> Result<Option<i64>, String> {
+    match ms {
+        -1 => Ok(None),
+        ms if ms >= 0 => Ok(Some(ms)),
+        ms => Err(format!("{name} must be -1 (no limit) or at least 0, got {ms}")),
+    }
+}

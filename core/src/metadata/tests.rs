@@ -1,0 +1,165 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+fn limits() -> MetadataLimits {
+    MetadataLimits { partitions_max: 100, brokers: 1 }
+}
+
+fn fresh(block: u64) -> MetadataState {
+    MetadataState::recover(LogConfig::default(), limits(), block, Vec::new()).unwrap().0
+}
+
+fn create(m: &mut MetadataState, name: &str) -> Result<TopicRecord, MetadataError> {
+    match m.create_topic(name, 3, 1, TopicSettings::default())? {
+        Effect::CreateTopic(r) => Ok(r),
+        other => panic!("unexpected effect {other:?}"),
+    }
+}
+
+#[test]
+fn a_create_is_visible_only_once_its_record_is_durable() {
+    let mut m = fresh(1);
+    let record = create(&mut m, "orders").unwrap();
+    assert_eq!((record.id, record.partitions), (1 << 24, 3));
+    assert!(m.topic("orders").is_none(), "not visible before the record is durable");
+    assert_eq!(create(&mut m, "orders"), Err(MetadataError::Busy("orders".into())));
+    m.topic_created(record.clone());
+    assert_eq!(m.topic("orders").unwrap().record, record);
+    assert_eq!(create(&mut m, "orders"), Err(MetadataError::TopicExists("orders".into())));
+    assert!(matches!(create(&mut m, "ORDERS"), Err(MetadataError::CaseCollision { .. })));
+}
+
+#[test]
+fn refusals_say_what_is_wrong() {
+    let mut m = fresh(1);
+    assert!(matches!(m.create_topic("../x", 1, 1, TopicSettings::default()), Err(MetadataError::InvalidName(_))));
+    assert!(matches!(m.create_topic("", 1, 1, TopicSettings::default()), Err(MetadataError::InvalidName(_))));
+    assert_eq!(m.create_topic("t", 0, 1, TopicSettings::default()), Err(MetadataError::InvalidPartitions { got: 0, max: 100 }));
+    assert_eq!(m.create_topic("t", 101, 1, TopicSettings::default()), Err(MetadataError::InvalidPartitions { got: 101, max: 100 }));
+    assert_eq!(m.create_topic("t", 1, 3, TopicSettings::default()), Err(MetadataError::InvalidReplication { got: 3, brokers: 1 }));
+    let bad = TopicSettings { segment_bytes: Some(10), ..TopicSettings::default() };
+    assert!(matches!(m.create_topic("t", 1, 1, bad), Err(MetadataError::InvalidConfig(_))));
+    let bad = TopicSettings { retention_ms: Some(-5), ..TopicSettings::default() };
+    assert!(matches!(m.create_topic("t", 1, 1, bad), Err(MetadataError::InvalidConfig(_))));
+    assert_eq!(m.delete_topic("nope"), Err(MetadataError::UnknownTopic("nope".into())));
+}
+
+#[test]
+fn a_failed_create_leaves_nothing_and_its_id_is_not_reused() {
+    let mut m = fresh(2);
+    let first = create(&mut m, "a").unwrap();
+    m.create_failed("a");
+    assert!(m.topic("a").is_none());
+    let again = create(&mut m, "a").unwrap();
+    assert_ne!(first.id, again.id);
+}
+
+#[test]
+fn a_delete_commits_only_when_reported_and_a_failed_one_keeps_the_topic() {
+    let mut m = fresh(1);
+    let r = create(&mut m, "t").unwrap();
+    m.topic_created(r.clone());
+    assert_eq!(m.delete_topic("t"), Ok(Effect::DeleteTopic(r)));
+    assert_eq!(m.delete_topic("t"), Err(MetadataError::Busy("t".into())));
+    m.delete_failed("t");
+    assert!(m.topic("t").is_some());
+    m.delete_topic("t").unwrap();
+    m.topic_deleted("t");
+    assert!(m.topic("t").is_none());
+}
+
+#[test]
+fn producer_ids_come_from_persisted_blocks_only() {
+    let mut m = fresh(5);
+    assert_eq!(m.allocate_producer_id(), Ok(5 << 24));
+    assert_eq!(m.allocate_producer_id(), Ok((5 << 24) + 1));
+    m.producer_ids.next = IDS_PER_BLOCK;
+    assert_eq!(m.allocate_producer_id(), Err(Effect::PersistBlock(6)), "an exhausted block asks for the next");
+    m.block_persisted(6);
+    assert_eq!(m.allocate_producer_id(), Ok(6 << 24));
+}
+
+#[test]
+fn records_from_before_topic_ids_get_one_and_are_rewritten() {
+    let old = TopicRecord { id: 0, name: "legacy".into(), partitions: 2, replicas: 1, config: TopicSettings::default() };
+    let kept = TopicRecord { id: 77, name: "new".into(), partitions: 1, replicas: 1, config: TopicSettings::default() };
+    let (m, effects) = MetadataState::recover(LogConfig::default(), limits(), 9, vec![old, kept.clone()]).unwrap();
+    let legacy = &m.topic("legacy").unwrap().record;
+    assert_eq!(legacy.id, 9 << 24);
+    assert_eq!(effects, vec![Effect::RewriteTopic(legacy.clone())]);
+    assert_eq!(m.topic("new").unwrap().record, kept);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { name: u8, ok: bool },
+    Delete { name: u8, ok: bool },
+    ProducerId,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, any::<bool>()).prop_map(|(name, ok)| Op::Create { name, ok }),
+        2 => (0u8..6, any::<bool>()).prop_map(|(name, ok)| Op::Delete { name, ok }),
+        3 => Just(Op::ProducerId),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    /// Against a model (a set of names and the ids ever handed out): the
+    /// visible topics are exactly those whose effects succeeded, and no
+    /// topic id or producer id is ever handed out twice, across restarts
+    /// (a restart persists a new block above everything, as the node does).
+    #[test]
+    fn metadata_matches_a_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut block = 1;
+        let mut m = fresh(block);
+        let mut durable: BTreeSet<String> = BTreeSet::new();
+        let mut records: BTreeMap<String, TopicRecord> = BTreeMap::new();
+        let mut topic_ids = BTreeSet::new();
+        let mut producer_ids = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Create { name, ok } => {
+                    let name = format!("t{name}");
+                    match m.create_topic(&name, 1, 1, TopicSettings::default()) {
+                        Ok(Effect::CreateTopic(r)) => {
+                            prop_assert!(!durable.contains(&name));
+                            prop_assert!(topic_ids.insert(r.id), "topic id {} handed out twice", r.id);
+                            if ok { m.topic_created(r.clone()); durable.insert(name.clone()); records.insert(name, r); } else { m.create_failed(&name); }
+                        }
+                        Ok(other) => prop_assert!(false, "unexpected {:?}", other),
+                        Err(MetadataError::TopicExists(_)) => prop_assert!(durable.contains(&name)),
+                        Err(e) => prop_assert!(false, "unexpected {}", e),
+                    }
+                }
+                Op::Delete { name, ok } => {
+                    let name = format!("t{name}");
+                    match m.delete_topic(&name) {
+                        Ok(_) if ok => { m.topic_deleted(&name); durable.remove(&name); records.remove(&name); }
+                        Ok(_) => m.delete_failed(&name),
+                        Err(MetadataError::UnknownTopic(_)) => prop_assert!(!durable.contains(&name)),
+                        Err(e) => prop_assert!(false, "unexpected {}", e),
+                    }
+                }
+                Op::ProducerId => {
+                    let id = match m.allocate_producer_id() {
+                        Ok(id) => id,
+                        Err(Effect::PersistBlock(b)) => { m.block_persisted(b); block = b; m.allocate_producer_id().unwrap() }
+                        Err(other) => { prop_assert!(false, "unexpected {:?}", other); unreachable!() }
+                    };
+                    prop_assert!(producer_ids.insert(id), "producer id {} handed out twice", id);
+                }
+                Op::Restart => {
+                    block = m.newest_block().max(block) + 1;
+                    m = MetadataState::recover(LogConfig::default(), limits(), block, records.values().cloned().collect()).unwrap().0;
+                }
+            }
+            let visible: BTreeSet<String> = m.topics().map(|t| t.record.name.clone()).collect();
+            prop_assert_eq!(&visible, &durable);
+        }
+    }
+}
