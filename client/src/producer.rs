@@ -92,6 +92,10 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Messages queued per partition before `send` waits.
     pub queue_messages: usize,
+    /// A deliberate bug for the simulator's canary tests; honoured only in
+    /// simulation builds (see `weir_core::canary`).
+    #[doc(hidden)]
+    pub canary: Option<weir_core::canary::Canary>,
 }
 
 impl Default for ProducerConfig {
@@ -105,6 +109,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             queue_messages: 100_000,
+            canary: None,
         }
     }
 }
@@ -212,8 +217,7 @@ impl Producer {
     /// partitions' queues, so a send that waits for metadata keeps every
     /// later send behind it.
     async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        #[cfg(madsim)]
-        if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
+        if weir_core::canary::on(self.inner.config.canary, weir_core::canary::Canary::UnorderedSends) {
             // The canary: no gate (and `enqueue` delays its lookup).
             return None;
         }
@@ -222,8 +226,7 @@ impl Producer {
 
     /// Places one message in its partition's queue; the caller holds the gate.
     async fn enqueue(&self, msg: ProduceMessage) -> Result<(u32, oneshot::Receiver<Result<u64>>)> {
-        #[cfg(madsim)]
-        if weir_core::canary::is(weir_core::canary::Canary::UnorderedSends) {
+        if weir_core::canary::on(self.inner.config.canary, weir_core::canary::Canary::UnorderedSends) {
             // A lookup that takes a random while, as a cold cache's does, so
             // later sends overtake earlier ones (drawn from the value, so a
             // seed still replays).

@@ -1,10 +1,9 @@
 //! Canary bugs for the simulator: deliberate defects that the history
-//! checker must catch, proving that it can fail. This module exists only in
-//! simulation builds (`--cfg madsim`); a normal build has no trace of it.
-//! The switch is per thread because madsim runs each simulation on one
-//! thread and tests run simulations on several.
-
-use std::cell::Cell;
+//! checker must catch, proving that it can fail. A canary is injected as
+//! configuration (`LogConfig::canary`, the node's `Config::canary`, the
+//! SDK's `ProducerConfig::canary`), never read from global state, and it is
+//! honoured only in simulation builds (`--cfg madsim`): in a normal build
+//! the code that acts on it is compiled out, so no setting can turn one on.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Canary {
@@ -18,15 +17,7 @@ pub enum Canary {
     UnorderedSends,
 }
 
-thread_local! {
-    static ACTIVE: Cell<Option<Canary>> = const { Cell::new(None) };
-}
-
-/// Turns a canary on (or all off with `None`) for simulations on this thread.
-pub fn set(canary: Option<Canary>) {
-    ACTIVE.with(|c| c.set(canary));
-}
-
-pub fn is(canary: Canary) -> bool {
-    ACTIVE.with(|c| c.get()) == Some(canary)
+/// Whether `configured` turns on `canary` (always false outside simulation builds).
+pub fn on(configured: Option<Canary>, canary: Canary) -> bool {
+    cfg!(madsim) && configured == Some(canary)
 }

@@ -10,7 +10,6 @@
 //! seed the caller passes.
 
 pub mod batch;
-#[cfg(madsim)]
 pub mod canary;
 pub mod disk;
 pub mod group;
@@ -21,4 +20,4 @@ pub mod partition;
 pub mod producer;
 mod time;
 
-pub use time::Timestamp;
+pub use time::{Monotonic, Now, Timestamp};

@@ -3,7 +3,7 @@
 //! can also jump this clock forwards or backwards ([`sim_jump`]), as NTP
 //! steps or a VM resume would, without moving the simulator's own time.
 
-use weir_core::Timestamp;
+use weir_core::{Monotonic, Now, Timestamp};
 
 #[cfg(madsim)]
 thread_local! {
@@ -28,4 +28,29 @@ pub fn now() -> Timestamp {
     #[cfg(madsim)]
     let ms = ms + SKEW_MS.with(|s| s.get());
     Timestamp(ms)
+}
+
+/// The node's clocks as one injected value: the wall clock above and a
+/// monotonic clock counted from this value's creation (tokio's, so madsim
+/// simulates it). State machines get both as a [`Now`]; their timers run on
+/// the monotonic one, which no wall-clock step moves.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock { origin: tokio::time::Instant::now() }
+    }
+
+    pub fn now(&self) -> Now {
+        Now { wall: now(), mono: Monotonic(self.origin.elapsed().as_millis() as u64) }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -2,7 +2,8 @@
 //! [`disk::RealDisk`] adapter over files with fdatasync and directory syncs,
 //! the [`broker::Broker`] state (topics, partitions, group commit, long-poll
 //! fetches, idempotent producers, retention), the [`server`] that speaks the
-//! protocol over TCP, and [`config::Config`] for the `weir` binary.
+//! protocol over TCP, [`tasks::Tasks`] (the supervisor of every background
+//! task) and [`config::Config`] for the `weir` binary.
 
 pub mod blocking;
 pub mod broker;
@@ -11,22 +12,4 @@ pub mod config;
 pub mod disk;
 pub mod lock;
 pub mod server;
-
-use std::sync::Arc;
-
-/// Starts the retention task: every `retention_check_interval`, old
-/// segments of every partition are deleted per their topic's policy.
-pub fn spawn_retention(broker: Arc<broker::Broker>, mut shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let every = broker.config().retention_check_interval;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                _ = server::stopped(&mut shutdown) => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-            // Each partition's retention runs its file deletions on a blocking thread.
-            broker.apply_retention().await;
-        }
-    })
-}
+pub mod tasks;

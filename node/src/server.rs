@@ -30,21 +30,7 @@ use weir_net::frame::{self, FrameError, READ_CHUNK_BYTES};
 use weir_net::message::ApiKey;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
-/// Stops the server: accepting ends at once, connections finish what they
-/// have in flight and close.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Sender<bool>);
-
-impl Shutdown {
-    pub fn new() -> (Shutdown, watch::Receiver<bool>) {
-        let (tx, rx) = watch::channel(false);
-        (Shutdown(tx), rx)
-    }
-
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
-}
+pub use crate::tasks::{Shutdown, stopped};
 
 /// A warning that may repeat fast (refused connections, accept failures):
 /// logged at most once per interval, with how many were suppressed.
@@ -177,11 +163,6 @@ async fn refuse(mut stream: TcpStream, why: String) {
         stream.flush().await
     })
     .await;
-}
-
-/// Resolves once shutdown has been triggered (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// A request's answer, and the budget it held until answered.

@@ -116,7 +116,6 @@ fn node_addr() -> SocketAddr {
 
 /// Runs one seed to completion and checks its history.
 pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
-    weir_core::canary::set(opts.canary);
     weir_node::clock::sim_reset();
     let mut config = madsim::Config::default();
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45_5457);
@@ -126,13 +125,13 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
     // A run that does not finish in this much simulated time is a hang: madsim panics.
     rt.set_time_limit(opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60));
     let opts2 = opts.clone();
-    let report = rt.block_on(async move { scenario(seed, opts2).await });
-    weir_core::canary::set(None);
-    report
+    rt.block_on(async move { scenario(seed, opts2).await })
 }
 
-fn broker_config() -> Config {
+/// The broker's settings, with the run's canary (if any) injected.
+fn broker_config(canary: Option<Canary>) -> Config {
     let mut c = Config { listen: node_addr(), data_dir: PathBuf::from(DATA_DIR), ..Config::default() };
+    c.log.canary = canary;
     // Small segments so rolls, sealed segments and index rebuilds happen often.
     c.log.segment_bytes_max = 16 << 10;
     c.log.preallocate_bytes = 4 << 10;
@@ -150,8 +149,8 @@ fn broker_config() -> Config {
 /// The node's main: open the broker on the simulated disk and serve. A
 /// broker that cannot open (an injected read error during recovery) exits
 /// and waits for the next restart, as an operator would restart it.
-async fn broker_main(disk: SimDisk) {
-    let broker = match Broker::open(broker_config(), Arc::new(disk)) {
+async fn broker_main(disk: SimDisk, canary: Option<Canary>) {
+    let broker = match Broker::open(broker_config(canary), Arc::new(disk)) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "broker failed to open");
@@ -165,8 +164,8 @@ async fn broker_main(disk: SimDisk) {
             return;
         }
     };
-    let (_shutdown, rx) = weir_node::server::Shutdown::new();
-    let _retention = weir_node::spawn_retention(broker.clone(), rx.clone());
+    let (_shutdown, rx) = weir_node::tasks::Shutdown::new();
+    broker.start_background();
     weir_node::server::serve(listener, broker, rx).await;
 }
 
@@ -196,12 +195,18 @@ enum Routing {
     RoundRobin,
 }
 
-async fn producer_task(id: u32, seed: u64, partitions: u32, unpinned: bool, rec: Rec, stop: Arc<AtomicBool>) {
+async fn producer_task(id: u32, seed: u64, partitions: u32, opts: &SimOptions, rec: Rec, stop: Arc<AtomicBool>) {
+    let unpinned = opts.force_unpinned;
     let Some(client) = connect().await else {
         rec_lock(&rec).history.stuck.push(format!("producer {id} could not connect"));
         return;
     };
-    let config = ProducerConfig { request_timeout: Duration::from_secs(2), delivery_timeout: Duration::from_secs(8), ..Default::default() };
+    let config = ProducerConfig {
+        request_timeout: Duration::from_secs(2),
+        delivery_timeout: Duration::from_secs(8),
+        canary: opts.canary,
+        ..Default::default()
+    };
     let producer = Producer::with_config(&client, config);
     let mut rng = fastrand::Rng::with_seed(seed ^ u64::from(id) << 32);
     let routing = [Routing::Pinned, Routing::Keyed, Routing::RoundRobin][rng.usize(usize::from(unpinned)..3)];
@@ -415,13 +420,17 @@ fn inject_loss(disk: &SimDisk, partitions: u32, rng: &mut fastrand::Rng) -> Opti
 /// The operator: opens the damaged partition as the broker would, and if
 /// recovery reports a loss, accepts it (`weir accept-loss`). Returns the
 /// reported range.
-fn accept_reported_loss(disk: &SimDisk, p: u32) -> Option<(u64, u64)> {
+fn accept_reported_loss(disk: &SimDisk, p: u32, canary: Option<Canary>) -> Option<(u64, u64)> {
     let faults = disk.faults();
     disk.set_faults(FaultConfig::default());
     let accepted = (|| {
-        let (mut log, report) =
-            weir_core::log::PartitionLog::open(Arc::new(disk.clone()), &partition_dir(p), broker_config().log, weir_node::clock::now())
-                .ok()?;
+        let (mut log, report) = weir_core::log::PartitionLog::open(
+            Arc::new(disk.clone()),
+            &partition_dir(p),
+            broker_config(canary).log,
+            weir_node::clock::now(),
+        )
+        .ok()?;
         report.loss?;
         let accepted = log.accept_loss(weir_node::clock::now()).ok()??;
         Some((accepted.loss.from, accepted.loss.to))
@@ -472,7 +481,8 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         .ip(NODE_IP.parse::<IpAddr>().expect("ip"))
         .init({
             let disk = disk.clone();
-            move || broker_main(disk.clone())
+            let canary = opts.canary;
+            move || broker_main(disk.clone(), canary)
         })
         .build();
     let client_node = handle.create_node().name("client").ip(CLIENT_IP.parse::<IpAddr>().expect("ip")).build();
@@ -498,7 +508,9 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         .expect("create topic");
     let mut producers = Vec::new();
     for id in 0..swarm.producers {
-        producers.push(client_node.spawn(producer_task(id, seed, partitions, opts.force_unpinned, rec.clone(), stop_producers.clone())));
+        let opts = opts.clone();
+        let (rec, stop) = (rec.clone(), stop_producers.clone());
+        producers.push(client_node.spawn(async move { producer_task(id, seed, partitions, &opts, rec, stop).await }));
     }
     let mut consumers = Vec::new();
     for p in 0..partitions {
@@ -543,7 +555,7 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
                 && let Some(p) = inject_loss(&disk, partitions, &mut rng)
             {
                 losses += 1;
-                let reported = accept_reported_loss(&disk, p);
+                let reported = accept_reported_loss(&disk, p, opts.canary);
                 let mut r = rec_lock(&rec);
                 r.history.loss_injected.insert(p);
                 r.trace.add(&format!("loss {p} reported {reported:?}"));

@@ -12,16 +12,23 @@
 //! are refused from stale generations or non-members, so within a
 //! generation no partition has two owners and no stale commit lands.
 //!
-//! Call order: after any input, or periodically, call `tick(now)`; durable
-//! offset records from `commit` must be written before `apply_commit`.
+//! Call order: after any input, or periodically, call `tick(now)`. Every
+//! change to committed offsets (a commit, a group deletion, an offsets
+//! expiry decided by `tick`) is a [`PendingCommit`]: its records must be
+//! durable before `apply_commit`, and nothing is visible until then.
+//! Time comes as [`Now`]: sessions, rebalance deadlines and offsets
+//! retention run on its monotonic clock, so a stepped wall clock expires
+//! nothing; commit times record the wall clock. [`offsets_log`] owns the
+//! records' durable form, replay and compaction.
 
 mod assign;
+pub mod offsets_log;
 #[cfg(test)]
 mod tests;
 
 pub use assign::{Assignment, Assignor, assign};
 
-use crate::Timestamp;
+use crate::{Monotonic, Now, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -99,7 +106,7 @@ pub struct Member {
     pub assignors: Vec<Assignor>,
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
-    pub last_heartbeat: Timestamp,
+    pub last_heartbeat: Monotonic,
     /// Rejoined for the rebalance in progress.
     pub joined: bool,
 }
@@ -131,8 +138,10 @@ pub struct Group {
     pub members: BTreeMap<String, Member>,
     pub assignment: Assignment,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
-    rebalance_deadline: Option<Timestamp>,
-    empty_since: Option<Timestamp>,
+    rebalance_deadline: Option<Monotonic>,
+    /// When the group last became empty (monotonic: offsets retention is
+    /// measured on this node's clock, not a wall clock that may step).
+    empty_since: Option<Monotonic>,
     /// Commits checked but not yet durable. A new generation waits for them:
     /// otherwise a new owner could read the offset before an in-flight commit
     /// lands, and its own later commit would move the offset backwards.
@@ -140,7 +149,7 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(id: &str, now: Timestamp, first_generation: u32) -> Group {
+    fn new(id: &str, now: Now, first_generation: u32) -> Group {
         Group {
             id: id.to_owned(),
             state: GroupState::Empty,
@@ -151,7 +160,7 @@ impl Group {
             assignment: BTreeMap::new(),
             offsets: BTreeMap::new(),
             rebalance_deadline: None,
-            empty_since: Some(now),
+            empty_since: Some(now.mono),
             pending_commits: 0,
         }
     }
@@ -164,12 +173,12 @@ impl Group {
         first.assignors.iter().copied().filter(|a| self.members.values().all(|m| m.assignors.contains(a))).collect()
     }
 
-    fn start_rebalance(&mut self, now: Timestamp) {
+    fn start_rebalance(&mut self, now: Now) {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.assignment.clear();
             self.rebalance_deadline = None;
-            self.empty_since = Some(now);
+            self.empty_since = Some(now.mono);
             return;
         }
         if self.state != GroupState::PreparingRebalance {
@@ -177,7 +186,7 @@ impl Group {
                 m.joined = false;
             }
             let timeout = self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0);
-            self.rebalance_deadline = Some(Timestamp(now.0 + i64::from(timeout)));
+            self.rebalance_deadline = Some(now.mono.plus_millis(u64::from(timeout)));
             self.state = GroupState::PreparingRebalance;
             // The old assignment stays for the sticky assignor; `sync`
             // serves nothing until the new generation is formed.
@@ -220,6 +229,8 @@ pub struct JoinParams {
 pub struct PendingCommit {
     pub group: String,
     pub records: Vec<OffsetRecord>,
+    /// A group deletion: once applied, the group is gone (if still empty).
+    pub removes_group: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -259,7 +270,7 @@ impl GroupCoordinator {
     /// Tells the coordinator a topic's partition count (on start, create,
     /// delete or growth); groups subscribed to a topic whose count changed
     /// rebalance.
-    pub fn set_partitions(&mut self, topic: &str, count: Option<u32>, now: Timestamp) {
+    pub fn set_partitions(&mut self, topic: &str, count: Option<u32>, now: Now) {
         let old = match count {
             Some(n) => self.partitions.insert(topic.to_owned(), n),
             None => self.partitions.remove(topic),
@@ -270,11 +281,11 @@ impl GroupCoordinator {
                     g.start_rebalance(now);
                 }
             }
-            self.tick(now);
+            self.advance(now);
         }
     }
 
-    pub fn join(&mut self, group_id: &str, p: JoinParams, now: Timestamp) -> Result<JoinResult, GroupError> {
+    pub fn join(&mut self, group_id: &str, p: JoinParams, now: Now) -> Result<JoinResult, GroupError> {
         let (min, max) = (self.config.session_timeout_min_ms, self.config.session_timeout_max_ms);
         if !(min..=max).contains(&p.session_timeout_ms) {
             return Err(GroupError::InvalidSessionTimeout { got: p.session_timeout_ms, min, max });
@@ -316,7 +327,7 @@ impl GroupCoordinator {
             assignors: p.assignors,
             session_timeout_ms: p.session_timeout_ms,
             rebalance_timeout_ms: p.rebalance_timeout_ms.max(p.session_timeout_ms),
-            last_heartbeat: now,
+            last_heartbeat: now.mono,
             joined: true,
         };
         group.members.insert(member_id.clone(), member);
@@ -331,16 +342,16 @@ impl GroupCoordinator {
                 m.joined = true;
             }
         }
-        self.tick(now);
+        self.advance(now);
         let g = &self.groups[group_id];
         Ok(JoinResult { member_id, generation: g.generation, leader: g.leader.clone(), state: g.state })
     }
 
     /// The member's partitions in the current generation, once the group is stable.
-    pub fn sync(&mut self, group_id: &str, member_id: &str, now: Timestamp) -> Result<SyncResult, GroupError> {
+    pub fn sync(&mut self, group_id: &str, member_id: &str, now: Now) -> Result<SyncResult, GroupError> {
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
         let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
-        m.last_heartbeat = now;
+        m.last_heartbeat = now.mono;
         if g.state != GroupState::Stable {
             return Err(GroupError::RebalanceInProgress);
         }
@@ -353,10 +364,10 @@ impl GroupCoordinator {
 
     /// Keeps a member's session alive. `RebalanceInProgress` tells it to
     /// rejoin (unless it already has, in which case it waits in `sync`).
-    pub fn heartbeat(&mut self, group_id: &str, member_id: &str, generation: u32, now: Timestamp) -> Result<(), GroupError> {
+    pub fn heartbeat(&mut self, group_id: &str, member_id: &str, generation: u32, now: Now) -> Result<(), GroupError> {
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
         let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
-        m.last_heartbeat = now;
+        m.last_heartbeat = now.mono;
         match g.state {
             GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
                 if m.joined {
@@ -370,7 +381,7 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn leave(&mut self, group_id: &str, member_id: &str, now: Timestamp) -> Result<(), GroupError> {
+    pub fn leave(&mut self, group_id: &str, member_id: &str, now: Now) -> Result<(), GroupError> {
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
         if g.members.remove(member_id).is_none() {
             return Err(GroupError::UnknownMember(member_id.to_owned()));
@@ -381,7 +392,7 @@ impl GroupCoordinator {
         if g.members.is_empty() || g.state != GroupState::PreparingRebalance {
             g.start_rebalance(now);
         }
-        self.tick(now);
+        self.advance(now);
         Ok(())
     }
 
@@ -393,7 +404,7 @@ impl GroupCoordinator {
         group_id: &str,
         member: Option<(&str, u32)>,
         offsets: &[(TopicPartition, u64, String)],
-        now: Timestamp,
+        now: Now,
     ) -> Result<PendingCommit, GroupError> {
         match (self.groups.get(group_id), member) {
             (None, None) => {}
@@ -414,13 +425,13 @@ impl GroupCoordinator {
             .map(|(tp, offset, metadata)| OffsetRecord {
                 group: group_id.to_owned(),
                 tp: tp.clone(),
-                offset: Some(CommittedOffset { offset: *offset, metadata: metadata.clone(), commit_time: now }),
+                offset: Some(CommittedOffset { offset: *offset, metadata: metadata.clone(), commit_time: now.wall }),
             })
             .collect();
         if let Some(g) = self.groups.get_mut(group_id) {
             g.pending_commits += 1;
         }
-        Ok(PendingCommit { group: group_id.to_owned(), records })
+        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: false })
     }
 
     fn finish_commit(&mut self, pending: &PendingCommit) {
@@ -430,14 +441,14 @@ impl GroupCoordinator {
     }
 
     /// A commit that could not be made durable: nothing changes.
-    pub fn abort_commit(&mut self, pending: &PendingCommit, now: Timestamp) {
+    pub fn abort_commit(&mut self, pending: &PendingCommit, now: Now) {
         self.finish_commit(pending);
-        self.tick(now);
+        self.advance(now);
     }
 
     /// Applies records that are now durable (also used to load the offsets
     /// log on start).
-    pub fn apply(&mut self, record: &OffsetRecord, now: Timestamp) {
+    pub fn apply(&mut self, record: &OffsetRecord, now: Now) {
         let first = self.first_generation();
         let g = self.groups.entry(record.group.clone()).or_insert_with(|| Group::new(&record.group, now, first));
         if g.state == GroupState::Dead {
@@ -453,12 +464,16 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn apply_commit(&mut self, pending: &PendingCommit, now: Timestamp) {
+    /// Applies a pending commit, deletion or expiry whose records are now durable.
+    pub fn apply_commit(&mut self, pending: &PendingCommit, now: Now) {
         self.finish_commit(pending);
         for r in &pending.records {
             self.apply(r, now);
         }
-        self.tick(now);
+        if pending.removes_group && self.groups.get(&pending.group).is_some_and(|g| g.members.is_empty() && g.pending_commits == 0) {
+            self.groups.remove(&pending.group);
+        }
+        self.advance(now);
     }
 
     /// Committed offsets of a group (all of them if `partitions` is empty).
@@ -470,31 +485,51 @@ impl GroupCoordinator {
         partitions.iter().filter_map(|tp| g.offsets.get(tp).map(|o| (tp.clone(), o.clone()))).collect()
     }
 
-    /// Deletes an empty group; returns the deletions to make durable.
-    pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<OffsetRecord>, GroupError> {
+    /// Checks the deletion of an empty group. Like a commit, nothing changes
+    /// until the returned deletions are durable and passed to
+    /// `apply_commit` (or `abort_commit`).
+    pub fn delete_group(&mut self, group_id: &str) -> Result<PendingCommit, GroupError> {
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
         if !g.members.is_empty() {
             return Err(GroupError::NotEmpty(group_id.to_owned()));
         }
         let records = g.offsets.keys().map(|tp| OffsetRecord { group: group_id.to_owned(), tp: tp.clone(), offset: None }).collect();
-        g.offsets.clear();
-        g.state = GroupState::Dead;
-        self.groups.remove(group_id);
-        Ok(records)
+        g.pending_commits += 1;
+        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: true })
     }
 
     /// Advances time: expires members whose session lapsed, completes
     /// rebalances that are ready or past their deadline, and (if
-    /// configured) expires offsets of long-empty groups, returning the
-    /// deletions to make durable.
-    pub fn tick(&mut self, now: Timestamp) -> Vec<OffsetRecord> {
+    /// configured) decides to expire the offsets of long-empty groups,
+    /// returning those deletions as pending commits: make them durable,
+    /// then `apply_commit` them (until then the offsets stay visible).
+    pub fn tick(&mut self, now: Now) -> Vec<PendingCommit> {
+        self.advance(now);
         let mut deletions = Vec::new();
-        let retention = self.config.offsets_retention_ms;
+        let Some(ms) = self.config.offsets_retention_ms else { return deletions };
+        for g in self.groups.values_mut() {
+            if let Some(since) = g.empty_since
+                && g.members.is_empty()
+                && g.pending_commits == 0
+                && now.mono.millis_since(since) > ms.max(0) as u64
+                && !g.offsets.is_empty()
+            {
+                let records = g.offsets.keys().map(|tp| OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: None }).collect();
+                g.pending_commits += 1;
+                deletions.push(PendingCommit { group: g.id.clone(), records, removes_group: false });
+            }
+        }
+        deletions
+    }
+
+    /// Expires members whose session lapsed and completes rebalances that
+    /// are ready or past their deadline (every input does this).
+    fn advance(&mut self, now: Now) {
         for g in self.groups.values_mut() {
             let expired: Vec<String> = g
                 .members
                 .values()
-                .filter(|m| now.millis_since(m.last_heartbeat) > i64::from(m.session_timeout_ms))
+                .filter(|m| now.mono.millis_since(m.last_heartbeat) > u64::from(m.session_timeout_ms))
                 .map(|m| m.id.clone())
                 .collect();
             if !expired.is_empty() {
@@ -510,7 +545,7 @@ impl GroupCoordinator {
             }
             if g.state == GroupState::PreparingRebalance {
                 let all_joined = g.members.values().all(|m| m.joined);
-                let late = g.rebalance_deadline.is_some_and(|d| now >= d);
+                let late = g.rebalance_deadline.is_some_and(|d| now.mono >= d);
                 if late && !all_joined {
                     // Members that did not rejoin in time are out.
                     g.members.retain(|_, m| m.joined);
@@ -522,25 +557,14 @@ impl GroupCoordinator {
                     Self::complete_rebalance(g, &self.partitions, now);
                 }
             }
-            if let (Some(ms), Some(since)) = (retention, g.empty_since)
-                && g.members.is_empty()
-                && now.millis_since(since) > ms
-                && !g.offsets.is_empty()
-            {
-                for tp in g.offsets.keys() {
-                    deletions.push(OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: None });
-                }
-                g.offsets.clear();
-            }
         }
-        deletions
     }
 
-    fn complete_rebalance(g: &mut Group, partitions: &BTreeMap<String, u32>, now: Timestamp) {
+    fn complete_rebalance(g: &mut Group, partitions: &BTreeMap<String, u32>, now: Now) {
         if g.members.is_empty() {
             g.state = GroupState::Empty;
             g.assignment.clear();
-            g.empty_since = Some(now);
+            g.empty_since = Some(now.mono);
             g.rebalance_deadline = None;
             return;
         }

@@ -17,7 +17,7 @@ fn params(member_id: Option<String>, topics: &[&str], assignors: Vec<Assignor>) 
     }
 }
 
-fn coordinator(now: Timestamp) -> GroupCoordinator {
+fn coordinator(now: Now) -> GroupCoordinator {
     let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 0);
     c.set_partitions("a", Some(6), now);
     c.set_partitions("b", Some(3), now);
@@ -26,7 +26,7 @@ fn coordinator(now: Timestamp) -> GroupCoordinator {
 
 #[test]
 fn three_members_share_six_partitions_and_a_leaver_is_replaced() {
-    let mut now = Timestamp(0);
+    let mut now = Now::at(0);
     let mut c = coordinator(now);
     let ids: Vec<String> = (0..3).map(|_| c.join("g", params(None, &["a"], vec![Assignor::Range]), now).unwrap().member_id).collect();
     // The first two must rejoin for the rebalance the third triggered.
@@ -38,11 +38,11 @@ fn three_members_share_six_partitions_and_a_leaver_is_replaced() {
     let counts: Vec<usize> = ids.iter().map(|id| c.sync("g", id, now).unwrap().partitions.len()).collect();
     assert_eq!(counts, vec![2, 2, 2]);
     // One member stops heartbeating; after its session the others rejoin and take over.
-    now = Timestamp(i64::from(SESSION_MS) / 2);
+    now = Now::at(u64::from(SESSION_MS) / 2);
     for id in &ids[..2] {
         c.heartbeat("g", id, c.group("g").unwrap().generation, now).unwrap();
     }
-    now = Timestamp(i64::from(SESSION_MS) + 1);
+    now = Now::at(u64::from(SESSION_MS) + 1);
     c.tick(now);
     assert!(!c.group("g").unwrap().members.contains_key(&ids[2]));
     for id in &ids[..2] {
@@ -55,7 +55,7 @@ fn three_members_share_six_partitions_and_a_leaver_is_replaced() {
 
 #[test]
 fn commits_from_stale_generations_and_strangers_are_refused() {
-    let now = Timestamp(0);
+    let now = Now::at(0);
     let mut c = coordinator(now);
     let a = c.join("g", params(None, &["a"], vec![Assignor::Sticky]), now).unwrap().member_id;
     let generation = c.sync("g", &a, now).unwrap().generation;
@@ -76,7 +76,7 @@ fn commits_from_stale_generations_and_strangers_are_refused() {
 
 #[test]
 fn the_group_agrees_on_an_assignor_all_members_support() {
-    let now = Timestamp(0);
+    let now = Now::at(0);
     let mut c = coordinator(now);
     let a = c.join("g", params(None, &["a"], vec![Assignor::Sticky, Assignor::RoundRobin]), now).unwrap().member_id;
     let b = c.join("g", params(None, &["a"], vec![Assignor::RoundRobin]), now).unwrap().member_id;
@@ -132,7 +132,7 @@ proptest! {
 
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..150)) {
-        let mut now = Timestamp(0);
+        let mut now = Now::at(0);
         let mut c = coordinator(now);
         // What clients know: member id, subscription, assignors, last synced generation.
         let mut clients: Vec<(String, Vec<&str>, Vec<Assignor>, u32)> = Vec::new();
@@ -175,7 +175,7 @@ proptest! {
                     let _ = c.leave("g", &clients[k].0, now);
                     clients.remove(k);
                 }
-                Op::Advance(ms) => now = Timestamp(now.0 + i64::from(ms)),
+                Op::Advance(ms) => now = Now::at(now.mono.0 + u64::from(ms)),
                 Op::Commit { member, stale, offset } if !clients.is_empty() => {
                     let k = member as usize % clients.len();
                     let current = c.group("g").map_or(0, |g| g.generation);
@@ -196,7 +196,7 @@ proptest! {
             last_generation = g.generation;
             // Timed-out members are gone after a tick.
             for m in g.members.values() {
-                prop_assert!(now.millis_since(m.last_heartbeat) <= i64::from(m.session_timeout_ms), "member {} outlived its session", m.id);
+                prop_assert!(now.mono.millis_since(m.last_heartbeat) <= u64::from(m.session_timeout_ms), "member {} outlived its session", m.id);
             }
             if g.state == GroupState::Stable && !g.members.is_empty() {
                 // Every partition of a subscribed topic is assigned, once.
@@ -224,14 +224,14 @@ proptest! {
 }
 
 #[test]
-fn offsets_of_long_empty_groups_expire_only_when_configured() {
-    let mut now = Timestamp(0);
+fn offsets_of_long_empty_groups_expire_only_when_configured_and_durable() {
+    let mut now = Now::at(0);
     for retention in [None, Some(60_000)] {
         let mut c = GroupCoordinator::new(CoordinatorConfig { offsets_retention_ms: retention, ..CoordinatorConfig::default() }, 1);
         let tp = TopicPartition::new("a", 0);
         let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
         c.apply_commit(&p, now);
-        now = Timestamp(now.0 + 120_000);
+        now = Now::at(now.mono.0 + 120_000);
         let deleted = c.tick(now);
         match retention {
             None => {
@@ -239,9 +239,49 @@ fn offsets_of_long_empty_groups_expire_only_when_configured() {
                 assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "kept forever by default");
             }
             Some(_) => {
-                assert_eq!(deleted, vec![OffsetRecord { group: "g".into(), tp, offset: None }], "the deletion must be made durable");
+                assert_eq!(deleted.len(), 1);
+                assert_eq!(deleted[0].records, vec![OffsetRecord { group: "g".into(), tp: tp.clone(), offset: None }]);
+                assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "visible until the deletion is durable");
+                assert!(c.tick(now).is_empty(), "decided once, not again while pending");
+                c.apply_commit(&deleted[0], now);
                 assert!(c.fetch_offsets("g", &[]).is_empty());
             }
         }
     }
+}
+
+#[test]
+fn a_group_deletion_applies_only_once_durable_and_an_aborted_one_changes_nothing() {
+    let now = Now::at(0);
+    let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 1);
+    let tp = TopicPartition::new("a", 0);
+    let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
+    c.apply_commit(&p, now);
+    let del = c.delete_group("g").unwrap();
+    assert!(del.removes_group);
+    assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "still visible while the deletion is not durable");
+    c.abort_commit(&del, now);
+    assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "an aborted deletion changes nothing");
+    let del = c.delete_group("g").unwrap();
+    c.apply_commit(&del, now);
+    assert!(c.group("g").is_none());
+}
+
+#[test]
+fn a_wall_clock_jump_expires_no_session() {
+    let mut now = Now::at(0);
+    let mut c = coordinator(now);
+    let id = c.join("g", params(None, &["a"], vec![Assignor::Range]), now).unwrap().member_id;
+    let generation = c.group("g").unwrap().generation;
+    // The wall clock steps an hour ahead; only a second passes.
+    now = Now { wall: Timestamp(3_600_000), mono: Monotonic(1_000) };
+    c.tick(now);
+    assert!(c.group("g").unwrap().members.contains_key(&id), "the session is measured on the monotonic clock");
+    c.heartbeat("g", &id, generation, now).unwrap();
+    // And back two hours: still nothing expires, commit times record the wall clock.
+    now = Now { wall: Timestamp(-3_600_000), mono: Monotonic(2_000) };
+    c.tick(now);
+    assert!(c.group("g").unwrap().members.contains_key(&id));
+    let p = c.commit("g", Some((&id, generation)), &[(TopicPartition::new("a", 0), 1, String::new())], now).unwrap();
+    assert_eq!(p.records[0].offset.as_ref().unwrap().commit_time, Timestamp(-3_600_000));
 }

@@ -76,6 +76,8 @@ pub struct LogConfig {
     /// one record from the year 9999 would stop time retention forever.
     /// `None`: no bound.
     pub timestamp_after_max_ms: Option<i64>,
+    /// A deliberate bug for the simulator's canary tests (see `canary`).
+    pub canary: Option<crate::canary::Canary>,
 }
 
 impl Default for LogConfig {
@@ -89,6 +91,7 @@ impl Default for LogConfig {
             batch_bytes_max: 16 << 20,
             preallocate_bytes: 32 << 20,
             timestamp_after_max_ms: Some(3600 * 1000),
+            canary: None,
         }
     }
 }
@@ -406,7 +409,7 @@ impl PartitionLog {
             segments.insert(base, seg);
         }
         if segments.is_empty() {
-            let seg = Segment::create(&disk, dir, 0, now)?;
+            let seg = Segment::create(&disk, dir, 0, now, config.canary)?;
             disk.sync_dir(dir)?;
             segments.insert(0, seg);
         }
@@ -487,8 +490,9 @@ impl PartitionLog {
                 log.disk.sync_dir(dir)?; // the checkpoint file's name
             }
         }
-        #[cfg(madsim)]
-        if crate::canary::is(crate::canary::Canary::ReuseOffsetAfterCrash) && log.log_end_offset() > log.log_start_offset() {
+        if crate::canary::on(log.config.canary, crate::canary::Canary::ReuseOffsetAfterCrash)
+            && log.log_end_offset() > log.log_start_offset()
+        {
             let end = log.log_end_offset();
             let last = log.read(end - 1, 1, end)?;
             if let Ok(h) = BatchHeader::parse(&last.bytes) {
@@ -869,7 +873,7 @@ impl PartitionLog {
         }
         self.flushed = self.flushed.max(end);
         self.flushed_log_id = self.last_log_id();
-        let seg = Segment::create(&self.disk, &self.dir, end, now)?;
+        let seg = Segment::create(&self.disk, &self.dir, end, now, self.config.canary)?;
         self.disk.sync_dir(&self.dir)?;
         self.segments.insert(end, seg);
         let flushed = self.flushed;
@@ -1074,7 +1078,7 @@ impl PartitionLog {
             } else {
                 self.active_mut().seal()?;
             }
-            let seg = Segment::create(&self.disk, &self.dir, loss.to, now)?;
+            let seg = Segment::create(&self.disk, &self.dir, loss.to, now, self.config.canary)?;
             self.disk.sync_dir(&self.dir)?;
             self.segments.insert(loss.to, seg);
         }

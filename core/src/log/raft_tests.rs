@@ -20,6 +20,7 @@ fn config() -> LogConfig {
         batch_bytes_max: 64 << 10,
         preallocate_bytes: 512,
         timestamp_after_max_ms: None,
+        canary: None,
     }
 }
 

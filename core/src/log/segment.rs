@@ -81,6 +81,8 @@ pub struct Segment {
     last_batch_index: u64,
     /// The last batch noted has more batches of its entry after it.
     in_entry: bool,
+    /// The log's canary (simulation builds; see `canary`).
+    canary: Option<crate::canary::Canary>,
     dir: PathBuf,
 }
 
@@ -90,7 +92,13 @@ impl Segment {
     }
 
     /// Creates an empty (active) segment. The caller syncs the directory.
-    pub fn create(disk: &Arc<dyn Disk>, dir: &Path, base_offset: u64, now: Timestamp) -> Result<Self, DiskError> {
+    pub fn create(
+        disk: &Arc<dyn Disk>,
+        dir: &Path,
+        base_offset: u64,
+        now: Timestamp,
+        canary: Option<crate::canary::Canary>,
+    ) -> Result<Self, DiskError> {
         let [log, idx, time, raft] = Self::paths(dir, base_offset);
         let log = disk.open(&log, true)?;
         // A leftover file with this name (from a truncated suffix) must not leak old bytes.
@@ -101,10 +109,17 @@ impl Segment {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Self::empty(base_offset, now, log, disk.clone(), dir))
+        Ok(Self::empty(base_offset, now, log, disk.clone(), dir, canary))
     }
 
-    fn empty(base_offset: u64, now: Timestamp, log: Arc<dyn DiskFile>, disk: Arc<dyn Disk>, dir: &Path) -> Self {
+    fn empty(
+        base_offset: u64,
+        now: Timestamp,
+        log: Arc<dyn DiskFile>,
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        canary: Option<crate::canary::Canary>,
+    ) -> Self {
         Segment {
             base_offset,
             next_offset: base_offset,
@@ -124,6 +139,7 @@ impl Segment {
             last_log_id: None,
             last_batch_index: 0,
             in_entry: false,
+            canary,
             dir: dir.to_path_buf(),
         }
     }
@@ -167,7 +183,7 @@ impl Segment {
         let [log_path, idx_path, time_path, raft_path] = Self::paths(dir, base_offset);
         let log = disk.open(&log_path, false)?;
         let file_len = log.len()?;
-        let mut seg = Self::empty(base_offset, now, log, disk.clone(), dir);
+        let mut seg = Self::empty(base_offset, now, log, disk.clone(), dir, config.canary);
         seg.allocated = file_len;
         seg.size = file_len;
 
@@ -418,8 +434,7 @@ impl Segment {
     }
 
     fn check(&self, bytes: &Bytes, expected: u64, batch_bytes_max: usize) -> Result<BatchHeader, String> {
-        #[cfg(madsim)]
-        if crate::canary::is(crate::canary::Canary::SkipCrcOnRead) {
+        if crate::canary::on(self.canary, crate::canary::Canary::SkipCrcOnRead) {
             let h = BatchHeader::parse(bytes).map_err(|e| e.to_string())?;
             return if h.base_offset == expected {
                 Ok(h)

@@ -20,6 +20,7 @@ fn small_config() -> LogConfig {
         batch_bytes_max: 64 << 10,
         preallocate_bytes: 512,
         timestamp_after_max_ms: None,
+        canary: None,
     }
 }
 
@@ -356,6 +357,7 @@ fn model_config() -> LogConfig {
         batch_bytes_max: 64 << 10,
         preallocate_bytes: 1024,
         timestamp_after_max_ms: None,
+        canary: None,
     }
 }
 

@@ -66,13 +66,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("weir listening on {bound}");
     tracing::info!(%bound, data_dir = %data_dir.display(), "serving");
     let (shutdown, rx) = Shutdown::new();
-    let retention = weir_node::spawn_retention(broker.clone(), rx.clone());
+    broker.start_background();
     let server = tokio::spawn(server::serve(listener, broker.clone(), rx));
     wait_for_signal().await?;
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.trigger();
     let _ = server.await;
-    let _ = retention.await;
     broker.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -1,18 +1,19 @@
-//! Consumer groups on the broker: the core coordinator behind a lock, and
-//! its committed offsets kept durably in an internal partition log (as
-//! Kafka's `__consumer_offsets`), replayed on start. A commit is answered
-//! only after its records are durable in that log, so an acknowledged commit
-//! survives a crash; the log is an ordinary partition, so it will be
-//! replicated like any other once the cluster lands.
+//! Consumer groups on the broker: plumbing around core's coordinator (behind
+//! a lock) and its offsets log (`weir_core::group::offsets_log`: encoding,
+//! replay, compaction policy), kept in an internal partition (as Kafka's
+//! `__consumer_offsets`). Every change to committed offsets (commit, group
+//! deletion, offsets expiry) is pending until its records are durable in
+//! that log, then applied, then answered; the log is an ordinary
+//! partition, so it will be replicated like any other once the cluster lands.
 
 use super::partition::Partition;
-use crate::clock;
+use crate::clock::Clock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use weir_core::Timestamp;
-use weir_core::batch::{BatchBuilder, ProducerStamp, decode_all};
-use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, OffsetRecord, TopicPartition};
+use weir_core::Now;
+use weir_core::group::offsets_log::{self, CompactionPolicy};
+use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, PendingCommit, TopicPartition};
 use weir_core::log::{LogError, PartitionLog};
 use weir_net::message::*;
 use weir_net::{ErrorCode, WireError};
@@ -26,14 +27,13 @@ const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
     log: Arc<Partition>,
-    /// Commits hold it shared; compaction holds it exclusively, so a
-    /// snapshot of the offsets is never written after a newer commit.
+    /// Commits hold it shared. Compaction, deletions and expiries hold it
+    /// exclusively: a snapshot is never written after a newer commit, and a
+    /// deletion is never reordered against a commit between its decision
+    /// and its apply (the log's order is the order they are applied in).
     log_order: tokio::sync::RwLock<()>,
-    /// Compact the offsets log once it has grown this many bytes past its
-    /// size after the last compaction (so a large live set does not make
-    /// every tick compact).
-    compact_bytes: u64,
-    compacted_size: std::sync::atomic::AtomicU64,
+    compaction: Mutex<CompactionPolicy>,
+    clock: Clock,
 }
 
 /// Aborts a checked commit unless it was applied.
@@ -45,7 +45,8 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         if let Some(p) = self.pending.take() {
-            self.groups.lock().abort_commit(&p, clock::now());
+            let now = self.groups.clock.now();
+            self.groups.lock().abort_commit(&p, now);
         }
     }
 }
@@ -87,8 +88,10 @@ impl Groups {
         config: &crate::config::Config,
         boot: u64,
         partitions: &BTreeMap<String, u32>,
+        clock: Clock,
+        tasks: &crate::tasks::Tasks,
     ) -> Result<Groups, LogError> {
-        let now = clock::now();
+        let now = clock.now();
         let node_id = config.node_id;
         let coordinator_config = CoordinatorConfig {
             session_timeout_min_ms: config.group_session_timeout_min_ms,
@@ -97,40 +100,17 @@ impl Groups {
             ..CoordinatorConfig::default()
         };
         let mut coordinator = GroupCoordinator::new(coordinator_config, boot);
-        // An offsets log with a reported loss replays up to it.
-        let end = log.loss().map_or(log.flushed_offset(), |l| l.from.min(log.flushed_offset()));
-        let mut offset = log.log_start_offset();
-        let mut records = 0usize;
-        while offset < end {
-            let r = log.read(offset, 1 << 20, end)?;
-            if r.bytes.is_empty() {
-                break;
-            }
-            for batch in decode_all(r.bytes, usize::MAX) {
-                let batch = batch?;
-                for record in batch.records() {
-                    let value = record?.value.unwrap_or_default();
-                    match postcard::from_bytes::<OffsetRecord>(&value) {
-                        Ok(rec) => {
-                            coordinator.apply(&rec, now);
-                            records += 1;
-                        }
-                        Err(e) => tracing::error!(error = %e, "skipping an unreadable offsets record"),
-                    }
-                }
-            }
-            offset = r.next_offset;
-        }
+        let replay = offsets_log::replay(&mut coordinator, &log, now)?;
         for (topic, n) in partitions {
             coordinator.set_partitions(topic, Some(*n), now);
         }
-        tracing::info!(records, "consumer offsets loaded");
+        tracing::info!(records = replay.records, unreadable = replay.unreadable, "consumer offsets loaded");
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?),
+            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?, tasks),
             log_order: tokio::sync::RwLock::new(()),
-            compact_bytes: config.offsets_compact_bytes,
-            compacted_size: std::sync::atomic::AtomicU64::new(0),
+            compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
+            clock,
         })
     }
 
@@ -139,37 +119,45 @@ impl Groups {
     }
 
     pub fn set_partitions(&self, topic: &str, count: Option<u32>) {
-        self.lock().set_partitions(topic, count, clock::now());
+        let now = self.clock.now();
+        self.lock().set_partitions(topic, count, now);
     }
 
     /// Makes records durable in the offsets log; returns once they are.
-    async fn persist(&self, records: &[OffsetRecord], now: Timestamp) -> Result<(), WireError> {
+    async fn persist(&self, records: &[weir_core::group::OffsetRecord], now: Now) -> Result<(), WireError> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut b = BatchBuilder::new(ProducerStamp::NONE);
-        for r in records {
-            let value = postcard::to_stdvec(r).expect("offset records serialise");
-            b.push(now.as_millis(), Some(r.group.as_bytes()), Some(&value), &[]);
-        }
-        self.log.produce(b.finish(), Acks::All, Duration::from_secs(30)).await.map(|_| ())
+        self.log.produce(offsets_log::encode(records, now.wall), Acks::All, Duration::from_secs(30)).await.map(|_| ())
     }
 
-    /// Runs the coordinator's clock; persists offset expiries; compacts the
-    /// offsets log when it has grown past its threshold.
+    /// Makes a pending change durable, then applies it (or aborts it).
+    /// The caller holds `log_order`.
+    async fn settle(&self, pending: PendingCommit) -> Result<(), WireError> {
+        let result = self.persist(&pending.records, self.clock.now()).await;
+        let now = self.clock.now();
+        match &result {
+            Ok(()) => self.lock().apply_commit(&pending, now),
+            Err(_) => self.lock().abort_commit(&pending, now),
+        }
+        result
+    }
+
+    /// Runs the coordinator's clock; makes offset expiries durable, then
+    /// applies them; compacts the offsets log when it has grown past its
+    /// threshold.
     pub async fn tick(&self) {
-        let now = clock::now();
+        let _order = self.log_order.write().await;
+        let now = self.clock.now();
         let expired = self.lock().tick(now);
-        if !expired.is_empty() {
-            let _order = self.log_order.read().await;
-            if let Err(e) = self.persist(&expired, now).await {
-                tracing::warn!(error = %e, "could not persist expired offsets; they come back after a restart");
+        for pending in expired {
+            if let Err(e) = self.settle(pending).await {
+                tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
             }
         }
-        let floor = self.compacted_size.load(std::sync::atomic::Ordering::Relaxed);
-        if self.log.size_bytes().await.unwrap_or(0) > floor + self.compact_bytes
-            && let Err(e) = self.compact().await
-        {
+        drop(_order);
+        let due = self.log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
+        if due && let Err(e) = self.compact().await {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
         }
     }
@@ -180,18 +168,14 @@ impl Groups {
     pub async fn compact(&self) -> Result<(), WireError> {
         let _order = self.log_order.write().await;
         let start = self.log.roll_now().await?;
-        let now = clock::now();
-        let live: Vec<OffsetRecord> = {
-            let c = self.lock();
-            c.groups()
-                .flat_map(|g| g.offsets.iter().map(|(tp, o)| OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: Some(o.clone()) }))
-                .collect()
-        };
-        for chunk in live.chunks(1000) {
+        let now = self.clock.now();
+        let live = offsets_log::snapshot(&self.lock());
+        for chunk in live.chunks(offsets_log::SNAPSHOT_RECORDS_PER_BATCH) {
             self.persist(chunk, now).await?;
         }
         let freed = self.log.purge_before(start).await?;
-        self.compacted_size.store(self.log.size_bytes().await?, std::sync::atomic::Ordering::Relaxed);
+        let size = self.log.size_bytes().await?;
+        self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
     }
@@ -213,12 +197,14 @@ impl Groups {
             session_timeout_ms: r.session_timeout_ms,
             rebalance_timeout_ms: r.rebalance_timeout_ms,
         };
-        let j = self.lock().join(&r.group, params, clock::now()).map_err(group_error)?;
+        let now = self.clock.now();
+        let j = self.lock().join(&r.group, params, now).map_err(group_error)?;
         Ok(JoinGroupResponse { member_id: j.member_id, generation: j.generation, leader: j.leader, state: state_name(j.state).to_owned() })
     }
 
     pub fn sync(&self, r: SyncGroupRequest) -> Result<SyncGroupResponse, WireError> {
-        let s = self.lock().sync(&r.group, &r.member_id, clock::now()).map_err(group_error)?;
+        let now = self.clock.now();
+        let s = self.lock().sync(&r.group, &r.member_id, now).map_err(group_error)?;
         Ok(SyncGroupResponse {
             generation: s.generation,
             assignor: s.assignor.name().to_owned(),
@@ -227,12 +213,14 @@ impl Groups {
     }
 
     pub fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, WireError> {
-        self.lock().heartbeat(&r.group, &r.member_id, r.generation, clock::now()).map_err(group_error)?;
+        let now = self.clock.now();
+        self.lock().heartbeat(&r.group, &r.member_id, r.generation, now).map_err(group_error)?;
         Ok(HeartbeatResponse {})
     }
 
     pub fn leave(&self, r: LeaveGroupRequest) -> Result<LeaveGroupResponse, WireError> {
-        self.lock().leave(&r.group, &r.member_id, clock::now()).map_err(group_error)?;
+        let now = self.clock.now();
+        self.lock().leave(&r.group, &r.member_id, now).map_err(group_error)?;
         Ok(LeaveGroupResponse {})
     }
 
@@ -241,7 +229,7 @@ impl Groups {
         if r.offsets.len() > OFFSETS_PER_COMMIT_MAX {
             return Err(WireError::new(ErrorCode::InvalidRequest, format!("at most {OFFSETS_PER_COMMIT_MAX} offsets per commit")));
         }
-        let now = clock::now();
+        let now = self.clock.now();
         let offsets: Vec<(TopicPartition, u64, String)> =
             r.offsets.into_iter().map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset, o.metadata)).collect();
         let member = r.member.as_ref().map(|(m, g)| (m.as_str(), *g));
@@ -254,7 +242,8 @@ impl Groups {
         let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
         self.persist(&records, now).await?;
         if let Some(p) = guard.pending.take() {
-            self.lock().apply_commit(&p, clock::now());
+            let now = self.clock.now();
+            self.lock().apply_commit(&p, now);
         }
         Ok(OffsetCommitResponse {})
     }
@@ -326,10 +315,11 @@ impl Groups {
         })
     }
 
+    /// Deletes an empty group: pending, durable, then applied and answered.
     pub async fn delete(&self, r: DeleteGroupRequest) -> Result<DeleteGroupResponse, WireError> {
-        let _order = self.log_order.read().await;
-        let records = self.lock().delete_group(&r.group).map_err(group_error)?;
-        self.persist(&records, clock::now()).await?;
+        let _order = self.log_order.write().await;
+        let pending = self.lock().delete_group(&r.group).map_err(group_error)?;
+        self.settle(pending).await?;
         Ok(DeleteGroupResponse {})
     }
 

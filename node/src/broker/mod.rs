@@ -10,6 +10,7 @@ pub mod partition;
 pub mod store;
 
 use crate::config::Config;
+use crate::tasks::Tasks;
 use partition::{Partition, log_error};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Broker {
     metadata: Mutex<MetadataState>,
     advertised: Mutex<SocketAddr>,
     groups: groups::Groups,
+    /// Every background task of this broker (see `tasks`).
+    tasks: Tasks,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -85,6 +88,7 @@ impl Broker {
             }
             disk.sync_dir(&trash)?;
         }
+        let tasks = Tasks::new();
         let mut topics = BTreeMap::new();
         let mut records = Vec::new();
         let mut homeless = Vec::new();
@@ -100,7 +104,7 @@ impl Broker {
                 continue;
             }
             let record = store::parse_topic(&store::read_small(&*disk, &meta)?, &meta)?;
-            let topic = open_topic(&config, &disk, record.clone())?;
+            let topic = open_topic(&config, &disk, record.clone(), &tasks)?;
             topics.insert(name, topic);
             records.push(record);
         }
@@ -141,8 +145,8 @@ impl Broker {
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
         let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
-        let groups =
-            groups::Groups::open(offsets_log, &config, boot, &counts).map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
+        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), &tasks)
+            .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
         let advertised = config.listen;
         let broker = Arc::new(Broker {
@@ -153,9 +157,26 @@ impl Broker {
             metadata: Mutex::new(metadata),
             advertised: Mutex::new(advertised),
             groups,
+            tasks,
         });
-        tokio::spawn(group_ticker(Arc::downgrade(&broker)));
         Ok(broker)
+    }
+
+    /// Starts the broker's periodic work under its supervisor: the group
+    /// coordinator's clock (session expiry, rebalance deadlines, offsets
+    /// expiry and compaction) and retention. Both stop at `shutdown`.
+    pub fn start_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
+            let b = weak.upgrade()?;
+            Some(async move { b.groups.tick().await })
+        });
+        let weak = Arc::downgrade(self);
+        self.tasks.every("retention", self.config.retention_check_interval, move || {
+            let b = weak.upgrade()?;
+            // Each partition's retention runs its file deletions on a blocking thread.
+            Some(async move { b.apply_retention().await })
+        });
     }
 
     pub fn config(&self) -> &Config {
@@ -303,7 +324,7 @@ impl Broker {
     async fn carry_out_create(&self, record: &TopicRecord) -> Result<Topic, WireError> {
         let dir = store::topic_dir(&self.config.data_dir, &record.name);
         let made = {
-            let (config, disk, record) = (self.config.clone(), self.disk.clone(), record.clone());
+            let (config, disk, record, tasks) = (self.config.clone(), self.disk.clone(), record.clone(), self.tasks.clone());
             // Directories and files: off the async workers.
             crate::blocking::run(move || -> anyhow::Result<Topic> {
                 let dir = store::topic_dir(&config.data_dir, &record.name);
@@ -312,7 +333,7 @@ impl Broker {
                     disk.remove_dir_all(&dir)?;
                 }
                 store::ensure_dir(&*disk, &dir)?;
-                let topic = open_topic(&config, &disk, record.clone())?;
+                let topic = open_topic(&config, &disk, record.clone(), &tasks)?;
                 if let Err(e) = store::write_topic(&*disk, &config.data_dir, &record) {
                     for p in &topic.partitions {
                         p.close();
@@ -457,16 +478,7 @@ impl Broker {
             p.close();
         }
         self.groups.shutdown().await;
-    }
-}
-
-/// Drives the group coordinator's clock (session expiry, rebalance
-/// deadlines) until the broker is dropped.
-async fn group_ticker(broker: std::sync::Weak<Broker>) {
-    loop {
-        tokio::time::sleep(groups::TICK_INTERVAL).await;
-        let Some(b) = broker.upgrade() else { return };
-        b.groups.tick().await;
+        self.tasks.shutdown(Duration::from_secs(10)).await;
     }
 }
 
@@ -516,7 +528,7 @@ fn offsets_log_config(config: &Config) -> LogConfig {
 
 /// Opens every partition of a topic. On failure, the partitions already
 /// started are closed, so nothing they opened (files, flusher tasks) leaks.
-fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> anyhow::Result<Topic> {
+fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord, tasks: &Tasks) -> anyhow::Result<Topic> {
     let log_config = metadata::effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
     let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(record.partitions as usize);
     let opened = (0..record.partitions).try_for_each(|id| -> anyhow::Result<()> {
@@ -526,7 +538,7 @@ fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord) -> any
             tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
         }
         let state = PartitionState::new(log).map_err(|e| anyhow::anyhow!(log_error(e)))?;
-        partitions.push(Partition::start(id, config.node_id, state));
+        partitions.push(Partition::start(id, config.node_id, state, tasks));
         Ok(())
     });
     if let Err(e) = opened {

@@ -13,6 +13,7 @@
 //! that partition wait without blocking anything and time out with an error
 //! that says so, and everything else keeps working.
 
+use crate::tasks::Tasks;
 use crate::{blocking, clock};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub struct Partition {
     closed: watch::Sender<bool>,
     /// A sync failed: the log refuses writes until the broker restarts.
     failed: AtomicBool,
+    /// The log's canary (simulation builds; see `weir_core::canary`).
+    canary: Option<weir_core::canary::Canary>,
 }
 
 /// The wire form of a log error: the one place that maps them.
@@ -105,14 +108,16 @@ fn ack_mode(acks: Acks) -> AckMode {
 }
 
 impl Partition {
-    /// Wraps an opened partition state and starts its appender and flusher.
-    pub fn start(id: u32, node_id: u64, state: PartitionState) -> Arc<Partition> {
+    /// Wraps an opened partition state and starts its appender and flusher
+    /// under the supervisor.
+    pub fn start(id: u32, node_id: u64, state: PartitionState, tasks: &Tasks) -> Arc<Partition> {
         let (high_watermark, _) = watch::channel(state.high_watermark());
         let (closed, _) = watch::channel(false);
         let p = Arc::new(Partition {
             id,
             node_id,
             batch_bytes_max: state.log().config().batch_bytes_max,
+            canary: state.log().config().canary,
             state: Arc::new(RwLock::new(state)),
             high_watermark,
             incoming: Mutex::default(),
@@ -123,8 +128,8 @@ impl Partition {
             closed,
             failed: AtomicBool::new(false),
         });
-        tokio::spawn(appender(p.clone()));
-        tokio::spawn(flusher(p.clone()));
+        tasks.spawn("appender", appender(p.clone()));
+        tasks.spawn("flusher", flusher(p.clone()));
         p
     }
 
@@ -175,10 +180,8 @@ impl Partition {
     /// Queues one batch for the appender and waits for its answer as `acks`
     /// asks, up to `timeout`.
     pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
-        #[allow(unused_mut)]
         let mut mode = ack_mode(acks);
-        #[cfg(madsim)]
-        if weir_core::canary::is(weir_core::canary::Canary::AckBeforeFsync) {
+        if weir_core::canary::on(self.canary, weir_core::canary::Canary::AckBeforeFsync) {
             mode = AckMode::None;
         }
         // CPU work (CRC, records) here, in parallel, outside the lock.
@@ -352,7 +355,7 @@ async fn appender(p: Arc<Partition>) {
     loop {
         tokio::select! {
             biased;
-            _ = crate::server::stopped(&mut closed) => break,
+            _ = crate::tasks::stopped(&mut closed) => break,
             _ = p.wake_appender.notified() => {}
         }
         loop {
@@ -389,7 +392,7 @@ async fn flusher(p: Arc<Partition>) {
     loop {
         tokio::select! {
             biased;
-            _ = crate::server::stopped(&mut closed) => break,
+            _ = crate::tasks::stopped(&mut closed) => break,
             _ = p.dirty.notified() => {}
         }
         let job = {
