@@ -1,6 +1,7 @@
 //! Log recovery over arbitrary segment bytes: opening never panics, the
-//! recovered log serves only valid, dense batches up to its end, and it
-//! accepts appends afterwards.
+//! recovered log serves only valid, dense batches up to its end, its Raft
+//! entries read back whole with increasing indexes up to `last_log_id`, and
+//! it accepts appends (or the next Raft entry) afterwards.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +11,7 @@ use weir_core::Timestamp;
 use weir_core::batch::{BatchBuilder, ProducerStamp, decode_all};
 use weir_core::disk::Disk;
 use weir_core::disk::sim::SimDisk;
-use weir_core::log::{LogConfig, PartitionLog};
+use weir_core::log::{LogConfig, LogId, PartitionLog};
 
 fuzz_target!(|data: &[u8]| {
     let disk = SimDisk::new(1);
@@ -32,8 +33,19 @@ fuzz_target!(|data: &[u8]| {
         assert!(r.next_offset > offset, "no progress at {offset}");
         offset = r.next_offset;
     }
+    let entries = log.entries(1..u64::MAX, usize::MAX).expect("recovered entries read back");
+    for pair in entries.windows(2) {
+        assert!(pair[1].log_id.index > pair[0].log_id.index, "entry indexes increase");
+        assert_eq!(pair[1].base_offset, pair[0].next_offset, "entries are contiguous");
+    }
+    assert_eq!(entries.last().map(|e| e.log_id), log.last_log_id(), "the last entry is the last log id");
     let mut b = BatchBuilder::new(ProducerStamp::NONE);
     b.push(0, None, Some(b"after"), &[]);
-    let info = log.append(&b.finish(), Timestamp(0)).expect("append after recovery");
+    let batch = b.finish();
+    let info = match log.last_log_id() {
+        Some(last) => log.append_entry(LogId { index: last.index + 1, ..last }, &[&batch], Timestamp(0)),
+        None => log.append(&batch, Timestamp(0)),
+    }
+    .expect("append after recovery");
     assert_eq!(info.base_offset, end);
 });

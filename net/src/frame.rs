@@ -44,12 +44,39 @@ pub struct Frame {
     pub body: Bytes,
 }
 
-/// Why bytes on a connection are not a frame. After any of these the stream
-/// cannot be resynchronised: answer if possible, then close.
+/// Why bytes on a connection are not a frame, with the header's ids when
+/// enough bytes arrived to read them (so an answer can be addressed without
+/// re-reading raw bytes). After any of these the stream cannot be
+/// resynchronised: answer if possible, then close.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum FrameError {
+#[error("{fault}")]
+pub struct FrameError {
+    pub fault: FrameFault,
+    pub ids: Option<HeaderIds>,
+}
+
+/// The API key and correlation id a frame header carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderIds {
+    pub api_key: u16,
+    pub correlation_id: u32,
+}
+
+impl HeaderIds {
+    /// The ids at their places in the 16 header bytes, if `b` holds them.
+    fn read(b: &[u8]) -> Option<HeaderIds> {
+        (b.len() >= HEADER_LEN).then(|| HeaderIds {
+            api_key: u16::from_le_bytes([b[8], b[9]]),
+            correlation_id: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+}
+
+/// What was wrong with a frame.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameFault {
     #[error("frame of {length} bytes exceeds the limit of {max} bytes")]
-    TooLarge { length: usize, max: usize, correlation_id: Option<u32> },
+    TooLarge { length: usize, max: usize },
     #[error("frame length {0} is shorter than the 12-byte header")]
     TooShort(usize),
     #[error("bad frame magic {0:?}: the peer does not speak the Weir protocol")]
@@ -61,12 +88,8 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    /// The correlation id, if the header got far enough to carry one.
-    pub fn correlation_id(&self) -> Option<u32> {
-        match self {
-            FrameError::TooLarge { correlation_id, .. } => *correlation_id,
-            _ => None,
-        }
+    fn new(fault: FrameFault, seen: &[u8]) -> FrameError {
+        FrameError { fault, ids: HeaderIds::read(seen) }
     }
 }
 
@@ -74,15 +97,15 @@ impl FrameHeader {
     /// Parses the 16 header bytes (including the length prefix).
     fn parse(b: &[u8]) -> Result<FrameHeader, FrameError> {
         if b[4..6] != MAGIC {
-            return Err(FrameError::BadMagic([b[4], b[5]]));
+            return Err(FrameError::new(FrameFault::BadMagic([b[4], b[5]]), b));
         }
         if b[6] != PROTOCOL_VERSION {
-            return Err(FrameError::BadProtocolVersion(b[6]));
+            return Err(FrameError::new(FrameFault::BadProtocolVersion(b[6]), b));
         }
         let kind = match b[7] {
             0 => Kind::Request,
             1 => Kind::Response,
-            k => return Err(FrameError::BadKind(k)),
+            k => return Err(FrameError::new(FrameFault::BadKind(k), b)),
         };
         Ok(FrameHeader {
             kind,
@@ -133,11 +156,10 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameErro
     }
     let length = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if length > max {
-        let correlation_id = (buf.len() >= HEADER_LEN).then(|| u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]));
-        return Err(FrameError::TooLarge { length, max, correlation_id });
+        return Err(FrameError::new(FrameFault::TooLarge { length, max }, buf));
     }
     if length < HEADER_LEN - 4 {
-        return Err(FrameError::TooShort(length));
+        return Err(FrameError::new(FrameFault::TooShort(length), buf));
     }
     if buf.len() >= HEADER_LEN {
         // Reject garbage as soon as the header is visible, not after its claimed length arrives.
@@ -203,16 +225,18 @@ mod tests {
         let mut buf = BytesMut::new();
         encode(&mut buf, header(), &[0; 100], b"");
         let err = decode(&mut buf, 50).unwrap_err();
-        assert_eq!(err, FrameError::TooLarge { length: 112, max: 50, correlation_id: Some(77) });
+        assert_eq!(err.fault, FrameFault::TooLarge { length: 112, max: 50 });
+        assert_eq!(err.ids.map(|i| i.correlation_id), Some(77));
         let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
-        assert!(matches!(decode(&mut buf, 1 << 20), Err(FrameError::TooLarge { correlation_id: None, .. })));
+        assert!(matches!(decode(&mut buf, 1 << 20), Err(FrameError { fault: FrameFault::TooLarge { .. }, ids: None })));
         assert!(buf.capacity() < 1 << 20);
     }
 
     #[test]
     fn garbage_is_rejected_once_the_header_is_visible() {
         let mut buf = BytesMut::from(&b"\x10\x00\x00\x00GET / HTTP/1.1\r\n"[..]);
-        assert!(matches!(decode(&mut buf, 1 << 20), Err(FrameError::BadMagic(_))));
+        let err = decode(&mut buf, 1 << 20).unwrap_err();
+        assert!(matches!(err.fault, FrameFault::BadMagic(_)));
     }
 
     proptest! {

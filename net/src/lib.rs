@@ -14,5 +14,5 @@ pub mod frame;
 pub mod message;
 
 pub use error::{ErrorCode, WireError};
-pub use frame::{Frame, FrameError, FrameHeader, Kind};
+pub use frame::{Frame, FrameError, FrameFault, FrameHeader, HeaderIds, Kind};
 pub use message::{ApiKey, Request, Response};

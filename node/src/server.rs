@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
-use weir_net::frame::{self, FrameError, READ_CHUNK_BYTES};
+use weir_net::frame::{self, FrameFault, READ_CHUNK_BYTES};
 use weir_net::message::ApiKey;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
@@ -225,12 +225,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                         Some(proto) => format!("the peer speaks {proto}, not the Weir protocol (is it pointed at the right port?)"),
                         None => format!("bad frame: {e}"),
                     };
-                    let (key, id) = header_ids(&buf, &e);
-                    if let Some(id) = id {
-                        let code =
-                            if matches!(e, FrameError::TooLarge { .. }) { ErrorCode::MessageTooLarge } else { ErrorCode::InvalidRequest };
+                    if let Some(ids) = e.ids {
+                        let code = if matches!(e.fault, FrameFault::TooLarge { .. }) {
+                            ErrorCode::MessageTooLarge
+                        } else {
+                            ErrorCode::InvalidRequest
+                        };
                         let err = WireError::new(code, format!("{e}; closing the connection"));
-                        in_flight.push_back(Box::pin(async move { (key, id, Err(err), 0, None) }));
+                        in_flight.push_back(Box::pin(async move { (ids.api_key, ids.correlation_id, Err(err), 0, None) }));
                     }
                     closing = Some(reason);
                     break;
@@ -316,17 +318,4 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
 fn encode_answer(key: u16, id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) {
     let key = ApiKey::from_u16(key).unwrap_or(ApiKey::ApiVersions);
     Response::encode(key, id, result, out);
-}
-
-/// The API key and correlation id of a frame that failed to parse, if its
-/// header is there to read them from.
-fn header_ids(buf: &[u8], e: &FrameError) -> (u16, Option<u32>) {
-    if let Some(id) = e.correlation_id() {
-        let key = if buf.len() >= 10 { u16::from_le_bytes([buf[8], buf[9]]) } else { 0 };
-        return (key, Some(id));
-    }
-    if buf.len() >= frame::HEADER_LEN {
-        return (u16::from_le_bytes([buf[8], buf[9]]), Some(u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]])));
-    }
-    (0, None)
 }

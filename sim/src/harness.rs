@@ -458,10 +458,72 @@ fn flip_sealed(disk: &SimDisk, rng: &mut fastrand::Rng) -> Option<u32> {
     partition_of(path)
 }
 
+/// One run: set up the node, the client and the workload; inject faults
+/// for the safety phase; heal and check liveness; read every partition
+/// back; check the history.
 async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
     if std::env::var_os("WEIR_SIM_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_default()).try_init();
     }
+    let world = setup(seed, &opts).await;
+    let workload = start_workload(&world).await;
+    let faults = fault_loop(&world).await;
+    heal_and_check_liveness(&world, workload, &faults.corrupted).await;
+    final_read(&world).await;
+    let mut r = rec_lock(&world.rec);
+    r.history.corrupted_partitions = faults.corrupted;
+    let anomalies = checker::check(&r.history);
+    SimReport {
+        seed,
+        trace_hash: r.trace.value(),
+        anomalies,
+        acks: r.history.acks.len(),
+        polls: r.history.polls.len(),
+        crashes: faults.crashes,
+        clogs: faults.clogs,
+        bitflips: faults.bitflips,
+        clock_jumps: faults.jumps,
+        losses: faults.losses,
+        swarm: world.swarm.clone(),
+    }
+}
+
+/// What one run is made of: the simulated machines, the node's disk, the
+/// drawn swarm and the recorded history.
+struct World {
+    seed: u64,
+    opts: SimOptions,
+    swarm: Swarm,
+    handle: Handle,
+    node: madsim::runtime::NodeHandle,
+    client_node: madsim::runtime::NodeHandle,
+    disk: SimDisk,
+    rec: Rec,
+    partitions: u32,
+}
+
+/// The client tasks, and the flags that stop them.
+struct Workload {
+    producers: Vec<madsim::task::JoinHandle<()>>,
+    consumers: Vec<madsim::task::JoinHandle<()>>,
+    stop_producers: Arc<AtomicBool>,
+    stop_consumers: Arc<AtomicBool>,
+}
+
+/// What the fault loop injected.
+#[derive(Default)]
+struct Injected {
+    crashes: u32,
+    clogs: u32,
+    bitflips: u32,
+    jumps: u32,
+    losses: u32,
+    /// Partitions with a flipped bit in a sealed segment.
+    corrupted: std::collections::BTreeSet<u32>,
+}
+
+/// Draws the swarm, starts the node on a fresh disk and creates the topic.
+async fn setup(seed: u64, opts: &SimOptions) -> World {
     let mut swarm = Swarm::draw(seed);
     if opts.force_bitflips {
         swarm.bitflip_every = Some(Duration::from_millis(1500));
@@ -486,10 +548,6 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         })
         .build();
     let client_node = handle.create_node().name("client").ip(CLIENT_IP.parse::<IpAddr>().expect("ip")).build();
-    let rec: Rec = Arc::default();
-    let stop_producers = Arc::new(AtomicBool::new(false));
-    let stop_consumers = Arc::new(AtomicBool::new(false));
-
     // Topic first (with the disk healthy), then the workload.
     let partitions = swarm.partitions;
     client_node
@@ -506,33 +564,44 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         })
         .await
         .expect("create topic");
+    World { seed, opts: opts.clone(), swarm, handle, node, client_node, disk, rec: Arc::default(), partitions }
+}
+
+/// Producers (pinned, keyed, round-robin), a consumer per partition and the group members.
+async fn start_workload(w: &World) -> Workload {
+    let (seed, partitions) = (w.seed, w.partitions);
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
-    for id in 0..swarm.producers {
-        let opts = opts.clone();
-        let (rec, stop) = (rec.clone(), stop_producers.clone());
-        producers.push(client_node.spawn(async move { producer_task(id, seed, partitions, &opts, rec, stop).await }));
+    for id in 0..w.swarm.producers {
+        let opts = w.opts.clone();
+        let (rec, stop) = (w.rec.clone(), stop_producers.clone());
+        producers.push(w.client_node.spawn(async move { producer_task(id, seed, partitions, &opts, rec, stop).await }));
     }
     let mut consumers = Vec::new();
     for p in 0..partitions {
-        consumers.push(client_node.spawn(consumer_task(p, rec.clone(), stop_consumers.clone())));
+        consumers.push(w.client_node.spawn(consumer_task(p, w.rec.clone(), stop_consumers.clone())));
     }
-    if swarm.group_members > 0 {
-        rec_lock(&rec).history.group_processed = Some(Default::default());
+    if w.swarm.group_members > 0 {
+        rec_lock(&w.rec).history.group_processed = Some(Default::default());
     }
-    for i in 0..swarm.group_members {
-        consumers.push(client_node.spawn(group_member(format!("g{i}"), rec.clone(), stop_consumers.clone())));
+    for i in 0..w.swarm.group_members {
+        consumers.push(w.client_node.spawn(group_member(format!("g{i}"), w.rec.clone(), stop_consumers.clone())));
     }
+    Workload { producers, consumers, stop_producers, stop_consumers }
+}
 
-    // Safety phase: faults on.
+/// The safety phase: disk faults on, and crashes (with injected losses),
+/// clogs, clock jumps and bit flips at the swarm's rates until it ends.
+async fn fault_loop(w: &World) -> Injected {
+    let (disk, handle, node, rec, swarm) = (&w.disk, &w.handle, &w.node, &w.rec, &w.swarm);
     let mut faults = swarm.disk.clone();
     faults.capacity_bytes = swarm.space_left_bytes.map(|left| disk.used_bytes() + left);
     disk.set_faults(faults);
     let net = NetSim::current();
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4641_554c);
-    let start = tokio::time::Instant::now();
-    let end = start + opts.safety;
-    let (mut crashes, mut clogs, mut bitflips, mut jumps, mut losses) = (0u32, 0u32, 0u32, 0u32, 0u32);
-    let mut corrupted = std::collections::BTreeSet::new();
+    let mut rng = fastrand::Rng::with_seed(w.seed ^ 0x4641_554c);
+    let end = tokio::time::Instant::now() + w.opts.safety;
+    let mut n = Injected::default();
     let next = |rng: &mut fastrand::Rng, every: Option<Duration>| every.map(|e| tokio::time::Instant::now() + Swarm::next_in(rng, e));
     let (mut next_crash, mut next_clog, mut next_flip) =
         (next(&mut rng, swarm.crash_every), next(&mut rng, swarm.clog_every), next(&mut rng, swarm.bitflip_every));
@@ -545,18 +614,18 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
             break;
         }
         if next_crash.is_some_and(|t| t <= now) {
-            crashes += 1;
+            n.crashes += 1;
             handle.kill(node.id());
             if swarm.power_loss {
                 disk.crash();
             }
-            rec_lock(&rec).trace.add(&format!("crash {crashes} power={}", swarm.power_loss));
+            rec_lock(rec).trace.add(&format!("crash {} power={}", n.crashes, swarm.power_loss));
             if rng.f64() < swarm.loss_at_crash
-                && let Some(p) = inject_loss(&disk, partitions, &mut rng)
+                && let Some(p) = inject_loss(disk, w.partitions, &mut rng)
             {
-                losses += 1;
-                let reported = accept_reported_loss(&disk, p, opts.canary);
-                let mut r = rec_lock(&rec);
+                n.losses += 1;
+                let reported = accept_reported_loss(disk, p, w.opts.canary);
+                let mut r = rec_lock(rec);
                 r.history.loss_injected.insert(p);
                 r.trace.add(&format!("loss {p} reported {reported:?}"));
                 if let Some((from, to)) = reported {
@@ -567,42 +636,47 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
             handle.restart(node.id());
             next_crash = next(&mut rng, swarm.crash_every);
         } else if next_clog.is_some_and(|t| t <= now) {
-            clogs += 1;
+            n.clogs += 1;
             net.clog_node(node.id());
-            rec_lock(&rec).trace.add(&format!("clog {clogs}"));
+            rec_lock(rec).trace.add(&format!("clog {}", n.clogs));
             tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
             net.unclog_node(node.id());
             next_clog = next(&mut rng, swarm.clog_every);
         } else if next_jump.is_some_and(|t| t <= now) {
-            jumps += 1;
+            n.jumps += 1;
             let delta = rng.i64(-3_600_000..=3_600_000);
             weir_node::clock::sim_jump(delta);
-            rec_lock(&rec).trace.add(&format!("clock {delta}"));
+            rec_lock(rec).trace.add(&format!("clock {delta}"));
             next_jump = next(&mut rng, swarm.clock_jump_every);
         } else if next_flip.is_some_and(|t| t <= now) {
-            if let Some(p) = flip_sealed(&disk, &mut rng) {
-                bitflips += 1;
-                corrupted.insert(p);
-                rec_lock(&rec).trace.add(&format!("flip {p}"));
+            if let Some(p) = flip_sealed(disk, &mut rng) {
+                n.bitflips += 1;
+                n.corrupted.insert(p);
+                rec_lock(rec).trace.add(&format!("flip {p}"));
             }
             next_flip = next(&mut rng, swarm.bitflip_every);
         }
     }
+    n
+}
 
-    // Liveness phase: heal everything; an operator restart clears any
-    // partition a failed sync took offline.
-    disk.set_faults(FaultConfig::default());
-    net.unclog_node(node.id());
-    handle.kill(node.id());
-    handle.restart(node.id());
-    stop_producers.store(true, Ordering::SeqCst);
-    for p in producers {
+/// The liveness phase: heal everything (an operator restart clears any
+/// partition a failed sync took offline), stop the producers, and require
+/// the consumers and the group to reach the log end within the bound.
+async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std::collections::BTreeSet<u32>) {
+    w.disk.set_faults(FaultConfig::default());
+    NetSim::current().unclog_node(w.node.id());
+    w.handle.kill(w.node.id());
+    w.handle.restart(w.node.id());
+    workload.stop_producers.store(true, Ordering::SeqCst);
+    for p in workload.producers {
         let _ = p.await;
     }
-    let deadline = tokio::time::Instant::now() + opts.liveness_bound;
-    let rec2 = rec.clone();
+    let deadline = tokio::time::Instant::now() + w.opts.liveness_bound;
+    let (rec2, partitions) = (w.rec.clone(), w.partitions);
     let corrupted_now = corrupted.clone();
-    let caught_up = client_node
+    let caught_up = w
+        .client_node
         .spawn(async move {
             let Some(client) = connect().await else { return false };
             let consumer = Consumer::new(&client);
@@ -644,19 +718,21 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         .await
         .unwrap_or(false);
     if !caught_up {
-        rec_lock(&rec)
+        rec_lock(&w.rec)
             .history
             .stuck
-            .push(format!("consumers (or the group) did not reach the log end within {:?} of healing", opts.liveness_bound));
+            .push(format!("consumers (or the group) did not reach the log end within {:?} of healing", w.opts.liveness_bound));
     }
-    stop_consumers.store(true, Ordering::SeqCst);
-    for c in consumers {
+    workload.stop_consumers.store(true, Ordering::SeqCst);
+    for c in workload.consumers {
         let _ = c.await;
     }
+}
 
-    // Final read of every partition from its start.
-    let rec3 = rec.clone();
-    client_node
+/// The final read of every partition from its start, recorded for the checker.
+async fn final_read(w: &World) {
+    let (rec3, partitions) = (w.rec.clone(), w.partitions);
+    w.client_node
         .spawn(async move {
             let Some(client) = connect().await else {
                 rec_lock(&rec3).history.stuck.push("the final reader could not connect".to_owned());
@@ -696,21 +772,4 @@ async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
         })
         .await
         .expect("final read");
-
-    let mut r = rec_lock(&rec);
-    r.history.corrupted_partitions = corrupted;
-    let anomalies = checker::check(&r.history);
-    SimReport {
-        seed,
-        trace_hash: r.trace.value(),
-        anomalies,
-        acks: r.history.acks.len(),
-        polls: r.history.polls.len(),
-        crashes,
-        clogs,
-        bitflips,
-        clock_jumps: jumps,
-        losses,
-        swarm,
-    }
 }

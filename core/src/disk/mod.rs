@@ -9,6 +9,7 @@
 //! [`Disk::sync_dir`] on its parent returns. Implementations must not add a
 //! default that hides a missing durability step.
 
+#[cfg(any(test, feature = "sim-disk"))]
 pub mod sim;
 
 use std::path::{Path, PathBuf};
