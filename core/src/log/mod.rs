@@ -888,6 +888,12 @@ impl PartitionLog {
         self.complete_flush(job, result)
     }
 
+    /// Whether anything was written since the last flush began (a flush now
+    /// would have files to sync).
+    pub fn needs_flush(&self) -> bool {
+        self.segments.values().any(|s| s.dirty)
+    }
+
     /// Starts a flush: collects the files with unsynced writes (no IO). Run
     /// the job (anywhere), then hand it back to [`PartitionLog::complete_flush`].
     pub fn begin_flush(&mut self) -> Result<FlushJob, LogError> {

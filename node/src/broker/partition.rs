@@ -398,7 +398,9 @@ async fn flusher(p: Arc<Partition>) {
         let job = {
             // In memory only: no IO under this lock on an async worker.
             let mut s = p.state.write().await;
-            if s.log().flushed_offset() == s.log().log_end_offset() {
+            // Nothing written since the last flush began (control batches
+            // take no offsets, so the offsets alone cannot tell).
+            if !s.log().needs_flush() {
                 continue;
             }
             match s.log_mut().begin_flush() {
