@@ -547,11 +547,6 @@ impl PartitionLog {
         self.segments.values_mut().next_back().expect("a log always has an active segment")
     }
 
-    /// Simulated IO latency owed since the last call (see [`Disk::take_latency`]).
-    pub fn take_io_latency(&self) -> std::time::Duration {
-        self.disk.take_latency()
-    }
-
     /// True after a failed sync: the log refuses writes until reopened.
     pub fn is_failed(&self) -> bool {
         self.failed.is_some()

@@ -89,6 +89,7 @@ impl Groups {
         boot: u64,
         partitions: &BTreeMap<String, u32>,
         clock: Clock,
+        disk: Arc<dyn weir_core::disk::Disk>,
         tasks: &crate::tasks::Tasks,
     ) -> Result<Groups, LogError> {
         let now = clock.now();
@@ -107,7 +108,7 @@ impl Groups {
         tracing::info!(records = replay.records, unreadable = replay.unreadable, "consumer offsets loaded");
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?, tasks),
+            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?, disk, tasks),
             log_order: tokio::sync::RwLock::new(()),
             compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
             clock,

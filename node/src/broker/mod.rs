@@ -145,7 +145,7 @@ impl Broker {
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
         let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
-        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), &tasks)
+        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks)
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
         let advertised = config.listen;
@@ -538,7 +538,7 @@ fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord, tasks:
             tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
         }
         let state = PartitionState::new(log).map_err(|e| anyhow::anyhow!(log_error(e)))?;
-        partitions.push(Partition::start(id, config.node_id, state, tasks));
+        partitions.push(Partition::start(id, config.node_id, state, disk.clone(), tasks));
         Ok(())
     });
     if let Err(e) = opened {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedRwLockReadGuard, RwLock, oneshot, watch};
+use weir_core::disk::Disk;
 use weir_core::log::{LogError, ReadResult};
 use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError, ValidBatch};
 use weir_net::message::{Acks, PartitionDescription};
@@ -57,6 +58,8 @@ pub struct Partition {
     failed: AtomicBool,
     /// The log's canary (simulation builds; see `weir_core::canary`).
     canary: Option<weir_core::canary::Canary>,
+    /// The disk adapter, for the latency a simulated disk charges.
+    disk: Arc<dyn Disk>,
 }
 
 /// The wire form of a log error: the one place that maps them.
@@ -110,7 +113,9 @@ fn ack_mode(acks: Acks) -> AckMode {
 impl Partition {
     /// Wraps an opened partition state and starts its appender and flusher
     /// under the supervisor.
-    pub fn start(id: u32, node_id: u64, state: PartitionState, tasks: &Tasks) -> Arc<Partition> {
+    /// `disk` is the adapter under the log: a simulated disk's latency is
+    /// charged from it, not passed up through the log.
+    pub fn start(id: u32, node_id: u64, state: PartitionState, disk: Arc<dyn Disk>, tasks: &Tasks) -> Arc<Partition> {
         let (high_watermark, _) = watch::channel(state.high_watermark());
         let (closed, _) = watch::channel(false);
         let p = Arc::new(Partition {
@@ -118,6 +123,7 @@ impl Partition {
             node_id,
             batch_bytes_max: state.log().config().batch_bytes_max,
             canary: state.log().config().canary,
+            disk,
             state: Arc::new(RwLock::new(state)),
             high_watermark,
             incoming: Mutex::default(),
@@ -417,7 +423,7 @@ async fn flusher(p: Arc<Partition>) {
         })
         .await;
         // A simulated disk's fsync latency is paid here, delaying the acks.
-        let owed = p.state.read().await.log().take_io_latency();
+        let owed = p.disk.take_latency();
         if !owed.is_zero() {
             tokio::time::sleep(owed).await;
         }
