@@ -178,8 +178,16 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameErro
 
 /// Writes a frame whose body is `body` followed by `payload`.
 pub fn encode(out: &mut BytesMut, header: FrameHeader, body: &[u8], payload: &[u8]) {
-    let length = HEADER_LEN - 4 + body.len() + payload.len();
-    out.reserve(4 + length);
+    encode_head(out, header, body, payload.len());
+    out.put_slice(payload);
+}
+
+/// Writes a frame's header and `body` only; the frame's length counts
+/// `payload_len` more bytes, which the caller sends right after (so a large
+/// payload goes to the socket without being copied into `out`).
+pub fn encode_head(out: &mut BytesMut, header: FrameHeader, body: &[u8], payload_len: usize) {
+    let length = HEADER_LEN - 4 + body.len() + payload_len;
+    out.reserve(4 + length - payload_len);
     out.put_u32_le(length as u32);
     out.put_slice(&MAGIC);
     out.put_u8(PROTOCOL_VERSION);
@@ -188,7 +196,6 @@ pub fn encode(out: &mut BytesMut, header: FrameHeader, body: &[u8], payload: &[u
     out.put_u16_le(header.api_version);
     out.put_u32_le(header.correlation_id);
     out.put_slice(body);
-    out.put_slice(payload);
 }
 
 #[cfg(test)]

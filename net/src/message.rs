@@ -16,6 +16,10 @@ trait Payload {
     fn payload(&self) -> &[u8] {
         &[]
     }
+    /// The payload as shared bytes (a cheap clone), for sending it uncopied.
+    fn payload_bytes(&self) -> Bytes {
+        Bytes::new()
+    }
     /// Takes the payload; returns false if this message has none.
     fn set_payload(&mut self, payload: Bytes) -> bool {
         payload.is_empty()
@@ -81,6 +85,17 @@ macro_rules! apis {
                 }
             }
 
+            /// As [`Response::encode`], but appends only the frame's header
+            /// and body, and returns the payload that must follow them on
+            /// the wire (empty if none).
+            pub fn encode_head(key: ApiKey, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) -> Bytes {
+                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: VERSION_MAX, correlation_id };
+                match result {
+                    $(Ok(Response::$name(r)) => encode_result_head(out, header, Ok(r)),)*
+                    Err(e) => encode_result_head::<ApiVersionsResponse>(out, header, Err(e)),
+                }
+            }
+
             /// Decodes a response frame to the API named in its header.
             pub fn decode(frame: &Frame) -> Result<Result<Response, WireError>, WireError> {
                 let h = frame.header;
@@ -121,6 +136,16 @@ fn encode_result<T: Serialize + Payload>(out: &mut BytesMut, header: FrameHeader
         Err(_) => &[],
     };
     frame::encode(out, header, &body, payload);
+}
+
+fn encode_result_head<T: Serialize + Payload>(out: &mut BytesMut, header: FrameHeader, result: Result<&T, &WireError>) -> Bytes {
+    let body = postcard::to_stdvec(&result).expect("postcard encoding of owned data cannot fail");
+    let payload = match result {
+        Ok(r) => r.payload_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    frame::encode_head(out, header, &body, payload.len());
+    payload
 }
 
 fn invalid(what: &str, e: postcard::Error) -> WireError {
@@ -455,6 +480,9 @@ pub struct FetchResponse {
 impl Payload for FetchResponse {
     fn payload(&self) -> &[u8] {
         &self.batches
+    }
+    fn payload_bytes(&self) -> Bytes {
+        self.batches.clone()
     }
     fn set_payload(&mut self, payload: Bytes) -> bool {
         self.batches = payload;

@@ -77,6 +77,18 @@ proptest! {
         prop_assert_eq!(Response::decode(&f).unwrap(), Ok(resp));
     }
 
+    /// The head and the returned payload, sent one after the other, are the
+    /// same bytes `encode` writes.
+    #[test]
+    fn a_response_head_and_its_payload_are_the_encoded_frame(resp in response(), id: u32) {
+        let mut whole = BytesMut::new();
+        Response::encode(resp.api_key(), id, &Ok(resp.clone()), &mut whole);
+        let mut split = BytesMut::new();
+        let payload = Response::encode_head(resp.api_key(), id, &Ok(resp.clone()), &mut split);
+        split.extend_from_slice(&payload);
+        prop_assert_eq!(split, whole);
+    }
+
     #[test]
     fn errors_round_trip_for_every_api(err: WireError, key in 0u16..19, id: u32) {
         let key = ApiKey::from_u16(key).unwrap();

@@ -15,7 +15,7 @@
 //! read its responses stops being read from.
 
 use crate::broker::Broker;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use std::collections::HashMap;
@@ -183,6 +183,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut out = BytesMut::new();
+    // Large payloads (fetched batches) go to the socket uncopied, after
+    // their frame's head: the pieces of one write, in order.
+    let mut pieces: Vec<Bytes> = Vec::new();
     let mut in_flight = FuturesOrdered::new();
     let mut closing: Option<String> = None;
     let mut idle_deadline = Instant::now() + cfg.idle_timeout;
@@ -267,16 +270,23 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
             biased;
             Some((key, id, result, estimate, permit)) = in_flight.next(), if !in_flight.is_empty() => {
                 response_bytes -= estimate;
-                encode_answer(key, id, &result, &mut out);
+                encode_answer(key, id, &result, &mut out, &mut pieces);
                 drop(permit);
                 // Pick up whatever else is already done, then write once.
                 while let Some(Some((key, id, result, estimate, permit))) = futures::FutureExt::now_or_never(in_flight.next()) {
                     response_bytes -= estimate;
-                    encode_answer(key, id, &result, &mut out);
+                    encode_answer(key, id, &result, &mut out, &mut pieces);
                     drop(permit);
                 }
+                if !pieces.is_empty() && !out.is_empty() {
+                    pieces.push(out.split().freeze());
+                }
                 // Flush: a no-op on a real socket, but simulated sockets send on flush.
-                if let Err(e) = async { wr.write_all(&out).await?; wr.flush().await }.await {
+                let written = async {
+                    if pieces.is_empty() { wr.write_all(&out).await? } else { write_pieces(&mut wr, &mut pieces).await? }
+                    wr.flush().await
+                };
+                if let Err(e) = written.await {
                     tracing::debug!(%peer, error = %e, "write failed; closing");
                     return;
                 }
@@ -315,7 +325,64 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
     let _ = wr.shutdown().await;
 }
 
-fn encode_answer(key: u16, id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) {
+/// Payloads at least this large are written from their own buffer; smaller
+/// ones are cheaper to copy next to their head.
+const UNCOPIED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
+
+/// Encodes an answer into `out`; a large payload becomes its own piece.
+fn encode_answer(key: u16, id: u32, result: &Result<Response, WireError>, out: &mut BytesMut, pieces: &mut Vec<Bytes>) {
     let key = ApiKey::from_u16(key).unwrap_or(ApiKey::ApiVersions);
-    Response::encode(key, id, result, out);
+    let payload = Response::encode_head(key, id, result, out);
+    if payload.len() >= UNCOPIED_PAYLOAD_BYTES_MIN {
+        pieces.push(out.split().freeze());
+        pieces.push(payload);
+    } else {
+        out.extend_from_slice(&payload);
+    }
+}
+
+/// Writes every piece, in order, with vectored writes; empties `pieces`.
+async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, pieces: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut queue: std::collections::VecDeque<Bytes> = pieces.drain(..).filter(|p| !p.is_empty()).collect();
+    while !queue.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = queue.iter().take(64).map(|p| std::io::IoSlice::new(p)).collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let first = queue.front_mut().expect("wrote no more than was queued");
+            if n >= first.len() {
+                n -= first.len();
+                queue.pop_front();
+            } else {
+                bytes::Buf::advance(first, n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn pieces_are_written_whole_and_in_order_through_short_writes() {
+        // A 7-byte pipe: every write is partial.
+        let (mut wr, mut rd) = tokio::io::duplex(7);
+        let mut pieces: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; usize::from(i) * 3])).collect();
+        let want: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        write_pieces(&mut wr, &mut pieces).await.unwrap();
+        assert!(pieces.is_empty());
+        drop(wr);
+        assert_eq!(reader.await.unwrap(), want);
+    }
 }
