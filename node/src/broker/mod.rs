@@ -344,13 +344,18 @@ impl Broker {
             })
             .await
         };
-        made.map_err(|e| {
-            // Nothing was committed (no durable topic.json): remove what was made.
-            if let Err(cleanup) = self.disk.remove_dir_all(&dir).and_then(|()| self.disk.sync_dir(&store::topics_dir(&self.config.data_dir))) {
-                tracing::warn!(topic = %record.name, error = %cleanup, "could not remove a failed create's directory; the next start removes it");
+        match made {
+            Ok(topic) => Ok(topic),
+            Err(e) => {
+                // Nothing was committed (no durable topic.json): remove what was made, off the async workers.
+                let (disk, topics) = (self.disk.clone(), store::topics_dir(&self.config.data_dir));
+                let cleanup = crate::blocking::run(move || disk.remove_dir_all(&dir).and_then(|()| disk.sync_dir(&topics))).await;
+                if let Err(cleanup) = cleanup {
+                    tracing::warn!(topic = %record.name, error = %cleanup, "could not remove a failed create's directory; the next start removes it");
+                }
+                Err(WireError::new(ErrorCode::StorageError, format!("cannot create topic {:?}: {e:#}", record.name)))
             }
-            WireError::new(ErrorCode::StorageError, format!("cannot create topic {:?}: {e:#}", record.name))
-        })
+        }
     }
 
     fn lock_metadata(&self) -> std::sync::MutexGuard<'_, MetadataState> {
