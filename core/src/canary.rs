@@ -1,9 +1,9 @@
 //! Canary bugs for the simulator: deliberate defects that the history
 //! checker must catch, proving that it can fail. A canary is injected as
-//! configuration (`LogConfig::canary`, the node's `Config::canary`, the
-//! SDK's `ProducerConfig::canary`), never read from global state, and it is
-//! honoured only in simulation builds (`--cfg madsim`): in a normal build
-//! the code that acts on it is compiled out, so no setting can turn one on.
+//! configuration (`LogConfig::canary`, which the node's partitions read
+//! too, and the SDK's `ProducerConfig::canary`), never read from global
+//! state, and it is honoured only in simulation builds (`--cfg madsim`): in
+//! a normal build [`on`] is always false, so no setting can turn one on.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Canary {

@@ -105,6 +105,12 @@ impl Tasks {
         });
     }
 
+    /// Signals shutdown without waiting (for a caller that cannot await:
+    /// a broker whose start failed half-way stops what it started).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
     /// Tasks still running.
     pub fn live(&self) -> usize {
         self.live.0.load(Ordering::SeqCst)

@@ -79,6 +79,10 @@ pub enum GroupError {
     NotEmpty(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A change to the group's offsets that excludes this one is not yet
+    /// durable (a deletion or expiry, or commits before a deletion).
+    #[error("group {0:?} has a change to its offsets in progress (a commit, deletion or expiry): retry shortly")]
+    ChangePending(String),
 }
 
 /// Coordinator limits. Units are in the names.
@@ -146,6 +150,11 @@ pub struct Group {
     /// otherwise a new owner could read the offset before an in-flight commit
     /// lands, and its own later commit would move the offset backwards.
     pending_commits: u32,
+    /// One of the pending changes removes offsets (a deletion or an
+    /// expiry): no commit is accepted until it is applied, so a removal and
+    /// a commit are never in flight together and the log's order is the
+    /// order they are applied in.
+    removal_pending: bool,
 }
 
 impl Group {
@@ -162,6 +171,7 @@ impl Group {
             rebalance_deadline: None,
             empty_since: Some(now.mono),
             pending_commits: 0,
+            removal_pending: false,
         }
     }
 
@@ -231,6 +241,8 @@ pub struct PendingCommit {
     pub records: Vec<OffsetRecord>,
     /// A group deletion: once applied, the group is gone (if still empty).
     pub removes_group: bool,
+    /// Removes offsets (a deletion or an expiry).
+    pub removal: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -409,6 +421,7 @@ impl GroupCoordinator {
         match (self.groups.get(group_id), member) {
             (None, None) => {}
             (None, Some((m, _))) => return Err(GroupError::UnknownMember(m.to_owned())),
+            (Some(g), _) if g.removal_pending => return Err(GroupError::ChangePending(g.id.clone())),
             (Some(g), None) if g.members.is_empty() => {}
             (Some(g), None) => return Err(GroupError::NotEmpty(g.id.clone())),
             (Some(g), Some((m, generation))) => {
@@ -431,12 +444,15 @@ impl GroupCoordinator {
         if let Some(g) = self.groups.get_mut(group_id) {
             g.pending_commits += 1;
         }
-        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: false })
+        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: false, removal: false })
     }
 
     fn finish_commit(&mut self, pending: &PendingCommit) {
         if let Some(g) = self.groups.get_mut(&pending.group) {
             g.pending_commits = g.pending_commits.saturating_sub(1);
+            if pending.removal {
+                g.removal_pending = false;
+            }
         }
     }
 
@@ -493,9 +509,13 @@ impl GroupCoordinator {
         if !g.members.is_empty() {
             return Err(GroupError::NotEmpty(group_id.to_owned()));
         }
+        if g.pending_commits > 0 {
+            return Err(GroupError::ChangePending(group_id.to_owned()));
+        }
         let records = g.offsets.keys().map(|tp| OffsetRecord { group: group_id.to_owned(), tp: tp.clone(), offset: None }).collect();
         g.pending_commits += 1;
-        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: true })
+        g.removal_pending = true;
+        Ok(PendingCommit { group: group_id.to_owned(), records, removes_group: true, removal: true })
     }
 
     /// Advances time: expires members whose session lapsed, completes
@@ -516,7 +536,8 @@ impl GroupCoordinator {
             {
                 let records = g.offsets.keys().map(|tp| OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: None }).collect();
                 g.pending_commits += 1;
-                deletions.push(PendingCommit { group: g.id.clone(), records, removes_group: false });
+                g.removal_pending = true;
+                deletions.push(PendingCommit { group: g.id.clone(), records, removes_group: false, removal: true });
             }
         }
         deletions

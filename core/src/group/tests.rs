@@ -263,8 +263,17 @@ fn a_group_deletion_applies_only_once_durable_and_an_aborted_one_changes_nothing
     c.abort_commit(&del, now);
     assert_eq!(c.fetch_offsets("g", &[]).len(), 1, "an aborted deletion changes nothing");
     let del = c.delete_group("g").unwrap();
+    // While it is pending, no commit is accepted (it could be reordered against the deletion).
+    assert!(matches!(c.commit("g", None, &[(tp.clone(), 9, String::new())], now), Err(GroupError::ChangePending(_))));
     c.apply_commit(&del, now);
     assert!(c.group("g").is_none());
+    // And a deletion waits for commits in flight.
+    let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
+    c.apply_commit(&p, now);
+    let p = c.commit("g", None, &[(tp, 8, String::new())], now).unwrap();
+    assert!(matches!(c.delete_group("g"), Err(GroupError::ChangePending(_))));
+    c.apply_commit(&p, now);
+    assert!(c.delete_group("g").is_ok());
 }
 
 #[test]

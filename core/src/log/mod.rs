@@ -46,7 +46,7 @@ use bytes::Bytes;
 use segment::Segment;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 pub use crate::batch::RaftStamp;
@@ -271,6 +271,22 @@ struct CheckpointWrite {
     path: PathBuf,
     log_start: u64,
     sync: bool,
+    shared: Arc<Mutex<CheckpointState>>,
+    /// `CheckpointState::generation` when the job began.
+    generation: u64,
+}
+
+/// What the checkpoint file holds, shared by the log and its flush jobs
+/// (which write it on other threads). Every write by the log itself (a roll,
+/// a truncation, a purge, retention, a reset, a clean close) bumps the
+/// generation, and a job writes only if the generation is the one it began
+/// in: a job that began before a truncation or a reset never writes its
+/// stale recovery point over the newer one.
+#[derive(Debug, Default)]
+struct CheckpointState {
+    generation: u64,
+    /// The recovery point last written (maybe not yet synced).
+    written: u64,
 }
 
 impl FlushJob {
@@ -282,12 +298,17 @@ impl FlushJob {
             f.sync_data()?;
         }
         if let Some(c) = &self.checkpoint {
+            let mut shared = c.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if shared.generation != c.generation {
+                return Ok(()); // the log moved on (truncated, reset, rolled): not ours to record
+            }
             let written = c.disk.open(&c.path, true).and_then(|f| {
                 f.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: self.up_to, log_start: c.log_start }), 0)?;
                 if c.sync { f.sync_data() } else { Ok(()) }
             });
-            if let Err(e) = written {
-                tracing::debug!(error = %e, "recovery checkpoint not updated");
+            match written {
+                Ok(()) => shared.written = shared.written.max(self.up_to),
+                Err(e) => tracing::debug!(error = %e, "recovery checkpoint not updated"),
             }
         }
         Ok(())
@@ -321,8 +342,8 @@ pub struct PartitionLog {
     segments: BTreeMap<u64, Segment>,
     flushed: u64,
     failed: Option<String>,
-    /// The value last written to the checkpoint file (maybe not yet synced).
-    checkpoint_written: u64,
+    /// The checkpoint file's state, shared with flush jobs.
+    checkpoint: Arc<Mutex<CheckpointState>>,
     flushes_since_checkpoint_sync: u32,
     loss: Option<Loss>,
     /// Flushes begun and not yet completed, oldest first.
@@ -370,7 +391,7 @@ impl PartitionLog {
         // or never fully created.
         for name in &names {
             let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
-            let is_index = name.ends_with(".index") || name.ends_with(".timeindex");
+            let is_index = name.ends_with(".index") || name.ends_with(".timeindex") || name.ends_with(".raftindex");
             if is_index && !bases.iter().any(|b| segment::file_name(*b, "log").starts_with(stem)) {
                 disk.remove_file(&dir.join(name))?;
                 report.removed_files.push(name.clone());
@@ -457,7 +478,7 @@ impl PartitionLog {
             segments,
             flushed: 0,
             failed: None,
-            checkpoint_written: recovery_point.unwrap_or(0),
+            checkpoint: Arc::new(Mutex::new(CheckpointState { generation: 0, written: recovery_point.unwrap_or(0) })),
             flushes_since_checkpoint_sync: 0,
             loss: None,
             in_flight: VecDeque::new(),
@@ -576,12 +597,17 @@ impl PartitionLog {
 
     fn write_checkpoint_from(&mut self, offset: u64, log_start: u64, sync: bool) -> Result<(), DiskError> {
         debug_assert!(offset <= self.flushed || self.failed.is_some(), "a checkpoint never names unflushed data");
+        let checkpoint = self.checkpoint.clone();
+        let mut shared = checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+        // Jobs begun before this write must not overwrite it.
+        shared.generation += 1;
         // Opened per write, not held: an idle partition costs one descriptor.
         let file = self.disk.open(&self.dir.join(checkpoint::FILE), true)?;
         file.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: offset, log_start }), 0)?;
-        self.checkpoint_written = offset;
+        shared.written = offset;
         if sync {
             file.sync_data()?;
+            drop(shared);
             self.flushes_since_checkpoint_sync = 0;
         }
         Ok(())
@@ -736,7 +762,22 @@ impl PartitionLog {
             if seg.last_log_id.is_none_or(|l| l.index < from) {
                 continue;
             }
-            if seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, &mut out)? {
+            let before = out.len();
+            let done = seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, &mut out)?;
+            // Entries are contiguous in index: a segment that skips some
+            // (damaged, or cut short) must not go unnoticed.
+            if before > 0
+                && let Some(first) = out.get(before)
+                && first.log_id.index != out[before - 1].log_id.index + 1
+            {
+                return Err(LogError::Corruption {
+                    segment: self.dir.join(segment::file_name(seg.base_offset, "log")),
+                    position: 0,
+                    offset: first.base_offset,
+                    reason: format!("Raft entries {}..{} are missing", out[before - 1].log_id.index + 1, first.log_id.index),
+                });
+            }
+            if done {
                 break;
             }
             if let Some(last) = out.last() {
@@ -805,14 +846,27 @@ impl PartitionLog {
             return Err(LogError::Failed(self.failed.clone().unwrap_or_default()));
         }
         let reset = Reset { start_offset, purged };
-        raft_state::save_reset(&*self.disk, &self.dir, &reset)?;
-        // Segments hold their files: drop them before the files go.
+        let done = raft_state::save_reset(&*self.disk, &self.dir, &reset)
+            .map_err(LogError::from)
+            .and_then(|()| finish_reset(&*self.disk, &self.dir, &reset))
+            .and_then(|()| Segment::open(&self.disk, &self.dir, start_offset, true, Some(start_offset), &self.config, now).map(|(s, _)| s));
+        let seg = match done {
+            Ok(seg) => seg,
+            Err(e) => {
+                // Half reset: refuse everything until reopened, which
+                // finishes the recorded reset.
+                self.failed = Some(format!("reset to offset {start_offset} failed: {e}"));
+                return Err(e);
+            }
+        };
         self.segments.clear();
-        finish_reset(&*self.disk, &self.dir, &reset)?;
-        let seg = Segment::open(&self.disk, &self.dir, start_offset, true, Some(start_offset), &self.config, now)?.0;
         self.segments.insert(start_offset, seg);
+        {
+            let mut shared = self.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+            shared.generation += 1;
+            shared.written = start_offset;
+        }
         self.flushed = start_offset;
-        self.checkpoint_written = start_offset;
         self.in_flight.clear();
         self.purged = purged;
         self.flushed_log_id = purged;
@@ -903,13 +957,17 @@ impl PartitionLog {
         // so often, on the flush thread (see `checkpoint`).
         self.flushes_since_checkpoint_sync += 1;
         let mut checkpoint = None;
-        if self.flushes_since_checkpoint_sync.is_multiple_of(checkpoint::WRITE_EVERY_FLUSHES) {
+        // Only a job with no earlier one in flight may record its end: when
+        // it has synced, everything below it is durable.
+        if self.in_flight.is_empty() && self.flushes_since_checkpoint_sync.is_multiple_of(checkpoint::WRITE_EVERY_FLUSHES) {
             let sync = self.flushes_since_checkpoint_sync >= checkpoint::SYNC_EVERY_FLUSHES;
             if sync {
                 self.flushes_since_checkpoint_sync = 0;
             }
             let (disk, path, log_start) = (self.disk.clone(), self.dir.join(checkpoint::FILE), self.log_start_offset());
-            checkpoint = Some(CheckpointWrite { disk, path, log_start, sync });
+            let shared = self.checkpoint.clone();
+            let generation = shared.lock().unwrap_or_else(|p| p.into_inner()).generation;
+            checkpoint = Some(CheckpointWrite { disk, path, log_start, sync, shared, generation });
         }
         let (seq, log_id) = (self.next_flush_seq, self.last_log_id());
         self.next_flush_seq += 1;
@@ -920,9 +978,13 @@ impl PartitionLog {
     /// Finishes a flush: on success advances the flushed offset; on failure
     /// poisons the log (see the module doc).
     pub fn complete_flush(&mut self, job: FlushJob, result: Result<(), DiskError>) -> Result<u64, LogError> {
+        // A job no longer listed was overtaken by a reset: it proves nothing,
+        // and its failure concerns files that are gone.
+        if !self.in_flight.iter().any(|f| f.seq == job.seq) {
+            return Ok(self.flushed);
+        }
         match result {
             Ok(()) => {
-                // A job no longer listed was overtaken by a reset: it proves nothing.
                 if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == job.seq) {
                     f.done = true;
                 }
@@ -933,9 +995,6 @@ impl PartitionLog {
                     self.flushed = self.flushed.max(f.up_to.min(self.log_end_offset()));
                     if index_of(f.log_id) > index_of(self.flushed_log_id) {
                         self.flushed_log_id = f.log_id;
-                    }
-                    if job.checkpoint.is_some() && f.seq == job.seq {
-                        self.checkpoint_written = self.checkpoint_written.max(f.up_to);
                     }
                 }
                 assert!(self.flushed <= self.log_end_offset(), "flushed past the log end");
@@ -1007,6 +1066,18 @@ impl PartitionLog {
     /// Cuts the log at byte `pos` of segment `base` (offset `offset` starts
     /// there), removing later segments, durably.
     fn truncate_at(&mut self, base: u64, pos: u64, offset: u64) -> Result<(), LogError> {
+        // Lower the checkpoint first: a crash part-way must not leave one
+        // that names data the cut removed (recovery would call it a loss).
+        // Flush jobs begun before the cut must not record their (larger) end.
+        let below = offset.min(self.flushed);
+        let lower = {
+            let mut shared = self.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+            shared.generation += 1;
+            shared.written > below
+        };
+        if lower {
+            self.write_checkpoint(below, true)?;
+        }
         let later: Vec<u64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
         // Remove later segments newest first, so a crash part-way leaves a
         // contiguous log.
@@ -1029,9 +1100,6 @@ impl PartitionLog {
         if index_of(self.flushed_log_id) > index_of(last) {
             // Everything left was durable already, or was synced by the cut.
             self.flushed_log_id = last;
-        }
-        if self.checkpoint_written > offset {
-            self.write_checkpoint(offset, true)?;
         }
         Ok(())
     }

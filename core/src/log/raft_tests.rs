@@ -2,6 +2,7 @@
 //! truncate and purge by index, reset, the small durable files, rolls and
 //! overlapping flushes; and a crash model test over all of them.
 
+use super::index;
 use super::*;
 use crate::batch::{BatchBuilder, ControlBody, ProducerStamp, RecordBatch, decode_all};
 use crate::disk::Disk;
@@ -168,12 +169,64 @@ fn entries_respect_the_byte_budget_but_return_one_whole_entry() {
     let log = open(&disk);
     assert_eq!(indexes(&log, 1), (1..=40).collect::<Vec<_>>());
     assert_eq!(log.entries(33..34, 1).unwrap()[0].log_id, id(1, 33));
-    // A lost `.raftindex` is rebuilt by a scan.
+    // A lost `.raftindex` is rebuilt by a scan, to the same entries.
     drop(log);
     let lost = disk.files().into_iter().find(|p| p.extension().is_some_and(|e| e == "raftindex")).unwrap();
+    let before = crate::disk::read_small(&disk, &lost, 1 << 20).unwrap().unwrap();
+    assert!(before.len() >= 2 * index::RAFT_ENTRY_LEN, "sparse, but more than the first entry");
     disk.remove_file(&lost).unwrap();
     let log = open(&disk);
     assert_eq!(indexes(&log, 1), (1..=40).collect::<Vec<_>>());
+    assert_eq!(crate::disk::read_small(&disk, &lost, 1 << 20).unwrap().unwrap(), before, "rebuilt whole");
+}
+
+/// Found in review: a flush job carrying a checkpoint write that began
+/// before a truncation wrote its stale recovery point after it, so the
+/// next open reported a loss.
+#[test]
+fn a_flush_begun_before_a_truncation_never_writes_a_stale_checkpoint() {
+    let disk = SimDisk::new(10);
+    let mut log = open(&disk);
+    for i in 1..checkpoint::WRITE_EVERY_FLUSHES as u64 {
+        log.append_entry(id(1, i), &[&data(&[b"x"])], Timestamp(0)).unwrap();
+        log.flush().unwrap();
+    }
+    let last = checkpoint::WRITE_EVERY_FLUSHES as u64;
+    log.append_entry(id(1, last), &[&data(&[b"y"])], Timestamp(0)).unwrap();
+    let job = log.begin_flush().unwrap(); // this one records the checkpoint
+    log.truncate_entries(last - 3).unwrap();
+    let r = job.run();
+    log.complete_flush(job, r).unwrap();
+    drop(log);
+    disk.crash();
+    let (log, report) = PartitionLog::open(Arc::new(disk.clone()), Path::new(DIR), config(), Timestamp(0)).unwrap();
+    assert_eq!(report.loss, None, "the truncation's checkpoint stands");
+    assert_eq!(log.last_log_id(), Some(id(1, last - 4)));
+}
+
+/// Found in review: a reset that fails part-way left a log with no segment.
+#[test]
+fn a_failed_reset_refuses_writes_and_the_next_open_finishes_it() {
+    let disk = SimDisk::new(11);
+    let mut log = open(&disk);
+    log.append_entry(id(1, 1), &[&data(&[b"a"])], Timestamp(0)).unwrap();
+    log.flush().unwrap();
+    disk.set_faults(crate::disk::sim::FaultConfig { sync_error: 1.0, ..Default::default() });
+    assert!(log.reset(500, Some(id(2, 9)), Timestamp(0)).is_err());
+    assert!(matches!(log.append_entry(id(2, 10), &[&data(&[b"b"])], Timestamp(0)), Err(LogError::Failed(_))));
+    assert_eq!(log.log_end_offset(), 1, "still answers, from what it held");
+    disk.set_faults(crate::disk::sim::FaultConfig::default());
+    drop(log);
+    let log = open(&disk);
+    // The reset record may or may not have become durable: the log is either
+    // as it was or as the reset leaves it, never a mix.
+    match log.last_log_id() {
+        Some(l) if l == id(1, 1) => assert_eq!(log.log_end_offset(), 1),
+        other => {
+            assert_eq!(other, Some(id(2, 9)));
+            assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+        }
+    }
 }
 
 #[test]

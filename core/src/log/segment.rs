@@ -160,13 +160,15 @@ impl Segment {
         config: &super::LogConfig,
         now: Timestamp,
     ) -> Result<(Self, Option<ScanEnd>), LogError> {
-        let opened = Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, false)?;
-        // A sealed segment without a usable `.raftindex` whose tail holds Raft
-        // entries (the file was lost): rebuild every index by a full scan.
-        if !active && opened.0.raft_index.is_empty() && opened.0.last_log_id.is_some() {
-            return Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, true);
+        let (seg, end, raft_index_loaded) = Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, false)?;
+        // A sealed segment holding Raft entries whose `.raftindex` gave
+        // nothing usable (lost or damaged; it always has the segment's
+        // first entry): rebuild every index by a full scan.
+        if !active && !raft_index_loaded && seg.last_log_id.is_some() {
+            let (seg, end, _) = Self::open_scanning(disk, dir, base_offset, active, recovery_point, config, now, true)?;
+            return Ok((seg, end));
         }
-        Ok(opened)
+        Ok((seg, end))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -179,7 +181,7 @@ impl Segment {
         config: &super::LogConfig,
         now: Timestamp,
         full_scan: bool,
-    ) -> Result<(Self, Option<ScanEnd>), LogError> {
+    ) -> Result<(Self, Option<ScanEnd>, bool), LogError> {
         let [log_path, idx_path, time_path, raft_path] = Self::paths(dir, base_offset);
         let log = disk.open(&log_path, false)?;
         let file_len = log.len()?;
@@ -219,7 +221,7 @@ impl Segment {
         let raft_bytes = if trust_files { read_if_exists(&**disk, &raft_path)? } else { Vec::new() };
         let mut rafts = RaftEntry::decode_all(&raft_bytes);
         rafts.truncate(index::valid_raft_prefix(&rafts, file_len));
-        rafts.retain(|e| u64::from(e.position) < position.max(1));
+        rafts.retain(|e| u64::from(e.position) <= position);
         while let Some(last) = rafts.last().copied() {
             match seg.header_at(u64::from(last.position)) {
                 Ok(Some(h)) if h.raft_index == last.index => break,
@@ -228,6 +230,7 @@ impl Segment {
                 }
             }
         }
+        let raft_index_loaded = !rafts.is_empty();
         seg.raft_index = rafts;
         let index_len_before = seg.index.len();
         let time_len_before = seg.time_index.len();
@@ -258,7 +261,7 @@ impl Segment {
         if active && end.invalid.is_some() && recovery_point.is_some_and(|rp| end.next_offset < rp) {
             // Damage below the recovery checkpoint is acknowledged data, not
             // a torn write: keep every byte for the operator to decide.
-            return Ok((seg, Some(end)));
+            return Ok((seg, Some(end), raft_index_loaded));
         }
         if active {
             // Cut stale bytes after the valid end so they can never be
@@ -269,11 +272,11 @@ impl Segment {
                 seg.allocated = seg.size;
             }
             log.sync_data()?;
-            return Ok((seg, end.invalid.is_some().then_some(end)));
+            return Ok((seg, end.invalid.is_some().then_some(end), raft_index_loaded));
         }
         seg.file = None;
         let report = if end.invalid.is_some() || end.position != file_len { Some(end) } else { None };
-        Ok((seg, report))
+        Ok((seg, report, raft_index_loaded))
     }
 
     /// The end (next offset) of the last intact batch anywhere at or after
@@ -412,6 +415,12 @@ impl Segment {
             }
             if pending.is_empty() {
                 entry_start = (pos, expected);
+            }
+            // An entry is bounded like a batch (see `append_entry`): a longer
+            // run is damage, and must not make the scan hold unbounded state.
+            if pos + total as u64 - entry_start.0 > batch_bytes_max as u64 {
+                let why = format!("Raft entry {} is longer than {batch_bytes_max} bytes", header.raft_index);
+                return end(&pending, entry_start, entry_start.0, entry_start.1, Some(why));
             }
             pending.push((header, pos));
             expected = header.next_offset();
@@ -899,7 +908,7 @@ fn entry_continues(prev: Option<&BatchHeader>, last_index: Option<u64>, h: &Batc
         if h.raft_index != p.raft_index || h.leader_epoch != p.leader_epoch || h.leader_node != p.leader_node {
             return Err(format!("Raft entry {} is cut short: the next batch belongs to entry {}", p.raft_index, h.raft_index));
         }
-        if h.entry_rest + 1 != p.entry_rest {
+        if p.entry_rest.checked_sub(1) != Some(h.entry_rest) {
             return Err(format!("Raft entry {} counts {} batch(es) left after {}", p.raft_index, h.entry_rest, p.entry_rest));
         }
         return Ok(());

@@ -141,6 +141,16 @@ impl MetadataState {
             producer_ids: IdBlocks::starting_at(block),
             topic_ids: IdBlocks::starting_at(block),
         };
+        // Ids from this block must not meet recorded ones: the caller
+        // persists a block above them (the broker raises its floor).
+        if let Some(r) = records.iter().find(|r| r.id != 0 && (r.id >> 24) >= block) {
+            return Err(MetadataError::InvalidConfig(format!(
+                "topic {:?} has id {} from block {}, not below the current block {block}: ids would repeat",
+                r.name,
+                r.id,
+                r.id >> 24
+            )));
+        }
         let mut effects = Vec::new();
         for mut record in records {
             let log_config = effective_log_config(&state.defaults, &record.config).map_err(MetadataError::InvalidConfig)?;

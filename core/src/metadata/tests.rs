@@ -91,6 +91,13 @@ fn records_from_before_topic_ids_get_one_and_are_rewritten() {
     assert_eq!(m.topic("new").unwrap().record, kept);
 }
 
+#[test]
+fn recovery_refuses_a_block_that_recorded_topic_ids_already_used() {
+    let r = TopicRecord { id: 9 << 24, name: "t".into(), partitions: 1, replicas: 1, config: TopicSettings::default() };
+    assert!(MetadataState::recover(LogConfig::default(), limits(), 9, vec![r.clone()]).is_err());
+    assert!(MetadataState::recover(LogConfig::default(), limits(), 10, vec![r]).is_ok());
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Create { name: u8, ok: bool },

@@ -27,10 +27,11 @@ const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
     log: Arc<Partition>,
-    /// Commits hold it shared. Compaction, deletions and expiries hold it
-    /// exclusively: a snapshot is never written after a newer commit, and a
-    /// deletion is never reordered against a commit between its decision
-    /// and its apply (the log's order is the order they are applied in).
+    /// Changes (commits, deletions, expiries) hold it shared; compaction
+    /// holds it exclusively, so a snapshot is never written after a newer
+    /// change. (A deletion or expiry and a commit to one group are never in
+    /// flight together: the coordinator refuses one while the other is
+    /// pending, so the log's order is the order they are applied in.)
     log_order: tokio::sync::RwLock<()>,
     compaction: Mutex<CompactionPolicy>,
     clock: Clock,
@@ -61,6 +62,7 @@ pub fn group_error(e: GroupError) -> WireError {
         GroupError::InconsistentAssignors { .. } => ErrorCode::InconsistentAssignors,
         GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
         GroupError::Invalid(_) => ErrorCode::InvalidRequest,
+        GroupError::ChangePending(_) => ErrorCode::Busy,
     };
     WireError::new(code, e.to_string())
 }
@@ -132,23 +134,25 @@ impl Groups {
         self.log.produce(offsets_log::encode(records, now.wall), Acks::All, Duration::from_secs(30)).await.map(|_| ())
     }
 
-    /// Makes a pending change durable, then applies it (or aborts it).
-    /// The caller holds `log_order`.
+    /// Makes a pending change durable, then applies it; if that fails, or
+    /// this future is dropped at any await (its connection died), the guard
+    /// aborts it, so the group is never left waiting on it.
     async fn settle(&self, pending: PendingCommit) -> Result<(), WireError> {
-        let result = self.persist(&pending.records, self.clock.now()).await;
-        let now = self.clock.now();
-        match &result {
-            Ok(()) => self.lock().apply_commit(&pending, now),
-            Err(_) => self.lock().abort_commit(&pending, now),
+        let mut guard = PendingGuard { groups: self, pending: Some(pending) };
+        let _order = self.log_order.read().await;
+        let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
+        self.persist(&records, self.clock.now()).await?;
+        if let Some(p) = guard.pending.take() {
+            let now = self.clock.now();
+            self.lock().apply_commit(&p, now);
         }
-        result
+        Ok(())
     }
 
     /// Runs the coordinator's clock; makes offset expiries durable, then
     /// applies them; compacts the offsets log when it has grown past its
     /// threshold.
     pub async fn tick(&self) {
-        let _order = self.log_order.write().await;
         let now = self.clock.now();
         let expired = self.lock().tick(now);
         for pending in expired {
@@ -156,7 +160,6 @@ impl Groups {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
             }
         }
-        drop(_order);
         let due = self.log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
         if due && let Err(e) = self.compact().await {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
@@ -235,17 +238,8 @@ impl Groups {
             r.offsets.into_iter().map(|o| (TopicPartition { topic: o.topic, partition: o.partition }, o.offset, o.metadata)).collect();
         let member = r.member.as_ref().map(|(m, g)| (m.as_str(), *g));
         let pending = self.lock().commit(&r.group, member, &offsets, now).map_err(group_error)?;
-        let _order = self.log_order.read().await;
-        // If this future is dropped mid-way (its connection died), the guard
-        // releases the pending commit so the group's next rebalance is not held up.
-        let mut guard = PendingGuard { groups: self, pending: Some(pending) };
         // Durable first, then visible, then acknowledged.
-        let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
-        self.persist(&records, now).await?;
-        if let Some(p) = guard.pending.take() {
-            let now = self.clock.now();
-            self.lock().apply_commit(&p, now);
-        }
+        self.settle(pending).await?;
         Ok(OffsetCommitResponse {})
     }
 
@@ -318,7 +312,6 @@ impl Groups {
 
     /// Deletes an empty group: pending, durable, then applied and answered.
     pub async fn delete(&self, r: DeleteGroupRequest) -> Result<DeleteGroupResponse, WireError> {
-        let _order = self.log_order.write().await;
         let pending = self.lock().delete_group(&r.group).map_err(group_error)?;
         self.settle(pending).await?;
         Ok(DeleteGroupResponse {})

@@ -75,8 +75,18 @@ fn limits(config: &Config) -> MetadataLimits {
 }
 
 impl Broker {
-    /// Opens every topic under the data directory, recovering each log.
+    /// Opens every topic under the data directory, recovering each log. If
+    /// it fails part-way, the partitions it started are stopped.
     pub fn open(config: Config, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Broker>> {
+        let tasks = Tasks::new();
+        let opened = Self::open_with(config, disk, tasks.clone());
+        if opened.is_err() {
+            tasks.stop();
+        }
+        opened
+    }
+
+    fn open_with(config: Config, disk: Arc<dyn Disk>, tasks: Tasks) -> anyhow::Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
         let topics_dir = store::topics_dir(&data_dir);
         store::ensure_dir(&*disk, &topics_dir)?;
@@ -88,7 +98,6 @@ impl Broker {
             }
             disk.sync_dir(&trash)?;
         }
-        let tasks = Tasks::new();
         let mut topics = BTreeMap::new();
         let mut records = Vec::new();
         let mut homeless = Vec::new();
@@ -112,7 +121,10 @@ impl Broker {
         // continue above every producer id the data remembers, whatever
         // meta/boot says.
         let max_id = topics.values().flat_map(|t| t.partitions.iter().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
-        let boot = store::next_boot(&*disk, &data_dir, (max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64)?;
+        // Topic ids come from the same blocks: above every one recorded too.
+        let max_topic_block = records.iter().map(|r| r.id >> 24).max().unwrap_or(0);
+        let floor = ((max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64).max(max_topic_block + 1);
+        let boot = store::next_boot(&*disk, &data_dir, floor)?;
         let (metadata, effects) = MetadataState::recover(config.log.clone(), limits(&config), boot, records)?;
         for effect in effects {
             if let Effect::RewriteTopic(record) = effect {
@@ -208,16 +220,40 @@ impl Broker {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|t| t.partitions.iter().cloned()).collect()
     }
 
+    /// Runs an admin command to its end under the supervisor, even if the
+    /// request is dropped half-way (its connection died): a create or delete
+    /// that has reserved a name must report its outcome to the metadata,
+    /// or the name would stay reserved.
+    async fn to_completion<T, F, Fut>(self: &Arc<Self>, name: &'static str, command: F) -> Result<T, WireError>
+    where
+        F: FnOnce(Arc<Broker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, WireError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let broker = self.clone();
+        self.tasks.spawn(name, async move {
+            let _ = tx.send(command(broker).await);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(WireError::new(ErrorCode::ShuttingDown, "the broker stopped before the command finished: check the topic list and retry"))
+        })
+    }
+
     /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Result<Response, WireError> {
+    pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
         match request {
             Request::ApiVersions(r) => {
                 tracing::debug!(client = %r.client, "handshake");
                 Ok(Response::ApiVersions(ApiVersionsResponse::current(env!("CARGO_PKG_VERSION"))))
             }
             Request::Metadata(r) => self.metadata(r).map(Response::Metadata),
-            Request::CreateTopic(r) => self.create_topic(r).await.map(Response::CreateTopic),
-            Request::DeleteTopic(r) => self.delete_topic(r).await.map(Response::DeleteTopic),
+            Request::CreateTopic(r) => {
+                self.to_completion("create-topic", |b| async move { b.create_topic(r).await }).await.map(Response::CreateTopic)
+            }
+            Request::DeleteTopic(r) => {
+                self.to_completion("delete-topic", |b| async move { b.delete_topic(r).await }).await.map(Response::DeleteTopic)
+            }
             Request::ListTopics(_) => Ok(Response::ListTopics(self.list_topics())),
             Request::DescribeTopic(r) => self.describe_topic(&r.name).await.map(Response::DescribeTopic),
             Request::Produce(r) => self.produce(r).await.map(Response::Produce),
@@ -364,9 +400,9 @@ impl Broker {
 
     async fn delete_topic(&self, r: DeleteTopicRequest) -> Result<DeleteTopicResponse, WireError> {
         let _guard = self.admin.lock().await;
+        let topic = self.topic(&r.name)?;
         let effect = self.lock_metadata().delete_topic(&r.name).map_err(metadata_error)?;
         let Effect::DeleteTopic(record) = effect else { unreachable!("a delete's effect is DeleteTopic") };
-        let topic = self.topic(&r.name)?;
         let dir = store::topic_dir(&self.config.data_dir, &record.name);
         // Moving the directory into trash/ is the commit point; a crash
         // after it leaves trash that the next start removes.

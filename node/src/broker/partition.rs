@@ -134,8 +134,8 @@ impl Partition {
             closed,
             failed: AtomicBool::new(false),
         });
-        tasks.spawn("appender", appender(p.clone()));
-        tasks.spawn("flusher", flusher(p.clone()));
+        tasks.spawn("appender", appender(p.clone(), tasks.signal()));
+        tasks.spawn("flusher", flusher(p.clone(), tasks.signal()));
         p
     }
 
@@ -356,12 +356,13 @@ impl Partition {
 
 /// Hands every queued produce request to the state in one blocking call:
 /// many producers' batches share one thread handoff and one lock.
-async fn appender(p: Arc<Partition>) {
+async fn appender(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
     loop {
         tokio::select! {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
+            _ = crate::tasks::stopped(&mut stop) => break,
             _ = p.wake_appender.notified() => {}
         }
         loop {
@@ -393,12 +394,13 @@ async fn appender(p: Arc<Partition>) {
 /// Group commit: whenever the partition has unflushed appends, sync them all
 /// with one fdatasync on a blocking thread while new appends continue, then
 /// publish the new high watermark and release the answers it makes due.
-async fn flusher(p: Arc<Partition>) {
+async fn flusher(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
     loop {
         tokio::select! {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
+            _ = crate::tasks::stopped(&mut stop) => break,
             _ = p.dirty.notified() => {}
         }
         let job = {
