@@ -33,6 +33,11 @@ pub struct FaultConfig {
     pub sync_latency_ns: (u64, u64),
     /// Latency added per read or write (ns).
     pub io_latency_ns: (u64, u64),
+    /// Changing operations (writes, size changes, syncs, namespace changes)
+    /// that succeed before every later one fails: the process dies part-way
+    /// through whatever it was doing. Tests follow it with [`SimDisk::crash`]
+    /// to check that recovery copes with every intermediate state.
+    pub ops_left: Option<u64>,
 }
 
 type FileId = u64;
@@ -278,6 +283,18 @@ impl State {
         }
     }
 
+    /// Spends one changing operation of `ops_left`; true once none are left.
+    fn halted(&mut self) -> bool {
+        match &mut self.faults.ops_left {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        }
+    }
+
     fn injected(&mut self, path: &Path, what: &str) -> DiskError {
         self.stats.injected_errors += 1;
         DiskError::io(path, format!("injected {what} error (EIO)"))
@@ -336,6 +353,9 @@ impl DiskFile for SimFile {
         self.with(|s, id| {
             let p = s.faults.io_latency_ns;
             s.owe(p);
+            if s.halted() {
+                return Err(s.injected(&self.path, "write (halted)"));
+            }
             if s.roll(s.faults.write_error) {
                 return Err(s.injected(&self.path, "write"));
             }
@@ -360,6 +380,9 @@ impl DiskFile for SimFile {
         self.with(|s, id| {
             let p = s.faults.sync_latency_ns;
             s.owe(p);
+            if s.halted() {
+                return Err(s.injected(&self.path, "sync (halted)"));
+            }
             if s.roll(s.faults.sync_error) {
                 return Err(s.injected(&self.path, "sync"));
             }
@@ -377,6 +400,9 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> Result<(), DiskError> {
         self.with(|s, id| {
+            if s.halted() {
+                return Err(s.injected(&self.path, "size change (halted)"));
+            }
             if let Some(cap) = s.faults.capacity_bytes {
                 let cur = s.files[&id].current.len() as u64;
                 let used: u64 = s.files.values().map(|f| f.current.len() as u64).sum();
@@ -404,6 +430,9 @@ impl Disk for SimDisk {
     fn create_dir_all(&self, path: &Path) -> Result<(), DiskError> {
         let path = normalize(path);
         let mut s = self.lock();
+        if s.halted() {
+            return Err(s.injected(&path, "namespace change (halted)"));
+        }
         let mut cur = PathBuf::from("/");
         for c in path.components().skip(1) {
             cur.push(c);
@@ -436,6 +465,9 @@ impl Disk for SimDisk {
             Some(Entry::File(id)) => *id,
             Some(Entry::Dir) => return Err(DiskError::io(&path, "is a directory")),
             None if create => {
+                if s.halted() {
+                    return Err(s.injected(&path, "create (halted)"));
+                }
                 if !s.parent_is_dir(&path) {
                     return Err(DiskError::NotFound(path));
                 }
@@ -455,6 +487,9 @@ impl Disk for SimDisk {
     fn remove_file(&self, path: &Path) -> Result<(), DiskError> {
         let path = normalize(path);
         let mut s = self.lock();
+        if s.halted() {
+            return Err(s.injected(&path, "namespace change (halted)"));
+        }
         match s.names.get(&path) {
             Some(Entry::File(_)) => {
                 s.remove_name(&path);
@@ -468,6 +503,9 @@ impl Disk for SimDisk {
     fn remove_dir(&self, path: &Path) -> Result<(), DiskError> {
         let path = normalize(path);
         let mut s = self.lock();
+        if s.halted() {
+            return Err(s.injected(&path, "namespace change (halted)"));
+        }
         if s.names.get(&path) != Some(&Entry::Dir) {
             return Err(DiskError::NotFound(path));
         }
@@ -481,6 +519,9 @@ impl Disk for SimDisk {
     fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError> {
         let path = normalize(path);
         let mut s = self.lock();
+        if s.halted() {
+            return Err(s.injected(&path, "namespace change (halted)"));
+        }
         if s.names.get(&path) != Some(&Entry::Dir) {
             return Err(DiskError::NotFound(path));
         }
@@ -496,6 +537,9 @@ impl Disk for SimDisk {
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError> {
         let (from, to) = (normalize(from), normalize(to));
         let mut s = self.lock();
+        if s.halted() {
+            return Err(s.injected(&from, "rename (halted)"));
+        }
         let Some(entry) = s.names.get(&from).cloned() else { return Err(DiskError::NotFound(from)) };
         if !s.parent_is_dir(&to) {
             return Err(DiskError::NotFound(to));
@@ -518,6 +562,9 @@ impl Disk for SimDisk {
         let mut s = self.lock();
         let p = s.faults.sync_latency_ns;
         s.owe(p);
+        if s.halted() {
+            return Err(s.injected(&dir, "directory sync (halted)"));
+        }
         if s.names.get(&dir) != Some(&Entry::Dir) {
             return Err(DiskError::NotFound(dir));
         }

@@ -517,3 +517,67 @@ proptest! {
         check(&log, &model)?;
     }
 }
+
+/// The process dies after every possible number of disk operations of a
+/// truncation, a purge or a reset (then the power goes): the log always
+/// opens without reporting a loss, its entries are contiguous, nothing below
+/// the operation's point is gone, and it ends as before or as after (or, for
+/// a truncation, anywhere between: later segments go first).
+#[test]
+fn a_crash_at_any_step_of_truncate_purge_or_reset_leaves_a_consistent_log() {
+    use crate::disk::sim::FaultConfig;
+    for op in ["truncate", "purge", "reset"] {
+        for n in 0..40u64 {
+            let disk = SimDisk::new(n);
+            let mut log = open(&disk);
+            for i in 1..=40 {
+                log.append_entry(id(1, i), &[&data(&[&[i as u8; 100]])], Timestamp(0)).unwrap();
+            }
+            log.flush().unwrap();
+            log.sync_checkpoint().unwrap();
+            assert!(log.segment_count() > 3);
+            disk.set_faults(FaultConfig { ops_left: Some(n), ..FaultConfig::default() });
+            let done = match op {
+                "truncate" => log.truncate_entries(25),
+                "purge" => log.purge_entries(id(1, 25)).map(|_| ()),
+                _ => log.reset(5000, Some(id(3, 90)), Timestamp(0)),
+            }
+            .is_ok();
+            disk.set_faults(FaultConfig::default());
+            drop(log);
+            disk.crash();
+            let (log, report) = PartitionLog::open(Arc::new(disk.clone()), Path::new(DIR), config(), Timestamp(0)).unwrap();
+            let at = format!("{op} with {n} disk operations before the crash");
+            assert_eq!(report.loss, None, "{at}: {report:?}");
+            let got = log.entries(0..u64::MAX, usize::MAX).unwrap();
+            let ids: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+            assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{at}: entries {ids:?} are not contiguous");
+            match op {
+                "truncate" => {
+                    assert_eq!(ids.first(), Some(&1), "{at}");
+                    let last = *ids.last().unwrap();
+                    assert!((24..=40).contains(&last), "{at}: ends at {last}");
+                    if done {
+                        assert_eq!(last, 24, "{at}");
+                    }
+                }
+                "purge" => {
+                    assert_eq!(ids.last(), Some(&40), "{at}: nothing above the purge point goes");
+                    assert!(ids[0] <= 26, "{at}");
+                    if ids[0] > 1 || done {
+                        assert_eq!(log.purged_log_id(), Some(id(1, 25)), "{at}: segments go only after the purged id is durable");
+                    }
+                }
+                _ => {
+                    if ids.is_empty() {
+                        assert_eq!((log.log_start_offset(), log.log_end_offset()), (5000, 5000), "{at}");
+                        assert_eq!(log.last_log_id(), Some(id(3, 90)), "{at}");
+                    } else {
+                        assert!(!done, "{at}: a reset that returned Ok left old entries");
+                        assert_eq!(ids, (1..=40).collect::<Vec<_>>(), "{at}: a reset is all or nothing");
+                    }
+                }
+            }
+        }
+    }
+}
