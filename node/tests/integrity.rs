@@ -89,6 +89,40 @@ async fn a_lost_topic_json_keeps_the_data_and_a_lost_boot_counter_reuses_no_prod
     produce(&client, "ids", ["second".to_owned()]).await;
     let stored: Vec<String> = values(&client, "ids").await.into_iter().map(|(_, v)| v).collect();
     assert_eq!(stored, vec!["first", "second"]);
+
+    // Nor a new topic an existing topic's id (found by a hostile test).
+    create(&client, "after", 1).await;
+    let id = |t: &str| -> u64 {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("topics/{t}/topic.json"))).unwrap()).unwrap();
+        json["id"].as_u64().unwrap()
+    };
+    assert_ne!(id("after"), id("ids"), "topic ids are never handed out twice");
+    assert_eq!(broker.terminate(), Some(0));
+    std::fs::remove_file(dir.path().join("meta/boot")).unwrap();
+    broker.restart();
+    let client = broker.client().await;
+    create(&client, "later", 1).await;
+    assert!(id("later") != id("after") && id("later") != id("ids"));
+}
+
+/// Found by a hostile test: with no producer ids in the data, a lost boot
+/// counter let a new topic take an existing topic's id.
+#[tokio::test]
+async fn a_lost_boot_counter_reuses_no_topic_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    create(&broker.client().await, "x", 1).await;
+    assert_eq!(broker.terminate(), Some(0));
+    std::fs::remove_file(dir.path().join("meta/boot")).unwrap();
+    broker.restart();
+    create(&broker.client().await, "y", 1).await;
+    let id = |t: &str| -> u64 {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("topics/{t}/topic.json"))).unwrap()).unwrap();
+        json["id"].as_u64().unwrap()
+    };
+    assert_ne!(id("x"), id("y"));
 }
 
 /// How a segment file is damaged after a clean shutdown.

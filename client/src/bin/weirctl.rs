@@ -107,7 +107,8 @@ enum TopicCommand {
         partitions: u32,
         #[arg(long, default_value_t = 1)]
         replicas: u16,
-        #[arg(long)]
+        /// -1 keeps messages forever.
+        #[arg(long, allow_negative_numbers = true)]
         retention_ms: Option<i64>,
         #[arg(long)]
         retention_bytes: Option<u64>,
@@ -322,7 +323,13 @@ async fn produce(
     acks: Acks,
     json: bool,
 ) -> anyhow::Result<()> {
-    let producer = Producer::with_config(client, ProducerConfig { acks, ..Default::default() });
+    // A message not acknowledged within twice --timeout-ms fails (the SDK's own
+    // default would keep retrying for two minutes, silently).
+    let timeout = client.config().timeout;
+    let producer = Producer::with_config(
+        client,
+        ProducerConfig { acks, request_timeout: timeout, delivery_timeout: timeout * 2, ..Default::default() },
+    );
     let make = |value: String| {
         let mut m = ProduceMessage::new(topic.clone(), value);
         m.partition = partition;

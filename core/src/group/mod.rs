@@ -433,6 +433,11 @@ impl GroupCoordinator {
                 }
             }
         }
+        // An offset for a topic that does not exist (or no longer does) would
+        // outlive it and apply to a new topic of the same name.
+        if let Some((tp, _, _)) = offsets.iter().find(|(tp, _, _)| self.partitions.get(&tp.topic).is_none_or(|n| tp.partition >= *n)) {
+            return Err(GroupError::Invalid(format!("topic {:?} has no partition {}: nothing was committed", tp.topic, tp.partition)));
+        }
         let records = offsets
             .iter()
             .map(|(tp, offset, metadata)| OffsetRecord {
@@ -499,6 +504,27 @@ impl GroupCoordinator {
             return g.offsets.clone();
         }
         partitions.iter().filter_map(|tp| g.offsets.get(tp).map(|o| (tp.clone(), o.clone()))).collect()
+    }
+
+    /// Forgets every committed offset of `topic` (deleted, or about to be
+    /// created anew): one pending change per group that holds some, to make
+    /// durable and apply like a commit. Commits to a topic the coordinator
+    /// does not know are refused, so none can race these.
+    pub fn forget_topic(&mut self, topic: &str) -> Vec<PendingCommit> {
+        let mut out = Vec::new();
+        for g in self.groups.values_mut() {
+            let records: Vec<OffsetRecord> = g
+                .offsets
+                .keys()
+                .filter(|tp| tp.topic == topic)
+                .map(|tp| OffsetRecord { group: g.id.clone(), tp: tp.clone(), offset: None })
+                .collect();
+            if !records.is_empty() {
+                g.pending_commits += 1;
+                out.push(PendingCommit { group: g.id.clone(), records, removes_group: false, removal: false });
+            }
+        }
+        out
     }
 
     /// Checks the deletion of an empty group. Like a commit, nothing changes

@@ -228,6 +228,7 @@ fn offsets_of_long_empty_groups_expire_only_when_configured_and_durable() {
     let mut now = Now::at(0);
     for retention in [None, Some(60_000)] {
         let mut c = GroupCoordinator::new(CoordinatorConfig { offsets_retention_ms: retention, ..CoordinatorConfig::default() }, 1);
+        c.set_partitions("a", Some(1), now);
         let tp = TopicPartition::new("a", 0);
         let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
         c.apply_commit(&p, now);
@@ -254,6 +255,7 @@ fn offsets_of_long_empty_groups_expire_only_when_configured_and_durable() {
 fn a_group_deletion_applies_only_once_durable_and_an_aborted_one_changes_nothing() {
     let now = Now::at(0);
     let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 1);
+    c.set_partitions("a", Some(1), now);
     let tp = TopicPartition::new("a", 0);
     let p = c.commit("g", None, &[(tp.clone(), 7, String::new())], now).unwrap();
     c.apply_commit(&p, now);
@@ -293,4 +295,24 @@ fn a_wall_clock_jump_expires_no_session() {
     assert!(c.group("g").unwrap().members.contains_key(&id));
     let p = c.commit("g", Some((&id, generation)), &[(TopicPartition::new("a", 0), 1, String::new())], now).unwrap();
     assert_eq!(p.records[0].offset.as_ref().unwrap().commit_time, Timestamp(-3_600_000));
+}
+
+/// Found by a hostile test: offsets committed for a deleted topic applied
+/// to a new topic of the same name, skipping its first records.
+#[test]
+fn offsets_of_a_deleted_topic_are_forgotten_and_commits_to_unknown_topics_refused() {
+    let now = Now::at(0);
+    let mut c = coordinator(now);
+    let tp = TopicPartition::new("a", 0);
+    let p = c.commit("g", None, &[(tp.clone(), 3, String::new()), (TopicPartition::new("b", 1), 5, String::new())], now).unwrap();
+    c.apply_commit(&p, now);
+    c.set_partitions("a", None, now);
+    assert!(matches!(c.commit("g", None, &[(tp.clone(), 4, String::new())], now), Err(GroupError::Invalid(_))));
+    assert!(matches!(c.commit("g", None, &[(TopicPartition::new("b", 9), 1, String::new())], now), Err(GroupError::Invalid(_))));
+    let forget = c.forget_topic("a");
+    assert_eq!(forget.len(), 1);
+    assert_eq!(c.fetch_offsets("g", &[]).len(), 2, "visible until durable");
+    c.apply_commit(&forget[0], now);
+    let left: Vec<String> = c.fetch_offsets("g", &[]).keys().map(|tp| tp.topic.clone()).collect();
+    assert_eq!(left, vec!["b".to_owned()]);
 }

@@ -27,6 +27,9 @@ use thiserror::Error;
 
 /// Ids per block: `block << 24 | n`.
 pub const IDS_PER_BLOCK: i64 = 1 << 24;
+/// The last block whose ids fit an `i64`: past it, no id is handed out
+/// (rather than one that wraps negative, which would mean "no producer").
+pub const BLOCK_MAX: u64 = (i64::MAX / IDS_PER_BLOCK) as u64 - 1;
 
 /// What the node's configuration bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub enum MetadataError {
     Busy(String),
     #[error("topic {0:?} does not exist: create it first (weirctl topic create {0})")]
     UnknownTopic(String),
+    /// Every id block is used (the boot counter reached `BLOCK_MAX`).
+    #[error("no ids are left to hand out (block {0} is the last): the data directory's boot counter was pushed to its end")]
+    IdsExhausted(u64),
 }
 
 /// What the caller must make durable before reporting a command done.
@@ -94,15 +100,16 @@ impl IdBlocks {
         IdBlocks { block: Some(block), next: 0 }
     }
 
-    /// The next id, or the block that must be persisted first.
-    fn next(&mut self, newest_block: u64) -> Result<i64, u64> {
+    /// The next id, or the block that must be persisted first (`None`:
+    /// every block is used).
+    fn next(&mut self, newest_block: u64) -> Result<i64, Option<u64>> {
         match self.block {
-            Some(b) if self.next < IDS_PER_BLOCK => {
+            Some(b) if self.next < IDS_PER_BLOCK && b <= BLOCK_MAX => {
                 let id = (b as i64) * IDS_PER_BLOCK + self.next;
                 self.next += 1;
                 Ok(id)
             }
-            _ => Err(newest_block + 1),
+            _ => Err((newest_block < BLOCK_MAX).then_some(newest_block + 1)),
         }
     }
 }
@@ -155,7 +162,7 @@ impl MetadataState {
         for mut record in records {
             let log_config = effective_log_config(&state.defaults, &record.config).map_err(MetadataError::InvalidConfig)?;
             if record.id == 0 {
-                record.id = state.topic_ids.next(block).map_err(|_| MetadataError::Busy(record.name.clone()))? as u64;
+                record.id = state.topic_ids.next(block).map_err(|_| MetadataError::IdsExhausted(block))? as u64;
                 effects.push(Effect::RewriteTopic(record.clone()));
             }
             state.topics.insert(record.name.clone(), TopicMeta { record, log_config });
@@ -235,10 +242,21 @@ impl MetadataState {
         self.pending.remove(name);
     }
 
-    /// A fresh producer id, or `Err(Effect::PersistBlock(b))`: persist it,
-    /// call `block_persisted(b)` and ask again.
-    pub fn allocate_producer_id(&mut self) -> Result<i64, Effect> {
-        self.producer_ids.next(self.newest_block).map_err(Effect::PersistBlock)
+    /// A fresh producer id, or `Ok(Err(Effect::PersistBlock(b)))`: persist
+    /// it, call `block_persisted(b)` and ask again.
+    pub fn allocate_producer_id(&mut self) -> Result<Result<i64, Effect>, MetadataError> {
+        match self.producer_ids.next(self.newest_block) {
+            Ok(id) => Ok(Ok(id)),
+            Err(Some(block)) => Ok(Err(Effect::PersistBlock(block))),
+            Err(None) => Err(MetadataError::IdsExhausted(self.newest_block)),
+        }
+    }
+
+    /// Whether `producer_id` could have been handed out (by this node, in
+    /// this or an earlier boot): -1 means no idempotence; any other negative
+    /// id, or one from a block not yet reached, was never handed out.
+    pub fn producer_id_is_known(&self, producer_id: i64) -> bool {
+        producer_id == -1 || (producer_id >= 0 && (producer_id / IDS_PER_BLOCK) as u64 <= self.newest_block)
     }
 
     /// Block `block` is durable: producer ids continue from it.

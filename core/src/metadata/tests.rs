@@ -72,12 +72,26 @@ fn a_delete_commits_only_when_reported_and_a_failed_one_keeps_the_topic() {
 #[test]
 fn producer_ids_come_from_persisted_blocks_only() {
     let mut m = fresh(5);
-    assert_eq!(m.allocate_producer_id(), Ok(5 << 24));
-    assert_eq!(m.allocate_producer_id(), Ok((5 << 24) + 1));
+    assert_eq!(m.allocate_producer_id(), Ok(Ok(5 << 24)));
+    assert_eq!(m.allocate_producer_id(), Ok(Ok((5 << 24) + 1)));
     m.producer_ids.next = IDS_PER_BLOCK;
-    assert_eq!(m.allocate_producer_id(), Err(Effect::PersistBlock(6)), "an exhausted block asks for the next");
+    assert_eq!(m.allocate_producer_id(), Ok(Err(Effect::PersistBlock(6))), "an exhausted block asks for the next");
     m.block_persisted(6);
-    assert_eq!(m.allocate_producer_id(), Ok(6 << 24));
+    assert_eq!(m.allocate_producer_id(), Ok(Ok(6 << 24)));
+    assert!(m.producer_id_is_known(-1) && m.producer_id_is_known(5 << 24) && m.producer_id_is_known((6 << 24) + 99));
+    assert!(!m.producer_id_is_known(7 << 24), "from a block not reached yet");
+    assert!(!m.producer_id_is_known(-2) && !m.producer_id_is_known(i64::MAX));
+}
+
+/// Found by a hostile test: a forged producer id near i64::MAX in the data
+/// pushed the block so far that ids wrapped negative (no deduplication).
+#[test]
+fn ids_never_wrap_past_the_last_block() {
+    let mut m = fresh(BLOCK_MAX);
+    let id = m.allocate_producer_id().unwrap().unwrap();
+    assert!(id > 0);
+    m.producer_ids.next = IDS_PER_BLOCK;
+    assert_eq!(m.allocate_producer_id(), Err(MetadataError::IdsExhausted(BLOCK_MAX)));
 }
 
 #[test]
@@ -153,9 +167,9 @@ proptest! {
                     }
                 }
                 Op::ProducerId => {
-                    let id = match m.allocate_producer_id() {
+                    let id = match m.allocate_producer_id().unwrap() {
                         Ok(id) => id,
-                        Err(Effect::PersistBlock(b)) => { m.block_persisted(b); block = b; m.allocate_producer_id().unwrap() }
+                        Err(Effect::PersistBlock(b)) => { m.block_persisted(b); block = b; m.allocate_producer_id().unwrap().unwrap() }
                         Err(other) => { prop_assert!(false, "unexpected {:?}", other); unreachable!() }
                     };
                     prop_assert!(producer_ids.insert(id), "producer id {} handed out twice", id);

@@ -97,9 +97,13 @@ fn raise_open_file_limit() -> Option<u64> {
 }
 
 fn accept_loss(config: &Config, target: &LossTarget) -> anyhow::Result<()> {
+    // An operator's tool: a mistyped directory is an error, not a new data dir.
+    if !config.data_dir.is_dir() {
+        anyhow::bail!("data directory {} does not exist: pass the broker's --data-dir", config.data_dir.display());
+    }
     let _lock = weir_node::lock::DataDirLock::acquire(&config.data_dir)?;
     match accept(config, Arc::new(RealDisk::default()), target)? {
-        None => println!("{target:?}: recovery reports no loss; nothing to do"),
+        None => println!("{target}: recovery reports no loss; nothing to do"),
         Some(a) => println!(
             "accepted the loss of offsets {}..{} ({} record(s)) in {}: {} damaged byte(s) saved to {}; the log continues at offset {}",
             a.loss.from,

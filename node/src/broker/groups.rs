@@ -126,6 +126,19 @@ impl Groups {
         self.lock().set_partitions(topic, count, now);
     }
 
+    /// Forgets every committed offset of `topic` durably (a deleted topic,
+    /// or one about to be created anew, must not inherit old offsets).
+    pub async fn forget_topic(&self, topic: &str) -> Result<(), WireError> {
+        let pending = self.lock().forget_topic(topic);
+        let mut result = Ok(());
+        for p in pending {
+            if let Err(e) = self.settle(p).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
     /// Makes records durable in the offsets log; returns once they are.
     async fn persist(&self, records: &[weir_core::group::OffsetRecord], now: Now) -> Result<(), WireError> {
         if records.is_empty() {

@@ -61,6 +61,7 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
         MetadataError::Busy(_) => ErrorCode::Busy,
         MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        MetadataError::IdsExhausted(_) => ErrorCode::StorageError,
     };
     WireError::new(code, e.to_string())
 }
@@ -123,7 +124,12 @@ impl Broker {
         let max_id = topics.values().flat_map(|t| t.partitions.iter().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
         // Topic ids come from the same blocks: above every one recorded too.
         let max_topic_block = records.iter().map(|r| r.id >> 24).max().unwrap_or(0);
-        let floor = ((max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64).max(max_topic_block + 1);
+        let mut floor = ((max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64).max(max_topic_block + 1);
+        if floor > metadata::BLOCK_MAX {
+            // Only data written before ids were checked at produce can hold such an id.
+            tracing::error!(floor, "the data holds a producer or topic id beyond any this broker hands out: ignoring it for the id floor");
+            floor = metadata::BLOCK_MAX;
+        }
         let boot = store::next_boot(&*disk, &data_dir, floor)?;
         let (metadata, effects) = MetadataState::recover(config.log.clone(), limits(&config), boot, records)?;
         for effect in effects {
@@ -339,6 +345,12 @@ impl Broker {
         }
         let effect = self.lock_metadata().create_topic(&r.name, r.partitions, r.replicas, settings(&r.config)).map_err(metadata_error)?;
         let Effect::CreateTopic(record) = effect else { unreachable!("a create's effect is CreateTopic") };
+        // Offsets a group kept for an earlier topic of this name would skip
+        // the new topic's first records (normally forgotten at its delete).
+        if let Err(e) = self.groups.forget_topic(&r.name).await {
+            self.lock_metadata().create_failed(&r.name);
+            return Err(e);
+        }
         match self.carry_out_create(&record).await {
             Ok(topic) => {
                 self.lock_metadata().topic_created(record.clone());
@@ -422,6 +434,9 @@ impl Broker {
         self.lock_metadata().topic_deleted(&r.name);
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&r.name);
         self.groups.set_partitions(&r.name, None);
+        if let Err(e) = self.groups.forget_topic(&r.name).await {
+            tracing::warn!(topic = %r.name, error = %e, "could not forget the deleted topic's committed offsets; a new topic of this name forgets them first");
+        }
         for p in &topic.partitions {
             p.close();
         }
@@ -461,6 +476,19 @@ impl Broker {
 
     async fn produce(&self, r: ProduceRequest) -> Result<ProduceResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
+        // A producer id this broker never handed out would be trusted by the
+        // producer table and, after a restart, raise the id floor to it.
+        if let Ok(h) = weir_core::batch::BatchHeader::parse(&r.batch)
+            && !self.lock_metadata().producer_id_is_known(h.producer_id)
+        {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer id {} was never handed out by this broker: use -1 for no idempotence, or one from InitProducerId",
+                    h.producer_id
+                ),
+            ));
+        }
         let max = self.config.produce_timeout_max;
         let timeout = if r.timeout_ms == 0 { max } else { Duration::from_millis(u64::from(r.timeout_ms)).min(max) };
         let a = p.produce(r.batch, r.acks, timeout).await?;
@@ -490,7 +518,7 @@ impl Broker {
     fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
         let mut metadata = self.lock_metadata();
         loop {
-            match metadata.allocate_producer_id() {
+            match metadata.allocate_producer_id().map_err(metadata_error)? {
                 Ok(id) => return Ok(InitProducerIdResponse { producer_id: id, producer_epoch: 0 }),
                 Err(Effect::PersistBlock(block)) => {
                     // Once per 16 M ids: a small synced write under the lock.
@@ -532,6 +560,15 @@ pub enum LossTarget {
     },
     /// The internal log of committed group offsets.
     OffsetsLog,
+}
+
+impl std::fmt::Display for LossTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LossTarget::Partition { topic, partition } => write!(f, "partition {partition} of topic {topic:?}"),
+            LossTarget::OffsetsLog => write!(f, "the offsets log"),
+        }
+    }
 }
 
 /// The operator's explicit acceptance of a loss recovery reported (the

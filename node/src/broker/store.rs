@@ -103,11 +103,11 @@ pub fn holds_data(disk: &dyn Disk, dir: &Path) -> Result<bool, DiskError> {
 /// Moves `from` to a fresh name `<name>.<boot>[.<n>]` under `into`, durably.
 pub fn move_aside(disk: &dyn Disk, from: &Path, into: &Path, name: &str, boot: u64) -> Result<PathBuf, DiskError> {
     ensure_dir(disk, into)?;
-    let mut to = into.join(format!("{name}.{boot}"));
+    let mut to = into.join(aside_name(name, &format!(".{boot}")));
     let mut n = 0;
     while disk.exists(&to) {
         n += 1;
-        to = into.join(format!("{name}.{boot}.{n}"));
+        to = into.join(aside_name(name, &format!(".{boot}.{n}")));
     }
     disk.rename(from, &to)?;
     if let Some(parent) = from.parent() {
@@ -115,6 +115,14 @@ pub fn move_aside(disk: &dyn Disk, from: &Path, into: &Path, name: &str, boot: u
     }
     disk.sync_dir(into)?;
     Ok(to)
+}
+
+/// `name` with `suffix`, the name shortened so the whole fits a file name
+/// (255 bytes): a topic name may already take 249. Topic names are ASCII.
+fn aside_name(name: &str, suffix: &str) -> String {
+    const FILE_NAME_BYTES_MAX: usize = 255;
+    let keep = name.len().min(FILE_NAME_BYTES_MAX.saturating_sub(suffix.len()));
+    format!("{}{suffix}", name.get(..keep).unwrap_or(name))
 }
 
 /// Bumps and persists the boot counter to at least `floor`; returns the
@@ -145,6 +153,15 @@ pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, Di
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_moved_aside_fits_a_file_name_however_long_the_topic_name() {
+        let long = "y".repeat(249);
+        let moved = aside_name(&long, ".549755813888.12");
+        assert_eq!(moved.len(), 255);
+        assert!(moved.ends_with(".549755813888.12"));
+        assert_eq!(aside_name("orders", ".3"), "orders.3");
+    }
 
     #[test]
     fn a_topic_json_written_before_topic_ids_still_opens() {
