@@ -31,6 +31,8 @@ pub struct Connection {
     closed: Arc<AtomicBool>,
     /// Why the connection closed, for requests made after it did.
     close_reason: Arc<Mutex<Option<String>>>,
+    /// Largest frame sent or received (the broker's default limit).
+    max_frame_bytes: usize,
 }
 
 impl Connection {
@@ -148,7 +150,7 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed, close_reason })
+        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed, close_reason, max_frame_bytes })
     }
 
     /// Why requests on this closed connection fail.
@@ -173,6 +175,18 @@ impl Connection {
         };
         let mut out = BytesMut::new();
         req.encode(id, &mut out);
+        if out.len() > self.max_frame_bytes {
+            // The broker would close the connection on it, and every retry
+            // would send it again: refuse it here, once.
+            return Err(ClientError::Broker(WireError::new(
+                weir_net::ErrorCode::MessageTooLarge,
+                format!(
+                    "a request frame of {} bytes exceeds the frame limit of {} bytes: send smaller batches (or raise max_frame_bytes on the broker and the client)",
+                    out.len(),
+                    self.max_frame_bytes
+                ),
+            )));
+        }
         let (wtx, wrx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, wtx);
         // The reader may have failed between the check above and the insert,

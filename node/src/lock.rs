@@ -20,7 +20,8 @@ pub enum LockError {
     )]
     InUse { dir: PathBuf, holder: Option<u32> },
     /// The lock file could not be created or locked.
-    #[error("cannot lock data directory {dir}: {source}")]
+    // The OS error is the source: printed once, after this, by the error chain.
+    #[error("cannot create or lock data directory {dir} (it must be a directory this user can write)")]
     Io { dir: PathBuf, source: std::io::Error },
 }
 

@@ -59,7 +59,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}: is another broker running? choose another with --listen"))?;
+        .with_context(|| format!("cannot listen on {listen}: is another process using the port, or is the address not one of this machine's? choose another with --listen"))?;
     let bound = listener.local_addr()?;
     broker.set_advertised(bound);
     // One machine-readable line on stdout, for scripts and tests that ask for port 0.
