@@ -267,3 +267,55 @@ async fn a_committed_offset_below_the_log_start_resets_and_resets_past_the_end_a
 fn config_for(name: &str) -> GroupConsumerConfig {
     GroupConsumerConfig { max_wait: Duration::from_millis(100), ..config(name) }
 }
+
+/// Group deletion, a deleted topic's offsets and offsets expiry each go
+/// through the offsets log like a commit: they survive a restart, and
+/// nothing else is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_and_expiries_of_offsets_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    let admin = Admin::new(&client);
+    for t in ["jobs", "gone"] {
+        admin.create_topic(CreateTopicRequest { name: t.into(), partitions: 1, replicas: 1, config: Default::default() }).await.unwrap();
+    }
+    Producer::new(&client)
+        .send_batch((0..10).map(|i| ProduceMessage::new("jobs", format!("m{i}")).with_partition(0)).collect())
+        .await
+        .unwrap();
+    Producer::new(&client).send(ProduceMessage::new("gone", "x").with_partition(0)).await.unwrap();
+    admin.set_group_offsets("deleted", vec![("jobs".into(), 0, 3)]).await.unwrap();
+    admin.set_group_offsets("kept", vec![("jobs".into(), 0, 7), ("gone".into(), 0, 1)]).await.unwrap();
+    admin.delete_group("deleted").await.unwrap();
+    admin.delete_topic("gone").await.unwrap();
+    let offsets = |d: &weir_net::message::DescribeGroupResponse| -> Vec<(String, u64)> {
+        d.offsets.iter().map(|o| (o.topic.clone(), o.committed)).collect()
+    };
+    assert_eq!(offsets(&admin.describe_group("kept").await.unwrap()), vec![("jobs".to_owned(), 7)]);
+    assert_eq!(broker.terminate(), Some(0));
+
+    // After a restart, with offsets of empty groups expiring after 1 s.
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "offsets_retention_ms = 1000\n").unwrap();
+    let mut broker = Broker::start_with(dir.path(), None, &["--config", config.to_str().unwrap()]);
+    let client = broker.client().await;
+    let admin = Admin::new(&client);
+    let groups: Vec<String> = admin.list_groups().await.unwrap().into_iter().map(|g| g.group).collect();
+    assert!(!groups.contains(&"deleted".to_owned()), "the deletion was durable: {groups:?}");
+    assert_eq!(
+        offsets(&admin.describe_group("kept").await.unwrap()),
+        vec![("jobs".to_owned(), 7)],
+        "the deleted topic's offset stays gone"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !admin.describe_group("kept").await.map(|d| d.offsets.is_empty()).unwrap_or(true) {
+        assert!(std::time::Instant::now() < deadline, "offsets never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(broker.terminate(), Some(0));
+    broker.restart();
+    let client = broker.client().await;
+    let kept = Admin::new(&client).describe_group("kept").await.map(|d| offsets(&d)).unwrap_or_default();
+    assert!(kept.is_empty(), "the expiry was durable: {kept:?}");
+}

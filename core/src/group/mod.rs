@@ -256,6 +256,8 @@ pub struct GroupCoordinator {
     /// restarts, so a member of a group as it was before a crash cannot pass
     /// for a member of the group as it is now.
     epoch: u64,
+    /// One above the highest generation handed out.
+    generation_floor: u32,
 }
 
 /// Generations of one coordinator life start at `epoch << GENERATION_EPOCH_SHIFT`.
@@ -267,8 +269,11 @@ impl GroupCoordinator {
         GroupCoordinator { config, epoch, ..Default::default() }
     }
 
+    /// Where a new (or re-created) group's generations start: above every
+    /// generation this coordinator handed out, so a group deleted and
+    /// created again never repeats one.
     fn first_generation(&self) -> u32 {
-        ((self.epoch as u32) & 0xffff) << GENERATION_EPOCH_SHIFT
+        (((self.epoch as u32) & 0xffff) << GENERATION_EPOCH_SHIFT).max(self.generation_floor)
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -481,6 +486,11 @@ impl GroupCoordinator {
             }
             None => {
                 g.offsets.remove(&record.tp);
+                // A group left with nothing (no offsets, members or changes
+                // in flight) is gone, as it is when the log is replayed.
+                if g.offsets.is_empty() && g.members.is_empty() && g.pending_commits == 0 {
+                    self.groups.remove(&record.group);
+                }
             }
         }
     }
@@ -602,6 +612,7 @@ impl GroupCoordinator {
                 }
                 if (all_joined || late) && g.pending_commits == 0 {
                     Self::complete_rebalance(g, &self.partitions, now);
+                    self.generation_floor = self.generation_floor.max(g.generation.saturating_add(1));
                 }
             }
         }

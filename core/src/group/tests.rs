@@ -316,3 +316,17 @@ fn offsets_of_a_deleted_topic_are_forgotten_and_commits_to_unknown_topics_refuse
     let left: Vec<String> = c.fetch_offsets("g", &[]).keys().map(|tp| tp.topic.clone()).collect();
     assert_eq!(left, vec!["b".to_owned()]);
 }
+
+#[test]
+fn a_group_deleted_and_created_again_never_repeats_a_generation() {
+    let now = Now::at(0);
+    let mut c = coordinator(now);
+    let id = c.join("g", params(None, &["a"], vec![Assignor::Range]), now).unwrap().member_id;
+    let first = c.group("g").unwrap().generation;
+    c.leave("g", &id, now).unwrap();
+    let del = c.delete_group("g").unwrap();
+    c.apply_commit(&del, now);
+    assert!(c.group("g").is_none());
+    c.join("g", params(None, &["a"], vec![Assignor::Range]), now).unwrap();
+    assert!(c.group("g").unwrap().generation > first, "generations of a re-created group start above the old ones");
+}
