@@ -92,11 +92,7 @@ async fn a_lost_topic_json_keeps_the_data_and_a_lost_boot_counter_reuses_no_prod
 
     // Nor a new topic an existing topic's id (found by a hostile test).
     create(&client, "after", 1).await;
-    let id = |t: &str| -> u64 {
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(format!("topics/{t}/topic.json"))).unwrap()).unwrap();
-        json["id"].as_u64().unwrap()
-    };
+    let id = |t: &str| topic_id(dir.path(), t);
     assert_ne!(id("after"), id("ids"), "topic ids are never handed out twice");
     assert_eq!(broker.terminate(), Some(0));
     std::fs::remove_file(dir.path().join("meta/boot")).unwrap();
@@ -104,6 +100,13 @@ async fn a_lost_topic_json_keeps_the_data_and_a_lost_boot_counter_reuses_no_prod
     let client = broker.client().await;
     create(&client, "later", 1).await;
     assert!(id("later") != id("after") && id("later") != id("ids"));
+}
+
+/// The id recorded in a topic's `topic.json`.
+fn topic_id(data_dir: &Path, topic: &str) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join(format!("topics/{topic}/topic.json"))).unwrap()).unwrap();
+    json["id"].as_u64().unwrap()
 }
 
 /// Found by a hostile test: with no producer ids in the data, a lost boot
@@ -117,11 +120,7 @@ async fn a_lost_boot_counter_reuses_no_topic_id() {
     std::fs::remove_file(dir.path().join("meta/boot")).unwrap();
     broker.restart();
     create(&broker.client().await, "y", 1).await;
-    let id = |t: &str| -> u64 {
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(format!("topics/{t}/topic.json"))).unwrap()).unwrap();
-        json["id"].as_u64().unwrap()
-    };
+    let id = |t: &str| topic_id(dir.path(), t);
     assert_ne!(id("x"), id("y"));
 }
 

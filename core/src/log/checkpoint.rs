@@ -67,6 +67,15 @@ pub fn decode(raw: &[u8]) -> Option<Checkpoint> {
     (crc32fast::hash(&raw[..20]) == crc).then(|| Checkpoint { recovery_point: u64_at(4), log_start: u64_at(12) })
 }
 
+/// Writes `c` as `dir`'s checkpoint (in place: a torn write fails its CRC
+/// and reads as none, which only protects less), synced if `sync`. Opened per
+/// write, not held: an idle partition costs one descriptor.
+pub fn write(disk: &dyn Disk, dir: &Path, c: Checkpoint, sync: bool) -> Result<(), DiskError> {
+    let file = disk.open(&dir.join(FILE), true)?;
+    file.write_at(&encode(c), 0)?;
+    if sync { file.sync_data() } else { Ok(()) }
+}
+
 /// Reads the checkpoint file: `Ok(None)` if there is none (a log written
 /// before checkpoints existed) or it is unreadable (logged).
 pub fn read(file: &dyn DiskFile, path: &Path) -> Result<Option<Checkpoint>, DiskError> {

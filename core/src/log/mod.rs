@@ -194,6 +194,13 @@ pub struct LogId {
     pub index: u64,
 }
 
+impl LogId {
+    /// The log id a batch header is stamped with (`None` outside Raft).
+    pub fn of(h: &BatchHeader) -> Option<LogId> {
+        (h.raft_index != 0).then_some(LogId { term: h.leader_epoch, node: h.leader_node, index: h.raft_index })
+    }
+}
+
 /// One Raft entry read back: its whole stamped batches, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -258,7 +265,6 @@ pub struct AcceptedLoss {
 pub struct FlushJob {
     files: Vec<Arc<dyn DiskFile>>,
     up_to: u64,
-    log_id: Option<LogId>,
     seq: u64,
     /// Every so often the job also records `up_to` in the checkpoint file
     /// once the data is synced (and, less often, syncs it).
@@ -268,7 +274,7 @@ pub struct FlushJob {
 #[derive(Debug)]
 struct CheckpointWrite {
     disk: Arc<dyn Disk>,
-    path: PathBuf,
+    dir: PathBuf,
     log_start: u64,
     sync: bool,
     shared: Arc<Mutex<CheckpointState>>,
@@ -302,11 +308,8 @@ impl FlushJob {
             if shared.generation != c.generation {
                 return Ok(()); // the log moved on (truncated, reset, rolled): not ours to record
             }
-            let written = c.disk.open(&c.path, true).and_then(|f| {
-                f.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: self.up_to, log_start: c.log_start }), 0)?;
-                if c.sync { f.sync_data() } else { Ok(()) }
-            });
-            match written {
+            let cp = checkpoint::Checkpoint { recovery_point: self.up_to, log_start: c.log_start };
+            match checkpoint::write(&*c.disk, &c.dir, cp, c.sync) {
                 Ok(()) => shared.written = shared.written.max(self.up_to),
                 Err(e) => tracing::debug!(error = %e, "recovery checkpoint not updated"),
             }
@@ -318,11 +321,6 @@ impl FlushJob {
     /// begun before this one has completed.
     pub fn up_to(&self) -> u64 {
         self.up_to
-    }
-
-    /// The last Raft entry this flush covers.
-    pub fn log_id(&self) -> Option<LogId> {
-        self.log_id
     }
 }
 
@@ -391,7 +389,7 @@ impl PartitionLog {
         // or never fully created.
         for name in &names {
             let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
-            let is_index = name.ends_with(".index") || name.ends_with(".timeindex") || name.ends_with(".raftindex");
+            let is_index = segment::is_index_file(name);
             if is_index && !bases.iter().any(|b| segment::file_name(*b, "log").starts_with(stem)) {
                 disk.remove_file(&dir.join(name))?;
                 report.removed_files.push(name.clone());
@@ -601,13 +599,10 @@ impl PartitionLog {
         let mut shared = checkpoint.lock().unwrap_or_else(|p| p.into_inner());
         // Jobs begun before this write must not overwrite it.
         shared.generation += 1;
-        // Opened per write, not held: an idle partition costs one descriptor.
-        let file = self.disk.open(&self.dir.join(checkpoint::FILE), true)?;
-        file.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: offset, log_start }), 0)?;
+        checkpoint::write(&*self.disk, &self.dir, checkpoint::Checkpoint { recovery_point: offset, log_start }, sync)?;
         shared.written = offset;
+        drop(shared);
         if sync {
-            file.sync_data()?;
-            drop(shared);
             self.flushes_since_checkpoint_sync = 0;
         }
         Ok(())
@@ -630,12 +625,6 @@ impl PartitionLog {
     /// has validated the records (`RecordBatch::validate`); the log checks
     /// the framing. Volatile until a flush covers it.
     pub fn append(&mut self, batch: &[u8], now: Timestamp) -> Result<AppendInfo, LogError> {
-        if let Some(limit_ms) = self.config.timestamp_after_max_ms {
-            let header = BatchHeader::parse(batch)?;
-            if header.max_timestamp.saturating_sub(now.as_millis()) > limit_ms {
-                return Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms });
-            }
-        }
         self.check_failed()?;
         if let Some(last) = self.last_log_id() {
             return Err(LogError::RaftOrder(format!(
@@ -644,16 +633,12 @@ impl PartitionLog {
             )));
         }
         let header = self.check_framing(batch)?;
-        self.maybe_roll(batch.len() as u64, now)?;
-        let base = self.log_end_offset();
-        // Only the fields before the CRC change: stamp a copy of those.
-        let mut stamped = [0u8; batch::STAMPED_LEN];
-        stamped.copy_from_slice(&batch[..batch::STAMPED_LEN]);
-        batch::stamp(&mut stamped, base, RaftStamp::default());
-        let header = BatchHeader { base_offset: base, ..header };
-        let config = self.config.clone();
-        self.active_mut().append(&[&stamped, &batch[batch::STAMPED_LEN..]], &[header], &config)?;
-        Ok(AppendInfo { base_offset: base, next_offset: header.next_offset(), max_timestamp: header.max_timestamp })
+        if let Some(limit_ms) = self.config.timestamp_after_max_ms
+            && header.max_timestamp.saturating_sub(now.as_millis()) > limit_ms
+        {
+            return Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms });
+        }
+        self.write_batches(&[batch], vec![header], RaftStamp::default(), now)
     }
 
     /// Checks what the log relies on in a batch it is handed: its length
@@ -709,18 +694,41 @@ impl PartitionLog {
         for b in batches {
             headers.push(self.check_framing(b)?);
         }
+        self.write_batches(batches, headers, RaftStamp { term: id.term, node: id.node, index: id.index, entry_rest: 0 }, now)
+    }
+
+    /// Writes `batches` (with their parsed `headers`) at the log end in one
+    /// append, rolling first if they do not fit: each gets its offsets and
+    /// `raft`, with `entry_rest` counting down to 0 on the last, stamped
+    /// into a copy of its first bytes (the caller's bytes are not copied or
+    /// changed, and the producer's CRC stays valid).
+    fn write_batches(
+        &mut self,
+        batches: &[&[u8]],
+        mut headers: Vec<BatchHeader>,
+        raft: RaftStamp,
+        now: Timestamp,
+    ) -> Result<AppendInfo, LogError> {
+        let total: usize = batches.iter().map(|b| b.len()).sum();
         self.maybe_roll(total as u64, now)?;
         let base = self.log_end_offset();
         let mut next = base;
         let mut heads = Vec::with_capacity(batches.len());
         for (i, h) in headers.iter_mut().enumerate() {
-            let mut stamped = [0u8; batch::STAMPED_LEN];
-            stamped.copy_from_slice(&batches[i][..batch::STAMPED_LEN]);
-            let entry_rest = (batches.len() - 1 - i) as u32;
-            batch::stamp(&mut stamped, next, RaftStamp { term: id.term, node: id.node, index: id.index, entry_rest });
-            *h = BatchHeader { base_offset: next, leader_epoch: id.term, leader_node: id.node, raft_index: id.index, entry_rest, ..*h };
+            let stamp = RaftStamp { entry_rest: (batches.len() - 1 - i) as u32, ..raft };
+            let mut head = [0u8; batch::STAMPED_LEN];
+            head.copy_from_slice(&batches[i][..batch::STAMPED_LEN]);
+            batch::stamp(&mut head, next, stamp);
+            *h = BatchHeader {
+                base_offset: next,
+                leader_epoch: stamp.term,
+                leader_node: stamp.node,
+                raft_index: stamp.index,
+                entry_rest: stamp.entry_rest,
+                ..*h
+            };
             next = h.next_offset();
-            heads.push(stamped);
+            heads.push(head);
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batches.len());
         for (head, b) in heads.iter().zip(batches) {
@@ -797,7 +805,7 @@ impl PartitionLog {
         }
         let mut at = None;
         for (base, seg) in &self.segments {
-            if let Some((pos, offset)) = seg.entry_position(index)? {
+            if let Some((pos, offset)) = seg.entry_position(index, self.config.batch_bytes_max)? {
                 at = Some((*base, pos, offset));
                 break;
             }
@@ -842,8 +850,10 @@ impl PartitionLog {
     /// intention is recorded first, so a crash part-way is finished by the
     /// next open. Durable when it returns.
     pub fn reset(&mut self, start_offset: u64, purged: Option<LogId>, now: Timestamp) -> Result<(), LogError> {
-        if self.failed.is_some() {
-            return Err(LogError::Failed(self.failed.clone().unwrap_or_default()));
+        // An offline log may be reset (a snapshot replaces it); a failed one
+        // must be reopened first.
+        if let Some(why) = &self.failed {
+            return Err(LogError::Failed(why.clone()));
         }
         let reset = Reset { start_offset, purged };
         let done = raft_state::save_reset(&*self.disk, &self.dir, &reset)
@@ -964,15 +974,15 @@ impl PartitionLog {
             if sync {
                 self.flushes_since_checkpoint_sync = 0;
             }
-            let (disk, path, log_start) = (self.disk.clone(), self.dir.join(checkpoint::FILE), self.log_start_offset());
+            let (disk, dir, log_start) = (self.disk.clone(), self.dir.clone(), self.log_start_offset());
             let shared = self.checkpoint.clone();
             let generation = shared.lock().unwrap_or_else(|p| p.into_inner()).generation;
-            checkpoint = Some(CheckpointWrite { disk, path, log_start, sync, shared, generation });
+            checkpoint = Some(CheckpointWrite { disk, dir, log_start, sync, shared, generation });
         }
         let (seq, log_id) = (self.next_flush_seq, self.last_log_id());
         self.next_flush_seq += 1;
         self.in_flight.push_back(InFlight { seq, up_to, log_id, done: false });
-        Ok(FlushJob { files, up_to, log_id, seq, checkpoint })
+        Ok(FlushJob { files, up_to, seq, checkpoint })
     }
 
     /// Finishes a flush: on success advances the flushed offset; on failure
@@ -1223,7 +1233,7 @@ fn index_of(id: Option<LogId>) -> u64 {
 /// Idempotent, so an interrupted reset is finished by running it again.
 fn finish_reset(disk: &dyn Disk, dir: &Path, reset: &Reset) -> Result<(), LogError> {
     for name in disk.list_dir(dir)? {
-        let is_segment_file = [".log", ".index", ".timeindex", ".raftindex"].iter().any(|ext| name.ends_with(ext));
+        let is_segment_file = segment::parse_log_name(&name).is_some() || segment::is_index_file(&name);
         if is_segment_file || name == checkpoint::FILE || name == raft_state::COMMITTED_FILE {
             disk.remove_file(&dir.join(&name))?;
         }
@@ -1231,9 +1241,7 @@ fn finish_reset(disk: &dyn Disk, dir: &Path, reset: &Reset) -> Result<(), LogErr
     disk.sync_dir(dir)?;
     let log = disk.open(&dir.join(segment::file_name(reset.start_offset, "log")), true)?;
     log.sync_data()?;
-    let cp = disk.open(&dir.join(checkpoint::FILE), true)?;
-    cp.write_at(&checkpoint::encode(checkpoint::Checkpoint { recovery_point: reset.start_offset, log_start: reset.start_offset }), 0)?;
-    cp.sync_data()?;
+    checkpoint::write(disk, dir, checkpoint::Checkpoint { recovery_point: reset.start_offset, log_start: reset.start_offset }, true)?;
     raft_state::save_purged(disk, dir, reset.purged)?;
     disk.remove_file(&dir.join(raft_state::RESET_FILE))?;
     disk.sync_dir(dir)?;

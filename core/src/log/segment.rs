@@ -30,6 +30,14 @@ pub fn file_name(base_offset: u64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
 }
 
+/// The extensions of a segment's index files, beside its `.log`.
+pub const INDEX_EXTENSIONS: [&str; 3] = ["index", "timeindex", "raftindex"];
+
+/// Whether `name` is one of a segment's index files (by its extension).
+pub fn is_index_file(name: &str) -> bool {
+    name.rsplit_once('.').is_some_and(|(_, ext)| INDEX_EXTENSIONS.contains(&ext))
+}
+
 /// Parses `{base:020}.log` back into a base offset.
 pub fn parse_log_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".log")?;
@@ -77,8 +85,6 @@ pub struct Segment {
     bytes_since_raft_index: u64,
     /// The last whole Raft entry held (`None`: none, or only index-0 data).
     pub last_log_id: Option<LogId>,
-    /// Raft index of the last batch noted (0 for data outside Raft).
-    last_batch_index: u64,
     /// The last batch noted has more batches of its entry after it.
     in_entry: bool,
     /// The log's canary (simulation builds; see `canary`).
@@ -88,7 +94,8 @@ pub struct Segment {
 
 impl Segment {
     fn paths(dir: &Path, base: u64) -> [PathBuf; 4] {
-        ["log", "index", "timeindex", "raftindex"].map(|ext| dir.join(file_name(base, ext)))
+        let [idx, time, raft] = INDEX_EXTENSIONS;
+        ["log", idx, time, raft].map(|ext| dir.join(file_name(base, ext)))
     }
 
     /// Creates an empty (active) segment. The caller syncs the directory.
@@ -137,7 +144,6 @@ impl Segment {
             raft_index: Vec::new(),
             bytes_since_raft_index: 0,
             last_log_id: None,
-            last_batch_index: 0,
             in_entry: false,
             canary,
             dir: dir.to_path_buf(),
@@ -486,9 +492,8 @@ impl Segment {
             self.bytes_since_raft_index += len;
         }
         self.in_entry = h.entry_rest > 0;
-        self.last_batch_index = h.raft_index;
-        if h.raft_index != 0 {
-            self.last_log_id = Some(LogId { term: h.leader_epoch, node: h.leader_node, index: h.raft_index });
+        if let Some(id) = LogId::of(h) {
+            self.last_log_id = Some(id);
         }
         if self.bytes_since_index >= interval && pos > 0 && entry_start && newer {
             let entry = OffsetEntry { relative_offset: relative, position: pos as u32 };
@@ -641,7 +646,6 @@ impl Segment {
         self.bytes_since_raft_index = 0;
         self.dirty = false;
         self.last_log_id = None;
-        self.last_batch_index = 0;
         self.in_entry = false;
         // The truncated batches may have held a larger max timestamp than any
         // index entry remembers, and the last Raft entry changed: recompute
@@ -656,10 +660,9 @@ impl Segment {
                 self.max_timestamp = h.max_timestamp;
                 self.max_timestamp_relative = (h.base_offset - self.base_offset) as u32;
             }
-            if h.raft_index != 0 {
-                self.last_log_id = Some(LogId { term: h.leader_epoch, node: h.leader_node, index: h.raft_index });
+            if let Some(id) = LogId::of(&h) {
+                self.last_log_id = Some(id);
             }
-            self.last_batch_index = h.raft_index;
             p += h.total_len() as u64;
         }
         Ok(())
@@ -667,14 +670,15 @@ impl Segment {
 
     /// Position and base offset of the first batch of the first Raft entry
     /// whose index is at least `index`, if this segment holds one.
-    pub fn entry_position(&self, index: u64) -> Result<Option<(u64, u64)>, LogError> {
+    pub fn entry_position(&self, index: u64, batch_bytes_max: usize) -> Result<Option<(u64, u64)>, LogError> {
         if self.last_log_id.is_none_or(|l| l.index < index) {
             return Ok(None);
         }
+        let log = self.log()?;
         let mut pos = u64::from(index::raft_floor_position(&self.raft_index, index));
         let mut expected: Option<u64> = None;
         while pos < self.size {
-            let h = self.checked_header_at(pos, expected)?;
+            let h = self.checked_header_at(&*log, pos, expected, batch_bytes_max)?;
             if h.raft_index >= index {
                 return Ok(Some((pos, h.base_offset)));
             }
@@ -686,16 +690,32 @@ impl Segment {
 
     /// A header whose own CRC holds (and whose base offset is `expected`,
     /// if given); anything else is reported as corruption.
-    fn checked_header_at(&self, pos: u64, expected: Option<u64>) -> Result<BatchHeader, LogError> {
+    ///
+    /// The header fields before the CRC (the base offset among them) are
+    /// not covered by the body CRC: a walk checks each header against the
+    /// offset it expects, so a damaged header is reported instead of served
+    /// at the wrong offsets.
+    fn checked_header_at(
+        &self,
+        log: &dyn DiskFile,
+        pos: u64,
+        expected: Option<u64>,
+        batch_bytes_max: usize,
+    ) -> Result<BatchHeader, LogError> {
         let mut head = [0u8; HEADER_LEN];
-        let n = self.log()?.read_at(&mut head, pos)?;
+        let n = log.read_at(&mut head, pos)?;
         let at = expected.unwrap_or(self.base_offset);
-        let h = BatchHeader::parse(&head[..n]).map_err(|e| self.corrupt(pos, at, e.to_string()))?;
-        if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
-            return Err(self.corrupt(pos, at, "batch header CRC mismatch".to_owned()));
+        let Ok(h) = BatchHeader::parse(&head[..n]) else {
+            return Err(self.corrupt(pos, at, "unreadable batch header".to_owned()));
+        };
+        if h.total_len() > batch_bytes_max || h.batch_length < (HEADER_LEN - batch::LENGTH_PREFIX_LEN) as u32 {
+            return Err(self.corrupt(pos, at, format!("batch length {} is invalid", h.batch_length)));
         }
         if expected.is_some_and(|e| e != h.base_offset) {
             return Err(self.corrupt(pos, at, format!("batch header says base offset {}, expected {at}", h.base_offset)));
+        }
+        if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
+            return Err(self.corrupt(pos, at, "batch header CRC mismatch".to_owned()));
         }
         Ok(h)
     }
@@ -712,18 +732,18 @@ impl Segment {
         batch_bytes_max: usize,
         out: &mut Vec<Entry>,
     ) -> Result<bool, LogError> {
-        let Some((mut pos, mut offset)) = self.entry_position(from)? else { return Ok(false) };
+        let Some((mut pos, mut offset)) = self.entry_position(from, batch_bytes_max)? else { return Ok(false) };
         let log = self.log()?;
         while pos < self.size {
             // Find the entry's extent from its headers, then read it whole.
-            let first = self.checked_header_at(pos, Some(offset))?;
+            let first = self.checked_header_at(&*log, pos, Some(offset), batch_bytes_max)?;
             if first.raft_index >= to {
                 return Ok(true);
             }
             let mut len = first.total_len() as u64;
             let mut last = first;
             while last.entry_rest > 0 {
-                last = self.checked_header_at(pos + len, Some(last.next_offset()))?;
+                last = self.checked_header_at(&*log, pos + len, Some(last.next_offset()), batch_bytes_max)?;
                 len += last.total_len() as u64;
             }
             if !out.is_empty() && len as usize > *budget {
@@ -752,7 +772,7 @@ impl Segment {
             }
             *budget = budget.saturating_sub(len as usize);
             out.push(Entry {
-                log_id: LogId { term: first.leader_epoch, node: first.leader_node, index: first.raft_index },
+                log_id: LogId::of(&first).expect("entries are read only from Raft indexes"),
                 batches: bytes,
                 base_offset: offset,
                 next_offset: expected,
@@ -779,10 +799,8 @@ impl Segment {
         let floor = index::floor_entry(&self.index, (offset - self.base_offset) as u32);
         let log = self.log()?;
         let mut pos = u64::from(floor.position);
-        // The header fields before the CRC (the base offset among them) are
-        // not CRC-protected: check each against the offset the walk expects,
-        // starting from what the index says, so a damaged header is reported
-        // instead of served at the wrong offsets.
+        // Each header is checked against the offset the walk expects,
+        // starting from what the index says (see `checked_header_at`).
         let mut expected = self.base_offset + u64::from(floor.relative_offset);
         let first = loop {
             if pos >= self.size {
@@ -790,20 +808,7 @@ impl Segment {
                 // walking off the end means a damaged length sent us astray.
                 return Err(self.corrupt(pos, expected, format!("offset {offset} not found before the end of the segment")));
             }
-            let mut head = [0u8; HEADER_LEN];
-            let n = log.read_at(&mut head, pos)?;
-            let Ok(h) = BatchHeader::parse(&head[..n]) else {
-                return Err(self.corrupt(pos, offset, "unreadable batch header".to_owned()));
-            };
-            if h.total_len() > batch_bytes_max || h.batch_length < (HEADER_LEN - batch::LENGTH_PREFIX_LEN) as u32 {
-                return Err(self.corrupt(pos, expected, format!("batch length {} is invalid", h.batch_length)));
-            }
-            if h.base_offset != expected {
-                return Err(self.corrupt(pos, expected, format!("batch header says base offset {}, expected {expected}", h.base_offset)));
-            }
-            if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
-                return Err(self.corrupt(pos, expected, "batch header CRC mismatch".to_owned()));
-            }
+            let h = self.checked_header_at(&*log, pos, Some(expected), batch_bytes_max)?;
             expected = h.next_offset();
             if h.next_offset() > offset {
                 break h;

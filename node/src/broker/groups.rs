@@ -11,7 +11,6 @@ use crate::clock::Clock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use weir_core::Now;
 use weir_core::group::offsets_log::{self, CompactionPolicy};
 use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, PendingCommit, TopicPartition};
 use weir_core::log::{LogError, PartitionLog};
@@ -140,11 +139,12 @@ impl Groups {
     }
 
     /// Makes records durable in the offsets log; returns once they are.
-    async fn persist(&self, records: &[weir_core::group::OffsetRecord], now: Now) -> Result<(), WireError> {
+    async fn persist(&self, records: &[weir_core::group::OffsetRecord]) -> Result<(), WireError> {
         if records.is_empty() {
             return Ok(());
         }
-        self.log.produce(offsets_log::encode(records, now.wall), Acks::All, Duration::from_secs(30)).await.map(|_| ())
+        let batch = offsets_log::encode(records, self.clock.now().wall);
+        self.log.produce(batch, Acks::All, Duration::from_secs(30)).await.map(|_| ())
     }
 
     /// Makes a pending change durable, then applies it; if that fails, or
@@ -154,7 +154,7 @@ impl Groups {
         let mut guard = PendingGuard { groups: self, pending: Some(pending) };
         let _order = self.log_order.read().await;
         let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
-        self.persist(&records, self.clock.now()).await?;
+        self.persist(&records).await?;
         if let Some(p) = guard.pending.take() {
             let now = self.clock.now();
             self.lock().apply_commit(&p, now);
@@ -185,10 +185,9 @@ impl Groups {
     pub async fn compact(&self) -> Result<(), WireError> {
         let _order = self.log_order.write().await;
         let start = self.log.roll_now().await?;
-        let now = self.clock.now();
         let live = offsets_log::snapshot(&self.lock());
         for chunk in live.chunks(offsets_log::SNAPSHOT_RECORDS_PER_BATCH) {
-            self.persist(chunk, now).await?;
+            self.persist(chunk).await?;
         }
         let freed = self.log.purge_before(start).await?;
         let size = self.log.size_bytes().await?;

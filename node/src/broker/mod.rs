@@ -476,22 +476,21 @@ impl Broker {
 
     async fn produce(&self, r: ProduceRequest) -> Result<ProduceResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
+        let batch = p.validate(r.batch)?;
         // A producer id this broker never handed out would be trusted by the
         // producer table and, after a restart, raise the id floor to it.
-        if let Ok(h) = weir_core::batch::BatchHeader::parse(&r.batch)
-            && !self.lock_metadata().producer_id_is_known(h.producer_id)
-        {
+        let producer_id = batch.header().producer_id;
+        if !self.lock_metadata().producer_id_is_known(producer_id) {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "producer id {} was never handed out by this broker: use -1 for no idempotence, or one from InitProducerId",
-                    h.producer_id
+                    "producer id {producer_id} was never handed out by this broker: use -1 for no idempotence, or one from InitProducerId"
                 ),
             ));
         }
         let max = self.config.produce_timeout_max;
         let timeout = if r.timeout_ms == 0 { max } else { Duration::from_millis(u64::from(r.timeout_ms)).min(max) };
-        let a = p.produce(r.batch, r.acks, timeout).await?;
+        let a = p.produce_valid(batch, r.acks, timeout).await?;
         Ok(ProduceResponse { base_offset: a.base_offset, duplicate: a.duplicate })
     }
 

@@ -186,12 +186,23 @@ impl Partition {
     /// Queues one batch for the appender and waits for its answer as `acks`
     /// asks, up to `timeout`.
     pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
+        let batch = self.validate(batch)?;
+        self.produce_valid(batch, acks, timeout).await
+    }
+
+    /// The one validation path for a client's batch (see
+    /// `weir_core::partition::validate`): CPU work (CRC, records), run on the
+    /// request's own task, in parallel, outside the lock.
+    pub fn validate(&self, batch: Bytes) -> Result<ValidBatch, WireError> {
+        weir_core::partition::validate(batch, self.batch_bytes_max).map_err(produce_error)
+    }
+
+    /// As [`Partition::produce`], for a batch already validated.
+    pub async fn produce_valid(&self, batch: ValidBatch, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
         let mut mode = ack_mode(acks);
         if weir_core::canary::on(self.canary, weir_core::canary::Canary::AckBeforeFsync) {
             mode = AckMode::None;
         }
-        // CPU work (CRC, records) here, in parallel, outside the lock.
-        let batch = weir_core::partition::validate(batch, self.batch_bytes_max).map_err(produce_error)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(token, tx);
