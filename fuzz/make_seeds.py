@@ -97,3 +97,19 @@ write("record_batch", "control_blank", blank)
 write("record_batch", "control_membership", member)
 write("log_recovery", "raft_entries", blank + e2a + e2b + member)
 write("log_recovery", "torn_entry", blank + e2a)
+# Peer frames (postcard bodies; the first byte picks calls 0 or answers 1).
+def vote(term, node, committed):
+    return varint(term) + (bytes([1]) + varint(node) if node is not None else bytes([0])) + bytes([committed])
+def log_id(term, index):
+    return varint(term) + varint(index)
+some = lambda b: bytes([1]) + b
+none = bytes([0])
+vote_call = varint(1) + varint(7) + varint(1) + vote(3, 2, 0) + some(log_id(2, 9))
+append_call = (varint(2) + varint(7) + varint(0) + vote(3, 2, 1) + some(log_id(2, 9)) + none + varint(3)
+               + log_id(3, 10) + varint(0)
+               + log_id(3, 11) + varint(1) + varint(40) + varint(2) + varint(3) + varint(4)
+               + log_id(3, 12) + varint(2) + varint(1) + varint(2) + varint(1) + varint(2) + varint(1) + varint(1) + pstr(b"10.0.0.1:9093"))
+write("peer", "vote_and_append", bytes([0]) + varint(2) + varint(2) + vote_call + append_call + b"one" + b"two!")
+answers = (varint(2) + varint(7) + varint(0) + varint(1) + some(log_id(3, 11))
+           + varint(1) + varint(7) + varint(3) + varint(7) + pstr(b"node 1 runs no Raft group 7"))
+write("peer", "answers", bytes([1]) + varint(1) + varint(2) + answers)

@@ -15,6 +15,12 @@ pub enum Canary {
     ReuseOffsetAfterCrash,
     /// Let a producer's later sends overtake earlier ones (no ordering gate in the SDK).
     UnorderedSends,
+    /// Answer a Raft proposal once the leader's own log holds it, before a
+    /// majority does.
+    AckBeforeMajority,
+    /// Keep the Raft vote in memory only: a restarted node forgets whom it
+    /// voted for.
+    VoteNotPersisted,
 }
 
 /// Whether `configured` turns on `canary` (always false outside simulation builds).

@@ -75,6 +75,9 @@ codes! {
     PartitionOffline = 30, false, "the partition is offline after recovery found damage to acknowledged data: see the broker log and `weir accept-loss`";
     InvalidTimestamp = 32, false, "a record's timestamp is too far ahead of the broker's clock: fix the producer's clock";
     StorageFull = 31, false, "the broker's disk is full: free space or delete data (retention, topic delete), then retry";
+    NotEnoughReplicas = 33, true, "too few replicas are live for this request (replication factor above the live brokers, or a leader without a majority): bring brokers back or lower the replication factor";
+    LeaderNotAvailable = 34, true, "the partition has no leader right now (an election is under way): refresh metadata and retry";
+    NotCoordinator = 35, true, "this broker is not the group coordinator: find the coordinator again and retry";
 }
 
 impl std::fmt::Display for ErrorCode {

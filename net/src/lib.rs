@@ -12,6 +12,7 @@
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod peer;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{Frame, FrameError, FrameFault, FrameHeader, HeaderIds, Kind};

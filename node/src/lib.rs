@@ -11,5 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod lock;
+pub mod raft;
 pub mod server;
 pub mod tasks;

@@ -12,9 +12,14 @@
 //! history and reports anomalies by Jepsen's names. Every run has a seed and
 //! a trace hash ([`trace`]); the same seed gives the same hash.
 //!
+//! [`cluster`] runs the replicated log (the node's Raft module) at 3 and 5
+//! nodes under kills, power loss, partitions and disk faults.
+//!
 //! Run: `ci/sim [SEEDS]`; replay one seed: `WEIR_SIM_SEED=<seed> ci/sim`.
 
 pub mod checker;
+#[cfg(madsim)]
+pub mod cluster;
 pub mod faults;
 #[cfg(madsim)]
 pub mod harness;

@@ -14,7 +14,54 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 use weir_core::canary::Canary;
+use weir_sim::cluster::{self, ClusterOptions};
 use weir_sim::harness::{SimOptions, run};
+
+/// How many nodes a seed runs: a mix of single brokers and 3- and 5-node
+/// Raft groups (`WEIR_SIM_NODES` forces one count).
+fn nodes_for(seed: u64) -> u64 {
+    env_u64("WEIR_SIM_NODES").unwrap_or(match seed % 4 {
+        0 | 1 => 1,
+        2 => 3,
+        _ => 5,
+    })
+}
+
+fn cluster_options(nodes: u64) -> ClusterOptions {
+    let mut o = ClusterOptions::new(nodes);
+    if let Some(ms) = env_u64("WEIR_SIM_SAFETY_MS") {
+        o.safety = Duration::from_millis(ms);
+    }
+    o
+}
+
+/// Runs a cluster seed and prints the report line the parent parses.
+fn cluster_child(seed: u64, nodes: u64, canary: Option<String>) {
+    let mut opts = cluster_options(nodes);
+    if let Some(name) = canary {
+        opts.canary = canary_named(&name);
+        opts.safety = opts.safety.min(Duration::from_secs(10));
+        opts.force_power_loss = matches!(opts.canary, Some(Canary::VoteNotPersisted));
+    }
+    let r = cluster::run(seed, &opts);
+    println!(
+        "REPORT {} {:016x} {} {} {} {} {} {} {} {} {}",
+        r.seed,
+        r.trace_hash,
+        r.acks,
+        r.terms,
+        r.crashes,
+        r.clogs,
+        r.disk_faults,
+        0,
+        0,
+        r.anomalies.len(),
+        r.nodes
+    );
+    for (kind, detail) in &r.anomalies {
+        println!("ANOMALY {kind:?} {detail}");
+    }
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -34,6 +81,8 @@ fn canary_named(name: &str) -> Option<Canary> {
         "skip-crc" => Some(Canary::SkipCrcOnRead),
         "reuse-offset" => Some(Canary::ReuseOffsetAfterCrash),
         "unordered-sends" => Some(Canary::UnorderedSends),
+        "ack-before-majority" => Some(Canary::AckBeforeMajority),
+        "vote-not-persisted" => Some(Canary::VoteNotPersisted),
         _ => None,
     }
 }
@@ -43,6 +92,10 @@ fn canary_named(name: &str) -> Option<Canary> {
 #[test]
 fn child_seed() {
     let Some(seed) = env_u64("WEIR_SIM_CHILD_SEED") else { return };
+    let nodes = env_u64("WEIR_SIM_CHILD_NODES").unwrap_or(1);
+    if nodes > 1 {
+        return cluster_child(seed, nodes, std::env::var("WEIR_SIM_CHILD_CANARY").ok());
+    }
     let mut opts = options();
     if let Ok(name) = std::env::var("WEIR_SIM_CHILD_CANARY") {
         opts.canary = canary_named(&name);
@@ -54,7 +107,7 @@ fn child_seed() {
     }
     let r = run(seed, &opts);
     println!(
-        "REPORT {} {:016x} {} {} {} {} {} {} {} {}",
+        "REPORT {} {:016x} {} {} {} {} {} {} {} {} 1",
         r.seed,
         r.trace_hash,
         r.acks,
@@ -80,9 +133,11 @@ struct ChildReport {
     anomalies: Vec<String>,
 }
 
-fn run_child(seed: u64, canary: Option<&str>) -> ChildReport {
+fn run_child(seed: u64, nodes: u64, canary: Option<&str>) -> ChildReport {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["child_seed", "--exact", "--nocapture", "--test-threads", "1"]).env("WEIR_SIM_CHILD_SEED", seed.to_string());
+    cmd.args(["child_seed", "--exact", "--nocapture", "--test-threads", "1"])
+        .env("WEIR_SIM_CHILD_SEED", seed.to_string())
+        .env("WEIR_SIM_CHILD_NODES", nodes.to_string());
     if let Some(c) = canary {
         cmd.env("WEIR_SIM_CHILD_CANARY", c);
     }
@@ -105,25 +160,36 @@ fn run_child(seed: u64, canary: Option<&str>) -> ChildReport {
         };
     };
     let f: Vec<&str> = line.split_whitespace().collect();
-    ChildReport {
-        seed,
-        line: format!(
+    let line = if nodes > 1 {
+        format!(
+            "seed {} ({} nodes) hash {}: {} acks, {} terms led, {} crashes, {} clogs, {} disk fault spells, {} anomalies",
+            f[1], f[11], f[2], f[3], f[4], f[5], f[6], f[7], f[10]
+        )
+    } else {
+        format!(
             "seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps, {} losses below the checkpoint, {} anomalies",
             f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]
-        ),
+        )
+    };
+    ChildReport {
+        seed,
+        line,
         hash: f[2].to_owned(),
         acks: f[3].parse().unwrap_or(0),
         anomalies: stdout.lines().filter_map(|l| l.find("ANOMALY ").map(|i| l[i + 8..].to_owned())).collect(),
     }
 }
 
-/// Runs seeds in child processes, as many at once as there are cores.
-fn run_seeds(seeds: &[u64], canary: Option<&'static str>) -> Vec<ChildReport> {
+/// Runs seeds in child processes, as many at once as there are cores, each
+/// at its node count (`nodes`, or [`nodes_for`] the seed).
+fn run_seeds(seeds: &[u64], nodes: Option<u64>, canary: Option<&'static str>) -> Vec<ChildReport> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(seeds.len().max(1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
-            std::thread::spawn(move || mine.into_iter().map(|s| run_child(s, canary)).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                mine.into_iter().map(|s| run_child(s, nodes.unwrap_or_else(|| nodes_for(s)), canary)).collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut out: Vec<ChildReport> = handles.into_iter().flat_map(|h| h.join().expect("runner thread")).collect();
@@ -135,6 +201,18 @@ fn run_seeds(seeds: &[u64], canary: Option<&'static str>) -> Vec<ChildReport> {
 fn seeds_pass() {
     if let Some(seed) = env_u64("WEIR_SIM_SEED") {
         // Replay: one seed, in this process, with its whole report.
+        if nodes_for(seed) > 1 {
+            let r = cluster::run(seed, &cluster_options(nodes_for(seed)));
+            println!(
+                "seed {} ({} nodes) hash {:016x}: {} acks, {} terms led, {} crashes, {} clogs",
+                r.seed, r.nodes, r.trace_hash, r.acks, r.terms, r.crashes, r.clogs
+            );
+            for (kind, detail) in &r.anomalies {
+                println!("  {kind:?}: {detail}");
+            }
+            assert!(r.anomalies.is_empty(), "seed {seed} failed");
+            return;
+        }
         let r = run(seed, &options());
         println!(
             "seed {} hash {:016x}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips",
@@ -150,7 +228,7 @@ fn seeds_pass() {
     let start = env_u64("WEIR_SIM_SEED_START").unwrap_or(0);
     let seeds: Vec<u64> = (start..start + env_u64("WEIR_SIM_SEEDS").unwrap_or(20)).collect();
     let t = Instant::now();
-    let reports = run_seeds(&seeds, None);
+    let reports = run_seeds(&seeds, None, None);
     let secs = t.elapsed().as_secs_f64();
     let mut failed = Vec::new();
     for r in &reports {
@@ -180,17 +258,19 @@ fn seeds_pass() {
 #[test]
 fn a_seed_replays_exactly() {
     let seed = env_u64("WEIR_SIM_SEED").unwrap_or(7);
-    let a = run_child(seed, None);
-    let b = run_child(seed, None);
-    assert!(a.acks > 0, "{}", a.line);
-    assert_eq!(a.hash, b.hash, "seed {seed} did not replay: {} vs {}", a.line, b.line);
-    println!("seed {seed} replayed with trace hash {}", a.hash);
+    for nodes in [1, 3, 5] {
+        let a = run_child(seed, nodes, None);
+        let b = run_child(seed, nodes, None);
+        assert!(a.acks > 0, "{}", a.line);
+        assert_eq!(a.hash, b.hash, "seed {seed} at {nodes} nodes did not replay: {} vs {}", a.line, b.line);
+        println!("seed {seed} at {nodes} nodes replayed with trace hash {}", a.hash);
+    }
 }
 
 /// Seeds that once failed, kept as regressions.
 #[test]
 fn regression_seeds() {
-    let reports = run_seeds(REGRESSIONS, None);
+    let reports = run_seeds(REGRESSIONS, Some(1), None);
     for r in reports {
         assert!(r.anomalies.is_empty(), "regression seed {}: {:?}", r.seed, r.anomalies);
     }
@@ -210,9 +290,9 @@ const REGRESSIONS: &[u64] = &[2, 5, 6, 12, 26, 131, 307, 525, 539, 626, 10844];
 
 /// A canary must be caught within 50 seeds, as one of the anomaly kinds its
 /// defect causes (any anomaly would not prove the right invariant fired).
-fn canary_is_caught(name: &'static str, kinds: &[&str]) {
+fn canary_is_caught(name: &'static str, nodes: u64, kinds: &[&str]) {
     for chunk in (0..50u64).collect::<Vec<_>>().chunks(4) {
-        for r in run_seeds(chunk, Some(name)) {
+        for r in run_seeds(chunk, Some(nodes), Some(name)) {
             if let Some(a) = r.anomalies.iter().find(|a| a.split_whitespace().next().is_some_and(|k| kinds.contains(&k))) {
                 println!("canary {name} caught at seed {} ({} seeds run): {a}", r.seed, r.seed + 1);
                 return;
@@ -224,20 +304,30 @@ fn canary_is_caught(name: &'static str, kinds: &[&str]) {
 
 #[test]
 fn canary_ack_before_fsync_is_caught() {
-    canary_is_caught("ack-before-fsync", &["Lost", "InconsistentOffsets"]);
+    canary_is_caught("ack-before-fsync", 1, &["Lost", "InconsistentOffsets"]);
 }
 
 #[test]
 fn canary_skip_crc_is_caught() {
-    canary_is_caught("skip-crc", &["CorruptServed"]);
+    canary_is_caught("skip-crc", 1, &["CorruptServed"]);
 }
 
 #[test]
 fn canary_reused_offset_is_caught() {
-    canary_is_caught("reuse-offset", &["InconsistentOffsets", "Lost"]);
+    canary_is_caught("reuse-offset", 1, &["InconsistentOffsets", "Lost"]);
 }
 
 #[test]
 fn canary_unordered_sends_is_caught() {
-    canary_is_caught("unordered-sends", &["NonmonotonicSend"]);
+    canary_is_caught("unordered-sends", 1, &["NonmonotonicSend"]);
+}
+
+#[test]
+fn canary_ack_before_majority_is_caught() {
+    canary_is_caught("ack-before-majority", 3, &["Lost", "Moved"]);
+}
+
+#[test]
+fn canary_vote_not_persisted_is_caught() {
+    canary_is_caught("vote-not-persisted", 3, &["ElectionSafety", "Diverged", "Lost", "Moved", "NoLeader"]);
 }

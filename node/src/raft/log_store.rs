@@ -1,0 +1,287 @@
+//! openraft's log storage over core's [`PartitionLog`]: one Raft entry is
+//! one append of its batches (ARCHITECTURE.md §6), the vote and the
+//! committed id live beside the segments.
+//!
+//! Offsets are stamped here, from the local log end. An entry read back for
+//! replication carries the offset the leader stamped; a follower checks it
+//! against its own log end before appending, and a mismatch (two replicas
+//! disagreeing on where a committed prefix ends) stops the group loudly
+//! instead of serving diverged offsets.
+//!
+//! Every call that touches a file runs on a blocking thread holding the
+//! log's lock ([`blocking::run`]); the log is shared with the state machine
+//! (which reads headers back) and with the node (which reads for fetches).
+
+// openraft's trait signatures fix the error type (`StorageError`, ~200 bytes).
+#![allow(clippy::result_large_err)]
+
+use super::{Proposal, TypeConfig, convert};
+use crate::{blocking, clock};
+use bytes::Bytes;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageError, StorageIOError};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use weir_core::batch::{BatchBuilder, BatchHeader, ControlBody, HEADER_LEN};
+use weir_core::canary::{self, Canary};
+use weir_core::disk::Disk;
+use weir_core::log::{self, LogError, PartitionLog};
+
+/// Most bytes of entries one replication read (one AppendEntries) carries.
+pub const REPLICATION_READ_BYTES_MAX: usize = 4 << 20;
+
+pub type SharedLog = Arc<Mutex<PartitionLog>>;
+
+type Result<T> = std::result::Result<T, StorageError<u64>>;
+
+fn io_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<u64> {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn read_error(e: LogError) -> StorageError<u64> {
+    io_error(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_error(e: LogError) -> StorageError<u64> {
+    io_error(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+/// The half-open index range a `RangeBounds` names.
+fn index_range(range: &impl RangeBounds<u64>) -> std::ops::Range<u64> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    start..end
+}
+
+/// Turns a stored entry back into openraft's. With `headers_only`, data
+/// batches are cut to their headers (what the state machine reads).
+fn to_raft_entry(e: &log::Entry, headers_only: bool) -> std::result::Result<Entry<TypeConfig>, LogError> {
+    let mut batches = Vec::new();
+    let mut at = 0;
+    let bytes = &e.batches;
+    let mut payload = None;
+    while at < bytes.len() {
+        let h = BatchHeader::parse(&bytes[at..])?;
+        let whole = bytes.slice(at..at + h.total_len());
+        at += h.total_len();
+        if h.is_control() {
+            let body = weir_core::batch::RecordBatch::decode(&whole, whole.len())?.0.control_body()?;
+            payload = Some(match body {
+                ControlBody::Blank => EntryPayload::Blank,
+                ControlBody::Membership(m) => EntryPayload::Membership(
+                    convert::membership_from_bytes(&m)
+                        .map_err(|why| LogError::InvalidBatch(weir_core::batch::BatchError::BadControl(why)))?,
+                ),
+            });
+        } else if headers_only {
+            batches.push(whole.slice(..HEADER_LEN));
+        } else {
+            batches.push(whole);
+        }
+    }
+    let payload = match payload {
+        Some(p) if batches.is_empty() => p,
+        Some(_) => return Err(LogError::RaftOrder(format!("entry {} mixes control and data batches", e.log_id.index))),
+        None => EntryPayload::Normal(Proposal { base_offset: Some(e.base_offset), batches }),
+    };
+    Ok(Entry { log_id: convert::log_id_to_raft(e.log_id), payload })
+}
+
+async fn read_entries(
+    log: &SharedLog,
+    range: std::ops::Range<u64>,
+    max_bytes: usize,
+    headers_only: bool,
+) -> Result<Vec<Entry<TypeConfig>>> {
+    let range = convert::index_range_to_log(range);
+    let guard = log.clone().lock_owned().await;
+    blocking::run(move || {
+        let stored = guard.entries(range, max_bytes).map_err(read_error)?;
+        stored.iter().map(|e| to_raft_entry(e, headers_only).map_err(read_error)).collect()
+    })
+    .await
+}
+
+/// The storage openraft drives for one group.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    log: SharedLog,
+    disk: Arc<dyn Disk>,
+    /// The vote, kept in memory only (the vote-not-persisted canary).
+    canary_vote: Option<Option<log::Vote>>,
+}
+
+impl LogStore {
+    pub fn new(log: SharedLog, disk: Arc<dyn Disk>, canary: Option<Canary>) -> LogStore {
+        let canary_vote = canary::on(canary, Canary::VoteNotPersisted).then_some(None);
+        LogStore { log, disk, canary_vote }
+    }
+}
+
+/// A reader for replication: whole entries, capped by bytes.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    log: SharedLog,
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        read_entries(&self.log, index_range(&range), usize::MAX, false).await
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>> {
+        read_entries(&self.log, start..end, REPLICATION_READ_BYTES_MAX, false).await
+    }
+}
+
+/// openraft reads entries through the store itself only to apply them (and
+/// to find membership entries): data batches come back as headers only, so
+/// applying never reads payloads back.
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        read_entries(&self.log, index_range(&range), usize::MAX, true).await
+    }
+}
+
+/// The batches one entry is stored as. Control batches are built by each
+/// replica from the entry alone, with timestamp 0, so replicas hold the
+/// same bytes (and a control batch never moves the time index).
+fn entry_batches(entry: &Entry<TypeConfig>) -> Vec<Bytes> {
+    match &entry.payload {
+        EntryPayload::Blank => vec![BatchBuilder::control_with(0, &ControlBody::Blank)],
+        EntryPayload::Membership(m) => {
+            vec![BatchBuilder::control_with(0, &ControlBody::Membership(convert::membership_to_bytes(m).into()))]
+        }
+        EntryPayload::Normal(p) => p.batches.clone(),
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let log = self.log.lock().await;
+        Ok(LogState {
+            last_purged_log_id: log.purged_log_id().map(convert::log_id_to_raft),
+            last_log_id: log.last_log_id().map(convert::log_id_to_raft),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader { log: self.log.clone() }
+    }
+
+    async fn save_vote(&mut self, vote: &openraft::Vote<u64>) -> Result<()> {
+        let vote = convert::vote_to_log(vote);
+        if let Some(kept) = &mut self.canary_vote {
+            *kept = Some(vote);
+            return Ok(());
+        }
+        let mut guard = self.log.clone().lock_owned().await;
+        blocking::run(move || guard.save_vote(vote)).await.map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<openraft::Vote<u64>>> {
+        if let Some(kept) = self.canary_vote {
+            return Ok(kept.map(convert::vote_from_log));
+        }
+        Ok(self.log.lock().await.vote().map(convert::vote_from_log))
+    }
+
+    async fn save_committed(&mut self, committed: Option<openraft::LogId<u64>>) -> Result<()> {
+        let Some(id) = committed else { return Ok(()) };
+        let mut guard = self.log.clone().lock_owned().await;
+        blocking::run(move || guard.save_committed(convert::log_id_to_log(id)))
+            .await
+            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<openraft::LogId<u64>>> {
+        let log = self.log.lock().await;
+        let committed = log.committed().map_err(read_error)?;
+        // The file is not synced: never report more than the log holds.
+        let last = log.last_log_id();
+        Ok(committed.filter(|c| last.is_some_and(|l| l.index >= c.index)).map(convert::log_id_to_raft))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut guard = self.log.clone().lock_owned().await;
+        let written = blocking::run(move || {
+            let log = &mut *guard;
+            let now = clock::now();
+            for e in &entries {
+                if let EntryPayload::Normal(Proposal { base_offset: Some(stamped), .. }) = &e.payload
+                    && *stamped != log.log_end_offset()
+                {
+                    // Raft prefixes are identical, so the offsets they took
+                    // must be too: this replica's log has diverged.
+                    let why = format!(
+                        "entry {} was stamped at offset {stamped} by the leader but this replica's log ends at {}: the replicas have diverged; this replica stops",
+                        e.log_id.index,
+                        log.log_end_offset()
+                    );
+                    tracing::error!(dir = %log.dir().display(), "{why}");
+                    return Err(LogError::RaftOrder(why));
+                }
+                let batches = entry_batches(e);
+                let parts: Vec<&[u8]> = batches.iter().map(|b| b.as_ref()).collect();
+                log.append_entry(convert::log_id_to_log(e.log_id), &parts, now)?;
+            }
+            log.flush().map(|_| ())
+        })
+        .await;
+        // A simulated disk's fsync latency is paid before the flush is reported.
+        let owed = self.disk.take_latency();
+        if !owed.is_zero() {
+            tokio::time::sleep(owed).await;
+        }
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_error(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: openraft::LogId<u64>) -> Result<()> {
+        let mut guard = self.log.clone().lock_owned().await;
+        blocking::run(move || guard.truncate_entries(convert::log_id_to_log(log_id).index)).await.map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: openraft::LogId<u64>) -> Result<()> {
+        let upto = convert::log_id_to_log(log_id);
+        let mut guard = self.log.clone().lock_owned().await;
+        if guard.flushed_log_id().is_none_or(|f| f.index < upto.index) {
+            // A follower about to install a snapshot past its log: openraft
+            // purges first, but the log is reset only once the snapshot is
+            // installed, so a crash in between loses nothing.
+            return Ok(());
+        }
+        blocking::run(move || guard.purge_entries(upto).map(|_| ())).await.map_err(write_error)
+    }
+}

@@ -1,0 +1,363 @@
+//! Raft, behind one module: the only importer of openraft (pinned at
+//! 0.9.25; 0.10 is alpha). Everything else in the node sees [`RaftNode`]
+//! (this node's peer connections and groups) and [`Group`] (one replicated
+//! log: propose batches, watch the high watermark, read the status).
+//!
+//! - Leader-id mode: `single-term-leader`. At most one leader per term, so
+//!   "one leader per term" is an invariant the simulation checks, and a log
+//!   id is (term, index).
+//! - Storage: each group's log is core's `PartitionLog` ([`log_store`]):
+//!   one Raft entry is one append of its batches, offsets stamped at
+//!   append, followers checking the leader's stamps against their own log
+//!   end. The state machine ([`state_machine`]) keeps the applied id, the
+//!   membership and the high watermark (the commit point as an offset).
+//! - Network: Weir's own peer protocol (`weir_net::peer`) over one
+//!   connection per node pair ([`peer`]), the group id in every message.
+//! - Heartbeats: openraft's own per-group heartbeat timers are off. One node
+//!   tick asks every group this node leads to heartbeat at once, so they
+//!   leave together and the peer writer coalesces them into one frame per
+//!   peer: idle groups cost one frame per peer per tick, not one per group.
+//! - Runtime: tokio in production, madsim under `--cfg madsim`
+//!   ([`runtime`]), so a simulation seed replays elections exactly.
+
+mod convert;
+mod log_store;
+mod network;
+pub mod peer;
+mod runtime;
+mod state_machine;
+
+pub use log_store::{REPLICATION_READ_BYTES_MAX, SharedLog};
+pub use peer::Peers;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+use weir_core::batch::BatchHeader;
+use weir_core::canary::{self, Canary};
+use weir_core::disk::Disk;
+use weir_core::log::PartitionLog;
+use weir_net::peer::{Answer, Call};
+use weir_net::{ErrorCode, WireError};
+
+openraft::declare_raft_types!(
+    /// The types Weir's Raft groups run with.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = runtime::Runtime,
+);
+
+/// What a leader proposes: whole record batches, validated by the caller,
+/// appended as one entry. `base_offset` is set on entries read back from a
+/// log (the offset it stamped), never on a fresh proposal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub base_offset: Option<u64>,
+    pub batches: Vec<Bytes>,
+}
+
+/// Where an applied entry's records landed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub base_offset: u64,
+    pub next_offset: u64,
+}
+
+/// Raft timing. Units are in the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_ms: 100, election_min_ms: 1000, election_max_ms: 2000 }
+    }
+}
+
+/// Largest node id: the log's vote file stores node ids as u32.
+pub const NODE_ID_MAX: u64 = u32::MAX as u64;
+
+/// A group's role and position, for status displays and routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub last_applied: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub voters: Vec<u64>,
+}
+
+/// Why a proposal was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node does not lead group {group}{}", leader.map(|l| format!(" (node {l} does)")).unwrap_or_else(|| " (no leader is known: an election may be under way)".into()))]
+    NotLeader { group: u64, leader: Option<u64> },
+    #[error("group {group} stopped: {why}")]
+    Stopped { group: u64, why: String },
+}
+
+impl ProposeError {
+    pub fn to_wire(&self) -> WireError {
+        let code = match self {
+            ProposeError::NotLeader { leader: Some(_), .. } => ErrorCode::NotLeader,
+            ProposeError::NotLeader { leader: None, .. } => ErrorCode::LeaderNotAvailable,
+            ProposeError::Stopped { .. } => ErrorCode::StorageError,
+        };
+        WireError::new(code, self.to_string())
+    }
+}
+
+/// The groups this node runs, by id: where peer calls are dispatched.
+pub struct Registry {
+    node_id: u64,
+    groups: RwLock<HashMap<u64, Raft<TypeConfig>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner()).len();
+        f.debug_struct("Registry").field("node_id", &self.node_id).field("groups", &groups).finish()
+    }
+}
+
+impl Registry {
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn get(&self, group: u64) -> Option<Raft<TypeConfig>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Serves one peer call.
+    pub async fn dispatch(&self, group: u64, call: Call) -> Answer {
+        match self.get(group) {
+            Some(raft) => peer::serve_call(&raft, call).await,
+            None => peer::no_such_group(self.node_id, group),
+        }
+    }
+
+    fn all(&self) -> Vec<Raft<TypeConfig>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
+
+/// This node's Raft side: its id, peer connections and groups.
+#[derive(Debug)]
+pub struct RaftNode {
+    pub id: u64,
+    pub timing: Timing,
+    peers: Arc<Peers>,
+    registry: Arc<Registry>,
+}
+
+impl RaftNode {
+    /// A node with no groups yet. Spawns its heartbeat tick (until `stop`).
+    pub fn new(id: u64, timing: Timing, stop: watch::Receiver<bool>) -> Arc<RaftNode> {
+        assert!(id <= NODE_ID_MAX, "node ids are validated by the configuration");
+        let node = Arc::new(RaftNode {
+            id,
+            timing,
+            peers: Peers::new(id),
+            registry: Arc::new(Registry { node_id: id, groups: RwLock::default() }),
+        });
+        tokio::spawn(heartbeat_tick(Arc::downgrade(&node.registry), Duration::from_millis(timing.heartbeat_ms), stop));
+        node
+    }
+
+    /// Serves peer calls on `listener` until `stop`.
+    pub fn serve(&self, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) {
+        tokio::spawn(peer::serve(listener, self.registry.clone(), stop));
+    }
+
+    /// Records a node's Raft address.
+    pub fn set_address(&self, node: u64, addr: String) {
+        self.peers.set_address(node, addr);
+    }
+
+    fn config(&self, group: u64) -> Result<Arc<openraft::Config>, String> {
+        let config = openraft::Config {
+            cluster_name: format!("weir-group-{group}"),
+            heartbeat_interval: self.timing.heartbeat_ms,
+            election_timeout_min: self.timing.election_min_ms,
+            election_timeout_max: self.timing.election_max_ms,
+            // The node tick sends heartbeats for every group at once.
+            enable_heartbeat: false,
+            max_payload_entries: 256,
+            // Snapshots are tiny and built on demand; the log is purged only
+            // by retention, at segment boundaries, never automatically.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..Default::default()
+        };
+        config.validate().map(Arc::new).map_err(|e| e.to_string())
+    }
+
+    /// Opens group `group` on `log` (its storage) and starts it. It joins
+    /// the peer traffic at once; call [`Group::bootstrap`] on a new group.
+    pub async fn open_group(self: &Arc<Self>, group: u64, log: PartitionLog, disk: Arc<dyn Disk>) -> Result<Arc<Group>, String> {
+        let config = self.config(group)?;
+        let canary = log.config().canary;
+        let log: SharedLog = Arc::new(Mutex::new(log));
+        let store = log_store::LogStore::new(log.clone(), disk.clone(), canary);
+        let sm = state_machine::StateMachine::open(log.clone(), disk).await.map_err(|e| e.to_string())?;
+        let high_watermark = sm.high_watermark();
+        let network = network::Network { peers: self.peers.clone(), group };
+        let raft = Raft::new(self.id, config, network, store, sm).await.map_err(|e| e.to_string())?;
+        self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
+        Ok(Arc::new(Group { id: group, node: self.id, raft, high_watermark, log, canary, canary_serial: Mutex::new(()) }))
+    }
+
+    /// Stops a group and forgets it.
+    pub async fn close_group(&self, group: &Group) {
+        self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group.id);
+        let _ = group.raft.shutdown().await;
+    }
+}
+
+/// Asks every group this node leads to heartbeat, every `every`.
+async fn heartbeat_tick(registry: std::sync::Weak<Registry>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = crate::tasks::stopped(&mut stop) => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let Some(registry) = registry.upgrade() else { break };
+        for raft in registry.all() {
+            if raft.metrics().borrow().state == ServerState::Leader {
+                let _ = raft.trigger().heartbeat().await;
+            }
+        }
+    }
+}
+
+/// One replicated log on this node.
+pub struct Group {
+    pub id: u64,
+    node: u64,
+    raft: Raft<TypeConfig>,
+    high_watermark: watch::Receiver<u64>,
+    log: SharedLog,
+    canary: Option<Canary>,
+    /// Serialises proposals under the ack-before-majority canary.
+    canary_serial: Mutex<()>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("id", &self.id).field("node", &self.node).finish()
+    }
+}
+
+impl Group {
+    /// Makes a new group's first membership: `members` (node id → Raft
+    /// address) as voters. A group that already has one is left alone.
+    pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
+        let nodes: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Proposes `batches` as one entry and waits until it is committed and
+    /// applied; answers where its records landed.
+    pub async fn propose(&self, batches: Vec<Bytes>) -> Result<Applied, ProposeError> {
+        if canary::on(self.canary, Canary::AckBeforeMajority) {
+            return self.propose_canary(batches).await;
+        }
+        let result = self.raft.client_write(Proposal { base_offset: None, batches }).await;
+        self.answer(result.map(|r| r.data))
+    }
+
+    fn answer(&self, result: Result<Applied, RaftError<u64, ClientWriteError<u64, BasicNode>>>) -> Result<Applied, ProposeError> {
+        match result {
+            Ok(r) => Ok(r),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader { group: self.id, leader: f.leader_id.filter(|l| *l != self.node) })
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Stopped { group: self.id, why: e.to_string() }),
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped { group: self.id, why: e.to_string() }),
+        }
+    }
+
+    /// The ack-before-majority canary: answers as soon as this node's own
+    /// log has flushed the proposal, committed or not.
+    async fn propose_canary(&self, batches: Vec<Bytes>) -> Result<Applied, ProposeError> {
+        let _serial = self.canary_serial.lock().await;
+        let base = self.log.lock().await.log_end_offset();
+        let records: u64 = batches.iter().filter_map(|b| BatchHeader::parse(b).ok()).map(|h| u64::from(h.record_count)).sum();
+        let mut rx = match self.raft.client_write_ff(Proposal { base_offset: None, batches }).await {
+            Ok(rx) => rx,
+            Err(e) => return Err(ProposeError::Stopped { group: self.id, why: e.to_string() }),
+        };
+        loop {
+            if let Ok(r) = rx.try_recv() {
+                return self.answer(r.map(|r| r.data).map_err(RaftError::APIError));
+            }
+            if self.log.lock().await.flushed_offset() >= base + records && self.status().is_leader {
+                return Ok(Applied { base_offset: base, next_offset: base + records });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The high watermark: offsets below it are committed.
+    pub fn high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.clone()
+    }
+
+    /// The storage, for reads (fetches read up to the high watermark).
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let m = self.raft.metrics().borrow().clone();
+        GroupStatus {
+            term: m.current_term,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Waits until the group has a leader (this node or another), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let mut m = self.raft.metrics();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(l) = m.borrow_and_update().current_leader {
+                    return Some(l);
+                }
+                if m.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        found.ok().flatten()
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests;

@@ -1,0 +1,354 @@
+//! Peer connections: one TCP connection per node pair carries the Raft
+//! traffic of every group (`weir_net::peer`). Calls queue on the
+//! connection; its writer takes everything queued and sends it as one frame,
+//! so the heartbeats a node tick sends for all its groups reach each peer in
+//! one frame and one write. Every call has a timeout (a clogged or dead
+//! peer simply never answers); a connection that fails fails its pending
+//! calls at once and is replaced on the next call.
+//!
+//! The server side reads frames of calls, dispatches each message to its
+//! group ([`super::Registry`]) concurrently, and writes the answers back,
+//! again coalesced. Garbage is handled as on the client port: the frame
+//! length is checked before allocating, and a frame that does not decode
+//! closes the connection with a logged reason.
+
+use super::{Registry, convert};
+use crate::tasks::stopped;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use weir_net::frame::{self, READ_CHUNK_BYTES};
+use weir_net::peer::{Answer, Call, Message, PeerFrame};
+use weir_net::{ErrorCode, WireError};
+
+/// Largest peer frame (bytes after the length field): a replication read of
+/// 4 MiB plus the frame's other messages fits with room to spare.
+pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Calls queued on one connection before callers wait.
+const QUEUED_CALLS_MAX: usize = 4096;
+/// Messages one frame carries at most.
+const MESSAGES_PER_FRAME_MAX: usize = 1024;
+/// Calls from one connection served at once.
+const SERVED_PER_CONNECTION_MAX: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    #[error("node {0} has no known Raft address")]
+    UnknownNode(u64),
+    #[error("node {node} is unreachable: {why}")]
+    Unreachable { node: u64, why: String },
+    #[error("node {node} did not answer within {ms} ms")]
+    Timeout { node: u64, ms: u128 },
+}
+
+type Waiter = oneshot::Sender<Answer>;
+
+struct Outgoing {
+    message: Message<Call>,
+    waiter: Waiter,
+}
+
+/// One connection to a peer, as the caller sees it.
+struct Conn {
+    queue: mpsc::Sender<Outgoing>,
+    pending: Arc<Mutex<HashMap<u64, Waiter>>>,
+}
+
+/// Every peer connection of this node.
+#[derive(Debug)]
+pub struct Peers {
+    node_id: u64,
+    addrs: Mutex<HashMap<u64, String>>,
+    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    next_call: AtomicU64,
+}
+
+/// A connection's caller side (Debug for the registry).
+struct ConnHandle(Conn);
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Conn")
+    }
+}
+
+impl Peers {
+    pub fn new(node_id: u64) -> Arc<Peers> {
+        Arc::new(Peers { node_id, addrs: Mutex::default(), conns: Mutex::default(), next_call: AtomicU64::new(1) })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Records (or changes) a node's Raft address.
+    pub fn set_address(&self, node: u64, addr: String) {
+        let mut addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        if addrs.get(&node) != Some(&addr) {
+            addrs.insert(node, addr);
+            self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+        }
+    }
+
+    fn conn(self: &Arc<Self>, node: u64) -> Result<Arc<ConnHandle>, PeerError> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conns.get(&node).filter(|c| !c.0.queue.is_closed()) {
+            return Ok(c.clone());
+        }
+        let addr = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&node).cloned().ok_or(PeerError::UnknownNode(node))?;
+        let (tx, rx) = mpsc::channel(QUEUED_CALLS_MAX);
+        let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
+        tokio::spawn(run_conn(self.node_id, node, addr, rx, pending.clone()));
+        let c = Arc::new(ConnHandle(Conn { queue: tx, pending }));
+        conns.insert(node, c.clone());
+        Ok(c)
+    }
+
+    /// Sends `call` to `group` on `node` and waits up to `timeout` for the answer.
+    pub async fn call(self: &Arc<Self>, node: u64, group: u64, call: Call, timeout: Duration) -> Result<Answer, PeerError> {
+        let conn = self.conn(node)?;
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (waiter, answer) = oneshot::channel();
+        let out = Outgoing { message: Message { call_id, group, body: call }, waiter };
+        let sent = tokio::time::timeout(timeout, async {
+            conn.0.queue.send(out).await.map_err(|_| PeerError::Unreachable { node, why: "connection closed".into() })?;
+            answer.await.map_err(|_| PeerError::Unreachable { node, why: "connection lost before the answer".into() })
+        })
+        .await;
+        match sent {
+            Ok(r) => r,
+            Err(_) => {
+                conn.0.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&call_id);
+                Err(PeerError::Timeout { node, ms: timeout.as_millis() })
+            }
+        }
+    }
+}
+
+/// Connects, then writes queued calls (coalesced) and routes answers to
+/// their waiters until the connection fails or every caller is gone.
+async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Outgoing>, pending: Arc<Mutex<HashMap<u64, Waiter>>>) {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(node, %addr, error = %e, "peer connect failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(node, %addr, "peer connect timed out");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let reader_pending = pending.clone();
+    let mut reader = tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        loop {
+            match read_frame(&mut rd, &mut buf).await {
+                Ok(Some(f)) => match PeerFrame::<Answer>::decode(&f) {
+                    Ok(answers) => {
+                        let mut p = reader_pending.lock().unwrap_or_else(|e| e.into_inner());
+                        for m in answers.messages {
+                            if let Some(w) = p.remove(&m.call_id) {
+                                let _ = w.send(m.body);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "peer sent an undecodable answer frame: closing the connection");
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "peer connection read failed");
+                    break;
+                }
+            }
+        }
+        // Waiters dropped: their calls fail at once instead of timing out.
+        reader_pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    });
+    let mut out = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = &mut reader => break,
+            o = rx.recv() => match o {
+                Some(o) => o,
+                None => break,
+            },
+        };
+        let mut messages = Vec::new();
+        let mut queue = vec![first];
+        while queue.len() < MESSAGES_PER_FRAME_MAX {
+            match rx.try_recv() {
+                Ok(o) => queue.push(o),
+                Err(_) => break,
+            }
+        }
+        {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for o in queue {
+                if o.waiter.is_closed() {
+                    continue; // its caller timed out while it queued
+                }
+                p.insert(o.message.call_id, o.waiter);
+                messages.push(o.message);
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        out.clear();
+        let payload = PeerFrame { from, messages }.encode_head(&mut out);
+        if let Err(e) = write_pieces(&mut wr, &out, &payload).await {
+            tracing::debug!(node, error = %e, "peer connection write failed");
+            break;
+        }
+    }
+    reader.abort();
+    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, head: &[u8], payload: &[Bytes]) -> std::io::Result<()> {
+    wr.write_all(head).await?;
+    for p in payload {
+        wr.write_all(p).await?;
+    }
+    wr.flush().await
+}
+
+/// Reads one whole frame; `Ok(None)` at a clean end of stream.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<Option<frame::Frame>> {
+    loop {
+        match frame::decode(buf, PEER_FRAME_BYTES_MAX) {
+            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        }
+        // Grow as bytes arrive, never to a length merely announced.
+        let want = frame::partial_len(buf).map(|total| (total - buf.len()).min(READ_CHUNK_BYTES)).unwrap_or(READ_CHUNK_BYTES);
+        buf.reserve(want);
+        if rd.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed mid-frame"))
+            };
+        }
+    }
+}
+
+/// Serves peers on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_conn(stream, addr, registry.clone(), stop.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Message<Answer>>(SERVED_PER_CONNECTION_MAX);
+    let me = registry.node_id();
+    let writer = tokio::spawn(async move {
+        let mut out = BytesMut::new();
+        while let Some(first) = rx.recv().await {
+            let mut messages = vec![first];
+            while messages.len() < MESSAGES_PER_FRAME_MAX {
+                match rx.try_recv() {
+                    Ok(m) => messages.push(m),
+                    Err(_) => break,
+                }
+            }
+            out.clear();
+            PeerFrame { from: me, messages }.encode(&mut out);
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let serving = Arc::new(Semaphore::new(SERVED_PER_CONNECTION_MAX));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            f = read_frame(&mut rd, &mut buf) => f,
+        };
+        let calls = match next {
+            Ok(Some(f)) => match PeerFrame::<Call>::decode(&f) {
+                Ok(calls) => calls,
+                Err(e) => {
+                    let proto = frame::foreign_protocol(&f.body).map(|p| format!(" (it speaks {p})")).unwrap_or_default();
+                    tracing::warn!(%addr, error = %e, "closing a peer connection that sent a bad frame{proto}");
+                    break;
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                let proto =
+                    frame::foreign_protocol(&buf).map(|p| format!(": the peer speaks {p}, not the Weir peer protocol")).unwrap_or_default();
+                tracing::warn!(%addr, error = %e, "closing a peer connection{proto}");
+                break;
+            }
+        };
+        for m in calls.messages {
+            let Ok(permit) = serving.clone().acquire_owned().await else { break };
+            let (registry, tx) = (registry.clone(), tx.clone());
+            tokio::spawn(async move {
+                let body = registry.dispatch(m.group, m.body).await;
+                let _ = tx.send(Message { call_id: m.call_id, group: m.group, body }).await;
+                drop(permit);
+            });
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// The answer for a call to a group this node does not run.
+pub fn no_such_group(node: u64, group: u64) -> Answer {
+    Answer::Error(WireError::new(ErrorCode::NotLeader, format!("node {node} runs no Raft group {group}")))
+}
+
+/// Translates a call into the openraft request for `raft`, and its reply back.
+pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) -> Answer {
+    let failed = |e: &dyn std::fmt::Display| Answer::Error(WireError::new(ErrorCode::ShuttingDown, e.to_string()));
+    match call {
+        Call::Append(a) => match raft.append_entries(convert::append_from_wire(a)).await {
+            Ok(r) => Answer::Append(convert::append_reply_to_wire(&r)),
+            Err(e) => failed(&e),
+        },
+        Call::Vote(v) => match raft.vote(convert::vote_request_from_wire(v)).await {
+            Ok(r) => Answer::Vote(convert::vote_reply_to_wire(&r)),
+            Err(e) => failed(&e),
+        },
+        Call::Snapshot(s) => match raft.install_snapshot(convert::snapshot_from_wire(s)).await {
+            Ok(r) => Answer::Snapshot(weir_net::peer::SnapshotReply { vote: convert::vote_to_wire(&r.vote) }),
+            Err(e) => failed(&e),
+        },
+    }
+}

@@ -1,0 +1,242 @@
+//! The state a partition group applies committed entries to: the last
+//! applied id, the membership, and the high watermark (the offset after the
+//! last committed record), which fetches read up to and waiters watch.
+//!
+//! The state is small and derived from the log, so openraft's snapshots are
+//! small: what they cover and where the log starts after them. Installing
+//! one resets the local log to start there ([`PartitionLog::reset`]). The
+//! membership is also kept in a file beside the segments, written when a
+//! membership entry is applied, so a restart knows it even after the entry
+//! is purged.
+
+// openraft's trait signatures fix the error type (`StorageError`, ~200 bytes).
+#![allow(clippy::result_large_err)]
+
+use super::log_store::SharedLog;
+use super::{Applied, Proposal, TypeConfig, convert};
+use crate::{blocking, clock};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use weir_core::batch::BatchHeader;
+use weir_core::disk::{self, Disk};
+use weir_net::peer;
+
+/// The membership file beside the segments.
+pub const MEMBERSHIP_FILE: &str = "raft-membership";
+/// Largest snapshot or membership file read back.
+const SMALL_FILE_MAX: u64 = 1 << 20;
+
+type Result<T> = std::result::Result<T, StorageError<u64>>;
+
+fn sm_error(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+}
+
+/// What a snapshot's bytes hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct SnapshotData {
+    /// The offset after the last record the snapshot covers: where the log
+    /// of a replica installing it starts.
+    next_offset: u64,
+}
+
+/// The membership file's contents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MembershipFile {
+    log_id: Option<peer::LogId>,
+    membership: peer::Membership,
+}
+
+#[derive(Debug)]
+struct State {
+    applied: Option<openraft::LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    high_watermark: u64,
+    snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// The state machine of one group (cheap to clone: shared state).
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    state: Arc<Mutex<State>>,
+    log: SharedLog,
+    disk: Arc<dyn Disk>,
+    high_watermark: watch::Sender<u64>,
+}
+
+impl StateMachine {
+    /// Recovers the applied state from the log: applied is the committed id
+    /// it saved (never past its end), the high watermark the end of that
+    /// entry. Entries after it are applied again by openraft.
+    pub async fn open(log: SharedLog, disk: Arc<dyn Disk>) -> std::result::Result<StateMachine, weir_core::log::LogError> {
+        let guard = log.clone().lock_owned().await;
+        let disk2 = disk.clone();
+        let (applied, high_watermark, membership) = blocking::run(move || {
+            let last = guard.last_log_id();
+            let committed = guard.committed()?.filter(|c| last.is_some_and(|l| l.index >= c.index));
+            let purged = guard.purged_log_id();
+            let applied = match (committed, purged) {
+                (Some(c), Some(p)) if p.index > c.index => Some(p),
+                (c, p) => c.or(p),
+            };
+            let high_watermark = match applied {
+                Some(a) if Some(a) != purged => {
+                    guard.entries(a.index..a.index + 1, 0)?.first().map(|e| e.next_offset).unwrap_or_else(|| guard.log_start_offset())
+                }
+                _ => guard.log_start_offset(),
+            };
+            let membership = match disk::read_small(&*disk2, &guard.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? {
+                Some(raw) => match postcard::from_bytes::<MembershipFile>(&raw) {
+                    Ok(m) => convert::stored_membership_from_wire(m.log_id, m.membership),
+                    Err(e) => {
+                        tracing::warn!(dir = %guard.dir().display(), error = %e, "membership file unreadable: the log's membership entries are used");
+                        StoredMembership::default()
+                    }
+                },
+                None => StoredMembership::default(),
+            };
+            Ok::<_, weir_core::log::LogError>((applied.map(convert::log_id_to_raft), high_watermark, membership))
+        })
+        .await?;
+        let (high_watermark, _) = watch::channel(high_watermark);
+        let state = State { applied, membership, high_watermark: *high_watermark.borrow(), snapshot: None, snapshots_built: 0 };
+        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, high_watermark })
+    }
+
+    /// The high watermark: committed and applied records end here.
+    pub fn high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn save_membership(&self, m: &StoredMembership<u64, BasicNode>) -> Result<()> {
+        let (log_id, membership) = convert::stored_membership_to_wire(m);
+        let bytes = postcard::to_stdvec(&MembershipFile { log_id, membership }).expect("postcard encoding of owned data cannot fail");
+        let dir = self.log.lock().await.dir().to_path_buf();
+        let disk = self.disk.clone();
+        blocking::run(move || disk::write_atomic(&*disk, &dir, MEMBERSHIP_FILE, &bytes)).await.map_err(|e| sm_error(ErrorVerb::Write, e))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let mut s = self.lock();
+        s.snapshots_built += 1;
+        let meta = SnapshotMeta {
+            last_log_id: s.applied,
+            last_membership: s.membership.clone(),
+            snapshot_id: format!("{}-{}", s.applied.map(|a| a.index).unwrap_or(0), s.snapshots_built),
+        };
+        let data =
+            postcard::to_stdvec(&SnapshotData { next_offset: s.high_watermark }).expect("postcard encoding of owned data cannot fail");
+        s.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<openraft::LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+        let s = self.lock();
+        Ok((s.applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut membership = None;
+        let mut hw = {
+            let s = self.lock();
+            s.high_watermark
+        };
+        let mut applied = None;
+        for e in entries {
+            let result = match &e.payload {
+                EntryPayload::Normal(Proposal { batches, .. }) => {
+                    let base = hw;
+                    for b in batches {
+                        let h = BatchHeader::parse(b).map_err(|err| sm_error(ErrorVerb::Read, err))?;
+                        if h.base_offset != hw {
+                            return Err(sm_error(
+                                ErrorVerb::Read,
+                                format!("entry {} holds offset {} where {hw} was due: the log is not dense", e.log_id.index, h.base_offset),
+                            ));
+                        }
+                        hw = h.next_offset();
+                    }
+                    Applied { base_offset: base, next_offset: hw }
+                }
+                EntryPayload::Blank => Applied { base_offset: hw, next_offset: hw },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
+                    Applied { base_offset: hw, next_offset: hw }
+                }
+            };
+            applied = Some(e.log_id);
+            out.push(result);
+        }
+        if let Some(m) = &membership {
+            self.save_membership(m).await?;
+        }
+        let mut s = self.lock();
+        if let Some(m) = membership {
+            s.membership = m;
+        }
+        if applied.is_some() {
+            s.applied = applied;
+        }
+        s.high_watermark = hw;
+        drop(s);
+        self.high_watermark.send_if_modified(|cur| {
+            let moved = hw > *cur;
+            *cur = (*cur).max(hw);
+            moved
+        });
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<()> {
+        let raw = snapshot.into_inner();
+        let data: SnapshotData = postcard::from_bytes(&raw).map_err(|e| sm_error(ErrorVerb::Read, format!("snapshot unreadable: {e}")))?;
+        let purged = meta.last_log_id.map(convert::log_id_to_log);
+        let mut guard = self.log.clone().lock_owned().await;
+        blocking::run(move || guard.reset(data.next_offset, purged, clock::now())).await.map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        self.save_membership(&meta.last_membership).await?;
+        let mut s = self.lock();
+        s.applied = meta.last_log_id;
+        s.membership = meta.last_membership.clone();
+        s.high_watermark = data.next_offset;
+        s.snapshot = Some((meta.clone(), raw));
+        drop(s);
+        self.high_watermark.send_replace(data.next_offset);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        let s = self.lock();
+        Ok(s.snapshot.clone().map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
