@@ -760,6 +760,18 @@ impl PartitionLog {
     /// `max_bytes` of them (the first is returned whole whatever its size).
     /// Fewer than asked means the log holds no more (or the budget ran out).
     pub fn entries(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
+        self.read_entries(range, max_bytes, false)
+    }
+
+    /// As [`PartitionLog::entries`], but each data batch is cut to its
+    /// header ([`batch::HEADER_LEN`] bytes, its header CRC checked):
+    /// everything applying an entry needs, without reading payloads back.
+    /// Control batches come whole.
+    pub fn entry_heads(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
+        self.read_entries(range, max_bytes, true)
+    }
+
+    fn read_entries(&self, range: std::ops::Range<u64>, max_bytes: usize, heads_only: bool) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut budget = max_bytes;
         let mut from = range.start;
@@ -771,7 +783,7 @@ impl PartitionLog {
                 continue;
             }
             let before = out.len();
-            let done = seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, &mut out)?;
+            let done = seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, heads_only, &mut out)?;
             // Entries are contiguous in index: a segment that skips some
             // (damaged, or cut short) must not go unnoticed.
             if before > 0

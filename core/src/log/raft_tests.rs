@@ -132,6 +132,13 @@ fn an_entry_of_several_batches_is_read_back_whole_and_a_torn_one_is_cut_whole() 
         .collect();
     assert_eq!(rests, vec![(2, 2), (2, 1), (2, 0)]);
     assert_eq!((entries[0].base_offset, entries[0].next_offset), (1, 4));
+    // Heads only: data batches cut to their headers, the control batch whole.
+    let heads = log.entry_heads(2..3, usize::MAX).unwrap();
+    assert_eq!((heads[0].log_id, heads[0].base_offset, heads[0].next_offset), (id(1, 2), 1, 4));
+    let whole = &entries[0].batches;
+    let expected: Vec<u8> =
+        [&whole[..batch::HEADER_LEN], &whole[b1.len()..b1.len() + b2.len()], &whole[b1.len() + b2.len()..][..batch::HEADER_LEN]].concat();
+    assert_eq!(&heads[0].batches[..], &expected[..]);
     log.flush().unwrap();
     drop(log);
     // Tear the entry after its second batch (as a crash tearing the write would).
@@ -580,4 +587,20 @@ fn a_crash_at_any_step_of_truncate_purge_or_reset_leaves_a_consistent_log() {
             }
         }
     }
+}
+
+#[test]
+fn entry_heads_walk_every_entry_of_a_range() {
+    let disk = SimDisk::new(9);
+    let mut log = open(&disk);
+    let member = BatchBuilder::control_with(0, &ControlBody::Membership(vec![7u8; 180].into()));
+    log.append_entry(id(1, 1), &[&member], Timestamp(0)).unwrap();
+    log.append_entry(id(1, 2), &[&BatchBuilder::control(0)], Timestamp(0)).unwrap();
+    log.append_entry(id(1, 3), &[&data(&[b"a0"]), &data(&[b"b0"])], Timestamp(0)).unwrap();
+    log.append_entry(id(1, 4), &[&data(&[b"a1"]), &data(&[b"b1"])], Timestamp(0)).unwrap();
+    let heads = log.entry_heads(1..5, usize::MAX).unwrap();
+    let lens: Vec<usize> = heads.iter().map(|e| e.batches.len()).collect();
+    assert_eq!(lens, vec![member.len(), BatchBuilder::control(0).len(), 2 * batch::HEADER_LEN, 2 * batch::HEADER_LEN]);
+    let offsets: Vec<(u64, u64)> = heads.iter().map(|e| (e.base_offset, e.next_offset)).collect();
+    assert_eq!(offsets, vec![(0, 0), (0, 0), (0, 2), (2, 4)]);
 }

@@ -720,6 +720,26 @@ impl Segment {
         Ok(h)
     }
 
+    /// An entry's batches with data batches cut to their (CRC-checked)
+    /// headers; control batches are small and read whole, CRC-checked.
+    fn read_heads(&self, log: &dyn DiskFile, walk: &[(u64, BatchHeader)], batch_bytes_max: usize) -> Result<Bytes, LogError> {
+        let mut buf = BytesMut::new();
+        for (p, h) in walk {
+            let len = if h.is_control() { h.total_len() } else { HEADER_LEN };
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            let n = log.read_at(&mut buf[start..], *p)?;
+            if n < len {
+                return Err(self.corrupt(*p, h.base_offset, format!("batch at offset {} truncated", h.base_offset)));
+            }
+            if h.is_control() {
+                let whole = Bytes::copy_from_slice(&buf[start..]);
+                self.check(&whole, h.base_offset, batch_bytes_max).map_err(|reason| self.corrupt(*p, h.base_offset, reason))?;
+            }
+        }
+        Ok(buf.freeze())
+    }
+
     /// Appends to `out` the whole Raft entries of this segment with indexes
     /// in `from..to`, in order, each CRC-checked, while `budget` bytes last
     /// (the first entry of a read is taken whole whatever its size). Returns
@@ -730,6 +750,7 @@ impl Segment {
         to: u64,
         budget: &mut usize,
         batch_bytes_max: usize,
+        heads_only: bool,
         out: &mut Vec<Entry>,
     ) -> Result<bool, LogError> {
         let Some((mut pos, mut offset)) = self.entry_position(from, batch_bytes_max)? else { return Ok(false) };
@@ -742,9 +763,27 @@ impl Segment {
             }
             let mut len = first.total_len() as u64;
             let mut last = first;
+            let mut walk = vec![(pos, first)];
             while last.entry_rest > 0 {
                 last = self.checked_header_at(&*log, pos + len, Some(last.next_offset()), batch_bytes_max)?;
+                walk.push((pos + len, last));
                 len += last.total_len() as u64;
+            }
+            if heads_only {
+                let heads = self.read_heads(&*log, &walk, batch_bytes_max)?;
+                *budget = budget.saturating_sub(heads.len());
+                out.push(Entry {
+                    log_id: LogId::of(&first).expect("entries are read only from Raft indexes"),
+                    batches: heads,
+                    base_offset: offset,
+                    next_offset: last.next_offset(),
+                });
+                pos += len;
+                offset = last.next_offset();
+                if *budget == 0 {
+                    return Ok(true);
+                }
+                continue;
             }
             if !out.is_empty() && len as usize > *budget {
                 return Ok(true);

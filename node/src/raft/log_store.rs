@@ -23,7 +23,7 @@ use openraft::{AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, OptionalS
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use weir_core::batch::{BatchBuilder, BatchHeader, ControlBody, HEADER_LEN};
 use weir_core::canary::{self, Canary};
 use weir_core::disk::Disk;
@@ -63,17 +63,26 @@ fn index_range(range: &impl RangeBounds<u64>) -> std::ops::Range<u64> {
     start..end
 }
 
-/// Turns a stored entry back into openraft's. With `headers_only`, data
-/// batches are cut to their headers (what the state machine reads).
-fn to_raft_entry(e: &log::Entry, headers_only: bool) -> std::result::Result<Entry<TypeConfig>, LogError> {
+/// Turns a stored entry back into openraft's. With `heads_only` the entry
+/// was read by [`PartitionLog::entry_heads`]: data batches are headers only
+/// (what the state machine reads).
+fn to_raft_entry(e: &log::Entry, heads_only: bool) -> std::result::Result<Entry<TypeConfig>, LogError> {
     let mut batches = Vec::new();
     let mut at = 0;
     let bytes = &e.batches;
     let mut payload = None;
     while at < bytes.len() {
         let h = BatchHeader::parse(&bytes[at..])?;
-        let whole = bytes.slice(at..at + h.total_len());
-        at += h.total_len();
+        let len = if heads_only && !h.is_control() { HEADER_LEN } else { h.total_len() };
+        if at + len > bytes.len() {
+            return Err(LogError::RaftOrder(format!(
+                "entry {} ends inside a batch (at {at}, {len} bytes, of {})",
+                e.log_id.index,
+                bytes.len()
+            )));
+        }
+        let whole = bytes.slice(at..at + len);
+        at += len;
         if h.is_control() {
             let body = weir_core::batch::RecordBatch::decode(&whole, whole.len())?.0.control_body()?;
             payload = Some(match body {
@@ -83,8 +92,6 @@ fn to_raft_entry(e: &log::Entry, headers_only: bool) -> std::result::Result<Entr
                         .map_err(|why| LogError::InvalidBatch(weir_core::batch::BatchError::BadControl(why)))?,
                 ),
             });
-        } else if headers_only {
-            batches.push(whole.slice(..HEADER_LEN));
         } else {
             batches.push(whole);
         }
@@ -97,17 +104,12 @@ fn to_raft_entry(e: &log::Entry, headers_only: bool) -> std::result::Result<Entr
     Ok(Entry { log_id: convert::log_id_to_raft(e.log_id), payload })
 }
 
-async fn read_entries(
-    log: &SharedLog,
-    range: std::ops::Range<u64>,
-    max_bytes: usize,
-    headers_only: bool,
-) -> Result<Vec<Entry<TypeConfig>>> {
+async fn read_entries(log: &SharedLog, range: std::ops::Range<u64>, max_bytes: usize, heads_only: bool) -> Result<Vec<Entry<TypeConfig>>> {
     let range = convert::index_range_to_log(range);
     let guard = log.clone().lock_owned().await;
     blocking::run(move || {
-        let stored = guard.entries(range, max_bytes).map_err(read_error)?;
-        stored.iter().map(|e| to_raft_entry(e, headers_only).map_err(read_error)).collect()
+        let stored = if heads_only { guard.entry_heads(range, max_bytes) } else { guard.entries(range, max_bytes) };
+        stored.map_err(read_error)?.iter().map(|e| to_raft_entry(e, heads_only).map_err(read_error)).collect()
     })
     .await
 }
@@ -116,15 +118,51 @@ async fn read_entries(
 #[derive(Debug, Clone)]
 pub struct LogStore {
     log: SharedLog,
-    disk: Arc<dyn Disk>,
+    /// Appends waiting for the flusher to make them durable.
+    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     /// The vote, kept in memory only (the vote-not-persisted canary).
     canary_vote: Option<Option<log::Vote>>,
 }
 
 impl LogStore {
+    /// The store, and its flusher (which ends when the store is dropped).
     pub fn new(log: SharedLog, disk: Arc<dyn Disk>, canary: Option<Canary>) -> LogStore {
         let canary_vote = canary::on(canary, Canary::VoteNotPersisted).then_some(None);
-        LogStore { log, disk, canary_vote }
+        let (flushes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(flusher(log.clone(), disk, rx));
+        LogStore { log, flushes, canary_vote }
+    }
+}
+
+/// Group commit under Raft: one fdatasync covers every append made before
+/// it began, then each of them is reported flushed. Appends continue while
+/// a sync runs; the next sync takes all of them.
+async fn flusher(log: SharedLog, disk: Arc<dyn Disk>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = rx.recv().await {
+        let mut done = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            done.push(c);
+        }
+        let job = log.lock().await.begin_flush();
+        let result = match job {
+            Ok(job) => {
+                let (job, r) = blocking::run(move || {
+                    let r = job.run();
+                    (job, r)
+                })
+                .await;
+                // A simulated disk's fsync latency is paid before the flush is reported.
+                let owed = disk.take_latency();
+                if !owed.is_zero() {
+                    tokio::time::sleep(owed).await;
+                }
+                log.lock().await.complete_flush(job, r).map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        for c in done {
+            c.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        }
     }
 }
 
@@ -248,17 +286,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let parts: Vec<&[u8]> = batches.iter().map(|b| b.as_ref()).collect();
                 log.append_entry(convert::log_id_to_log(e.log_id), &parts, now)?;
             }
-            log.flush().map(|_| ())
+            Ok(())
         })
         .await;
-        // A simulated disk's fsync latency is paid before the flush is reported.
-        let owed = self.disk.take_latency();
-        if !owed.is_zero() {
-            tokio::time::sleep(owed).await;
-        }
         match written {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                // The flusher syncs it (with whatever else was appended by
+                // then) and reports it: openraft replicates meanwhile, so
+                // the leader's fsync overlaps its followers'.
+                if let Err(tokio::sync::mpsc::error::SendError(callback)) = self.flushes.send(callback) {
+                    callback.log_io_completed(Err(std::io::Error::other("the group's flusher stopped")));
+                }
                 Ok(())
             }
             Err(e) => {

@@ -111,3 +111,16 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         m.node.close_group(&m.group).await;
     }
 }
+
+#[test]
+fn entry_heads_on_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: Arc<dyn Disk> = Arc::new(RealDisk::default());
+    let (mut log, _) = PartitionLog::open(disk, dir.path(), LogConfig::default(), crate::clock::now()).unwrap();
+    let id = |i| weir_core::log::LogId { term: 1, node: 0, index: i };
+    log.append_entry(id(1), &[&weir_core::batch::BatchBuilder::control(0)], crate::clock::now()).unwrap();
+    log.append_entry(id(2), &[&batch("a0"), &batch("b0")], crate::clock::now()).unwrap();
+    let heads = log.entry_heads(1..3, usize::MAX).unwrap();
+    let lens: Vec<usize> = heads.iter().map(|e| e.batches.len()).collect();
+    assert_eq!(lens[1], 2 * weir_core::batch::HEADER_LEN, "{lens:?}");
+}
