@@ -120,12 +120,22 @@ pub struct SnapshotReply {
     pub vote: Vote,
 }
 
-/// A call to a peer's Raft group.
+/// The node-level heartbeat: the groups the sender leads, with their
+/// terms. One per peer per tick stands in for the heartbeats of every idle
+/// group (their followers do not elect while it keeps coming).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeHeartbeat {
+    pub leading: Vec<(u64, u64)>,
+}
+
+/// A call to a peer's Raft group (or, for a heartbeat, to the peer node;
+/// its group id is 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Append(AppendEntries),
     Vote(VoteRequest),
     Snapshot(SnapshotChunk),
+    Heartbeat(NodeHeartbeat),
 }
 
 /// The answer to a [`Call`].
@@ -136,6 +146,7 @@ pub enum Answer {
     Snapshot(SnapshotReply),
     /// The call could not be served (unknown group, group stopping, ...).
     Error(WireError),
+    Heartbeat,
 }
 
 /// One message in a frame: which call, to which group.
@@ -181,6 +192,7 @@ enum WireCall {
     Append(WireAppend),
     Vote(VoteRequest),
     Snapshot(SnapshotChunk),
+    Heartbeat(NodeHeartbeat),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -256,6 +268,7 @@ impl PeerFrame<Call> {
                     }),
                     Call::Vote(v) => WireCall::Vote(v.clone()),
                     Call::Snapshot(s) => WireCall::Snapshot(s.clone()),
+                    Call::Heartbeat(h) => WireCall::Heartbeat(h.clone()),
                 };
                 WireMessage { call_id: m.call_id, group: m.group, body }
             })
@@ -283,6 +296,7 @@ impl PeerFrame<Call> {
             let body = match m.body {
                 WireCall::Vote(v) => Call::Vote(v),
                 WireCall::Snapshot(s) => Call::Snapshot(s),
+                WireCall::Heartbeat(h) => Call::Heartbeat(h),
                 WireCall::Append(a) => {
                     let mut entries = Vec::with_capacity(a.entries.len());
                     for e in a.entries {
@@ -384,6 +398,7 @@ mod tests {
                     group: 0,
                     body: Call::Append(AppendEntries { vote, prev_log_id: None, leader_commit: None, entries: vec![] }),
                 },
+                Message { call_id: 4, group: 0, body: Call::Heartbeat(NodeHeartbeat { leading: vec![(9, 3), (11, 1)] }) },
             ],
         }
     }

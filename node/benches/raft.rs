@@ -89,12 +89,83 @@ async fn load(leader: Arc<Group>, proposers: usize, payload: Bytes, secs: u64) -
     (entries, entries * payload.len() as u64, all)
 }
 
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `groups` idle groups on 3 voters (leaders spread over the nodes): CPU
+/// used per node over `secs`, and how many groups changed term meanwhile.
+async fn idle(root: &Path, groups: u64, secs: u64) {
+    let (stop, rx) = weir_node::tasks::Shutdown::new();
+    let mut listeners = Vec::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.push(l);
+    }
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let node = RaftNode::new(i as u64 + 1, Timing::default(), rx.clone());
+        node.serve(l, rx.clone());
+        for (n, a) in &addrs {
+            node.set_address(*n, a.clone());
+        }
+        nodes.push(node);
+    }
+    let disk: Arc<dyn Disk> = Arc::new(RealDisk::default());
+    let config = LogConfig { preallocate_bytes: 0, retention_ms: None, ..LogConfig::default() };
+    let mut all = Vec::new();
+    for g in 1..=groups {
+        let mut members = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let dir = root.join(format!("n{}/g{g}", i + 1));
+            let (log, _) = PartitionLog::open(disk.clone(), &dir, config.clone(), weir_node::clock::now()).expect("open log");
+            members.push(node.open_group(g, log, disk.clone()).await.expect("group"));
+        }
+        members[(g % 3) as usize].bootstrap(addrs.clone()).await.expect("bootstrap");
+        all.push(members);
+    }
+    for m in &all {
+        m[0].wait_for_leader(Duration::from_secs(30)).await.expect("a leader");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let terms: Vec<u64> = all.iter().map(|m| m[0].status().term).collect();
+    let t0 = (Instant::now(), cpu_seconds());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let used = cpu_seconds() - t0.1;
+    let elapsed = t0.0.elapsed().as_secs_f64();
+    let changed = all.iter().zip(&terms).filter(|(m, t)| m[0].status().term != **t).count();
+    println!(
+        "raft idle {groups} groups × 3 voters: {:.1} % of a core per node ({:.2} CPU s in {elapsed:.1} s for 3 nodes), {changed} groups changed term",
+        used / elapsed / 3.0 * 100.0,
+        used
+    );
+    stop.trigger();
+    for m in &all {
+        for (n, g) in nodes.iter().zip(m) {
+            n.close_group(g).await;
+        }
+    }
+}
+
 fn main() {
     let base = std::env::var_os("WEIR_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     std::fs::create_dir_all(&base).expect("bench dir");
     let secs: u64 = std::env::var("WEIR_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
+        if let Some(groups) = std::env::var("WEIR_BENCH_IDLE_GROUPS").ok().and_then(|v| v.parse().ok()) {
+            let tmp = tempfile::tempdir_in(&base).expect("temp dir");
+            return idle(tmp.path(), groups, secs).await;
+        }
         for voters in [1u64, 3] {
             let tmp = tempfile::tempdir_in(&base).expect("temp dir");
             let (nodes, groups, stop) = cluster(tmp.path(), voters).await;

@@ -49,6 +49,8 @@ pub struct ClusterOptions {
     pub canary: Option<Canary>,
     /// Every fault is a crash with power loss, sometimes of every node.
     pub force_power_loss: bool,
+    /// Raft timing of every node.
+    pub timing: Timing,
 }
 
 impl ClusterOptions {
@@ -59,6 +61,7 @@ impl ClusterOptions {
             liveness_bound: Duration::from_secs(30),
             canary: None,
             force_power_loss: false,
+            timing: Timing::default(),
         }
     }
 }
@@ -139,9 +142,9 @@ pub fn run(seed: u64, opts: &ClusterOptions) -> ClusterReport {
 /// One node's main: the Raft node, its group on the simulated disk, an
 /// observer and the proposers. A node whose disk fails at start waits for
 /// the next restart, as an operator would restart it.
-async fn node_main(id: u64, nodes: u64, disk: SimDisk, shared: Arc<Shared>, canary: Option<Canary>) {
+async fn node_main(id: u64, nodes: u64, disk: SimDisk, shared: Arc<Shared>, canary: Option<Canary>, timing: Timing) {
     let (_stop, rx) = weir_node::tasks::Shutdown::new();
-    let node = RaftNode::new(id, Timing::default(), rx.clone());
+    let node = RaftNode::new(id, timing, rx.clone());
     let listener = match tokio::net::TcpListener::bind(raft_addr(id)).await {
         Ok(l) => l,
         Err(e) => {
@@ -286,8 +289,8 @@ async fn scenario(seed: u64, opts: ClusterOptions) -> ClusterReport {
             .name(format!("weir-{id}"))
             .ip(ip(id))
             .init({
-                let (disk, shared, canary, n) = (disk.clone(), shared.clone(), opts.canary, opts.nodes);
-                move || node_main(id, n, disk.clone(), shared.clone(), canary)
+                let (disk, shared, canary, n, timing) = (disk.clone(), shared.clone(), opts.canary, opts.nodes, opts.timing);
+                move || node_main(id, n, disk.clone(), shared.clone(), canary, timing)
             })
             .build();
         nodes.push(node);
@@ -559,4 +562,72 @@ fn check_acks(acks: &[(String, u64)], log: &ReplicaLog) -> Vec<(ClusterAnomaly, 
         }
     }
     out
+}
+
+/// Idle groups: `groups` groups on `nodes` nodes, leaders spread, nothing
+/// proposed and no faults for `quiet` of simulated time. Returns how many
+/// groups changed term (elected) after all had their first leader: an idle
+/// cluster must never elect.
+pub fn run_idle(seed: u64, nodes: u64, groups: u64, quiet: Duration) -> usize {
+    weir_node::clock::sim_reset();
+    let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.set_time_limit(quiet + Duration::from_secs(120));
+    rt.block_on(async move {
+        let handle = Handle::current();
+        let terms: Arc<Mutex<BTreeMap<(u64, u64), u64>>> = Arc::default();
+        let mut hosts = Vec::new();
+        for id in 1..=nodes {
+            let disk = SimDisk::new(seed ^ (id << 32));
+            let terms = terms.clone();
+            hosts.push(
+                handle
+                    .create_node()
+                    .name(format!("weir-{id}"))
+                    .ip(ip(id))
+                    .init(move || idle_node(id, nodes, groups, disk.clone(), terms.clone()))
+                    .build(),
+            );
+        }
+        // Every group led, then a quiet stretch.
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if lock(&terms).len() as u64 == groups * nodes && lock(&terms).values().all(|t| *t > 0) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = lock(&terms).clone();
+        tokio::time::sleep(quiet).await;
+        let after = lock(&terms).clone();
+        drop(hosts);
+        (1..=groups).filter(|g| (1..=nodes).any(|n| before.get(&(n, *g)) != after.get(&(n, *g)))).count()
+    })
+}
+
+async fn idle_node(id: u64, nodes: u64, groups: u64, disk: SimDisk, terms: Arc<Mutex<BTreeMap<(u64, u64), u64>>>) {
+    let (_stop, rx) = weir_node::tasks::Shutdown::new();
+    let node = RaftNode::new(id, Timing::default(), rx.clone());
+    let listener = tokio::net::TcpListener::bind(raft_addr(id)).await.expect("bind");
+    node.serve(listener, rx);
+    let members: BTreeMap<u64, String> = (1..=nodes).map(|n| (n, raft_addr(n))).collect();
+    for (n, a) in &members {
+        node.set_address(*n, a.clone());
+    }
+    let disk: Arc<dyn Disk> = Arc::new(disk);
+    let mut all = Vec::new();
+    for g in 1..=groups {
+        let dir = PathBuf::from(format!("/weir/group-{g}"));
+        let (log, _) = PartitionLog::open(disk.clone(), &dir, log_config(None), weir_node::clock::now()).expect("healthy disk");
+        let group = node.open_group(g, log, disk.clone()).await.expect("group");
+        if g % nodes + 1 == id {
+            group.bootstrap(members.clone()).await.expect("bootstrap");
+        }
+        all.push(group);
+    }
+    loop {
+        for (g, group) in (1..=groups).zip(&all) {
+            lock(&terms).insert((id, g), group.status().term);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -331,3 +331,13 @@ fn canary_ack_before_majority_is_caught() {
 fn canary_vote_not_persisted_is_caught() {
     canary_is_caught("vote-not-persisted", 3, &["ElectionSafety", "Diverged", "Lost", "Moved", "NoLeader"]);
 }
+
+/// 200 idle groups on 3 nodes for 10 simulated minutes: not one election
+/// (the node heartbeat keeps every idle group's followers quiet).
+#[test]
+fn idle_groups_never_elect() {
+    let t = Instant::now();
+    let changed = cluster::run_idle(env_u64("WEIR_SIM_SEED").unwrap_or(1), 3, 200, Duration::from_secs(600));
+    println!("200 idle groups × 3 nodes, 10 simulated minutes: {changed} groups elected again ({:.1}s)", t.elapsed().as_secs_f64());
+    assert_eq!(changed, 0, "idle groups elected");
+}

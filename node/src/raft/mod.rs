@@ -26,6 +26,7 @@ mod network;
 pub mod peer;
 mod runtime;
 mod state_machine;
+mod tick;
 
 pub use log_store::{REPLICATION_READ_BYTES_MAX, SharedLog};
 pub use peer::Peers;
@@ -126,6 +127,9 @@ impl ProposeError {
 pub struct Registry {
     node_id: u64,
     groups: RwLock<HashMap<u64, Raft<TypeConfig>>>,
+    peers: Arc<Peers>,
+    /// The last node heartbeat from each peer.
+    heard: std::sync::Mutex<HashMap<u64, tick::Heard>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -144,16 +148,32 @@ impl Registry {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
 
-    /// Serves one peer call.
-    pub async fn dispatch(&self, group: u64, call: Call) -> Answer {
+    /// Serves one peer call from node `from`.
+    pub async fn dispatch(&self, from: u64, group: u64, call: Call) -> Answer {
+        if let Call::Heartbeat(beat) = call {
+            tick::record(&self.heard, from, beat);
+            return Answer::Heartbeat;
+        }
         match self.get(group) {
             Some(raft) => peer::serve_call(&raft, call).await,
             None => peer::no_such_group(self.node_id, group),
         }
     }
 
-    fn all(&self) -> Vec<Raft<TypeConfig>> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    fn all(&self) -> Vec<(u64, Raft<TypeConfig>)> {
+        let mut all: Vec<(u64, Raft<TypeConfig>)> =
+            self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(g, r)| (*g, r.clone())).collect();
+        // In id order: a simulation replays the same sequence of calls.
+        all.sort_unstable_by_key(|(g, _)| *g);
+        all
+    }
+
+    fn heard(&self) -> HashMap<u64, tick::Heard> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 }
 
@@ -170,13 +190,10 @@ impl RaftNode {
     /// A node with no groups yet. Spawns its heartbeat tick (until `stop`).
     pub fn new(id: u64, timing: Timing, stop: watch::Receiver<bool>) -> Arc<RaftNode> {
         assert!(id <= NODE_ID_MAX, "node ids are validated by the configuration");
-        let node = Arc::new(RaftNode {
-            id,
-            timing,
-            peers: Peers::new(id),
-            registry: Arc::new(Registry { node_id: id, groups: RwLock::default() }),
-        });
-        tokio::spawn(heartbeat_tick(Arc::downgrade(&node.registry), Duration::from_millis(timing.heartbeat_ms), stop));
+        let peers = Peers::new(id);
+        let registry = Arc::new(Registry { node_id: id, groups: RwLock::default(), peers: peers.clone(), heard: Default::default() });
+        let node = Arc::new(RaftNode { id, timing, peers, registry });
+        tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
         node
     }
 
@@ -193,11 +210,17 @@ impl RaftNode {
     fn config(&self, group: u64) -> Result<Arc<openraft::Config>, String> {
         let config = openraft::Config {
             cluster_name: format!("weir-group-{group}"),
-            heartbeat_interval: self.timing.heartbeat_ms,
+            // Our node tick sends heartbeats (`timing.heartbeat_ms`); to
+            // openraft this is only its own tick period (×1.5) and every
+            // AppendEntries' timeout, which must outlast a slow follower's
+            // fsync of a 4 MiB read: half the election timeout.
+            heartbeat_interval: self.timing.heartbeat_ms.max(self.timing.election_min_ms / 2),
             election_timeout_min: self.timing.election_min_ms,
             election_timeout_max: self.timing.election_max_ms,
-            // The node tick sends heartbeats for every group at once.
+            // The node tick keeps groups alive and runs their elections
+            // (see `tick`): one message per peer per tick, not per group.
             enable_heartbeat: false,
+            enable_elect: false,
             max_payload_entries: 256,
             // Snapshots are tiny and built on demand; the log is purged only
             // by retention, at segment boundaries, never automatically.
@@ -227,23 +250,6 @@ impl RaftNode {
     pub async fn close_group(&self, group: &Group) {
         self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group.id);
         let _ = group.raft.shutdown().await;
-    }
-}
-
-/// Asks every group this node leads to heartbeat, every `every`.
-async fn heartbeat_tick(registry: std::sync::Weak<Registry>, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = crate::tasks::stopped(&mut stop) => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let Some(registry) = registry.upgrade() else { break };
-        for raft in registry.all() {
-            if raft.metrics().borrow().state == ServerState::Leader {
-                let _ = raft.trigger().heartbeat().await;
-            }
-        }
     }
 }
 

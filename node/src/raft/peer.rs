@@ -97,6 +97,13 @@ impl Peers {
         }
     }
 
+    /// Every node with a known address.
+    pub fn known(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn conn(self: &Arc<Self>, node: u64) -> Result<Arc<ConnHandle>, PeerError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = conns.get(&node).filter(|c| !c.0.queue.is_closed()) {
@@ -319,7 +326,7 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
             let Ok(permit) = serving.clone().acquire_owned().await else { break };
             let (registry, tx) = (registry.clone(), tx.clone());
             tokio::spawn(async move {
-                let body = registry.dispatch(m.group, m.body).await;
+                let body = registry.dispatch(calls.from, m.group, m.body).await;
                 let _ = tx.send(Message { call_id: m.call_id, group: m.group, body }).await;
                 drop(permit);
             });
@@ -346,6 +353,8 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
             Ok(r) => Answer::Vote(convert::vote_reply_to_wire(&r)),
             Err(e) => failed(&e),
         },
+        // Node heartbeats are served by the registry, never by a group.
+        Call::Heartbeat(_) => Answer::Heartbeat,
         Call::Snapshot(s) => match raft.install_snapshot(convert::snapshot_from_wire(s)).await {
             Ok(r) => Answer::Snapshot(weir_net::peer::SnapshotReply { vote: convert::vote_to_wire(&r.vote) }),
             Err(e) => failed(&e),

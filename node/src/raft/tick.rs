@@ -1,0 +1,149 @@
+//! The node tick: liveness for every group at the cost of one message per
+//! peer, not one per group (CockroachDB-style coalesced heartbeats).
+//!
+//! openraft's own heartbeat and election timers are off. Every tick a node
+//! sends each peer one [`NodeHeartbeat`] listing the groups it leads with
+//! their terms, and asks openraft for a per-group heartbeat only for groups
+//! that changed since the last tick (so followers learn the commit index
+//! once writes stop). A follower whose group's leader has been heard lately,
+//! leading that group in the follower's term, stays quiet; otherwise, after
+//! its group's election timeout, the tick makes it campaign. Idle groups
+//! thus cost nothing per group on the wire. The timeout of each group is
+//! spread over [election_min, election_max] by a hash of (node, group,
+//! attempt) plus a random draw from the runtime's RNG (madsim's under
+//! simulation, so a seed replays): candidates rarely collide, and which node
+//! campaigns first changes from one election to the next.
+
+use super::{Registry, Timing};
+use openraft::ServerState;
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_net::peer::{Call, NodeHeartbeat};
+
+/// What one node heard from another.
+#[derive(Debug, Clone, Default)]
+pub struct Heard {
+    pub at: Option<Instant>,
+    /// Groups it leads, and in which term.
+    pub leading: HashMap<u64, u64>,
+}
+
+/// Per-group state of the tick.
+#[derive(Debug, Default)]
+struct GroupTick {
+    deadline: Option<Instant>,
+    attempt: u64,
+    /// (last log index, last applied) at the last tick, while leading.
+    seen: Option<(Option<u64>, Option<u64>)>,
+}
+
+fn election_timeout(timing: &Timing, node: u64, group: u64, attempt: u64) -> Duration {
+    use openraft::AsyncRuntime;
+    use rand::Rng;
+    let spread = timing.election_max_ms.saturating_sub(timing.election_min_ms).max(1);
+    // A fixed mix (splitmix64) of the ids, so nodes differ even on equal draws.
+    let mut x = node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ group.rotate_left(17) ^ attempt.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 29;
+    let draw: u64 = super::runtime::Runtime::thread_rng().gen_range(0..spread);
+    Duration::from_millis(timing.election_min_ms + (x ^ draw) % spread)
+}
+
+/// Runs the tick until `stop` (or the registry is gone).
+pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(timing.heartbeat_ms);
+    let fresh_for = Duration::from_millis(timing.election_min_ms);
+    let mut groups: HashMap<u64, GroupTick> = HashMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = crate::tasks::stopped(&mut stop) => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let Some(registry) = registry.upgrade() else { break };
+        let me = registry.node_id();
+        let now = Instant::now();
+        let heard = registry.heard();
+        let mut leading = Vec::new();
+        let rafts = registry.all();
+        groups.retain(|g, _| rafts.iter().any(|(id, _)| id == g));
+        for (g, raft) in rafts {
+            let t = groups.entry(g).or_default();
+            let (state, term, leader, last_log, applied, voters) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                (m.state, m.current_term, m.current_leader, m.last_log_index, m.last_applied.map(|a| a.index), voters)
+            };
+            if state == ServerState::Leader {
+                leading.push((g, term));
+                t.deadline = None;
+                t.attempt = 0;
+                let now_seen = (last_log, applied);
+                if t.seen != Some(now_seen) {
+                    t.seen = Some(now_seen);
+                    let _ = raft.trigger().heartbeat().await;
+                }
+                continue;
+            }
+            t.seen = None;
+            if !voters.contains(&me) {
+                continue; // learners never campaign
+            }
+            let leader_alive = leader.filter(|l| *l != me).is_some_and(|l| {
+                heard.get(&l).is_some_and(|h| h.at.is_some_and(|at| now.duration_since(at) < fresh_for) && h.leading.get(&g) == Some(&term))
+            });
+            if leader_alive {
+                t.attempt = 0;
+                t.deadline = Some(now + election_timeout(&timing, me, g, 0));
+                continue;
+            }
+            // Alone in the group: no one to wait for.
+            let deadline =
+                if voters.len() == 1 { now } else { *t.deadline.get_or_insert(now + election_timeout(&timing, me, g, t.attempt)) };
+            if now >= deadline {
+                t.attempt += 1;
+                t.deadline = Some(now + election_timeout(&timing, me, g, t.attempt));
+                tracing::debug!(group = g, term, attempt = t.attempt, "no live leader: campaigning");
+                let _ = raft.trigger().elect().await;
+            }
+        }
+        let beat = NodeHeartbeat { leading };
+        for peer in registry.peers().known() {
+            if peer == me {
+                continue;
+            }
+            let (peers, beat) = (registry.peers().clone(), beat.clone());
+            tokio::spawn(async move {
+                let _ = peers.call(peer, 0, Call::Heartbeat(beat), fresh_for).await;
+            });
+        }
+    }
+}
+
+/// Records a node heartbeat from `from`.
+pub fn record(heard: &std::sync::Mutex<HashMap<u64, Heard>>, from: u64, beat: NodeHeartbeat) {
+    let mut h = heard.lock().unwrap_or_else(|p| p.into_inner());
+    h.insert(from, Heard { at: Some(Instant::now()), leading: beat.leading.into_iter().collect() });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_spread_over_the_range_and_differ_by_node() {
+        let timing = Timing::default();
+        let all: Vec<Duration> = (0..200).map(|g| election_timeout(&timing, 1, g, 0)).collect();
+        assert!(all.iter().all(|d| (1000..2000).contains(&(d.as_millis() as u64))));
+        assert!(all.iter().any(|d| d.as_millis() < 1300) && all.iter().any(|d| d.as_millis() > 1700));
+        let differ = (0..200).filter(|g| election_timeout(&timing, 1, *g, 0) != election_timeout(&timing, 2, *g, 0)).count();
+        assert!(differ > 190);
+        let again = (0..200).filter(|g| election_timeout(&timing, 1, *g, 0) != election_timeout(&timing, 1, *g, 0)).count();
+        assert!(again > 190, "draws vary from one election to the next");
+    }
+}
