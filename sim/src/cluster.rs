@@ -214,10 +214,15 @@ async fn node_main(id: u64, nodes: u64, disk: SimDisk, shared: Arc<Shared>, cana
                     .collect();
                 match tokio::time::timeout(Duration::from_secs(5), group.propose(batches)).await {
                     Ok(Ok(a)) => {
-                        let mut acks = lock(&shared.acks);
-                        for (i, v) in values.into_iter().enumerate() {
-                            acks.push((v, a.base_offset + i as u64));
+                        {
+                            let mut acks = lock(&shared.acks);
+                            for (i, v) in values.into_iter().enumerate() {
+                                acks.push((v, a.base_offset + i as u64));
+                            }
                         }
+                        // A little think time: thousands of entries a seed
+                        // still, at a fraction of the simulation's cost.
+                        tokio::time::sleep(Duration::from_millis(rng.u64(10..50))).await;
                     }
                     _ => tokio::time::sleep(Duration::from_millis(rng.u64(1..20))).await,
                 }

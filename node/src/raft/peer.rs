@@ -36,6 +36,12 @@ const MESSAGES_PER_FRAME_MAX: usize = 1024;
 /// Calls from one connection served at once.
 const SERVED_PER_CONNECTION_MAX: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Peer connections served at once: a cluster has at most a few dozen
+/// nodes; anything beyond this is refused at accept.
+const PEER_CONNECTIONS_MAX: usize = 256;
+/// A served connection that brings no whole frame for this long is closed
+/// (a live peer sends a heartbeat every tick).
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a call got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -257,6 +263,7 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut Bytes
 
 /// Serves peers on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    let connections = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -265,8 +272,16 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stop: wat
         };
         match accepted {
             Ok((stream, addr)) => {
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%addr, limit = PEER_CONNECTIONS_MAX, "peer connection refused: at the limit");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_conn(stream, addr, registry.clone(), stop.clone()));
+                let (registry, stop) = (registry.clone(), stop.clone());
+                tokio::spawn(async move {
+                    serve_conn(stream, addr, registry, stop).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "peer accept failed; backing off");
@@ -303,7 +318,13 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
         let next = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
-            f = read_frame(&mut rd, &mut buf) => f,
+            f = tokio::time::timeout(PEER_IDLE_TIMEOUT, read_frame(&mut rd, &mut buf)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::warn!(%addr, "closing a peer connection that sent no whole frame for {} s", PEER_IDLE_TIMEOUT.as_secs());
+                    break;
+                }
+            },
         };
         let calls = match next {
             Ok(Some(f)) => match PeerFrame::<Call>::decode(&f) {

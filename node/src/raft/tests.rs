@@ -124,3 +124,57 @@ fn entry_heads_on_real_files() {
     let lens: Vec<usize> = heads.iter().map(|e| e.batches.len()).collect();
     assert_eq!(lens[1], 2 * weir_core::batch::HEADER_LEN, "{lens:?}");
 }
+
+/// Garbage on the Raft port is refused as on the client port: the
+/// connection closes (an announced length is never allocated up front),
+/// and the node keeps serving its real peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_raft_port_closes_the_connection_and_peers_still_get_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_stop, rx) = crate::tasks::Shutdown::new();
+    let node = RaftNode::new(1, FAST, rx.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    node.serve(l, rx.clone());
+    let mut huge = (u32::MAX - 1).to_le_bytes().to_vec();
+    huge.extend_from_slice(b"WE\x01\x00\x52\x57\x01\x00\x00\x00\x00\x00");
+    let mut bad_body = Vec::new();
+    let mut out = bytes::BytesMut::new();
+    weir_net::frame::encode(
+        &mut out,
+        weir_net::frame::FrameHeader {
+            kind: weir_net::frame::Kind::Request,
+            api_key: weir_net::peer::PEER_API_KEY,
+            api_version: weir_net::peer::PEER_VERSION,
+            correlation_id: 0,
+        },
+        &[0xff; 40],
+        b"",
+    );
+    bad_body.extend_from_slice(&out);
+    for garbage in [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), huge, bad_body] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&garbage).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed, not left hanging");
+        assert!(matches!(n, Ok(0) | Err(_)), "garbage got an answer: {n:?}");
+    }
+    // A real peer still gets answers.
+    let peers = Peers::new(2);
+    peers.set_address(1, addr.to_string());
+    let answer = peers.call(1, 0, weir_net::peer::Call::Heartbeat(Default::default()), Duration::from_secs(2)).await.unwrap();
+    assert_eq!(answer, weir_net::peer::Answer::Heartbeat);
+    let answer = peers
+        .call(
+            1,
+            99,
+            weir_net::peer::Call::Vote(weir_net::peer::VoteRequest {
+                vote: weir_net::peer::Vote { term: 1, node: Some(2), committed: false },
+                last_log_id: None,
+            }),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, weir_net::peer::Answer::Error(e) if e.message.contains("no Raft group 99")));
+}
