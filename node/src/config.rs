@@ -89,6 +89,10 @@ impl Default for Config {
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// This node's id in a cluster (1 to 4294967295; default 1). A data
+    /// directory remembers the id it was created with.
+    #[arg(long, env = "WEIR_NODE_ID")]
+    pub node_id: Option<u64>,
     /// Address to listen on.
     #[arg(long, env = "WEIR_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -197,7 +201,7 @@ impl Config {
         macro_rules! set {
             ($($field:ident => $target:expr),*) => { $(if let Some(v) = args.$field.clone() { $target = v; })* };
         }
-        set!(listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
+        set!(node_id => c.node_id, listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
              segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
         if let Some(ms) = args.frame_timeout_ms {
             c.frame_timeout = Duration::from_millis(ms);
@@ -297,6 +301,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.node_id == 0 || self.node_id > u64::from(u32::MAX) {
+            return Err(ConfigError::Invalid(format!("node_id must be between 1 and {}, not {}", u32::MAX, self.node_id)));
+        }
         if self.connections_max == 0 {
             return bad("connections_max must be at least 1");
         }

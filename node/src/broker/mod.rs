@@ -89,6 +89,7 @@ impl Broker {
 
     fn open_with(config: Config, disk: Arc<dyn Disk>, tasks: Tasks) -> anyhow::Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
+        store::claim_node_id(&*disk, &data_dir, config.node_id)?;
         let topics_dir = store::topics_dir(&data_dir);
         store::ensure_dir(&*disk, &topics_dir)?;
         // Deleted topics whose removal a crash interrupted.

@@ -128,6 +128,37 @@ fn aside_name(name: &str, suffix: &str) -> String {
 /// Bumps and persists the boot counter to at least `floor`; returns the
 /// new value. The floor comes from the data (the producer ids its batches
 /// carry), so a lost or stale counter never repeats a boot.
+/// Why a data directory cannot be opened by this node.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "data directory {dir} belongs to node {found}, and this broker is node {configured}: give every node its own --data-dir, or start this one with --node-id {found}"
+    )]
+    OtherNode { dir: PathBuf, found: u64, configured: u64 },
+    #[error("{0}")]
+    Disk(#[from] DiskError),
+}
+
+/// Records `node_id` in a new data directory (`meta/node`), or checks that
+/// an existing one belongs to it: two nodes on one directory's copies would
+/// vote and hand out offsets as one. A directory from before node ids
+/// (no file) is claimed by whichever node opens it first.
+pub fn claim_node_id(disk: &dyn Disk, data_dir: &Path, node_id: u64) -> Result<(), IdentityError> {
+    let dir = data_dir.join("meta");
+    ensure_dir(disk, &dir)?;
+    let path = dir.join("node");
+    if disk.exists(&path) {
+        let raw = read_small(disk, &path)?;
+        let found = String::from_utf8_lossy(&raw).trim().parse::<u64>().map_err(|_| DiskError::io(&path, "meta/node is not a node id"))?;
+        if found != node_id {
+            return Err(IdentityError::OtherNode { dir: data_dir.to_path_buf(), found, configured: node_id });
+        }
+        return Ok(());
+    }
+    write_atomic(disk, &dir, "node", node_id.to_string().as_bytes())?;
+    Ok(())
+}
+
 pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, DiskError> {
     let dir = data_dir.join("meta");
     ensure_dir(disk, &dir)?;
@@ -153,6 +184,18 @@ pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, Di
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_remembers_its_node_id_and_refuses_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = crate::disk::RealDisk::default();
+        let dir = tmp.path();
+        claim_node_id(&disk, dir, 2).unwrap();
+        claim_node_id(&disk, dir, 2).unwrap();
+        let err = claim_node_id(&disk, dir, 5).unwrap_err();
+        assert!(matches!(err, IdentityError::OtherNode { found: 2, configured: 5, .. }), "{err}");
+        assert!(err.to_string().contains("--node-id 2"), "{err}");
+    }
 
     #[test]
     fn a_name_moved_aside_fits_a_file_name_however_long_the_topic_name() {
