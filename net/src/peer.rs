@@ -21,6 +21,12 @@ use serde::{Deserialize, Serialize};
 pub const PEER_API_KEY: u16 = 0x5752;
 /// Version of the peer protocol spoken by this build.
 pub const PEER_VERSION: u16 = 1;
+/// Most messages one frame may carry.
+pub const MESSAGES_PER_FRAME_MAX: usize = 1024;
+/// Most entries one Append may carry.
+pub const ENTRIES_PER_APPEND_MAX: usize = 4096;
+/// Largest node id (node ids are stored as u32).
+pub const NODE_ID_MAX: u64 = u32::MAX as u64;
 
 /// A Raft log id: the term of the leader that created the entry and its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +222,17 @@ fn malformed(what: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::InvalidRequest, format!("malformed peer frame: {what}"))
 }
 
+fn check_node(node: u64) -> Result<(), WireError> {
+    if node > NODE_ID_MAX {
+        return Err(malformed(format_args!("node id {node} is above {NODE_ID_MAX}")));
+    }
+    Ok(())
+}
+
+fn check_vote(v: &Vote) -> Result<(), WireError> {
+    v.node.map_or(Ok(()), check_node)
+}
+
 fn check_header(frame: &Frame, kind: Kind) -> Result<(), WireError> {
     let h = frame.header;
     if h.api_key != PEER_API_KEY {
@@ -291,13 +308,30 @@ impl PeerFrame<Call> {
         check_header(frame, Kind::Request)?;
         let (wire, rest): (WireFrame<WireCall>, &[u8]) = postcard::take_from_bytes(&frame.body).map_err(malformed)?;
         let mut payload = frame.body.slice(frame.body.len() - rest.len()..);
+        if wire.messages.len() > MESSAGES_PER_FRAME_MAX {
+            return Err(malformed(format_args!("{} messages in one frame (at most {MESSAGES_PER_FRAME_MAX})", wire.messages.len())));
+        }
+        check_node(wire.from)?;
         let mut messages = Vec::with_capacity(wire.messages.len());
         for m in wire.messages {
             let body = match m.body {
-                WireCall::Vote(v) => Call::Vote(v),
-                WireCall::Snapshot(s) => Call::Snapshot(s),
+                WireCall::Vote(v) => {
+                    check_vote(&v.vote)?;
+                    Call::Vote(v)
+                }
+                WireCall::Snapshot(s) => {
+                    check_vote(&s.vote)?;
+                    Call::Snapshot(s)
+                }
                 WireCall::Heartbeat(h) => Call::Heartbeat(h),
                 WireCall::Append(a) => {
+                    check_vote(&a.vote)?;
+                    if a.entries.len() > ENTRIES_PER_APPEND_MAX {
+                        return Err(malformed(format_args!(
+                            "{} entries in one append (at most {ENTRIES_PER_APPEND_MAX})",
+                            a.entries.len()
+                        )));
+                    }
                     let mut entries = Vec::with_capacity(a.entries.len());
                     for e in a.entries {
                         let body = match e.body {
@@ -305,8 +339,14 @@ impl PeerFrame<Call> {
                             WireEntryBody::Membership(m) => EntryBody::Membership(m),
                             WireEntryBody::Normal { base_offset, batch_lens } => {
                                 let mut batches = Vec::with_capacity(batch_lens.len());
+                                if batch_lens.is_empty() {
+                                    return Err(malformed(format_args!("entry {} is a normal entry without batches", e.log_id.index)));
+                                }
                                 for len in batch_lens {
                                     let len = len as usize;
+                                    if len == 0 {
+                                        return Err(malformed(format_args!("entry {} holds an empty batch", e.log_id.index)));
+                                    }
                                     if len > payload.len() {
                                         return Err(malformed(format_args!(
                                             "entry {} claims a batch of {len} bytes, {} remain",
@@ -347,6 +387,9 @@ impl PeerFrame<Answer> {
         let (wire, rest): (WireFrame<Answer>, &[u8]) = postcard::take_from_bytes(&frame.body).map_err(malformed)?;
         if !rest.is_empty() {
             return Err(malformed(format_args!("{} bytes after the answers", rest.len())));
+        }
+        if wire.messages.len() > MESSAGES_PER_FRAME_MAX {
+            return Err(malformed(format_args!("{} answers in one frame (at most {MESSAGES_PER_FRAME_MAX})", wire.messages.len())));
         }
         let messages = wire.messages.into_iter().map(|m| Message { call_id: m.call_id, group: m.group, body: m.body }).collect();
         Ok(PeerFrame { from: wire.from, messages })
@@ -444,6 +487,47 @@ mod tests {
         let len = (long.len() - 4) as u32;
         long[..4].copy_from_slice(&len.to_le_bytes());
         assert!(PeerFrame::<Call>::decode(&frame_of(long)).is_err());
+    }
+
+    #[test]
+    fn oversized_counts_empty_batches_and_wide_node_ids_are_refused() {
+        let vote = Vote { term: 1, node: Some(1), committed: false };
+        let beat = |n| Message { call_id: n, group: 0, body: Call::Heartbeat(NodeHeartbeat::default()) };
+        let cases = [
+            PeerFrame { from: 1, messages: (0..MESSAGES_PER_FRAME_MAX as u64 + 1).map(beat).collect() },
+            PeerFrame { from: NODE_ID_MAX + 1, messages: vec![beat(1)] },
+            PeerFrame {
+                from: 1,
+                messages: vec![Message {
+                    call_id: 1,
+                    group: 1,
+                    body: Call::Vote(VoteRequest { vote: Vote { node: Some(1 << 40), ..vote }, last_log_id: None }),
+                }],
+            },
+            PeerFrame {
+                from: 1,
+                messages: vec![Message {
+                    call_id: 1,
+                    group: 1,
+                    body: Call::Append(AppendEntries {
+                        vote,
+                        prev_log_id: None,
+                        leader_commit: None,
+                        entries: vec![Entry {
+                            log_id: LogId { term: 1, index: 1 },
+                            body: EntryBody::Normal { base_offset: 0, batches: vec![] },
+                        }],
+                    }),
+                }],
+            },
+        ];
+        for f in cases {
+            let mut out = BytesMut::new();
+            f.encode(&mut out);
+            let mut buf = out;
+            let frame = frame::decode(&mut buf, 1 << 24).unwrap().unwrap();
+            assert_eq!(PeerFrame::<Call>::decode(&frame).unwrap_err().code(), ErrorCode::InvalidRequest);
+        }
     }
 
     #[test]

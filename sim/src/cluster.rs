@@ -81,6 +81,8 @@ pub enum ClusterAnomaly {
     Moved,
     /// A value is in the committed log twice.
     Duplicated,
+    /// A high watermark past the commit point, or not at it after heal.
+    HighWatermark,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,8 @@ struct Shared {
     leaders: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
     /// Each live node's latest status and high watermark.
     status: Mutex<BTreeMap<u64, (GroupStatus, u64)>>,
+    /// The highest high watermark each node ever showed.
+    max_hw: Mutex<BTreeMap<u64, u64>>,
     next_value: AtomicU64,
     stop_proposing: AtomicBool,
     trace: Mutex<TraceHash>,
@@ -188,6 +192,11 @@ async fn node_main(id: u64, nodes: u64, disk: SimDisk, shared: Arc<Shared>, cana
                 }
                 let hw = *group.high_watermark().borrow();
                 lock(&shared.status).insert(id, (s, hw));
+                {
+                    let mut max = lock(&shared.max_hw);
+                    let m = max.entry(id).or_default();
+                    *m = (*m).max(hw);
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -303,9 +312,9 @@ async fn scenario(seed: u64, opts: ClusterOptions) -> ClusterReport {
     }
     let w = World { seed, opts: opts.clone(), handle, nodes, disks, shared };
     let injected = fault_loop(&w).await;
-    let (committed, mut anomalies) = match heal_and_converge(&w).await {
-        Ok(c) => (c, Vec::new()),
-        Err(a) => (0, a),
+    let (committed, final_hws, mut anomalies) = match heal_and_converge(&w).await {
+        Ok((c, hws)) => (c, hws, Vec::new()),
+        Err(a) => (0, BTreeMap::new(), a),
     };
     anomalies.extend(check_election_safety(&lock(&w.shared.leaders)));
     if anomalies.is_empty() {
@@ -313,6 +322,7 @@ async fn scenario(seed: u64, opts: ClusterOptions) -> ClusterReport {
         anomalies.extend(check_convergence(&logs));
         if let Some(log) = logs.first() {
             anomalies.extend(check_acks(&lock(&w.shared.acks), log));
+            anomalies.extend(check_high_watermarks(&lock(&w.shared.max_hw), &final_hws, log));
         }
     }
     let acks = lock(&w.shared.acks).len();
@@ -406,6 +416,10 @@ async fn fault_loop(w: &World) -> Injected {
                 };
                 injected.disk_faults += 1;
                 w.trace(format!("disk faults {id}"));
+                // One failing disk at a time: always a minority.
+                for d in &w.disks {
+                    d.set_faults(FaultConfig::default());
+                }
                 w.disks[id as usize - 1].set_faults(faults);
             }
         }
@@ -417,7 +431,7 @@ async fn fault_loop(w: &World) -> Injected {
 /// stops proposing, then requires a leader and every replica applied up to
 /// the leader's log end within the bound. Returns the committed entries'
 /// count (the last applied stored index).
-async fn heal_and_converge(w: &World) -> Result<u64, Vec<(ClusterAnomaly, String)>> {
+async fn heal_and_converge(w: &World) -> Result<(u64, BTreeMap<u64, u64>), Vec<(ClusterAnomaly, String)>> {
     let net = NetSim::current();
     for (i, node) in w.nodes.iter().enumerate() {
         net.unclog_node(node.id());
@@ -450,9 +464,13 @@ async fn heal_and_converge(w: &World) -> Result<u64, Vec<(ClusterAnomaly, String
                     && status.values().all(|(s, _)| s.last_applied.is_some() && s.last_applied == l.last_log_index)
             })
         };
-        if let Some(l) = caught_up {
+        // Followers learn the commit point from the leader's next
+        // heartbeat: every high watermark equal too.
+        let hws: BTreeMap<u64, u64> = lock(&w.shared.status).iter().map(|(id, (_, hw))| (*id, *hw)).collect();
+        let hws_agree = hws.values().min() == hws.values().max();
+        if let Some(l) = caught_up.filter(|_| hws_agree) {
             // openraft counts from 0, the log from 1.
-            break l.last_applied.map_or(0, |a| a + 1);
+            break (l.last_applied.map_or(0, |a| a + 1), hws);
         }
         if tokio::time::Instant::now() >= deadline {
             let status = lock(&w.shared.status);
@@ -539,6 +557,29 @@ fn check_convergence(logs: &[ReplicaLog]) -> Vec<(ClusterAnomaly, String)> {
                     "entry {} (offset {}) on node {} differs from entry {} (offset {}) on node {}",
                     a.0, a.1, first.node, b.0, b.1, other.node
                 ),
+            ));
+        }
+    }
+    out
+}
+
+/// The high watermark is the commit point: no node ever showed one past the
+/// end of the committed log, and after heal every node shows exactly it.
+fn check_high_watermarks(max_seen: &BTreeMap<u64, u64>, final_hws: &BTreeMap<u64, u64>, log: &ReplicaLog) -> Vec<(ClusterAnomaly, String)> {
+    let end = log.entries.last().map_or(0, |(_, base, bytes)| {
+        batch::decode_all(bytes.clone(), 1 << 20).flatten().last().map_or(*base, |b| b.header().next_offset())
+    });
+    let mut out = Vec::new();
+    for (node, hw) in max_seen {
+        if *hw > end {
+            out.push((ClusterAnomaly::HighWatermark, format!("node {node} showed high watermark {hw} past the committed end {end}")));
+        }
+    }
+    for (node, hw) in final_hws {
+        if *hw != end {
+            out.push((
+                ClusterAnomaly::HighWatermark,
+                format!("node {node} ends with high watermark {hw}, the committed log ends at {end}"),
             ));
         }
     }

@@ -110,6 +110,10 @@ pub enum ProposeError {
     NotLeader { group: u64, leader: Option<u64> },
     #[error("group {group} stopped: {why}")]
     Stopped { group: u64, why: String },
+    /// Refused before reaching the group (a bad proposal would otherwise
+    /// fail the log's append and stop the group).
+    #[error("an entry holds 1 to {max} bytes of whole batches, not {size} bytes in {batches} batches")]
+    Refused { size: usize, batches: usize, max: usize },
 }
 
 impl ProposeError {
@@ -118,6 +122,7 @@ impl ProposeError {
             ProposeError::NotLeader { leader: Some(_), .. } => ErrorCode::NotLeader,
             ProposeError::NotLeader { leader: None, .. } => ErrorCode::LeaderNotAvailable,
             ProposeError::Stopped { .. } => ErrorCode::StorageError,
+            ProposeError::Refused { .. } => ErrorCode::MessageTooLarge,
         };
         WireError::new(code, self.to_string())
     }
@@ -236,6 +241,7 @@ impl RaftNode {
     pub async fn open_group(self: &Arc<Self>, group: u64, log: PartitionLog, disk: Arc<dyn Disk>) -> Result<Arc<Group>, String> {
         let config = self.config(group)?;
         let canary = log.config().canary;
+        let batch_bytes_max = log.config().batch_bytes_max;
         let log: SharedLog = Arc::new(Mutex::new(log));
         let store = log_store::LogStore::new(log.clone(), disk.clone(), canary);
         let sm = state_machine::StateMachine::open(log.clone(), disk).await.map_err(|e| e.to_string())?;
@@ -243,7 +249,7 @@ impl RaftNode {
         let network = network::Network { peers: self.peers.clone(), group };
         let raft = Raft::new(self.id, config, network, store, sm).await.map_err(|e| e.to_string())?;
         self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
-        Ok(Arc::new(Group { id: group, node: self.id, raft, high_watermark, log, canary, canary_serial: Mutex::new(()) }))
+        Ok(Arc::new(Group { id: group, node: self.id, raft, high_watermark, log, canary, batch_bytes_max, canary_serial: Mutex::new(()) }))
     }
 
     /// Stops a group and forgets it.
@@ -261,6 +267,7 @@ pub struct Group {
     high_watermark: watch::Receiver<u64>,
     log: SharedLog,
     canary: Option<Canary>,
+    batch_bytes_max: usize,
     /// Serialises proposals under the ack-before-majority canary.
     canary_serial: Mutex<()>,
 }
@@ -286,11 +293,23 @@ impl Group {
     /// Proposes `batches` as one entry and waits until it is committed and
     /// applied; answers where its records landed.
     pub async fn propose(&self, batches: Vec<Bytes>) -> Result<Applied, ProposeError> {
+        self.check(&batches)?;
         if canary::on(self.canary, Canary::AckBeforeMajority) {
             return self.propose_canary(batches).await;
         }
         let result = self.raft.client_write(Proposal { base_offset: None, batches }).await;
         self.answer(result.map(|r| r.data))
+    }
+
+    /// What the log's append would refuse, refused here: an empty entry or
+    /// one above the log's batch limit. (Framing and CRCs are the caller's
+    /// to validate, as for any append.)
+    fn check(&self, batches: &[Bytes]) -> Result<(), ProposeError> {
+        let size: usize = batches.iter().map(|b| b.len()).sum();
+        if batches.is_empty() || size > self.batch_bytes_max {
+            return Err(ProposeError::Refused { size, batches: batches.len(), max: self.batch_bytes_max });
+        }
+        Ok(())
     }
 
     fn answer(&self, result: Result<Applied, RaftError<u64, ClientWriteError<u64, BasicNode>>>) -> Result<Applied, ProposeError> {

@@ -31,8 +31,25 @@ use weir_net::{ErrorCode, WireError};
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Calls queued on one connection before callers wait.
 const QUEUED_CALLS_MAX: usize = 4096;
-/// Messages one frame carries at most.
-const MESSAGES_PER_FRAME_MAX: usize = 1024;
+use weir_net::peer::MESSAGES_PER_FRAME_MAX;
+/// Batch bytes one coalesced frame carries at most (a single call may
+/// exceed it alone; frames stay well under [`PEER_FRAME_BYTES_MAX`]).
+const FRAME_PAYLOAD_BUDGET: usize = 16 << 20;
+
+/// The batch bytes a call carries.
+fn payload_len(call: &Call) -> usize {
+    match call {
+        Call::Append(a) => a
+            .entries
+            .iter()
+            .map(|e| match &e.body {
+                weir_net::peer::EntryBody::Normal { batches, .. } => batches.iter().map(|b| b.len()).sum(),
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
 /// Calls from one connection served at once.
 const SERVED_PER_CONNECTION_MAX: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -191,20 +208,34 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
         reader_pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
     });
     let mut out = BytesMut::new();
+    // A call that did not fit the last frame opens the next.
+    let mut carried: Option<Outgoing> = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut reader => break,
-            o = rx.recv() => match o {
-                Some(o) => o,
-                None => break,
+        let first = match carried.take() {
+            Some(o) => o,
+            None => tokio::select! {
+                biased;
+                _ = &mut reader => break,
+                o = rx.recv() => match o {
+                    Some(o) => o,
+                    None => break,
+                },
             },
         };
         let mut messages = Vec::new();
+        let mut bytes = payload_len(&first.message.body);
         let mut queue = vec![first];
         while queue.len() < MESSAGES_PER_FRAME_MAX {
             match rx.try_recv() {
-                Ok(o) => queue.push(o),
+                Ok(o) => {
+                    let len = payload_len(&o.message.body);
+                    if bytes + len > FRAME_PAYLOAD_BUDGET {
+                        carried = Some(o);
+                        break;
+                    }
+                    bytes += len;
+                    queue.push(o);
+                }
                 Err(_) => break,
             }
         }

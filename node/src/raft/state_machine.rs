@@ -87,21 +87,31 @@ impl StateMachine {
                 (Some(c), Some(p)) if p.index > c.index => Some(p),
                 (c, p) => c.or(p),
             };
+            let file = match disk::read_small(&*disk2, &guard.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? {
+                Some(raw) => match postcard::from_bytes::<MembershipFile>(&raw) {
+                    Ok(m) => Some(convert::stored_membership_from_wire(m.log_id, m.membership)),
+                    Err(e) => {
+                        tracing::warn!(dir = %guard.dir().display(), error = %e, "membership file unreadable: the log's membership entries are used");
+                        None
+                    }
+                },
+                None => None,
+            };
+            // The file is written when a membership entry is applied; the
+            // committed id is saved before entries are applied. A crash in
+            // between leaves applied past a membership the file never got,
+            // and openraft looks for membership entries only after applied:
+            // without a file, apply everything again (the first entries of
+            // a group; later membership changes rewrite the file).
+            let (applied, membership) = match file {
+                Some(m) => (applied, m),
+                None => (purged, StoredMembership::default()),
+            };
             let high_watermark = match applied {
                 Some(a) if Some(a) != purged => {
                     guard.entries(a.index..a.index + 1, 0)?.first().map(|e| e.next_offset).unwrap_or_else(|| guard.log_start_offset())
                 }
                 _ => guard.log_start_offset(),
-            };
-            let membership = match disk::read_small(&*disk2, &guard.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? {
-                Some(raw) => match postcard::from_bytes::<MembershipFile>(&raw) {
-                    Ok(m) => convert::stored_membership_from_wire(m.log_id, m.membership),
-                    Err(e) => {
-                        tracing::warn!(dir = %guard.dir().display(), error = %e, "membership file unreadable: the log's membership entries are used");
-                        StoredMembership::default()
-                    }
-                },
-                None => StoredMembership::default(),
             };
             Ok::<_, weir_core::log::LogError>((applied.map(convert::log_id_to_raft), high_watermark, membership))
         })

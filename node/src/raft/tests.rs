@@ -71,6 +71,14 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         assert_eq!(a, Applied { base_offset: next, next_offset: next + 2 });
         next += 2;
     }
+    // A proposal the log would refuse is refused before it reaches the
+    // group (it would stop it), and the group goes on.
+    let g = &members[leader].as_ref().unwrap().group;
+    assert!(matches!(g.propose(vec![]).await, Err(ProposeError::Refused { .. })));
+    let huge = Bytes::from(vec![0u8; LogConfig::default().batch_bytes_max + 1]);
+    assert!(matches!(g.propose(vec![huge]).await, Err(ProposeError::Refused { .. })));
+    assert_eq!(g.propose(vec![batch("still")]).await.unwrap().base_offset, next);
+    next += 1;
     // A follower refuses with the leader's id.
     let follower = (leader + 1) % 3;
     let err = members[follower].as_ref().unwrap().group.propose(vec![batch("x")]).await.unwrap_err();

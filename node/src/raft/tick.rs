@@ -73,14 +73,29 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
         groups.retain(|g, _| rafts.iter().any(|(id, _)| id == g));
         for (g, raft) in rafts {
             let t = groups.entry(g).or_default();
-            let (state, term, leader, last_log, applied, voters) = {
+            let (state, term, leader, last_log, applied, voters, acked_ms) = {
                 let m = raft.metrics();
                 let m = m.borrow();
                 let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-                (m.state, m.current_term, m.current_leader, m.last_log_index, m.last_applied.map(|a| a.index), voters)
+                (
+                    m.state,
+                    m.current_term,
+                    m.current_leader,
+                    m.last_log_index,
+                    m.last_applied.map(|a| a.index),
+                    voters,
+                    m.millis_since_quorum_ack,
+                )
             };
             if state == ServerState::Leader {
-                leading.push((g, term));
+                // Vouch only for a working group: idle (everything applied),
+                // or acknowledged by a quorum lately. A leader stuck on a
+                // hung disk with entries pending is not listed, so its
+                // followers elect another.
+                let idle = last_log == applied;
+                if idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms) {
+                    leading.push((g, term));
+                }
                 t.deadline = None;
                 t.attempt = 0;
                 let now_seen = (last_log, applied);
