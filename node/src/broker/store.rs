@@ -135,7 +135,11 @@ pub enum IdentityError {
         "data directory {dir} belongs to node {found}, and this broker is node {configured}: give every node its own --data-dir, or start this one with --node-id {found}"
     )]
     OtherNode { dir: PathBuf, found: u64, configured: u64 },
-    #[error("{0}")]
+    #[error(
+        "{path} holds {found:?}, not a node id: restore it (it holds the id this data directory was created with) or remove it to let the next broker claim the directory"
+    )]
+    Unreadable { path: PathBuf, found: String },
+    #[error(transparent)]
     Disk(#[from] DiskError),
 }
 
@@ -149,7 +153,9 @@ pub fn claim_node_id(disk: &dyn Disk, data_dir: &Path, node_id: u64) -> Result<(
     let path = dir.join("node");
     if disk.exists(&path) {
         let raw = read_small(disk, &path)?;
-        let found = String::from_utf8_lossy(&raw).trim().parse::<u64>().map_err(|_| DiskError::io(&path, "meta/node is not a node id"))?;
+        let text = String::from_utf8_lossy(&raw).trim().to_owned();
+        let found =
+            text.parse::<u64>().map_err(|_| IdentityError::Unreadable { path: path.clone(), found: text.chars().take(40).collect() })?;
         if found != node_id {
             return Err(IdentityError::OtherNode { dir: data_dir.to_path_buf(), found, configured: node_id });
         }
