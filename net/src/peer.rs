@@ -250,6 +250,23 @@ fn check_header(frame: &Frame, kind: Kind) -> Result<(), WireError> {
     Ok(())
 }
 
+impl Call {
+    /// The record-batch bytes this call carries (its frame's raw payload).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Call::Append(a) => a
+                .entries
+                .iter()
+                .map(|e| match &e.body {
+                    EntryBody::Normal { batches, .. } => batches.iter().map(|b| b.len()).sum(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
 impl PeerFrame<Call> {
     /// Appends the framed calls to `out`, and returns the payload (the
     /// batches, in order) that must follow on the wire.

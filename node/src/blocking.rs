@@ -2,6 +2,25 @@
 //! tokio's blocking pool; in simulation the disk is in memory and madsim
 //! forbids real threads, so the work runs inline and stays deterministic.
 
+/// Runs a flush job's syncs where blocking is allowed, then pays the
+/// latency a simulated disk charges for them, so whoever reports the flush
+/// reports it no earlier than the disk would have finished.
+pub async fn run_flush(
+    job: weir_core::log::FlushJob,
+    disk: &dyn weir_core::disk::Disk,
+) -> (weir_core::log::FlushJob, Result<(), weir_core::disk::DiskError>) {
+    let done = run(move || {
+        let r = job.run();
+        (job, r)
+    })
+    .await;
+    let owed = disk.take_latency();
+    if !owed.is_zero() {
+        tokio::time::sleep(owed).await;
+    }
+    done
+}
+
 /// Runs `f` where blocking is allowed and returns its result.
 pub async fn run<F, R>(f: F) -> R
 where

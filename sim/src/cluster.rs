@@ -23,7 +23,7 @@
 
 use crate::trace::TraceHash;
 use madsim::net::NetSim;
-use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::runtime::{Handle, NodeHandle};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -132,13 +132,9 @@ fn log_config(canary: Option<Canary>) -> LogConfig {
 
 /// Runs one seed to completion and checks it.
 pub fn run(seed: u64, opts: &ClusterOptions) -> ClusterReport {
-    weir_node::clock::sim_reset();
-    let mut config = madsim::Config::default();
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x434c_5553);
-    let hi = rng.u64(1..10);
-    config.net.send_latency = Duration::from_micros(100)..Duration::from_millis(hi);
-    let mut rt = Runtime::with_seed_and_config(seed, config);
-    rt.set_time_limit(opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60));
+    let hi = fastrand::Rng::with_seed(seed ^ 0x434c_5553).u64(1..10);
+    let limit = opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60);
+    let rt = crate::harness::runtime(seed, Duration::from_micros(100)..Duration::from_millis(hi), limit);
     let opts = opts.clone();
     rt.block_on(async move { scenario(seed, opts).await })
 }
@@ -615,9 +611,7 @@ fn check_acks(acks: &[(String, u64)], log: &ReplicaLog) -> Vec<(ClusterAnomaly, 
 /// groups changed term (elected) after all had their first leader: an idle
 /// cluster must never elect.
 pub fn run_idle(seed: u64, nodes: u64, groups: u64, quiet: Duration) -> usize {
-    weir_node::clock::sim_reset();
-    let mut rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.set_time_limit(quiet + Duration::from_secs(120));
+    let rt = crate::harness::runtime(seed, madsim::Config::default().net.send_latency, quiet + Duration::from_secs(120));
     rt.block_on(async move {
         let handle = Handle::current();
         let terms: Arc<Mutex<BTreeMap<(u64, u64), u64>>> = Arc::default();

@@ -114,16 +114,23 @@ fn node_addr() -> SocketAddr {
     SocketAddr::new(NODE_IP.parse().expect("ip"), PORT)
 }
 
-/// Runs one seed to completion and checks its history.
-pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
+/// A fresh madsim runtime for one seed: network latency drawn from
+/// `latency`, and a time limit past which a run is a hang (madsim panics).
+/// Resets the simulated wall clock the node reads.
+pub(crate) fn runtime(seed: u64, latency: std::ops::Range<Duration>, limit: Duration) -> Runtime {
     weir_node::clock::sim_reset();
     let mut config = madsim::Config::default();
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4e45_5457);
-    let hi = rng.u64(1..20);
-    config.net.send_latency = Duration::from_micros(200)..Duration::from_millis(hi);
+    config.net.send_latency = latency;
     let mut rt = Runtime::with_seed_and_config(seed, config);
-    // A run that does not finish in this much simulated time is a hang: madsim panics.
-    rt.set_time_limit(opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60));
+    rt.set_time_limit(limit);
+    rt
+}
+
+/// Runs one seed to completion and checks its history.
+pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
+    let hi = fastrand::Rng::with_seed(seed ^ 0x4e45_5457).u64(1..20);
+    let limit = opts.safety + opts.liveness_bound * 4 + Duration::from_secs(60);
+    let rt = runtime(seed, Duration::from_micros(200)..Duration::from_millis(hi), limit);
     let opts2 = opts.clone();
     rt.block_on(async move { scenario(seed, opts2).await })
 }

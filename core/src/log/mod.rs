@@ -913,9 +913,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// The committed log id last saved, if it survived.
+    /// The committed log id last saved, if it survived and the log still
+    /// holds it (the file is not synced with the data: never past the end).
     pub fn committed(&self) -> Result<Option<LogId>, LogError> {
-        Ok(raft_state::read_committed(&*self.disk, &self.dir)?)
+        let last = self.last_log_id();
+        Ok(raft_state::read_committed(&*self.disk, &self.dir)?.filter(|c| last.is_some_and(|l| l.index >= c.index)))
     }
 
     fn maybe_roll(&mut self, incoming: u64, now: Timestamp) -> Result<(), LogError> {

@@ -702,6 +702,17 @@ impl Segment {
         expected: Option<u64>,
         batch_bytes_max: usize,
     ) -> Result<BatchHeader, LogError> {
+        self.checked_head_at(log, pos, expected, batch_bytes_max).map(|(h, _)| h)
+    }
+
+    /// As [`Segment::checked_header_at`], with the header's bytes.
+    fn checked_head_at(
+        &self,
+        log: &dyn DiskFile,
+        pos: u64,
+        expected: Option<u64>,
+        batch_bytes_max: usize,
+    ) -> Result<(BatchHeader, [u8; HEADER_LEN]), LogError> {
         let mut head = [0u8; HEADER_LEN];
         let n = log.read_at(&mut head, pos)?;
         let at = expected.unwrap_or(self.base_offset);
@@ -717,25 +728,33 @@ impl Segment {
         if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
             return Err(self.corrupt(pos, at, "batch header CRC mismatch".to_owned()));
         }
-        Ok(h)
+        Ok((h, head))
     }
 
     /// An entry's batches with data batches cut to their (CRC-checked)
     /// headers; control batches are small and read whole, CRC-checked.
-    fn read_heads(&self, log: &dyn DiskFile, walk: &[(u64, BatchHeader)], batch_bytes_max: usize) -> Result<Bytes, LogError> {
+    /// The walk already read (and checked) every header: only control
+    /// batches are read again, whole.
+    fn read_heads(
+        &self,
+        log: &dyn DiskFile,
+        walk: &[(u64, BatchHeader, [u8; HEADER_LEN])],
+        batch_bytes_max: usize,
+    ) -> Result<Bytes, LogError> {
         let mut buf = BytesMut::new();
-        for (p, h) in walk {
-            let len = if h.is_control() { h.total_len() } else { HEADER_LEN };
+        for (p, h, head) in walk {
+            if !h.is_control() {
+                buf.extend_from_slice(head);
+                continue;
+            }
             let start = buf.len();
-            buf.resize(start + len, 0);
+            buf.resize(start + h.total_len(), 0);
             let n = log.read_at(&mut buf[start..], *p)?;
-            if n < len {
+            if n < h.total_len() {
                 return Err(self.corrupt(*p, h.base_offset, format!("batch at offset {} truncated", h.base_offset)));
             }
-            if h.is_control() {
-                let whole = Bytes::copy_from_slice(&buf[start..]);
-                self.check(&whole, h.base_offset, batch_bytes_max).map_err(|reason| self.corrupt(*p, h.base_offset, reason))?;
-            }
+            let whole = Bytes::copy_from_slice(&buf[start..]);
+            self.check(&whole, h.base_offset, batch_bytes_max).map_err(|reason| self.corrupt(*p, h.base_offset, reason))?;
         }
         Ok(buf.freeze())
     }
@@ -757,16 +776,17 @@ impl Segment {
         let log = self.log()?;
         while pos < self.size {
             // Find the entry's extent from its headers, then read it whole.
-            let first = self.checked_header_at(&*log, pos, Some(offset), batch_bytes_max)?;
+            let (first, first_head) = self.checked_head_at(&*log, pos, Some(offset), batch_bytes_max)?;
             if first.raft_index >= to {
                 return Ok(true);
             }
             let mut len = first.total_len() as u64;
             let mut last = first;
-            let mut walk = vec![(pos, first)];
+            let mut walk = vec![(pos, first, first_head)];
             while last.entry_rest > 0 {
-                last = self.checked_header_at(&*log, pos + len, Some(last.next_offset()), batch_bytes_max)?;
-                walk.push((pos + len, last));
+                let (h, head) = self.checked_head_at(&*log, pos + len, Some(last.next_offset()), batch_bytes_max)?;
+                last = h;
+                walk.push((pos + len, last, head));
                 len += last.total_len() as u64;
             }
             if heads_only {

@@ -430,16 +430,8 @@ async fn flusher(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
                 }
             }
         };
-        let (job, result) = blocking::run(move || {
-            let r = job.run();
-            (job, r)
-        })
-        .await;
         // A simulated disk's fsync latency is paid here, delaying the acks.
-        let owed = p.disk.take_latency();
-        if !owed.is_zero() {
-            tokio::time::sleep(owed).await;
-        }
+        let (job, result) = blocking::run_flush(job, &*p.disk).await;
         // In memory only (the job wrote the checkpoint): inline.
         let (flushed, hw, acks) = {
             let mut s = p.state.write().await;

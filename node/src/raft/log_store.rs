@@ -146,16 +146,7 @@ async fn flusher(log: SharedLog, disk: Arc<dyn Disk>, mut rx: mpsc::UnboundedRec
         let job = log.lock().await.begin_flush();
         let result = match job {
             Ok(job) => {
-                let (job, r) = blocking::run(move || {
-                    let r = job.run();
-                    (job, r)
-                })
-                .await;
-                // A simulated disk's fsync latency is paid before the flush is reported.
-                let owed = disk.take_latency();
-                if !owed.is_zero() {
-                    tokio::time::sleep(owed).await;
-                }
+                let (job, r) = blocking::run_flush(job, &*disk).await;
                 log.lock().await.complete_flush(job, r).map(|_| ())
             }
             Err(e) => Err(e),
@@ -251,11 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<openraft::LogId<u64>>> {
-        let log = self.log.lock().await;
-        let committed = log.committed().map_err(read_error)?;
-        // The file is not synced: never report more than the log holds.
-        let last = log.last_log_id();
-        Ok(committed.filter(|c| last.is_some_and(|l| l.index >= c.index)).map(convert::log_id_to_raft))
+        Ok(self.log.lock().await.committed().map_err(read_error)?.map(convert::log_id_to_raft))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
@@ -291,9 +278,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await;
         match written {
             Ok(()) => {
-                // The flusher syncs it (with whatever else was appended by
-                // then) and reports it: openraft replicates meanwhile, so
-                // the leader's fsync overlaps its followers'.
+                // The flusher syncs it, with whatever else was appended by
+                // then, and reports it. (openraft 0.9.25 waits for the report
+                // before it replicates: followers never hold an entry the
+                // leader has not made durable.)
                 if let Err(tokio::sync::mpsc::error::SendError(callback)) = self.flushes.send(callback) {
                     callback.log_io_completed(Err(std::io::Error::other("the group's flusher stopped")));
                 }

@@ -13,10 +13,10 @@
 //!   membership and the high watermark (the commit point as an offset).
 //! - Network: Weir's own peer protocol (`weir_net::peer`) over one
 //!   connection per node pair ([`peer`]), the group id in every message.
-//! - Heartbeats: openraft's own per-group heartbeat timers are off. One node
-//!   tick asks every group this node leads to heartbeat at once, so they
-//!   leave together and the peer writer coalesces them into one frame per
-//!   peer: idle groups cost one frame per peer per tick, not one per group.
+//! - Heartbeats and elections: openraft's own timers are off. The node tick
+//!   ([`tick`]) sends each peer one node heartbeat listing the groups this
+//!   node leads, and makes followers of a silent leader campaign: idle
+//!   groups cost nothing per group on the wire.
 //! - Runtime: tokio in production, madsim under `--cfg madsim`
 //!   ([`runtime`]), so a simulation seed replays elections exactly.
 
@@ -28,8 +28,9 @@ mod runtime;
 mod state_machine;
 mod tick;
 
-pub use log_store::{REPLICATION_READ_BYTES_MAX, SharedLog};
+pub use log_store::SharedLog;
 pub use peer::Peers;
+pub use weir_net::peer::NODE_ID_MAX;
 
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -88,9 +89,6 @@ impl Default for Timing {
         Timing { heartbeat_ms: 100, election_min_ms: 1000, election_max_ms: 2000 }
     }
 }
-
-/// Largest node id: the log's vote file stores node ids as u32.
-pub const NODE_ID_MAX: u64 = u32::MAX as u64;
 
 /// A group's role and position, for status displays and routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +184,7 @@ impl Registry {
 #[derive(Debug)]
 pub struct RaftNode {
     pub id: u64,
-    pub timing: Timing,
-    peers: Arc<Peers>,
+    timing: Timing,
     registry: Arc<Registry>,
 }
 
@@ -197,7 +194,7 @@ impl RaftNode {
         assert!(id <= NODE_ID_MAX, "node ids are validated by the configuration");
         let peers = Peers::new(id);
         let registry = Arc::new(Registry { node_id: id, groups: RwLock::default(), peers: peers.clone(), heard: Default::default() });
-        let node = Arc::new(RaftNode { id, timing, peers, registry });
+        let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
         node
     }
@@ -209,7 +206,7 @@ impl RaftNode {
 
     /// Records a node's Raft address.
     pub fn set_address(&self, node: u64, addr: String) {
-        self.peers.set_address(node, addr);
+        self.registry.peers.set_address(node, addr);
     }
 
     fn config(&self, group: u64) -> Result<Arc<openraft::Config>, String> {
@@ -246,7 +243,7 @@ impl RaftNode {
         let store = log_store::LogStore::new(log.clone(), disk.clone(), canary);
         let sm = state_machine::StateMachine::open(log.clone(), disk).await.map_err(|e| e.to_string())?;
         let high_watermark = sm.high_watermark();
-        let network = network::Network { peers: self.peers.clone(), group };
+        let network = network::Network { peers: self.registry.peers.clone(), group };
         let raft = Raft::new(self.id, config, network, store, sm).await.map_err(|e| e.to_string())?;
         self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
         Ok(Arc::new(Group { id: group, node: self.id, raft, high_watermark, log, canary, batch_bytes_max, canary_serial: Mutex::new(()) }))
@@ -355,7 +352,8 @@ impl Group {
     }
 
     pub fn status(&self) -> GroupStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         GroupStatus {
             term: m.current_term,
             leader: m.current_leader,

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use weir_net::frame::{self, READ_CHUNK_BYTES};
-use weir_net::peer::{Answer, Call, Message, PeerFrame};
+use weir_net::peer::{Answer, Call, MESSAGES_PER_FRAME_MAX, Message, PeerFrame};
 use weir_net::{ErrorCode, WireError};
 
 /// Largest peer frame (bytes after the length field): a replication read of
@@ -31,25 +31,9 @@ use weir_net::{ErrorCode, WireError};
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Calls queued on one connection before callers wait.
 const QUEUED_CALLS_MAX: usize = 4096;
-use weir_net::peer::MESSAGES_PER_FRAME_MAX;
 /// Batch bytes one coalesced frame carries at most (a single call may
 /// exceed it alone; frames stay well under [`PEER_FRAME_BYTES_MAX`]).
 const FRAME_PAYLOAD_BUDGET: usize = 16 << 20;
-
-/// The batch bytes a call carries.
-fn payload_len(call: &Call) -> usize {
-    match call {
-        Call::Append(a) => a
-            .entries
-            .iter()
-            .map(|e| match &e.body {
-                weir_net::peer::EntryBody::Normal { batches, .. } => batches.iter().map(|b| b.len()).sum(),
-                _ => 0,
-            })
-            .sum(),
-        _ => 0,
-    }
-}
 /// Calls from one connection served at once.
 const SERVED_PER_CONNECTION_MAX: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -84,31 +68,24 @@ struct Conn {
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
 }
 
-/// Every peer connection of this node.
-#[derive(Debug)]
-pub struct Peers {
-    node_id: u64,
-    addrs: Mutex<HashMap<u64, String>>,
-    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
-    next_call: AtomicU64,
-}
-
-/// A connection's caller side (Debug for the registry).
-struct ConnHandle(Conn);
-
-impl std::fmt::Debug for ConnHandle {
+impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Conn")
     }
 }
 
+/// Every peer connection of this node.
+#[derive(Debug)]
+pub struct Peers {
+    node_id: u64,
+    addrs: Mutex<HashMap<u64, String>>,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_call: AtomicU64,
+}
+
 impl Peers {
     pub fn new(node_id: u64) -> Arc<Peers> {
         Arc::new(Peers { node_id, addrs: Mutex::default(), conns: Mutex::default(), next_call: AtomicU64::new(1) })
-    }
-
-    pub fn node_id(&self) -> u64 {
-        self.node_id
     }
 
     /// Records (or changes) a node's Raft address.
@@ -127,16 +104,16 @@ impl Peers {
         ids
     }
 
-    fn conn(self: &Arc<Self>, node: u64) -> Result<Arc<ConnHandle>, PeerError> {
+    fn conn(self: &Arc<Self>, node: u64) -> Result<Arc<Conn>, PeerError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = conns.get(&node).filter(|c| !c.0.queue.is_closed()) {
+        if let Some(c) = conns.get(&node).filter(|c| !c.queue.is_closed()) {
             return Ok(c.clone());
         }
         let addr = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&node).cloned().ok_or(PeerError::UnknownNode(node))?;
         let (tx, rx) = mpsc::channel(QUEUED_CALLS_MAX);
         let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
         tokio::spawn(run_conn(self.node_id, node, addr, rx, pending.clone()));
-        let c = Arc::new(ConnHandle(Conn { queue: tx, pending }));
+        let c = Arc::new(Conn { queue: tx, pending });
         conns.insert(node, c.clone());
         Ok(c)
     }
@@ -148,14 +125,14 @@ impl Peers {
         let (waiter, answer) = oneshot::channel();
         let out = Outgoing { message: Message { call_id, group, body: call }, waiter };
         let sent = tokio::time::timeout(timeout, async {
-            conn.0.queue.send(out).await.map_err(|_| PeerError::Unreachable { node, why: "connection closed".into() })?;
+            conn.queue.send(out).await.map_err(|_| PeerError::Unreachable { node, why: "connection closed".into() })?;
             answer.await.map_err(|_| PeerError::Unreachable { node, why: "connection lost before the answer".into() })
         })
         .await;
         match sent {
             Ok(r) => r,
             Err(_) => {
-                conn.0.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&call_id);
+                conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&call_id);
                 Err(PeerError::Timeout { node, ms: timeout.as_millis() })
             }
         }
@@ -223,22 +200,7 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
             },
         };
         let mut messages = Vec::new();
-        let mut bytes = payload_len(&first.message.body);
-        let mut queue = vec![first];
-        while queue.len() < MESSAGES_PER_FRAME_MAX {
-            match rx.try_recv() {
-                Ok(o) => {
-                    let len = payload_len(&o.message.body);
-                    if bytes + len > FRAME_PAYLOAD_BUDGET {
-                        carried = Some(o);
-                        break;
-                    }
-                    bytes += len;
-                    queue.push(o);
-                }
-                Err(_) => break,
-            }
-        }
+        let queue = coalesce(first, &mut rx, &mut carried, |o| o.message.body.payload_len());
         {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for o in queue {
@@ -261,6 +223,25 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
     }
     reader.abort();
     pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// `first` and whatever else is queued, as one frame's worth: at most
+/// [`MESSAGES_PER_FRAME_MAX`] items and [`FRAME_PAYLOAD_BUDGET`] bytes (by
+/// `bytes`); an item that does not fit is left in `carried` for the next.
+fn coalesce<T>(first: T, rx: &mut mpsc::Receiver<T>, carried: &mut Option<T>, bytes: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut total = bytes(&first);
+    let mut out = vec![first];
+    while out.len() < MESSAGES_PER_FRAME_MAX {
+        let Ok(item) = rx.try_recv() else { break };
+        let len = bytes(&item);
+        if total + len > FRAME_PAYLOAD_BUDGET {
+            *carried = Some(item);
+            break;
+        }
+        total += len;
+        out.push(item);
+    }
+    out
 }
 
 async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, head: &[u8], payload: &[Bytes]) -> std::io::Result<()> {
@@ -328,14 +309,13 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
     let me = registry.node_id();
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
-        while let Some(first) = rx.recv().await {
-            let mut messages = vec![first];
-            while messages.len() < MESSAGES_PER_FRAME_MAX {
-                match rx.try_recv() {
-                    Ok(m) => messages.push(m),
-                    Err(_) => break,
-                }
-            }
+        // Answers carry no batches: the count alone bounds a frame.
+        let mut carried = None;
+        while let Some(first) = match carried.take() {
+            Some(m) => Some(m),
+            None => rx.recv().await,
+        } {
+            let messages = coalesce(first, &mut rx, &mut carried, |_| 0);
             out.clear();
             PeerFrame { from: me, messages }.encode(&mut out);
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {

@@ -58,7 +58,6 @@ struct MembershipFile {
 struct State {
     applied: Option<openraft::LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    high_watermark: u64,
     snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
 }
@@ -69,6 +68,9 @@ pub struct StateMachine {
     state: Arc<Mutex<State>>,
     log: SharedLog,
     disk: Arc<dyn Disk>,
+    /// The log's directory (for the membership file).
+    dir: std::path::PathBuf,
+    /// The high watermark, which only apply and snapshot install move.
     high_watermark: watch::Sender<u64>,
 }
 
@@ -78,10 +80,10 @@ impl StateMachine {
     /// entry. Entries after it are applied again by openraft.
     pub async fn open(log: SharedLog, disk: Arc<dyn Disk>) -> std::result::Result<StateMachine, weir_core::log::LogError> {
         let guard = log.clone().lock_owned().await;
+        let dir = guard.dir().to_path_buf();
         let disk2 = disk.clone();
         let (applied, high_watermark, membership) = blocking::run(move || {
-            let last = guard.last_log_id();
-            let committed = guard.committed()?.filter(|c| last.is_some_and(|l| l.index >= c.index));
+            let committed = guard.committed()?;
             let purged = guard.purged_log_id();
             let applied = match (committed, purged) {
                 (Some(c), Some(p)) if p.index > c.index => Some(p),
@@ -117,8 +119,8 @@ impl StateMachine {
         })
         .await?;
         let (high_watermark, _) = watch::channel(high_watermark);
-        let state = State { applied, membership, high_watermark: *high_watermark.borrow(), snapshot: None, snapshots_built: 0 };
-        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, high_watermark })
+        let state = State { applied, membership, snapshot: None, snapshots_built: 0 };
+        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, dir, high_watermark })
     }
 
     /// The high watermark: committed and applied records end here.
@@ -133,8 +135,7 @@ impl StateMachine {
     async fn save_membership(&self, m: &StoredMembership<u64, BasicNode>) -> Result<()> {
         let (log_id, membership) = convert::stored_membership_to_wire(m);
         let bytes = postcard::to_stdvec(&MembershipFile { log_id, membership }).expect("postcard encoding of owned data cannot fail");
-        let dir = self.log.lock().await.dir().to_path_buf();
-        let disk = self.disk.clone();
+        let (dir, disk) = (self.dir.clone(), self.disk.clone());
         blocking::run(move || disk::write_atomic(&*disk, &dir, MEMBERSHIP_FILE, &bytes)).await.map_err(|e| sm_error(ErrorVerb::Write, e))
     }
 }
@@ -148,8 +149,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: s.membership.clone(),
             snapshot_id: format!("{}-{}", s.applied.map(|a| a.index).unwrap_or(0), s.snapshots_built),
         };
-        let data =
-            postcard::to_stdvec(&SnapshotData { next_offset: s.high_watermark }).expect("postcard encoding of owned data cannot fail");
+        let data = postcard::to_stdvec(&SnapshotData { next_offset: *self.high_watermark.borrow() })
+            .expect("postcard encoding of owned data cannot fail");
         s.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -170,10 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         let mut membership = None;
-        let mut hw = {
-            let s = self.lock();
-            s.high_watermark
-        };
+        let mut hw = *self.high_watermark.borrow();
         let mut applied = None;
         for e in entries {
             let result = match &e.payload {
@@ -210,13 +208,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if applied.is_some() {
             s.applied = applied;
         }
-        s.high_watermark = hw;
         drop(s);
-        self.high_watermark.send_if_modified(|cur| {
-            let moved = hw > *cur;
-            *cur = (*cur).max(hw);
-            moved
-        });
+        // Offsets are dense from the applied end, so this never moves back.
+        self.high_watermark.send_if_modified(|cur| std::mem::replace(cur, hw) != hw);
         Ok(out)
     }
 
@@ -238,7 +232,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut s = self.lock();
         s.applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
-        s.high_watermark = data.next_offset;
         s.snapshot = Some((meta.clone(), raw));
         drop(s);
         self.high_watermark.send_replace(data.next_offset);
