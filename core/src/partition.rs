@@ -1,29 +1,37 @@
-//! One partition's meaning, as a pure state machine: the log, the
-//! idempotent-producer table, the high watermark and the acknowledgements
-//! waiting for durability. The node feeds it inputs and drains its outputs;
-//! it performs no waiting and reads no clock (quinn-proto style).
+//! One partition's meaning on a replica, as a pure state machine: the
+//! idempotent-producer table, the high watermark, the leader's proposals
+//! and the acknowledgements waiting for commit. The log itself belongs to
+//! the partition's Raft group (every replica appends what the group
+//! commits); this state decides what is proposed and when a produce is
+//! answered. It performs no waiting and reads no clock (quinn-proto style).
 //!
 //! Inputs, in any order:
-//! - [`PartitionState::handle_produce`]: validates a client's batch once,
-//!   answers retries from the producer table, appends new data (to the page
-//!   cache) and queues the acknowledgement;
-//! - [`PartitionState::handle_flushed`]: a flush made everything below an
-//!   offset durable on this node;
-//! - [`PartitionState::handle_committed`]: the seam for replication: a
-//!   majority holds everything below an offset. A single node never calls it,
-//!   and then committed means flushed.
+//! - [`PartitionState::handle_role`]: this replica leads (and has applied
+//!   an entry of its term, so everything before its term is applied) or not;
+//! - [`PartitionState::handle_produce`]: a validated client batch. While
+//!   leading, a retry is answered from the producer table (the applied
+//!   batches plus those in flight); new data is queued for the next proposal
+//!   at offsets predicted from the log end (the leader is the only writer of
+//!   its term, and the log is dense). Not leading: refused as retriable;
+//! - [`PartitionState::take_proposal`]: the queued batches, one entry's worth;
+//! - [`PartitionState::handle_applied`]: an entry committed and applied, on
+//!   any replica: its batches enter the producer table, the high watermark
+//!   moves to its end, answers at or below it come due;
+//! - [`PartitionState::handle_proposal_failed`]: the group did not take a
+//!   proposal (leadership lost, storage failed): everything in flight is
+//!   answered with the error and the replica stops serving until it leads again.
 //!
 //! Outputs: [`PartitionState::poll_ack`] yields each produce's answer once
-//! its mode allows (at once for [`AckMode::None`]; once flushed for
-//! [`AckMode::Leader`]; once below the high watermark for [`AckMode::All`]),
-//! in the order they became due. Call `poll_ack` after every input.
+//! its mode allows ([`AckMode::None`] at once, with the predicted offsets;
+//! `Leader` and `All` once committed: in a Raft group both mean a majority
+//! holds the batch), in the order they became due.
 //!
-//! The contract, asserted here: nothing is acknowledged (with `Leader` or
-//! `All`) above the durable point; the high watermark never moves back and
-//! never passes the flushed offset on this node; a retry is answered with
-//! the offsets of the batch it repeats, once that batch is durable.
+//! The contract, asserted here and by the property test: nothing is
+//! acknowledged (with `Leader` or `All`) above the high watermark; the high
+//! watermark never moves back; a retry is answered with the offsets of the
+//! batch it repeats, once that batch is committed; an offset is never handed
+//! out twice.
 
-use crate::Timestamp;
 use crate::batch::{BatchHeader, RecordBatch};
 use crate::log::{LogError, PartitionLog};
 use crate::producer::{ProducerTable, SequenceCheck};
@@ -79,6 +87,10 @@ pub enum ProduceError {
         "producer {producer_id} sequence {sequence} is already stored at offset {base_offset} with different bytes: another producer holds this id; restart the producer for a new id (nothing was stored)"
     )]
     Collision { producer_id: i64, sequence: i32, base_offset: u64 },
+    /// This replica does not lead the partition (or has not yet applied
+    /// its term's first entry): retriable, elsewhere or later.
+    #[error("this broker does not lead the partition{}: refresh metadata and retry", leader.map(|l| format!(" (node {l} does)")).unwrap_or_default())]
+    NotLeader { leader: Option<u64> },
     /// The log refused or failed (see [`LogError`]).
     #[error(transparent)]
     Log(#[from] LogError),
@@ -133,146 +145,190 @@ pub struct Ack {
 #[derive(Debug)]
 struct Pending {
     token: u64,
-    mode: AckMode,
     appended: Appended,
+}
+
+/// A leader's state while it serves produces in `term`.
+#[derive(Debug)]
+struct Serving {
+    term: u64,
+    /// The applied producer table plus every batch proposed since.
+    producers: ProducerTable,
+    /// The predicted log end: where the next proposed batch lands.
+    next_offset: u64,
+}
+
+/// Batches proposed as one entry, and where they will land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub term: u64,
+    pub batches: Vec<Bytes>,
+    pub base_offset: u64,
+    pub next_offset: u64,
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct PartitionState {
-    log: PartitionLog,
-    producers: ProducerTable,
-    /// Below this, durable on this node.
-    flushed: u64,
-    /// Below this, committed by replication; `None` on a single node.
-    committed: Option<u64>,
+    /// Producers as the committed log has them (every replica).
+    applied: ProducerTable,
     high_watermark: u64,
-    /// Waiting for durability, in append order (so in offset order).
+    serving: Option<Serving>,
+    /// Batches queued for the next proposal, and their bytes.
+    queued: Vec<(Bytes, u64)>,
+    queued_bytes: usize,
+    /// Waiting for the high watermark, in offset order.
     pending: VecDeque<Pending>,
     ready: VecDeque<Ack>,
 }
 
+/// Replays the newest batches' producer fields into a fresh table: what a
+/// replica's applied producer state is after open (see
+/// [`PRODUCER_REBUILD_BYTES_MAX`]).
+pub fn rebuild_producers(log: &PartitionLog) -> Result<ProducerTable, LogError> {
+    let mut producers = ProducerTable::default();
+    // An offline log serves nothing at or past its loss.
+    let end = log.loss().map_or(log.log_end_offset(), |l| l.from);
+    let bases = log.segment_bases();
+    // Start at the oldest segment that keeps the scan within the byte budget.
+    let mut from = log.log_start_offset();
+    let size = log.size_bytes();
+    if size > PRODUCER_REBUILD_BYTES_MAX {
+        let skip = size - PRODUCER_REBUILD_BYTES_MAX;
+        let avg = size / bases.len().max(1) as u64;
+        let skip_segments = (skip / avg.max(1)) as usize;
+        from = bases.get(skip_segments.min(bases.len() - 1)).copied().unwrap_or(from);
+    }
+    let mut offset = from;
+    while offset < end {
+        let r = match log.read(offset, 1 << 20, end) {
+            Ok(r) => r,
+            // A damaged old batch must not keep the partition from opening:
+            // its producers' state is skipped (at worst one of them must
+            // restart with a new id) and reads of it keep reporting it.
+            Err(e @ LogError::Corruption { .. }) => {
+                tracing::error!(error = %e, "skipping a corrupt segment while rebuilding producer state");
+                match bases.iter().find(|b| **b > offset) {
+                    Some(next) => {
+                        offset = *next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if r.bytes.is_empty() {
+            break;
+        }
+        // The log verified these batches; should one still not decode, its
+        // producers' state is skipped like a corrupt segment's.
+        for batch in crate::batch::decode_all(r.bytes, usize::MAX).map_while(Result::ok) {
+            producers.record(batch.header(), batch.base_offset());
+        }
+        offset = r.next_offset;
+    }
+    Ok(producers)
+}
+
 impl PartitionState {
-    /// Wraps an opened log and rebuilds the producer table from it.
-    pub fn new(log: PartitionLog) -> Result<PartitionState, LogError> {
-        let flushed = log.flushed_offset();
-        let mut state = PartitionState {
-            log,
-            producers: ProducerTable::default(),
-            flushed,
-            committed: None,
-            high_watermark: flushed,
+    /// A replica whose committed log ends at `high_watermark`, with the
+    /// producers `applied` holds (see [`rebuild_producers`]).
+    pub fn new(applied: ProducerTable, high_watermark: u64) -> PartitionState {
+        PartitionState {
+            applied,
+            high_watermark,
+            serving: None,
+            queued: Vec::new(),
+            queued_bytes: 0,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
-        };
-        state.rebuild()?;
-        Ok(state)
-    }
-
-    pub fn log(&self) -> &PartitionLog {
-        &self.log
-    }
-
-    /// The log, for operations that do not change what is acknowledged
-    /// (flush jobs, retention, rolls).
-    pub fn log_mut(&mut self) -> &mut PartitionLog {
-        &mut self.log
+        }
     }
 
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark
     }
 
+    /// The committed producer state.
     pub fn producers(&self) -> &ProducerTable {
-        &self.producers
+        &self.applied
     }
 
-    /// Replays the newest batches' producer fields into a fresh table: after
-    /// open, or after the log was truncated.
-    pub fn rebuild(&mut self) -> Result<(), LogError> {
-        self.producers = ProducerTable::default();
-        let log = &self.log;
-        // An offline log serves nothing at or past its loss.
-        let end = log.loss().map_or(log.log_end_offset(), |l| l.from);
-        let bases = log.segment_bases();
-        // Start at the oldest segment that keeps the scan within the byte budget.
-        let mut from = log.log_start_offset();
-        let size = log.size_bytes();
-        if size > PRODUCER_REBUILD_BYTES_MAX {
-            let skip = size - PRODUCER_REBUILD_BYTES_MAX;
-            let avg = size / bases.len().max(1) as u64;
-            let skip_segments = (skip / avg.max(1)) as usize;
-            from = bases.get(skip_segments.min(bases.len() - 1)).copied().unwrap_or(from);
-        }
-        let mut offset = from;
-        while offset < end {
-            let r = match log.read(offset, 1 << 20, end) {
-                Ok(r) => r,
-                // A damaged old batch must not keep the partition from opening:
-                // its producers' state is skipped (at worst one of them must
-                // restart with a new id) and reads of it keep reporting it.
-                Err(e @ LogError::Corruption { .. }) => {
-                    tracing::error!(error = %e, "skipping a corrupt segment while rebuilding producer state");
-                    match bases.iter().find(|b| **b > offset) {
-                        Some(next) => {
-                            offset = *next;
-                            continue;
-                        }
-                        None => break,
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            if r.bytes.is_empty() {
-                break;
-            }
-            // The log verified these batches; should one still not decode, its
-            // producers' state is skipped like a corrupt segment's.
-            for batch in crate::batch::decode_all(r.bytes, usize::MAX).map_while(Result::ok) {
-                self.producers.record(batch.header(), batch.base_offset());
-            }
-            offset = r.next_offset;
-        }
-        Ok(())
+    /// The term this replica serves produces in, if it does.
+    pub fn serving(&self) -> Option<u64> {
+        self.serving.as_ref().map(|s| s.term)
     }
 
-    /// Deduplicates and appends one validated client batch; its answer
-    /// comes out of [`PartitionState::poll_ack`].
-    pub fn handle_produce(&mut self, token: u64, batch: &ValidBatch, mode: AckMode, now: Timestamp) {
-        let result = self.produce(batch, now);
-        // A roll syncs the sealed segment: what it covered is durable now.
-        if self.log.flushed_offset() > self.flushed {
-            self.handle_flushed(self.log.flushed_offset());
+    /// Whether batches wait for [`PartitionState::take_proposal`].
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// This replica leads in `term` and has applied an entry of it, or
+    /// (`None`) it does not lead. Losing the lead answers everything in
+    /// flight with `NotLeader`: it may still commit under the next leader,
+    /// and a retry is then answered from that leader's producer table.
+    pub fn handle_role(&mut self, serving: Option<u64>) {
+        let end = self.high_watermark;
+        self.handle_role_at(serving, end);
+    }
+
+    /// As [`PartitionState::handle_role`], with the leader's log end: where
+    /// its next batch lands. Everything before it is committed once the
+    /// leader applied an entry of its term; it is past the high watermark
+    /// only where offsets were skipped (an accepted loss continues above
+    /// the damaged range), and the high watermark jumps there.
+    pub fn handle_role_at(&mut self, serving: Option<u64>, log_end: u64) {
+        match serving {
+            Some(term) if self.serving.as_ref().is_some_and(|s| s.term == term) => {}
+            Some(term) => {
+                self.step_down(ProduceError::NotLeader { leader: None });
+                self.high_watermark = self.high_watermark.max(log_end);
+                self.serving = Some(Serving { term, producers: self.applied.clone(), next_offset: self.high_watermark });
+            }
+            None => self.step_down(ProduceError::NotLeader { leader: None }),
         }
+    }
+
+    fn step_down(&mut self, error: ProduceError) {
+        self.serving = None;
+        self.queued.clear();
+        self.queued_bytes = 0;
+        self.fail_pending(&error);
+    }
+
+    /// Deduplicates one validated client batch and queues it for the next
+    /// proposal; its answer comes out of [`PartitionState::poll_ack`].
+    pub fn handle_produce(&mut self, token: u64, batch: &ValidBatch, mode: AckMode) {
+        let result = self.produce(batch);
         match result {
             Ok(appended) => {
-                // A retry of a batch not yet durable waits like the original.
-                let due = match mode {
-                    AckMode::None => true,
-                    AckMode::Leader => appended.next_offset <= self.flushed,
-                    AckMode::All => appended.next_offset <= self.high_watermark,
-                };
-                if due {
+                // A retry of a batch not yet committed waits like the original.
+                if mode == AckMode::None || appended.next_offset <= self.high_watermark {
                     self.ready.push_back(Ack { token, result: Ok(appended) });
                 } else {
-                    self.pending.push_back(Pending { token, mode, appended });
+                    self.pending.push_back(Pending { token, appended });
                 }
             }
             Err(e) => self.ready.push_back(Ack { token, result: Err(e) }),
         }
     }
 
-    fn produce(&mut self, batch: &ValidBatch, now: Timestamp) -> Result<Appended, ProduceError> {
+    fn produce(&mut self, batch: &ValidBatch) -> Result<Appended, ProduceError> {
+        let Some(serving) = self.serving.as_mut() else { return Err(ProduceError::NotLeader { leader: None }) };
         let header = batch.header;
-        match self.producers.check(&header) {
+        match serving.producers.check(&header) {
             SequenceCheck::Append => {
-                // The log stamps the offsets (and the Raft fields): the one
-                // place that knows the header layout.
-                let info = self.log.append(&batch.bytes, now)?;
+                let base_offset = serving.next_offset;
+                let next_offset = base_offset + u64::from(header.record_count);
                 let mut stamped = header;
-                stamped.base_offset = info.base_offset;
-                self.producers.record(&stamped, info.base_offset);
-                Ok(Appended { base_offset: info.base_offset, next_offset: info.next_offset, duplicate: false })
+                stamped.base_offset = base_offset;
+                serving.producers.record(&stamped, base_offset);
+                serving.next_offset = next_offset;
+                self.queued_bytes += batch.bytes.len();
+                self.queued.push((batch.bytes.clone(), next_offset));
+                Ok(Appended { base_offset, next_offset, duplicate: false })
             }
             SequenceCheck::Duplicate { base_offset, next_offset } => Ok(Appended { base_offset, next_offset, duplicate: true }),
             SequenceCheck::OutOfOrder { expected, got } => Err(ProduceError::OutOfOrder { producer_id: header.producer_id, expected, got }),
@@ -293,38 +349,78 @@ impl PartitionState {
         }
     }
 
-    /// Everything below `up_to` is durable on this node.
-    pub fn handle_flushed(&mut self, up_to: u64) {
-        assert!(up_to <= self.log.log_end_offset(), "flushed {up_to} past the log end {}", self.log.log_end_offset());
-        self.flushed = self.flushed.max(up_to);
-        self.advance();
+    /// The queued batches, up to `max_bytes` of them (at least one), as one
+    /// proposal, in the order they were queued.
+    pub fn take_proposal(&mut self, max_bytes: usize) -> Option<Proposal> {
+        let serving = self.serving.as_ref()?;
+        if self.queued.is_empty() {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        while n < self.queued.len() && (n == 0 || bytes + self.queued[n].0.len() <= max_bytes) {
+            bytes += self.queued[n].0.len();
+            n += 1;
+        }
+        let taken: Vec<(Bytes, u64)> = self.queued.drain(..n).collect();
+        self.queued_bytes -= bytes;
+        let next_offset = taken.last().map(|(_, next)| *next).expect("at least one");
+        let records: u64 = taken.iter().map(|(b, _)| u64::from(crate::batch::BatchHeader::parse(b).map_or(0, |h| h.record_count))).sum();
+        Some(Proposal {
+            term: serving.term,
+            batches: taken.into_iter().map(|(b, _)| b).collect(),
+            base_offset: next_offset - records,
+            next_offset,
+        })
     }
 
-    /// Everything below `offset` is committed by a majority (replication).
-    pub fn handle_committed(&mut self, offset: u64) {
-        self.committed = Some(self.committed.map_or(offset, |c| c.max(offset)));
-        self.advance();
+    /// The group did not commit `proposal` (or committed it elsewhere than
+    /// predicted): stop serving, answer everything in flight with `error`.
+    pub fn handle_proposal_failed(&mut self, proposal: &Proposal, error: ProduceError) {
+        if self.serving.as_ref().is_some_and(|s| s.term == proposal.term) {
+            self.step_down(error);
+        }
     }
 
-    /// The next answer that is due, if any.
-    pub fn poll_ack(&mut self) -> Option<Ack> {
-        self.ready.pop_front()
+    /// An entry was committed and applied: `headers` are its data batches,
+    /// stamped with their offsets; `next_offset` is where it ends.
+    pub fn handle_applied(&mut self, headers: &[BatchHeader], next_offset: u64) {
+        for h in headers {
+            self.applied.record(h, h.base_offset);
+        }
+        // A single voter may have moved it ahead already (`handle_durable`).
+        self.high_watermark = self.high_watermark.max(next_offset);
+        if let Some(s) = &self.serving
+            && s.next_offset < next_offset
+        {
+            // Applied past what this leader predicted: another leader's
+            // entries (a stale role), so the predictions are void.
+            tracing::error!(
+                predicted = s.next_offset,
+                applied = next_offset,
+                "applied past the predicted log end: the partition stops serving until it leads again"
+            );
+            self.step_down(ProduceError::NotLeader { leader: None });
+        }
+        // Mostly in offset order, but a retry of a batch in flight queues
+        // behind later ones: scan them all.
+        self.release_due();
     }
 
-    fn advance(&mut self) {
-        let hw = self.committed.map_or(self.flushed, |c| c.min(self.flushed));
-        assert!(hw >= self.high_watermark, "the high watermark moved back from {} to {hw}", self.high_watermark);
-        self.high_watermark = hw;
-        let (flushed, hw) = (self.flushed, self.high_watermark);
-        // Pending answers are in offset order, but modes differ: scan all.
+    /// A group whose only voter is this replica made everything below
+    /// `offset` durable: with a quorum of one, that is committed. Answers
+    /// come due without waiting for the entries to be applied.
+    pub fn handle_durable(&mut self, offset: u64) {
+        if offset > self.high_watermark {
+            self.high_watermark = offset;
+            self.release_due();
+        }
+    }
+
+    fn release_due(&mut self) {
+        let hw = self.high_watermark;
         let mut still = VecDeque::with_capacity(self.pending.len());
         for p in self.pending.drain(..) {
-            let durable = match p.mode {
-                AckMode::None => true,
-                AckMode::Leader => p.appended.next_offset <= flushed,
-                AckMode::All => p.appended.next_offset <= hw,
-            };
-            if durable {
+            if p.appended.next_offset <= hw {
                 self.ready.push_back(Ack { token: p.token, result: Ok(p.appended) });
             } else {
                 still.push_back(p);
@@ -333,8 +429,13 @@ impl PartitionState {
         self.pending = still;
     }
 
-    /// Answers every waiting produce with `error` (the partition is closing
-    /// or its storage failed).
+    /// The next answer that is due, if any.
+    pub fn poll_ack(&mut self) -> Option<Ack> {
+        self.ready.pop_front()
+    }
+
+    /// Answers every waiting produce with `error` (the partition is closing,
+    /// leadership moved, or its storage failed).
     pub fn fail_pending(&mut self, error: &ProduceError) {
         for p in self.pending.drain(..) {
             self.ready.push_back(Ack { token: p.token, result: Err(error.clone()) });

@@ -123,6 +123,11 @@ impl ProducerTable {
             entry.batches.clear();
         }
         entry.last_write = writes;
+        // Recording a batch again (a replica re-applying entries after a
+        // restart) changes nothing.
+        if entry.batches.iter().any(|b| b.base_offset == base_offset && b.first_seq == h.base_sequence) {
+            return;
+        }
         entry.batches.push_back(CachedBatch {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),

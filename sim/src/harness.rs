@@ -157,7 +157,7 @@ fn broker_config(canary: Option<Canary>) -> Config {
 /// broker that cannot open (an injected read error during recovery) exits
 /// and waits for the next restart, as an operator would restart it.
 async fn broker_main(disk: SimDisk, canary: Option<Canary>) {
-    let broker = match Broker::open(broker_config(canary), Arc::new(disk)) {
+    let broker = match Broker::open(broker_config(canary), Arc::new(disk)).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "broker failed to open");

@@ -1199,6 +1199,13 @@ impl PartitionLog {
         // Record the new start durably first: a log found starting later
         // than its checkpoint says has lost its oldest segment.
         let new_start = self.segments.keys().find(|b| !bases.contains(b)).copied().unwrap_or_else(|| self.log_end_offset());
+        // Raft entries going with them are purged: recorded first, so the
+        // Raft layer never looks for an entry that is gone.
+        let last_gone = bases.iter().filter_map(|b| self.segments.get(b).and_then(|s| s.last_log_id)).max_by_key(|id| id.index);
+        if let Some(id) = last_gone.filter(|id| index_of(self.purged) < id.index) {
+            raft_state::save_purged(&*self.disk, &self.dir, Some(id))?;
+            self.purged = Some(id);
+        }
         let flushed = self.flushed;
         self.write_checkpoint_from(flushed, new_start, true)?;
         let mut report = RetentionReport::default();

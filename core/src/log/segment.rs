@@ -521,7 +521,11 @@ impl Segment {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let end = pos + total as u64;
         let log = self.log()?;
-        if config.preallocate_bytes > 0 && end > self.allocated {
+        // Control batches alone (Raft's blank and membership entries, which
+        // every new partition writes) reserve nothing: 10,000 idle
+        // partitions must not reserve 10,000 preallocations.
+        let data = headers.iter().any(|h| !h.is_control());
+        if config.preallocate_bytes > 0 && end > self.allocated && data {
             let target = end.max(self.allocated + config.preallocate_bytes).min(config.segment_bytes_max.max(end));
             match log.preallocate(target) {
                 Ok(()) => self.allocated = target,

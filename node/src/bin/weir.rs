@@ -56,6 +56,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let _lock = weir_node::lock::DataDirLock::acquire(&data_dir)?;
     let broker = Broker::open(config, Arc::new(RealDisk::default()))
+        .await
         .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

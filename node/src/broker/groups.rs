@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use weir_core::group::offsets_log::{self, CompactionPolicy};
 use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, PendingCommit, TopicPartition};
-use weir_core::log::{LogError, PartitionLog};
+use weir_core::log::PartitionLog;
 use weir_net::message::*;
 use weir_net::{ErrorCode, WireError};
 
@@ -21,6 +21,9 @@ use weir_net::{ErrorCode, WireError};
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// Offsets per commit request.
 const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
+/// The Raft group of the consumer offsets log (partition groups are
+/// `topic id << 16 | partition`, far above it).
+const OFFSETS_GROUP: u64 = 1;
 
 #[derive(Debug)]
 pub struct Groups {
@@ -84,7 +87,8 @@ impl Groups {
     /// Replays the offsets log into a fresh coordinator and starts the log's
     /// partition.
     /// `boot` is the broker's boot counter (see `GroupCoordinator::new`).
-    pub fn open(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
         log: PartitionLog,
         config: &crate::config::Config,
         boot: u64,
@@ -92,7 +96,8 @@ impl Groups {
         clock: Clock,
         disk: Arc<dyn weir_core::disk::Disk>,
         tasks: &crate::tasks::Tasks,
-    ) -> Result<Groups, LogError> {
+        raft: &Arc<crate::raft::RaftNode>,
+    ) -> Result<Groups, WireError> {
         let now = clock.now();
         let node_id = config.node_id;
         let coordinator_config = CoordinatorConfig {
@@ -102,14 +107,24 @@ impl Groups {
             ..CoordinatorConfig::default()
         };
         let mut coordinator = GroupCoordinator::new(coordinator_config, boot);
-        let replay = offsets_log::replay(&mut coordinator, &log, now)?;
+        let replay = offsets_log::replay(&mut coordinator, &log, now).map_err(super::partition::log_error)?;
         for (topic, n) in partitions {
             coordinator.set_partitions(topic, Some(*n), now);
         }
         tracing::info!(records = replay.records, unreadable = replay.unreadable, "consumer offsets loaded");
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log: Partition::start(0, node_id, weir_core::partition::PartitionState::new(log)?, disk, tasks),
+            log: Partition::start(
+                0,
+                node_id,
+                OFFSETS_GROUP,
+                log,
+                disk,
+                raft,
+                BTreeMap::from([(node_id, config.listen.to_string())]),
+                tasks,
+            )
+            .await?,
             log_order: tokio::sync::RwLock::new(()),
             compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
             clock,

@@ -10,8 +10,9 @@ pub mod partition;
 pub mod store;
 
 use crate::config::Config;
+use crate::raft::{RaftNode, Timing};
 use crate::tasks::Tasks;
-use partition::{Partition, log_error};
+use partition::Partition;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +21,6 @@ use store::TopicRecord;
 use weir_core::disk::{Disk, DiskError};
 use weir_core::log::{LogConfig, PartitionLog};
 use weir_core::metadata::{self, Effect, MetadataError, MetadataLimits, MetadataState, TopicSettings};
-use weir_core::partition::PartitionState;
 use weir_net::message::*;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
@@ -45,6 +45,8 @@ pub struct Broker {
     groups: groups::Groups,
     /// Every background task of this broker (see `tasks`).
     tasks: Tasks,
+    /// This node's Raft groups: every partition is one.
+    raft: Arc<RaftNode>,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -78,16 +80,17 @@ fn limits(config: &Config) -> MetadataLimits {
 impl Broker {
     /// Opens every topic under the data directory, recovering each log. If
     /// it fails part-way, the partitions it started are stopped.
-    pub fn open(config: Config, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Broker>> {
+    pub async fn open(config: Config, disk: Arc<dyn Disk>) -> anyhow::Result<Arc<Broker>> {
         let tasks = Tasks::new();
-        let opened = Self::open_with(config, disk, tasks.clone());
+        let opened = Self::open_with(config, disk, tasks.clone()).await;
         if opened.is_err() {
             tasks.stop();
         }
         opened
     }
 
-    fn open_with(config: Config, disk: Arc<dyn Disk>, tasks: Tasks) -> anyhow::Result<Arc<Broker>> {
+    async fn open_with(config: Config, disk: Arc<dyn Disk>, tasks: Tasks) -> anyhow::Result<Arc<Broker>> {
+        let raft = RaftNode::new(config.node_id, Timing::default(), tasks.signal());
         let data_dir = config.data_dir.clone();
         store::claim_node_id(&*disk, &data_dir, config.node_id)?;
         let topics_dir = store::topics_dir(&data_dir);
@@ -115,7 +118,7 @@ impl Broker {
                 continue;
             }
             let record = store::parse_topic(&store::read_small(&*disk, &meta)?, &meta)?;
-            let topic = open_topic(&config, &disk, record.clone(), &tasks)?;
+            let topic = open_topic(&config, &disk, record.clone(), &tasks, &raft).await?;
             topics.insert(name, topic);
             records.push(record);
         }
@@ -164,7 +167,8 @@ impl Broker {
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
         let (offsets_log, _) = PartitionLog::open(disk.clone(), &offsets_dir, offsets_config, crate::clock::now())?;
-        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks)
+        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
+            .await
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
         let advertised = config.listen;
@@ -177,6 +181,7 @@ impl Broker {
             advertised: Mutex::new(advertised),
             groups,
             tasks,
+            raft,
         });
         Ok(broker)
     }
@@ -372,27 +377,30 @@ impl Broker {
     /// committed and what was made is removed.
     async fn carry_out_create(&self, record: &TopicRecord) -> Result<Topic, WireError> {
         let dir = store::topic_dir(&self.config.data_dir, &record.name);
-        let made = {
-            let (config, disk, record, tasks) = (self.config.clone(), self.disk.clone(), record.clone(), self.tasks.clone());
+        let made = async {
+            let (config, disk, record2) = (self.config.clone(), self.disk.clone(), record.clone());
             // Directories and files: off the async workers.
-            crate::blocking::run(move || -> anyhow::Result<Topic> {
-                let dir = store::topic_dir(&config.data_dir, &record.name);
+            crate::blocking::run(move || -> anyhow::Result<()> {
+                let dir = store::topic_dir(&config.data_dir, &record2.name);
                 if disk.exists(&dir) {
                     // Left over from an interrupted create or delete.
                     disk.remove_dir_all(&dir)?;
                 }
                 store::ensure_dir(&*disk, &dir)?;
-                let topic = open_topic(&config, &disk, record.clone(), &tasks)?;
-                if let Err(e) = store::write_topic(&*disk, &config.data_dir, &record) {
-                    for p in &topic.partitions {
-                        p.close();
-                    }
-                    return Err(e.into());
-                }
-                Ok(topic)
+                Ok(())
             })
-            .await
-        };
+            .await?;
+            let topic = open_topic(&self.config, &self.disk, record.clone(), &self.tasks, &self.raft).await?;
+            let (config, disk, record2) = (self.config.clone(), self.disk.clone(), record.clone());
+            if let Err(e) = crate::blocking::run(move || store::write_topic(&*disk, &config.data_dir, &record2)).await {
+                for p in &topic.partitions {
+                    p.close();
+                }
+                return Err(anyhow::Error::from(e));
+            }
+            Ok(topic)
+        }
+        .await;
         match made {
             Ok(topic) => Ok(topic),
             Err(e) => {
@@ -604,29 +612,68 @@ fn offsets_log_config(config: &Config) -> LogConfig {
     LogConfig { retention_ms: None, retention_bytes: None, segment_bytes_max: 64 << 20, timestamp_after_max_ms: None, ..config.log.clone() }
 }
 
+/// The Raft group id of partition `partition` of topic `topic_id`. Topic
+/// ids are never reused, so neither are group ids. Group 1 is the consumer
+/// offsets log's.
+fn group_id(topic_id: u64, partition: u32) -> anyhow::Result<u64> {
+    topic_id.checked_mul(1 << 16).filter(|_| partition < 1 << 16).map(|g| g | u64::from(partition)).ok_or_else(|| {
+        anyhow::anyhow!("topic id {topic_id} partition {partition} has no Raft group id (ids beyond 2^47 or partitions beyond 65535)")
+    })
+}
+
+/// The first voters of a new group: this node alone (a single broker is a
+/// cluster of one voter). Its Raft address is not used by a single voter.
+fn single_voter(config: &Config) -> BTreeMap<u64, String> {
+    BTreeMap::from([(config.node_id, config.listen.to_string())])
+}
+
 /// Opens every partition of a topic. On failure, the partitions already
-/// started are closed, so nothing they opened (files, flusher tasks) leaks.
-fn open_topic(config: &Config, disk: &Arc<dyn Disk>, record: TopicRecord, tasks: &Tasks) -> anyhow::Result<Topic> {
+/// started are closed, so nothing they opened (files, tasks, groups) leaks.
+async fn open_topic(
+    config: &Config,
+    disk: &Arc<dyn Disk>,
+    record: TopicRecord,
+    tasks: &Tasks,
+    raft: &Arc<RaftNode>,
+) -> anyhow::Result<Topic> {
     let log_config = metadata::effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
     let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(record.partitions as usize);
-    let opened = (0..record.partitions).try_for_each(|id| -> anyhow::Result<()> {
-        let dir = store::partition_dir(&config.data_dir, &record.name, id);
-        let (log, report) = PartitionLog::open(disk.clone(), &dir, log_config.clone(), crate::clock::now())?;
-        if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
-            tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
+    for id in 0..record.partitions {
+        let opened = async {
+            let dir = store::partition_dir(&config.data_dir, &record.name, id);
+            let (disk2, lc) = (disk.clone(), log_config.clone());
+            let (log, report) = crate::blocking::run(move || PartitionLog::open(disk2, &dir, lc, crate::clock::now())).await?;
+            if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
+                tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
+            }
+            let group = group_id(record.id, id)?;
+            Partition::start(id, config.node_id, group, log, disk.clone(), raft, single_voter(config), tasks)
+                .await
+                .map_err(anyhow::Error::from)
         }
-        let state = PartitionState::new(log).map_err(|e| anyhow::anyhow!(log_error(e)))?;
-        partitions.push(Partition::start(id, config.node_id, state, disk.clone(), tasks));
-        Ok(())
-    });
-    if let Err(e) = opened {
-        for p in &partitions {
-            p.close();
+        .await;
+        match opened {
+            Ok(p) => partitions.push(p),
+            Err(e) => {
+                for p in &partitions {
+                    p.close();
+                }
+                return Err(e);
+            }
         }
-        return Err(e);
+    }
+    // A single voter elects itself at once: answer only once it serves, so
+    // the first produce after a start or a create is not refused.
+    let waits = partitions.iter().map(|p| p.wait_serving(PARTITION_START_WAIT));
+    let served = futures::future::join_all(waits).await;
+    if let Some(p) = served.iter().position(|s| !s) {
+        tracing::warn!(topic = %record.name, partition = p, "partition does not serve produces yet (no leader elected): producers retry until it does");
     }
     Ok(Topic { id: record.id, name: record.name, replicas: record.replicas, log_config, partitions })
 }
+
+/// How long opening a topic waits for its partitions to serve.
+const PARTITION_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Descriptors the broker keeps for other things than partitions: every
 /// connection, the file cache, and a margin for the listener, the lock,

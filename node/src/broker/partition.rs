@@ -1,66 +1,47 @@
 //! One partition on this broker: the plumbing around core's
-//! [`PartitionState`] (which owns the log, the producer table, the high
-//! watermark and the pending acknowledgements). Here live only the tasks and
-//! channels: an appender that hands queued produce requests to the state in
-//! one go, a flusher that gives them one shared fdatasync (group commit),
-//! the watch that long-polling fetches wait on, and the error mapping onto
-//! the wire.
+//! [`PartitionState`] (producer table, high watermark, proposals, pending
+//! answers) and the partition's Raft group ([`crate::raft::Group`], which
+//! owns the log). Here live only the tasks and channels:
 //!
-//! No disk IO runs on an async worker: every call into the state that may
-//! touch a file runs on a blocking thread ([`blocking::run`]) holding the
-//! state's lock, which is acquired asynchronously. A stuck disk therefore
-//! holds one partition's lock and one thread, not the broker: requests to
-//! that partition wait without blocking anything and time out with an error
-//! that says so, and everything else keeps working.
+//! - produce: a validated batch goes through the state (deduplicated,
+//!   queued at its predicted offsets); the proposer hands everything queued
+//!   to the group as one entry (group commit above Raft), several entries in
+//!   flight at once;
+//! - commit: the group applies entries on every replica and tells the state
+//!   ([`ApplyHook`]): the high watermark moves and answers come due;
+//! - role: a watcher tells the state when this replica may serve produces
+//!   (it leads and has applied an entry of its term) and when it may not;
+//! - fetch: long polls read the log up to the high watermark.
+//!
+//! No disk IO runs on an async worker: reads and retention run on a
+//! blocking thread ([`blocking::run`]) holding the log's lock, acquired
+//! asynchronously with a deadline. A stuck disk therefore holds one
+//! partition's lock and one thread, not the broker: requests to that
+//! partition time out with an error that says so.
 
+use crate::raft::{ApplyHook, Group, ProposeError, RaftNode};
 use crate::tasks::Tasks;
 use crate::{blocking, clock};
 use bytes::Bytes;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedRwLockReadGuard, RwLock, oneshot, watch};
+use tokio::sync::{Notify, OwnedMutexGuard, Semaphore, oneshot, watch};
+use weir_core::batch::BatchHeader;
 use weir_core::disk::Disk;
-use weir_core::log::{LogError, ReadResult};
-use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError, ValidBatch};
+use weir_core::log::{LogError, PartitionLog, ReadResult};
+use weir_core::partition::{Ack, AckMode, Appended, PartitionState, ProduceError, Proposal, ValidBatch};
 use weir_net::message::{Acks, PartitionDescription};
 use weir_net::{ErrorCode, WireError};
 
 /// Longest a request waits for a partition whose storage is busy (a slow
 /// or stuck disk holding its lock) before it is answered with an error.
 pub const STORAGE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Entries a leader has proposed and not yet seen committed, per partition.
+const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
 
 type Waiter = oneshot::Sender<Result<Appended, ProduceError>>;
-
-/// A produce request waiting for the appender.
-#[derive(Debug)]
-struct Incoming {
-    token: u64,
-    batch: ValidBatch,
-    mode: AckMode,
-}
-
-#[derive(Debug)]
-pub struct Partition {
-    pub id: u32,
-    node_id: u64,
-    batch_bytes_max: usize,
-    state: Arc<RwLock<PartitionState>>,
-    high_watermark: watch::Sender<u64>,
-    incoming: Mutex<Vec<Incoming>>,
-    waiters: Mutex<HashMap<u64, Waiter>>,
-    next_token: AtomicU64,
-    wake_appender: Notify,
-    dirty: Notify,
-    closed: watch::Sender<bool>,
-    /// A sync failed: the log refuses writes until the broker restarts.
-    failed: AtomicBool,
-    /// The log's canary (simulation builds; see `weir_core::canary`).
-    canary: Option<weir_core::canary::Canary>,
-    /// The disk adapter, for the latency a simulated disk charges.
-    disk: Arc<dyn Disk>,
-}
 
 /// The wire form of a log error: the one place that maps them.
 pub fn log_error(e: LogError) -> WireError {
@@ -98,6 +79,8 @@ pub fn produce_error(e: ProduceError) -> WireError {
         ProduceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
         ProduceError::Fenced { .. } => ErrorCode::InvalidProducerEpoch,
         ProduceError::Collision { .. } => ErrorCode::ProducerIdCollision,
+        ProduceError::NotLeader { leader: Some(_) } => ErrorCode::NotLeader,
+        ProduceError::NotLeader { leader: None } => ErrorCode::LeaderNotAvailable,
     };
     WireError::new(code, e.to_string())
 }
@@ -110,48 +93,172 @@ fn ack_mode(acks: Acks) -> AckMode {
     }
 }
 
+/// What the proposer, the apply hook and the request tasks share.
+struct Shared {
+    state: Mutex<PartitionState>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// The state's high watermark, for long-polling fetches: reads see what
+    /// was acknowledged as soon as it was.
+    high_watermark: watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Runs `f` on the state, then delivers every answer it made due.
+    fn with_state<T>(&self, f: impl FnOnce(&mut PartitionState) -> T) -> T {
+        let (out, acks) = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let out = f(&mut s);
+            let hw = s.high_watermark();
+            self.high_watermark.send_if_modified(|cur| {
+                let moved = hw > *cur;
+                *cur = (*cur).max(hw);
+                moved
+            });
+            (out, std::iter::from_fn(|| s.poll_ack()).collect::<Vec<Ack>>())
+        };
+        if !acks.is_empty() {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            for a in acks {
+                if let Some(w) = waiters.remove(&a.token) {
+                    let _ = w.send(a.result);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ApplyHook for Shared {
+    fn applied(&self, headers: &[BatchHeader], next_offset: u64) {
+        self.with_state(|s| s.handle_applied(headers, next_offset));
+    }
+
+    fn durable(&self, next_offset: u64) {
+        self.with_state(|s| s.handle_durable(next_offset));
+    }
+}
+
+pub struct Partition {
+    pub id: u32,
+    node_id: u64,
+    batch_bytes_max: usize,
+    shared: Arc<Shared>,
+    group: Arc<Group>,
+    raft: Arc<RaftNode>,
+    high_watermark: watch::Receiver<u64>,
+    next_token: AtomicU64,
+    wake_proposer: Notify,
+    closed: watch::Sender<bool>,
+    /// The log's canary (simulation builds; see `weir_core::canary`).
+    canary: Option<weir_core::canary::Canary>,
+    /// Recovery found acknowledged data damaged: no writes until an
+    /// operator accepts the loss (`weir accept-loss`).
+    offline: Option<weir_core::log::Loss>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition").field("id", &self.id).field("group", &self.group.id).finish()
+    }
+}
+
+fn propose_error(e: ProposeError) -> ProduceError {
+    match e {
+        ProposeError::NotLeader { leader, .. } => ProduceError::NotLeader { leader },
+        ProposeError::Stopped { why, .. } => ProduceError::Log(LogError::Failed(why)),
+        ProposeError::Refused { size, max, .. } => ProduceError::TooLarge { size, max },
+    }
+}
+
 impl Partition {
-    /// Wraps an opened partition state and starts its appender and flusher
-    /// under the supervisor.
-    /// `disk` is the adapter under the log: a simulated disk's latency is
-    /// charged from it, not passed up through the log.
-    pub fn start(id: u32, node_id: u64, state: PartitionState, disk: Arc<dyn Disk>, tasks: &Tasks) -> Arc<Partition> {
-        let (high_watermark, _) = watch::channel(state.high_watermark());
+    /// Opens partition `id` as Raft group `group_id` on `log`, with
+    /// `members` (node id → Raft address) as its first voters if the group
+    /// is new, and starts its proposer and role watcher under the supervisor.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        id: u32,
+        node_id: u64,
+        group_id: u64,
+        log: PartitionLog,
+        disk: Arc<dyn Disk>,
+        raft: &Arc<RaftNode>,
+        members: BTreeMap<u64, String>,
+        tasks: &Tasks,
+    ) -> Result<Arc<Partition>, WireError> {
+        let batch_bytes_max = log.config().batch_bytes_max;
+        let canary = log.config().canary;
+        let offline = log.loss().cloned();
+        let (producers, log) = blocking::run(move || (weir_core::partition::rebuild_producers(&log), log)).await;
+        let producers = producers.map_err(log_error)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(PartitionState::new(producers, 0)),
+            waiters: Mutex::default(),
+            high_watermark: watch::channel(0).0,
+        });
+        let hook: Arc<dyn ApplyHook> = shared.clone();
+        let group = raft.open_group_with(group_id, log, disk, Some(hook)).await.map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
+        // Where the applied log ends on open (entries after it re-apply).
+        let hw = *group.high_watermark().borrow();
+        let high_watermark = shared.high_watermark.subscribe();
+        shared.with_state(|s| *s = PartitionState::new(s.producers().clone(), hw.max(s.high_watermark())));
+        if let Err(e) = group.bootstrap(members).await {
+            raft.close_group(&group).await;
+            return Err(WireError::new(ErrorCode::StorageError, e));
+        }
+        group.campaign_if_alone().await;
         let (closed, _) = watch::channel(false);
         let p = Arc::new(Partition {
             id,
             node_id,
-            batch_bytes_max: state.log().config().batch_bytes_max,
-            canary: state.log().config().canary,
-            disk,
-            state: Arc::new(RwLock::new(state)),
+            batch_bytes_max,
+            shared,
+            group,
+            raft: raft.clone(),
             high_watermark,
-            incoming: Mutex::default(),
-            waiters: Mutex::default(),
             next_token: AtomicU64::new(1),
-            wake_appender: Notify::new(),
-            dirty: Notify::new(),
+            wake_proposer: Notify::new(),
             closed,
-            failed: AtomicBool::new(false),
+            canary,
+            offline,
         });
-        tasks.spawn("appender", appender(p.clone(), tasks.signal()));
-        tasks.spawn("flusher", flusher(p.clone(), tasks.signal()));
-        p
+        tasks.spawn("proposer", proposer(p.clone(), tasks.signal()));
+        tasks.spawn("role", role(p.clone(), tasks.signal()));
+        Ok(p)
     }
 
     pub fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
     }
 
-    /// The largest producer id this partition's recent batches carry (at
-    /// start, before any request can hold the state).
-    pub fn max_producer_id(&self) -> Option<i64> {
-        self.state.try_read().ok().and_then(|s| s.producers().max_producer_id())
+    /// Waits (up to `timeout`) until this replica serves produces; false if
+    /// it does not by then (another node leads, or no election finished).
+    pub async fn wait_serving(&self, timeout: Duration) -> bool {
+        let mut watch = self.group.watch();
+        let served = tokio::time::timeout(timeout, async {
+            loop {
+                if watch.serving_term().is_some() && self.shared.with_state(|s| s.serving().is_some()) {
+                    return true;
+                }
+                // The role task updates the state right after the group's
+                // status changes: look again shortly after each change.
+                if !watch.changed().await {
+                    return false;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        served.unwrap_or(false)
     }
 
-    /// The state for reading, waiting at most [`STORAGE_WAIT_MAX`].
-    async fn read(&self) -> Result<OwnedRwLockReadGuard<PartitionState>, WireError> {
-        tokio::time::timeout(STORAGE_WAIT_MAX, self.state.clone().read_owned()).await.map_err(|_| self.stuck(STORAGE_WAIT_MAX))
+    /// The largest producer id this partition's committed batches carry.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.shared.with_state(|s| s.producers().max_producer_id())
+    }
+
+    /// The log for reading, waiting at most [`STORAGE_WAIT_MAX`].
+    async fn log(&self) -> Result<OwnedMutexGuard<PartitionLog>, WireError> {
+        tokio::time::timeout(STORAGE_WAIT_MAX, self.group.log().clone().lock_owned()).await.map_err(|_| self.stuck(STORAGE_WAIT_MAX))
     }
 
     fn stuck(&self, waited: Duration) -> WireError {
@@ -165,26 +272,7 @@ impl Partition {
         )
     }
 
-    /// Tells long-polling fetches about a new high watermark.
-    fn publish(&self, hw: u64) {
-        self.high_watermark.send_if_modified(|current| {
-            let moved = hw > *current;
-            *current = (*current).max(hw);
-            moved
-        });
-    }
-
-    fn deliver(&self, acks: Vec<Ack>) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for a in acks {
-            if let Some(w) = waiters.remove(&a.token) {
-                let _ = w.send(a.result);
-            }
-        }
-    }
-
-    /// Queues one batch for the appender and waits for its answer as `acks`
-    /// asks, up to `timeout`.
+    /// Queues one batch and waits for its answer as `acks` asks, up to `timeout`.
     pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
         let batch = self.validate(batch)?;
         self.produce_valid(batch, acks, timeout).await
@@ -192,30 +280,39 @@ impl Partition {
 
     /// The one validation path for a client's batch (see
     /// `weir_core::partition::validate`): CPU work (CRC, records), run on the
-    /// request's own task, in parallel, outside the lock.
+    /// request's own task, in parallel, outside any lock.
     pub fn validate(&self, batch: Bytes) -> Result<ValidBatch, WireError> {
         weir_core::partition::validate(batch, self.batch_bytes_max).map_err(produce_error)
     }
 
     /// As [`Partition::produce`], for a batch already validated.
     pub async fn produce_valid(&self, batch: ValidBatch, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
+        if let Some(loss) = &self.offline {
+            return Err(log_error(LogError::Offline(loss.clone())));
+        }
+        if let Some(fault) = self.group.storage_fault() {
+            // The group stopped on this fault; it serves again after a restart.
+            return Err(log_error(fault));
+        }
         let mut mode = ack_mode(acks);
         if weir_core::canary::on(self.canary, weir_core::canary::Canary::AckBeforeFsync) {
             mode = AckMode::None;
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(token, tx);
-        self.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Incoming { token, batch, mode });
-        self.wake_appender.notify_one();
+        self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(token, tx);
+        let queued = self.shared.with_state(|s| {
+            s.handle_produce(token, &batch, mode);
+            s.has_queued()
+        });
+        if queued {
+            self.wake_proposer.notify_one();
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result.map_err(produce_error),
-            Ok(Err(_)) => Err(WireError::new(ErrorCode::ShuttingDown, "the partition closed before the batch became durable: retry")),
+            Ok(Err(_)) => Err(WireError::new(ErrorCode::ShuttingDown, "the partition closed before the batch was committed: retry")),
             Err(_) => {
-                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
-                if self.failed.load(Ordering::SeqCst) {
-                    return Err(WireError::new(ErrorCode::StorageError, "the partition's disk failed before the batch became durable"));
-                }
+                self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
                 Err(self.stuck(timeout))
             }
         }
@@ -232,11 +329,11 @@ impl Partition {
         max_wait: Duration,
     ) -> Result<(ReadResult, u64, u64), WireError> {
         let mut deadline = tokio::time::Instant::now() + max_wait;
-        let mut rx = self.high_watermark.subscribe();
+        let mut rx = self.high_watermark.clone();
         loop {
             let hw = *rx.borrow_and_update();
-            let state = self.read().await?;
-            let (result, start) = blocking::run(move || (state.log().read(offset, max_bytes, hw), state.log().log_start_offset())).await;
+            let log = self.log().await?;
+            let (result, start) = blocking::run(move || (log.read(offset, max_bytes, hw), log.log_start_offset())).await;
             let result = result.map_err(log_error)?;
             if result.bytes.len() >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
                 return Ok((result, hw, start));
@@ -249,22 +346,23 @@ impl Partition {
         }
     }
 
-    /// (log start, log end).
+    /// (log start, high watermark): what a reader can see.
     pub async fn offsets(&self) -> Result<(u64, u64), WireError> {
-        let s = self.read().await?;
-        Ok((s.log().log_start_offset(), s.log().log_end_offset()))
+        let start = self.log().await?.log_start_offset();
+        Ok((start, self.high_watermark()))
     }
 
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, WireError> {
-        let s = self.read().await?;
-        blocking::run(move || s.log().offset_for_timestamp(ts)).await.map_err(log_error)
+        let log = self.log().await?;
+        blocking::run(move || log.offset_for_timestamp(ts)).await.map_err(log_error)
     }
 
     pub async fn describe(&self) -> PartitionDescription {
+        let status = self.group.status();
         let mut d = PartitionDescription {
             partition: self.id,
-            leader: Some(self.node_id),
-            replicas: vec![self.node_id],
+            leader: status.leader,
+            replicas: if status.voters.is_empty() { vec![self.node_id] } else { status.voters.clone() },
             log_start_offset: 0,
             log_end_offset: 0,
             high_watermark: self.high_watermark(),
@@ -272,9 +370,8 @@ impl Partition {
             segments: 0,
             offline: None,
         };
-        match self.read().await {
-            Ok(s) => {
-                let log = s.log();
+        match self.log().await {
+            Ok(log) => {
                 d.log_start_offset = log.log_start_offset();
                 d.log_end_offset = log.log_end_offset();
                 d.size_bytes = log.size_bytes();
@@ -286,16 +383,16 @@ impl Partition {
         d
     }
 
-    /// Runs retention on this partition's log.
+    /// Runs retention on this partition's log (whole sealed segments; the
+    /// Raft entries in them are recorded as purged first).
     pub async fn apply_retention(&self) {
         // A partition whose storage is stuck is skipped until the next pass.
-        let Ok(s) = tokio::time::timeout(STORAGE_WAIT_MAX, self.state.clone().write_owned()).await else {
+        let Ok(log) = self.log().await else {
             tracing::warn!(partition = self.id, "retention skipped: the partition's storage is not answering");
             return;
         };
         blocking::run(move || {
-            let mut s = s;
-            let log = s.log_mut();
+            let mut log = log;
             match log.apply_retention(clock::now()) {
                 Ok(r) if r.segments_deleted > 0 => {
                     tracing::info!(dir = %log.dir().display(), segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
@@ -309,18 +406,18 @@ impl Partition {
 
     /// Bytes held.
     pub async fn size_bytes(&self) -> Result<u64, WireError> {
-        Ok(self.read().await?.log().size_bytes())
+        Ok(self.log().await?.size_bytes())
     }
 
-    /// Runs `f` on the log on a blocking thread, holding the state's lock.
+    /// Runs `f` on the log on a blocking thread, holding its lock.
     async fn with_log<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut weir_core::log::PartitionLog) -> Result<T, LogError> + Send + 'static,
+        f: impl FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, WireError> {
-        let s = self.state.clone().write_owned().await;
+        let log = self.group.log().clone().lock_owned().await;
         blocking::run(move || {
-            let mut s = s;
-            f(s.log_mut())
+            let mut log = log;
+            f(&mut log)
         })
         .await
         .map_err(log_error)
@@ -336,118 +433,106 @@ impl Partition {
         self.with_log(move |log| log.purge_prefix(offset).map(|r| r.bytes_deleted)).await
     }
 
-    /// Stops the appender and flusher; waiters are released.
-    pub fn close(&self) {
+    /// Stops the proposer and role watcher and the group; waiters are
+    /// answered at once.
+    pub fn close(self: &Arc<Self>) {
         let _ = self.closed.send(true);
-        self.dirty.notify_one();
-        self.wake_appender.notify_one();
+        self.wake_proposer.notify_one();
+        let p = self.clone();
+        tokio::spawn(async move { p.raft.close_group(&p.group).await });
     }
 
-    /// Final flush and checkpoint, for shutdown.
+    /// Final flush and checkpoint, for shutdown: everything committed is
+    /// durable already; this makes the recovery point exact.
     pub async fn flush_now(&self) -> Result<u64, WireError> {
-        let s = self.state.clone().write_owned().await;
-        let (flushed, acks) = blocking::run(move || {
-            let mut s = s;
-            if s.log().loss().is_some() {
-                return (Ok(s.log().flushed_offset()), Vec::new());
+        self.with_log(|log| {
+            if log.loss().is_some() {
+                return Ok(log.flushed_offset());
             }
-            let flushed = s.log_mut().flush().and_then(|f| s.log_mut().sync_checkpoint().map(|()| f));
-            if let Ok(f) = flushed {
-                s.handle_flushed(f);
-            }
-            (flushed, std::iter::from_fn(|| s.poll_ack()).collect())
+            let flushed = log.flush()?;
+            log.sync_checkpoint()?;
+            Ok(flushed)
         })
-        .await;
-        self.deliver(acks);
-        let flushed = flushed.map_err(log_error)?;
-        self.publish(flushed);
-        Ok(flushed)
+        .await
     }
 }
 
-/// Hands every queued produce request to the state in one blocking call:
-/// many producers' batches share one thread handoff and one lock.
-async fn appender(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
+/// Hands everything queued to the group, one entry at a time and in order,
+/// with up to [`PROPOSALS_IN_FLIGHT_MAX`] entries awaiting commit.
+async fn proposer(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
+    let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
     loop {
         tokio::select! {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
             _ = crate::tasks::stopped(&mut stop) => break,
-            _ = p.wake_appender.notified() => {}
+            _ = p.wake_proposer.notified() => {}
         }
         loop {
-            let queued = std::mem::take(&mut *p.incoming.lock().unwrap_or_else(|e| e.into_inner()));
-            if queued.is_empty() {
-                break;
-            }
-            let state = p.state.clone().write_owned().await;
-            let (acks, hw) = blocking::run(move || {
-                let mut s = state;
-                let now = clock::now();
-                for i in queued {
-                    s.handle_produce(i.token, &i.batch, i.mode, now);
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            let Some(proposal) = p.shared.with_state(|s| s.take_proposal(p.batch_bytes_max)) else { break };
+            let submitted = p.group.submit(proposal.batches.clone()).await;
+            let (shared, group) = (p.shared.clone(), p.group.clone());
+            // A storage fault stops the group: answer with the fault itself
+            // (a full disk is StorageFull, not a generic failure).
+            let fail = move |proposal: &Proposal, e: ProduceError| {
+                let e = match (e, group.storage_fault()) {
+                    (ProduceError::Log(LogError::Failed(_)), Some(fault)) => ProduceError::Log(fault),
+                    (e, _) => e,
+                };
+                shared.with_state(|s| s.handle_proposal_failed(proposal, e))
+            };
+            match submitted {
+                Err(e) => fail(&proposal, propose_error(e)),
+                Ok(commit) => {
+                    tokio::spawn(async move {
+                        match commit.await {
+                            Ok(a) if (a.base_offset, a.next_offset) == (proposal.base_offset, proposal.next_offset) => {}
+                            Ok(a) => {
+                                tracing::error!(
+                                    predicted = ?(proposal.base_offset, proposal.next_offset),
+                                    committed = ?(a.base_offset, a.next_offset),
+                                    "an entry committed at other offsets than predicted: the partition stops serving until it leads again"
+                                );
+                                fail(&proposal, ProduceError::NotLeader { leader: None });
+                            }
+                            Err(e) => fail(&proposal, propose_error(e)),
+                        }
+                        drop(permit);
+                    });
                 }
-                (std::iter::from_fn(|| s.poll_ack()).collect::<Vec<_>>(), s.high_watermark())
-            })
-            .await;
-            // A roll during the appends makes data durable without the flusher.
-            p.publish(hw);
-            p.deliver(acks);
-            p.dirty.notify_one();
+            }
         }
     }
     // Closed (topic deleted, broker stopping): whoever still waits is told
     // at once (`ShuttingDown`), not left to time out.
-    p.waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    p.shared.waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// Group commit: whenever the partition has unflushed appends, sync them all
-/// with one fdatasync on a blocking thread while new appends continue, then
-/// publish the new high watermark and release the answers it makes due.
-async fn flusher(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
+/// Tells the state whether this replica may serve produces.
+async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
+    let mut watch = p.group.watch();
     loop {
+        let term = watch.serving_term();
+        if p.shared.with_state(|s| s.serving()) != term {
+            // Leading: the next batch lands at the log end.
+            let end = match term {
+                Some(_) => match p.log().await {
+                    Ok(log) => log.log_end_offset(),
+                    Err(_) => continue,
+                },
+                None => 0,
+            };
+            p.shared.with_state(|s| s.handle_role_at(term, end));
+        }
         tokio::select! {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
             _ = crate::tasks::stopped(&mut stop) => break,
-            _ = p.dirty.notified() => {}
-        }
-        let job = {
-            // In memory only: no IO under this lock on an async worker.
-            let mut s = p.state.write().await;
-            // Nothing written since the last flush began (control batches
-            // take no offsets, so the offsets alone cannot tell).
-            if !s.log().needs_flush() {
-                continue;
-            }
-            match s.log_mut().begin_flush() {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::error!(error = %e, "partition cannot flush");
-                    break;
-                }
-            }
-        };
-        // A simulated disk's fsync latency is paid here, delaying the acks.
-        let (job, result) = blocking::run_flush(job, &*p.disk).await;
-        // In memory only (the job wrote the checkpoint): inline.
-        let (flushed, hw, acks) = {
-            let mut s = p.state.write().await;
-            let flushed = s.log_mut().complete_flush(job, result);
-            match &flushed {
-                Ok(up_to) => s.handle_flushed(*up_to),
-                Err(e) => s.fail_pending(&ProduceError::Log(e.clone())),
-            }
-            (flushed, s.high_watermark(), std::iter::from_fn(|| s.poll_ack()).collect::<Vec<_>>())
-        };
-        p.publish(hw);
-        p.deliver(acks);
-        if flushed.is_err() {
-            // Logged by the log; the partition refuses writes until restart.
-            p.failed.store(true, Ordering::SeqCst);
-            break;
+            alive = watch.changed() => if !alive { break },
         }
     }
+    p.shared.with_state(|s| s.handle_role(None));
 }

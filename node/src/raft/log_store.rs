@@ -23,6 +23,7 @@ use openraft::{AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, OptionalS
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, mpsc};
 use weir_core::batch::{BatchBuilder, BatchHeader, ControlBody, HEADER_LEN};
 use weir_core::canary::{self, Canary};
@@ -122,22 +123,88 @@ pub struct LogStore {
     flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     /// The vote, kept in memory only (the vote-not-persisted canary).
     canary_vote: Option<Option<log::Vote>>,
+    /// The newest appended entries as apply reads them (heads only, by
+    /// openraft index): apply usually needs no read at all.
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<Entry<TypeConfig>>>>,
+    node: u64,
+    /// The newest membership in the log has this node as its only voter:
+    /// durable means committed (see [`super::ApplyHook::durable`]). Set by
+    /// the group at open, then by every membership entry appended, before
+    /// anything after it can be reported durable.
+    alone: Arc<AtomicBool>,
+    /// The storage fault that stopped the group, if one did (what a
+    /// proposer answers its clients with).
+    fault: StorageFault,
+}
+
+/// The storage fault that stopped a group.
+pub type StorageFault = Arc<std::sync::Mutex<Option<LogError>>>;
+
+fn record_fault(fault: &StorageFault, e: &LogError) {
+    fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.clone());
+}
+
+/// Entries kept in [`LogStore::recent`].
+const RECENT_ENTRIES_MAX: usize = 1024;
+
+/// An appended entry as apply reads it back: data batches cut to their
+/// headers, stamped with the offsets they took.
+fn heads_of(e: &Entry<TypeConfig>, info: &log::AppendInfo) -> Entry<TypeConfig> {
+    let payload = match &e.payload {
+        EntryPayload::Normal(p) => {
+            let mut at = info.base_offset;
+            let batches = p
+                .batches
+                .iter()
+                .map(|b| {
+                    let mut head = b[..HEADER_LEN].to_vec();
+                    let records = BatchHeader::parse(&head).map_or(0, |h| u64::from(h.record_count));
+                    let id = convert::log_id_to_log(e.log_id);
+                    weir_core::batch::stamp(
+                        &mut head,
+                        at,
+                        weir_core::batch::RaftStamp { term: id.term, node: id.node, index: id.index, entry_rest: 0 },
+                    );
+                    at += records;
+                    Bytes::from(head)
+                })
+                .collect();
+            EntryPayload::Normal(Proposal { base_offset: Some(info.base_offset), batches })
+        }
+        other => other.clone(),
+    };
+    Entry { log_id: e.log_id, payload }
 }
 
 impl LogStore {
     /// The store, and its flusher (which ends when the store is dropped).
-    pub fn new(log: SharedLog, disk: Arc<dyn Disk>, canary: Option<Canary>) -> LogStore {
+    pub fn new(
+        log: SharedLog,
+        disk: Arc<dyn Disk>,
+        canary: Option<Canary>,
+        node: u64,
+        hook: Option<Arc<dyn super::ApplyHook>>,
+        alone: Arc<AtomicBool>,
+        fault: StorageFault,
+    ) -> LogStore {
         let canary_vote = canary::on(canary, Canary::VoteNotPersisted).then_some(None);
         let (flushes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(log.clone(), disk, rx));
-        LogStore { log, flushes, canary_vote }
+        tokio::spawn(flusher(log.clone(), disk, rx, hook, alone.clone(), fault.clone()));
+        LogStore { log, flushes, canary_vote, recent: Arc::default(), node, alone, fault }
     }
 }
 
 /// Group commit under Raft: one fdatasync covers every append made before
 /// it began, then each of them is reported flushed. Appends continue while
 /// a sync runs; the next sync takes all of them.
-async fn flusher(log: SharedLog, disk: Arc<dyn Disk>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+async fn flusher(
+    log: SharedLog,
+    disk: Arc<dyn Disk>,
+    mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+    hook: Option<Arc<dyn super::ApplyHook>>,
+    alone: Arc<AtomicBool>,
+    fault: StorageFault,
+) {
     while let Some(first) = rx.recv().await {
         let mut done = vec![first];
         while let Ok(c) = rx.try_recv() {
@@ -147,10 +214,19 @@ async fn flusher(log: SharedLog, disk: Arc<dyn Disk>, mut rx: mpsc::UnboundedRec
         let result = match job {
             Ok(job) => {
                 let (job, r) = blocking::run_flush(job, &*disk).await;
-                log.lock().await.complete_flush(job, r).map(|_| ())
+                let done = log.lock().await.complete_flush(job, r);
+                if let (Ok(up_to), Some(hook)) = (&done, &hook)
+                    && alone.load(Ordering::SeqCst)
+                {
+                    hook.durable(*up_to);
+                }
+                done.map(|_| ())
             }
             Err(e) => Err(e),
         };
+        if let Err(e) = &result {
+            record_fault(&fault, e);
+        }
         for c in done {
             c.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         }
@@ -184,7 +260,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        read_entries(&self.log, index_range(&range), usize::MAX, true).await
+        let range = index_range(&range);
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(first), Some(last)) = (recent.front(), recent.back())
+                && first.log_id.index <= range.start
+                && range.end <= last.log_id.index + 1
+                && range.start < range.end
+            {
+                let skip = (range.start - first.log_id.index) as usize;
+                return Ok(recent.iter().skip(skip).take((range.end - range.start) as usize).cloned().collect());
+            }
+        }
+        read_entries(&self.log, range, usize::MAX, true).await
     }
 }
 
@@ -252,9 +340,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let mut guard = self.log.clone().lock_owned().await;
+        let recent = self.recent.clone();
+        for e in &entries {
+            if let EntryPayload::Membership(m) = &e.payload {
+                // Raft's rule: the newest membership in the log is in force.
+                let voters: Vec<u64> = m.voter_ids().collect();
+                self.alone.store(m.get_joint_config().len() == 1 && voters == [self.node], Ordering::SeqCst);
+            }
+        }
         let written = blocking::run(move || {
             let log = &mut *guard;
             let now = clock::now();
+            let mut heads = Vec::with_capacity(entries.len());
             for e in &entries {
                 if let EntryPayload::Normal(Proposal { base_offset: Some(stamped), .. }) = &e.payload
                     && *stamped != log.log_end_offset()
@@ -271,7 +368,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
                 let batches = entry_batches(e);
                 let parts: Vec<&[u8]> = batches.iter().map(|b| b.as_ref()).collect();
-                log.append_entry(convert::log_id_to_log(e.log_id), &parts, now)?;
+                let info = log.append_entry(convert::log_id_to_log(e.log_id), &parts, now)?;
+                heads.push(heads_of(e, &info));
+            }
+            let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+            for h in heads {
+                // Only a contiguous run is kept (a truncation empties it).
+                if recent.back().is_some_and(|b| b.log_id.index + 1 != h.log_id.index) {
+                    recent.clear();
+                }
+                recent.push_back(h);
+                if recent.len() > RECENT_ENTRIES_MAX {
+                    recent.pop_front();
+                }
             }
             Ok(())
         })
@@ -288,6 +397,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             Err(e) => {
+                record_fault(&self.fault, &e);
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(write_error(e))
             }
@@ -295,6 +405,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: openraft::LogId<u64>) -> Result<()> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).retain(|e| e.log_id.index < log_id.index);
         let mut guard = self.log.clone().lock_owned().await;
         blocking::run(move || guard.truncate_entries(convert::log_id_to_log(log_id).index)).await.map_err(write_error)
     }

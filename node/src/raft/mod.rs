@@ -90,6 +90,20 @@ impl Default for Timing {
     }
 }
 
+/// What a group's owner learns as committed entries are applied, on every
+/// replica, in log order.
+pub trait ApplyHook: Send + Sync + 'static {
+    /// Entries were applied: the headers of their data batches (stamped with
+    /// their offsets) and the offset after the last of them.
+    fn applied(&self, headers: &[BatchHeader], next_offset: u64);
+
+    /// Only while this node is the group's only voter (a quorum of one):
+    /// everything below `next_offset` is durable, hence committed, before
+    /// it is applied. Lets a single broker answer at fsync, as fast as a
+    /// direct append.
+    fn durable(&self, _next_offset: u64) {}
+}
+
 /// A group's role and position, for status displays and routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -236,23 +250,78 @@ impl RaftNode {
     /// Opens group `group` on `log` (its storage) and starts it. It joins
     /// the peer traffic at once; call [`Group::bootstrap`] on a new group.
     pub async fn open_group(self: &Arc<Self>, group: u64, log: PartitionLog, disk: Arc<dyn Disk>) -> Result<Arc<Group>, String> {
+        self.open_group_with(group, log, disk, None).await
+    }
+
+    /// As [`RaftNode::open_group`], telling `hook` about every applied entry.
+    pub async fn open_group_with(
+        self: &Arc<Self>,
+        group: u64,
+        log: PartitionLog,
+        disk: Arc<dyn Disk>,
+        hook: Option<Arc<dyn ApplyHook>>,
+    ) -> Result<Arc<Group>, String> {
         let config = self.config(group)?;
         let canary = log.config().canary;
         let batch_bytes_max = log.config().batch_bytes_max;
         let log: SharedLog = Arc::new(Mutex::new(log));
-        let store = log_store::LogStore::new(log.clone(), disk.clone(), canary);
-        let sm = state_machine::StateMachine::open(log.clone(), disk).await.map_err(|e| e.to_string())?;
+        let alone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fault = log_store::StorageFault::default();
+        let store = log_store::LogStore::new(log.clone(), disk.clone(), canary, self.id, hook.clone(), alone.clone(), fault.clone());
+        let sm = state_machine::StateMachine::open(log.clone(), disk, hook).await.map_err(|e| e.to_string())?;
         let high_watermark = sm.high_watermark();
         let network = network::Network { peers: self.registry.peers.clone(), group };
         let raft = Raft::new(self.id, config, network, store, sm).await.map_err(|e| e.to_string())?;
+        {
+            // The membership the log holds now; later membership entries
+            // update the flag as they are appended.
+            let m = raft.metrics();
+            let m = m.borrow();
+            let mem = m.membership_config.membership();
+            let voters: Vec<u64> = mem.voter_ids().collect();
+            alone.store(mem.get_joint_config().len() == 1 && voters == [self.id], std::sync::atomic::Ordering::SeqCst);
+        }
         self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
-        Ok(Arc::new(Group { id: group, node: self.id, raft, high_watermark, log, canary, batch_bytes_max, canary_serial: Mutex::new(()) }))
+        Ok(Arc::new(Group {
+            id: group,
+            node: self.id,
+            raft,
+            high_watermark,
+            log,
+            canary,
+            batch_bytes_max,
+            canary_serial: Mutex::new(()),
+            fault,
+        }))
     }
 
     /// Stops a group and forgets it.
     pub async fn close_group(&self, group: &Group) {
         self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group.id);
         let _ = group.raft.shutdown().await;
+    }
+}
+
+/// A group's role as it changes.
+pub struct StatusWatch(watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>);
+
+impl StatusWatch {
+    /// Waits for a change; false once the group is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+
+    /// The term this node leads in, once it has applied an entry of that
+    /// term (so every entry before its term is applied too): only then may
+    /// it serve writes whose checks depend on applied state.
+    pub fn serving_term(&mut self) -> Option<u64> {
+        let m = self.0.borrow_and_update();
+        (m.running_state.is_ok() && m.state == ServerState::Leader && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term))
+            .then_some(m.current_term)
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.0.borrow().current_leader
     }
 }
 
@@ -267,6 +336,7 @@ pub struct Group {
     batch_bytes_max: usize,
     /// Serialises proposals under the ack-before-majority canary.
     canary_serial: Mutex<()>,
+    fault: log_store::StorageFault,
 }
 
 impl std::fmt::Debug for Group {
@@ -341,6 +411,42 @@ impl Group {
         }
     }
 
+    /// Hands `batches` to the group as one entry, in call order (calls
+    /// awaited one after another are appended in that order), and returns
+    /// the wait for its commit.
+    pub async fn submit(
+        &self,
+        batches: Vec<Bytes>,
+    ) -> Result<impl std::future::Future<Output = Result<Applied, ProposeError>> + use<>, ProposeError> {
+        self.check(&batches)?;
+        let (group, node) = (self.id, self.node);
+        let rx = self
+            .raft
+            .client_write_ff(Proposal { base_offset: None, batches })
+            .await
+            .map_err(|e| ProposeError::Stopped { group, why: e.to_string() })?;
+        Ok(async move {
+            match rx.await {
+                Ok(Ok(r)) => Ok(r.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ProposeError::NotLeader { group, leader: f.leader_id.filter(|l| *l != node) })
+                }
+                Ok(Err(e)) => Err(ProposeError::Stopped { group, why: e.to_string() }),
+                Err(_) => Err(ProposeError::Stopped { group, why: "the group stopped before answering".into() }),
+            }
+        })
+    }
+
+    /// The storage fault that stopped this group, if one did.
+    pub fn storage_fault(&self) -> Option<weir_core::log::LogError> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Watches the group's role.
+    pub fn watch(&self) -> StatusWatch {
+        StatusWatch(self.raft.metrics())
+    }
+
     /// The high watermark: offsets below it are committed.
     pub fn high_watermark(&self) -> watch::Receiver<u64> {
         self.high_watermark.clone()
@@ -361,6 +467,20 @@ impl Group {
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             voters: m.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Campaigns at once if this node is the group's only voter and nobody
+    /// leads (a single broker starting): no election timeout to wait out.
+    pub async fn campaign_if_alone(&self) {
+        let (alone, led) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            (voters == [self.node], m.current_leader.is_some())
+        };
+        if alone && !led {
+            let _ = self.raft.trigger().elect().await;
         }
     }
 

@@ -63,7 +63,7 @@ struct State {
 }
 
 /// The state machine of one group (cheap to clone: shared state).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateMachine {
     state: Arc<Mutex<State>>,
     log: SharedLog,
@@ -72,13 +72,24 @@ pub struct StateMachine {
     dir: std::path::PathBuf,
     /// The high watermark, which only apply and snapshot install move.
     high_watermark: watch::Sender<u64>,
+    hook: Option<Arc<dyn super::ApplyHook>>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine").field("hook", &self.hook.is_some()).finish()
+    }
 }
 
 impl StateMachine {
     /// Recovers the applied state from the log: applied is the committed id
     /// it saved (never past its end), the high watermark the end of that
     /// entry. Entries after it are applied again by openraft.
-    pub async fn open(log: SharedLog, disk: Arc<dyn Disk>) -> std::result::Result<StateMachine, weir_core::log::LogError> {
+    pub async fn open(
+        log: SharedLog,
+        disk: Arc<dyn Disk>,
+        hook: Option<Arc<dyn super::ApplyHook>>,
+    ) -> std::result::Result<StateMachine, weir_core::log::LogError> {
         let guard = log.clone().lock_owned().await;
         let dir = guard.dir().to_path_buf();
         let disk2 = disk.clone();
@@ -113,14 +124,20 @@ impl StateMachine {
                 Some(a) if Some(a) != purged => {
                     guard.entries(a.index..a.index + 1, 0)?.first().map(|e| e.next_offset).unwrap_or_else(|| guard.log_start_offset())
                 }
-                _ => guard.log_start_offset(),
+                // Nothing applied: the Raft entries start where data written
+                // before them (a pre-cluster log) ends, all of it committed.
+                _ => match guard.entry_heads(1..u64::MAX, 0)?.first() {
+                    Some(e) if purged.is_none() => e.base_offset,
+                    _ if guard.last_log_id().is_none() => guard.log_end_offset(),
+                    _ => guard.log_start_offset(),
+                },
             };
             Ok::<_, weir_core::log::LogError>((applied.map(convert::log_id_to_raft), high_watermark, membership))
         })
         .await?;
         let (high_watermark, _) = watch::channel(high_watermark);
         let state = State { applied, membership, snapshot: None, snapshots_built: 0 };
-        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, dir, high_watermark })
+        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, dir, high_watermark, hook })
     }
 
     /// The high watermark: committed and applied records end here.
@@ -173,18 +190,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut membership = None;
         let mut hw = *self.high_watermark.borrow();
         let mut applied = None;
+        let mut headers = Vec::new();
         for e in entries {
             let result = match &e.payload {
                 EntryPayload::Normal(Proposal { batches, .. }) => {
                     let base = hw;
                     for b in batches {
                         let h = BatchHeader::parse(b).map_err(|err| sm_error(ErrorVerb::Read, err))?;
-                        if h.base_offset != hw {
+                        headers.push(h);
+                        if h.base_offset < hw {
                             return Err(sm_error(
                                 ErrorVerb::Read,
-                                format!("entry {} holds offset {} where {hw} was due: the log is not dense", e.log_id.index, h.base_offset),
+                                format!(
+                                    "entry {} holds offset {} below the applied end {hw}: offsets overlap",
+                                    e.log_id.index, h.base_offset
+                                ),
                             ));
                         }
+                        // Above it only where an accepted loss skipped offsets.
                         hw = h.next_offset();
                     }
                     Applied { base_offset: base, next_offset: hw }
@@ -209,6 +232,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             s.applied = applied;
         }
         drop(s);
+        // The owner first (its answers come due), then fetches' watch.
+        if let Some(hook) = &self.hook {
+            hook.applied(&headers, hw);
+        }
         // Offsets are dense from the applied end, so this never moves back.
         self.high_watermark.send_if_modified(|cur| std::mem::replace(cur, hw) != hw);
         Ok(out)

@@ -87,6 +87,10 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                     m.millis_since_quorum_ack,
                 )
             };
+            if state == ServerState::Leader && voters.len() == 1 {
+                // A quorum of one: no follower to keep quiet or inform.
+                continue;
+            }
             if state == ServerState::Leader {
                 // Vouch only for a working group: idle (everything applied),
                 // or acknowledged by a quorum lately. A leader stuck on a
