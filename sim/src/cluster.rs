@@ -285,9 +285,9 @@ struct Injected {
 }
 
 async fn scenario(seed: u64, opts: ClusterOptions) -> ClusterReport {
-    if std::env::var_os("WEIR_SIM_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_default()).try_init();
-    }
+    // Always a subscriber (filter `off` unless WEIR_SIM_LOG says): a run
+    // with logging must replay the run without it.
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_else(|_| "off".to_owned())).try_init();
     let handle = Handle::current();
     let shared = Arc::new(Shared::default());
     let mut nodes = Vec::new();

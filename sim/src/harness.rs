@@ -469,9 +469,9 @@ fn flip_sealed(disk: &SimDisk, rng: &mut fastrand::Rng) -> Option<u32> {
 /// for the safety phase; heal and check liveness; read every partition
 /// back; check the history.
 async fn scenario(seed: u64, opts: SimOptions) -> SimReport {
-    if std::env::var_os("WEIR_SIM_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_default()).try_init();
-    }
+    // Always a subscriber (filter `off` unless WEIR_SIM_LOG says): a run
+    // with logging must replay the run without it.
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("WEIR_SIM_LOG").unwrap_or_else(|_| "off".to_owned())).try_init();
     let world = setup(seed, &opts).await;
     let workload = start_workload(&world).await;
     let faults = fault_loop(&world).await;

@@ -43,7 +43,7 @@ use crate::Timestamp;
 use crate::batch::{self, BatchError, BatchHeader};
 use crate::disk::{Disk, DiskError, DiskFile};
 use bytes::Bytes;
-use segment::Segment;
+use segment::{EntryRead, Segment};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -760,18 +760,36 @@ impl PartitionLog {
     /// `max_bytes` of them (the first is returned whole whatever its size).
     /// Fewer than asked means the log holds no more (or the budget ran out).
     pub fn entries(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
-        self.read_entries(range, max_bytes, false)
+        self.read_entries(range, max_bytes, EntryRead::Whole)
     }
 
     /// As [`PartitionLog::entries`], but each data batch is cut to its
-    /// header ([`batch::HEADER_LEN`] bytes, its header CRC checked):
-    /// everything applying an entry needs, without reading payloads back.
-    /// Control batches come whole.
+    /// header ([`batch::HEADER_LEN`] bytes, its header CRC checked), its
+    /// producer fields forgotten ([`batch::forget_producer`]: only the
+    /// batch CRC, not read here, covers them): an entry's extent and
+    /// offsets without reading payloads back. Control batches come whole.
+    ///
+    /// A sealed segment that cannot be walked (a damaged header) ends the
+    /// result before it, or, when nothing came before it, is skipped with a
+    /// warning so the result starts after it: finding a group's membership
+    /// or high watermark must not depend on old data the disk damaged,
+    /// while a caller that needs exactly the range (apply) sees it short.
+    /// Damage in the active segment is an error, as in
+    /// [`PartitionLog::entries`].
     pub fn entry_heads(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
-        self.read_entries(range, max_bytes, true)
+        self.read_entries(range, max_bytes, EntryRead::Heads)
     }
 
-    fn read_entries(&self, range: std::ops::Range<u64>, max_bytes: usize, heads_only: bool) -> Result<Vec<Entry>, LogError> {
+    /// As [`PartitionLog::entry_heads`], but every data batch is read whole
+    /// and CRC-checked: what applying entries needs, since the producer
+    /// fields it records are covered only by the batch CRC. A batch whose
+    /// CRC fails comes with its producer fields forgotten and its offsets
+    /// kept ([`batch::forget_producer`]).
+    pub fn entry_heads_verified(&self, range: std::ops::Range<u64>, max_bytes: usize) -> Result<Vec<Entry>, LogError> {
+        self.read_entries(range, max_bytes, EntryRead::CheckedHeads)
+    }
+
+    fn read_entries(&self, range: std::ops::Range<u64>, max_bytes: usize, read: EntryRead) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut budget = max_bytes;
         let mut from = range.start;
@@ -783,7 +801,19 @@ impl PartitionLog {
                 continue;
             }
             let before = out.len();
-            let done = seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, heads_only, &mut out)?;
+            let sealed = self.segments.last_key_value().is_some_and(|(base, _)| *base != seg.base_offset);
+            let done = match seg.read_entries(from, range.end, &mut budget, self.config.batch_bytes_max, read, &mut out) {
+                Err(LogError::Corruption { segment, position, reason, .. }) if read != EntryRead::Whole && sealed => {
+                    tracing::warn!(segment = %segment.display(), position, %reason, "a damaged sealed segment's entries are skipped");
+                    // What came before the damage, or what comes after it:
+                    // never a result with a hole in it.
+                    if !out.is_empty() {
+                        break;
+                    }
+                    false
+                }
+                r => r?,
+            };
             // Entries are contiguous in index: a segment that skips some
             // (damaged, or cut short) must not go unnoticed.
             if before > 0
@@ -905,6 +935,99 @@ impl PartitionLog {
 
     pub fn vote(&self) -> Option<Vote> {
         self.vote
+    }
+
+    /// For a log whose only voter is this node: marks as purged every Raft
+    /// entry up to the last hole in the entries (a `damaged` sealed segment
+    /// that cannot be walked, or a range an accepted loss removed), so the
+    /// Raft layer, which needs whole entries from the purged point on,
+    /// starts after it. Only the Raft view moves: the data stays for
+    /// fetches. With other voters, purging entries that may be uncommitted
+    /// would be wrong: such a replica must be repaired from its peers.
+    /// Returns the new purged id, if it moved.
+    pub fn purge_past_damage(&mut self, damaged: &[u64]) -> Result<Option<LogId>, LogError> {
+        if self.loss().is_some() {
+            // Offline: nothing is served or appended until the loss is
+            // accepted, and the next open looks again.
+            return Ok(None);
+        }
+        self.check_failed()?;
+        let mut damaged = damaged.to_vec();
+        damaged.extend(self.unwalkable_segments()?);
+        let mut prev_index = index_of(self.purged);
+        let mut broken = false;
+        let mut cut: Option<LogId> = None;
+        let bases: Vec<u64> = self.segments.keys().copied().collect();
+        for base in bases {
+            let seg = &self.segments[&base];
+            let last = seg.last_log_id;
+            if let Some(first) = seg.first_raft_index()
+                && (broken || first != prev_index + 1)
+            {
+                // Entries are whole again from `first`: the cut goes just
+                // before it, in its term (log ids only grow).
+                if let Some(e) = self.entry_heads(first..first + 1, 1)?.first().filter(|e| e.log_id.index == first) {
+                    cut = Some(LogId { index: first - 1, ..e.log_id });
+                }
+                broken = false;
+            }
+            if damaged.contains(&base) {
+                broken = true;
+            }
+            if let Some(l) = last {
+                prev_index = l.index;
+            }
+        }
+        if broken {
+            // Damage with no whole entry after it: up to the last entry
+            // its index names.
+            cut = self.segments.values().filter_map(|s| s.last_log_id).max_by_key(|l| l.index).or(cut);
+        }
+        let Some(cut) = cut.filter(|c| c.index > index_of(self.purged)) else { return Ok(None) };
+        tracing::warn!(dir = %self.dir.display(), index = cut.index, "Raft entries up to a hole in the log are treated as purged; the data before it stays readable");
+        raft_state::save_purged(&*self.disk, &self.dir, Some(cut))?;
+        self.purged = Some(cut);
+        if raft_state::read_committed(&*self.disk, &self.dir)?.is_none_or(|c| c.index < cut.index) {
+            raft_state::save_committed(&*self.disk, &self.dir, cut)?;
+        }
+        Ok(Some(cut))
+    }
+
+    /// Sealed segments whose Raft entries cannot be walked by their headers
+    /// (damage recovery does not look for: it scans the active segment).
+    /// Reads every header, in chunks, as the Raft layer's own start does.
+    fn unwalkable_segments(&self) -> Result<Vec<u64>, LogError> {
+        const CHUNK_BYTES: usize = 1 << 20;
+        let mut out = Vec::new();
+        let active = self.segments.keys().next_back().copied();
+        for (base, seg) in &self.segments {
+            let (Some(mut from), Some(last)) = (seg.first_raft_index(), seg.last_log_id) else { continue };
+            if Some(*base) == active {
+                continue;
+            }
+            while from <= last.index {
+                let mut budget = CHUNK_BYTES;
+                let mut heads = Vec::new();
+                match seg.read_entries(from, last.index + 1, &mut budget, self.config.batch_bytes_max, EntryRead::Heads, &mut heads) {
+                    Err(LogError::Corruption { .. }) => {
+                        out.push(*base);
+                        break;
+                    }
+                    r => {
+                        r?;
+                    }
+                }
+                match heads.last() {
+                    Some(e) => from = e.log_id.index + 1,
+                    None => {
+                        // The index names entries the file does not hold.
+                        out.push(*base);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Records the committed log id (not synced: it may be lost, never wrong).

@@ -604,3 +604,70 @@ fn entry_heads_walk_every_entry_of_a_range() {
     let offsets: Vec<(u64, u64)> = heads.iter().map(|e| (e.base_offset, e.next_offset)).collect();
     assert_eq!(offsets, vec![(0, 0), (0, 0), (0, 2), (2, 4)]);
 }
+
+fn producer_data(id: i64, seq: i32, value: &[u8]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ProducerStamp { producer_id: id, producer_epoch: 0, base_sequence: seq });
+    b.push(1_000, None, Some(value), &[]);
+    b.finish().to_vec()
+}
+
+/// Heads carry only what the header CRC vouches for: producer fields are
+/// forgotten unless the whole batch was read and its CRC checked.
+#[test]
+fn heads_hand_out_producer_fields_only_when_the_batch_crc_vouches_for_them() {
+    let disk = SimDisk::new(10);
+    let mut log = open(&disk);
+    log.append_entry(id(1, 1), &[&producer_data(7, 0, b"a")], Timestamp(0)).unwrap();
+    log.append_entry(id(1, 2), &[&producer_data(7, 1, b"b")], Timestamp(0)).unwrap();
+    let producer = |e: &Entry| batch::BatchHeader::parse(&e.batches).unwrap().producer_id;
+    let heads = log.entry_heads(1..3, usize::MAX).unwrap();
+    assert_eq!(heads.iter().map(producer).collect::<Vec<_>>(), vec![-1, -1]);
+    let verified = log.entry_heads_verified(1..3, usize::MAX).unwrap();
+    assert_eq!(verified.iter().map(producer).collect::<Vec<_>>(), vec![7, 7]);
+    // A damaged payload: offsets kept (the header CRC holds), producer not.
+    let len = producer_data(7, 1, b"b").len() as u64;
+    disk.flip_bit(&Path::new(DIR).join(segment::file_name(0, "log")), Some(len + len - 1..len + len)).unwrap();
+    let verified = log.entry_heads_verified(1..3, usize::MAX).unwrap();
+    assert_eq!(verified.iter().map(producer).collect::<Vec<_>>(), vec![7, -1]);
+    assert_eq!(verified.iter().map(|e| (e.base_offset, e.next_offset)).collect::<Vec<_>>(), vec![(0, 1), (1, 2)]);
+}
+
+/// A sealed segment whose headers cannot be walked, or entries an accepted
+/// loss removed, must not keep a single voter's group from starting: the
+/// Raft view starts after the hole, the data before it stays readable.
+#[test]
+fn a_hole_in_the_entries_moves_the_purged_point_past_it_and_nothing_else() {
+    let disk = SimDisk::new(11);
+    let mut log = open(&disk);
+    let mut index = 0;
+    while log.segment_bases().len() < 4 {
+        index += 1;
+        log.append_entry(id(2, index), &[&data(&[&[b'x'; 200]])], Timestamp(0)).unwrap();
+    }
+    let job = log.begin_flush().unwrap();
+    let r = job.run();
+    log.complete_flush(job, r).unwrap();
+    let bases = log.segment_bases();
+    let first_of = |log: &PartitionLog, base: u64| {
+        log.entry_heads(1..u64::MAX, usize::MAX).unwrap().into_iter().find(|e| e.base_offset >= base).unwrap()
+    };
+    let after = first_of(&log, bases[2]);
+    assert_eq!(log.purge_past_damage(&[]).unwrap(), None, "a whole log is left alone");
+    drop(log);
+    // Damage the stamped header of the second sealed segment's second entry.
+    let one = data(&[&[b'x'; 200]]).len() as u64;
+    disk.flip_bit(&Path::new(DIR).join(segment::file_name(bases[1], "log")), Some(one + 5..one + 6)).unwrap();
+    let (mut log, _) = PartitionLog::open(Arc::new(disk.clone()), Path::new(DIR), config(), Timestamp(0)).unwrap();
+    let end = log.log_end_offset();
+    let cut = log.purge_past_damage(&[]).unwrap().expect("the hole is found");
+    assert_eq!(cut, LogId { index: after.log_id.index - 1, ..after.log_id });
+    assert_eq!(log.purged_log_id(), Some(cut));
+    assert!(log.committed().unwrap().is_some_and(|c| c.index >= cut.index), "purged entries count as committed");
+    assert_eq!(log.entry_heads(cut.index + 1..u64::MAX, usize::MAX).unwrap().first().map(|e| e.log_id), Some(after.log_id));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, end), "no data is deleted");
+    assert!(!log.read(0, 1 << 20, end).unwrap().bytes.is_empty(), "data before the damage is served");
+    drop(log);
+    let mut log = open(&disk);
+    assert_eq!(log.purged_log_id(), Some(cut), "durable");
+    assert_eq!(log.purge_past_damage(&[]).unwrap(), None, "found once");
+}

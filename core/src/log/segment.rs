@@ -92,7 +92,24 @@ pub struct Segment {
     dir: PathBuf,
 }
 
+/// How much of each Raft entry a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRead {
+    /// Every batch whole, CRC-checked.
+    Whole,
+    /// Data batches cut to their headers, producer fields forgotten.
+    Heads,
+    /// Data batches cut to their headers after a whole read and CRC check.
+    CheckedHeads,
+}
+
 impl Segment {
+    /// The index of the first Raft entry starting here (index-0 data,
+    /// written before the log held Raft entries, is not one).
+    pub fn first_raft_index(&self) -> Option<u64> {
+        self.raft_index.iter().map(|e| e.index).find(|i| *i > 0)
+    }
+
     fn paths(dir: &Path, base: u64) -> [PathBuf; 4] {
         let [idx, time, raft] = INDEX_EXTENSIONS;
         ["log", idx, time, raft].map(|ext| dir.join(file_name(base, ext)))
@@ -738,17 +755,41 @@ impl Segment {
     /// An entry's batches with data batches cut to their (CRC-checked)
     /// headers; control batches are small and read whole, CRC-checked.
     /// The walk already read (and checked) every header: only control
-    /// batches are read again, whole.
+    /// batches are read again, whole, and data batches come with their
+    /// producer fields forgotten (the header CRC does not cover them),
+    /// unless `verify`: then data batches are
+    /// read whole too, and one whose CRC fails comes with its producer
+    /// fields forgotten ([`batch::forget_producer`]), its offsets kept (the
+    /// header CRC vouches for them), so applying it moves past it while
+    /// reads of it keep reporting the damage.
     fn read_heads(
         &self,
         log: &dyn DiskFile,
         walk: &[(u64, BatchHeader, [u8; HEADER_LEN])],
         batch_bytes_max: usize,
+        verify: bool,
     ) -> Result<Bytes, LogError> {
         let mut buf = BytesMut::new();
         for (p, h, head) in walk {
             if !h.is_control() {
-                buf.extend_from_slice(head);
+                let mut head = *head;
+                if !verify {
+                    // Unverified producer fields are never handed out.
+                    batch::forget_producer(&mut head);
+                } else {
+                    let mut whole = BytesMut::zeroed(h.total_len());
+                    let n = log.read_at(&mut whole, *p)?;
+                    let checked = if n < h.total_len() {
+                        Err("batch truncated".to_owned())
+                    } else {
+                        self.check(&whole.freeze(), h.base_offset, batch_bytes_max).map(|_| ())
+                    };
+                    if let Err(reason) = checked {
+                        tracing::error!(segment = self.base_offset, position = *p, offset = h.base_offset, %reason, "a damaged batch is applied without its producer fields");
+                        batch::forget_producer(&mut head);
+                    }
+                }
+                buf.extend_from_slice(&head);
                 continue;
             }
             let start = buf.len();
@@ -773,7 +814,7 @@ impl Segment {
         to: u64,
         budget: &mut usize,
         batch_bytes_max: usize,
-        heads_only: bool,
+        read: EntryRead,
         out: &mut Vec<Entry>,
     ) -> Result<bool, LogError> {
         let Some((mut pos, mut offset)) = self.entry_position(from, batch_bytes_max)? else { return Ok(false) };
@@ -793,8 +834,8 @@ impl Segment {
                 walk.push((pos + len, last, head));
                 len += last.total_len() as u64;
             }
-            if heads_only {
-                let heads = self.read_heads(&*log, &walk, batch_bytes_max)?;
+            if read != EntryRead::Whole {
+                let heads = self.read_heads(&*log, &walk, batch_bytes_max, read == EntryRead::CheckedHeads)?;
                 *budget = budget.saturating_sub(heads.len());
                 out.push(Entry {
                     log_id: LogId::of(&first).expect("entries are read only from Raft indexes"),

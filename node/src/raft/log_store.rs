@@ -109,11 +109,50 @@ async fn read_entries(log: &SharedLog, range: std::ops::Range<u64>, max_bytes: u
     let range = convert::index_range_to_log(range);
     let guard = log.clone().lock_owned().await;
     blocking::run(move || {
-        let stored = if heads_only { guard.entry_heads(range, max_bytes) } else { guard.entries(range, max_bytes) };
+        // Heads only where the entries were applied before (below the saved
+        // committed id): only finding membership reads them again. Entries
+        // to be applied are read whole and CRC-checked, so the producer
+        // fields apply records are vouched for (the header CRC covers only
+        // the stamp); a damaged batch comes without them.
+        let heads_end = if heads_only { guard.committed().map_err(read_error)?.map_or(0, |c| c.index + 1) } else { 0 };
+        let (heads, whole) = (range.start..range.end.min(heads_end), range.start.max(heads_end)..range.end);
+        let read = |range: std::ops::Range<u64>, heads: bool| -> std::result::Result<Vec<log::Entry>, LogError> {
+            if range.is_empty() {
+                Ok(Vec::new())
+            } else if heads {
+                guard.entry_heads(range, max_bytes)
+            } else if heads_only {
+                guard.entry_heads_verified(range, max_bytes)
+            } else {
+                guard.entries(range, max_bytes)
+            }
+        };
+        // A failed read stops the group: try a transient error again first.
+        let mut tries = 0;
+        let stored = loop {
+            let stored = read(heads.clone(), true).and_then(|mut first| {
+                // The whole part continues only where the heads part ended.
+                if first.last().is_none_or(|l| l.log_id.index + 1 == whole.start) {
+                    first.extend(read(whole.clone(), false)?);
+                }
+                Ok(first)
+            });
+            match stored {
+                Err(LogError::Disk(e)) if tries < READ_TRIES => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "reading Raft entries failed: trying again");
+                }
+                stored => break stored,
+            }
+        };
         stored.map_err(read_error)?.iter().map(|e| to_raft_entry(e, heads_only).map_err(read_error)).collect()
     })
     .await
 }
+
+/// How often a read that fails with a disk error is tried again before
+/// the error stops the group.
+const READ_TRIES: u32 = 3;
 
 /// The storage openraft drives for one group.
 #[derive(Debug, Clone)]
@@ -324,9 +363,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<openraft::LogId<u64>>) -> Result<()> {
         let Some(id) = committed else { return Ok(()) };
         let mut guard = self.log.clone().lock_owned().await;
-        blocking::run(move || guard.save_committed(convert::log_id_to_log(id)))
-            .await
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))
+        // The saved id only shortens re-applying after a restart, and a
+        // failed write leaves the older one: not worth stopping the group.
+        if let Err(e) = blocking::run(move || guard.save_committed(convert::log_id_to_log(id))).await {
+            tracing::warn!(error = %e, "cannot save the committed log id: a restart applies more entries again");
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<openraft::LogId<u64>>> {

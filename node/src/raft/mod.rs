@@ -349,6 +349,10 @@ impl Group {
     /// Makes a new group's first membership: `members` (node id → Raft
     /// address) as voters. A group that already has one is left alone.
     pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
+        // Asked first: openraft logs a refused initialize as an error.
+        if self.raft.is_initialized().await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
         let nodes: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(()),

@@ -122,15 +122,27 @@ impl StateMachine {
             };
             let high_watermark = match applied {
                 Some(a) if Some(a) != purged => {
-                    guard.entries(a.index..a.index + 1, 0)?.first().map(|e| e.next_offset).unwrap_or_else(|| guard.log_start_offset())
+                    // Heads only, past damage: the applied entry's end, or
+                    // where the next readable entry starts.
+                    match guard.entry_heads(a.index..u64::MAX, 1)?.first() {
+                        Some(e) if e.log_id.index == a.index => e.next_offset,
+                        Some(e) => e.base_offset,
+                        None => guard.log_start_offset(),
+                    }
                 }
                 // Nothing applied: the Raft entries start where data written
                 // before them (a pre-cluster log) ends, all of it committed.
-                _ => match guard.entry_heads(1..u64::MAX, 0)?.first() {
-                    Some(e) if purged.is_none() => e.base_offset,
-                    _ if guard.last_log_id().is_none() => guard.log_end_offset(),
-                    _ => guard.log_start_offset(),
-                },
+                // Nothing applied past the purged point: the data before
+                // the first entry after it is committed (purged entries
+                // were applied; data written before the Raft entries, in a
+                // pre-cluster log, was acknowledged), the rest is not.
+                _ => {
+                    let after = purged.map_or(1, |p| p.index + 1);
+                    match guard.entry_heads(after..u64::MAX, 1)?.first() {
+                        Some(e) => e.base_offset,
+                        None => guard.log_end_offset(),
+                    }
+                }
             };
             Ok::<_, weir_core::log::LogError>((applied.map(convert::log_id_to_raft), high_watermark, membership))
         })
@@ -194,10 +206,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             let result = match &e.payload {
                 EntryPayload::Normal(Proposal { batches, .. }) => {
-                    let base = hw;
+                    let mut base = None;
                     for b in batches {
                         let h = BatchHeader::parse(b).map_err(|err| sm_error(ErrorVerb::Read, err))?;
                         headers.push(h);
+                        base.get_or_insert(h.base_offset);
                         if h.base_offset < hw {
                             return Err(sm_error(
                                 ErrorVerb::Read,
@@ -210,7 +223,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         // Above it only where an accepted loss skipped offsets.
                         hw = h.next_offset();
                     }
-                    Applied { base_offset: base, next_offset: hw }
+                    // Where its first batch was stamped: above the applied
+                    // end after an accepted loss skipped offsets.
+                    Applied { base_offset: base.unwrap_or(hw), next_offset: hw }
                 }
                 EntryPayload::Blank => Applied { base_offset: hw, next_offset: hw },
                 EntryPayload::Membership(m) => {
