@@ -9,11 +9,21 @@ pub async fn run_flush(
     job: weir_core::log::FlushJob,
     disk: &dyn weir_core::disk::Disk,
 ) -> (weir_core::log::FlushJob, Result<(), weir_core::disk::DiskError>) {
-    let done = run(move || {
+    run_disk(disk, move || {
         let r = job.run();
         (job, r)
     })
-    .await;
+    .await
+}
+
+/// Runs `f` where blocking is allowed, then pays the latency a simulated
+/// `disk` charges for what it did (see [`run_flush`]).
+pub async fn run_disk<F, R>(disk: &dyn weir_core::disk::Disk, f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let done = run(f).await;
     let owed = disk.take_latency();
     if !owed.is_zero() {
         tokio::time::sleep(owed).await;

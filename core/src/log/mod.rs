@@ -769,8 +769,9 @@ impl PartitionLog {
     /// batch CRC, not read here, covers them): an entry's extent and
     /// offsets without reading payloads back. Control batches come whole.
     ///
-    /// A sealed segment that cannot be walked (a damaged header) ends the
-    /// result before it, or, when nothing came before it, is skipped with a
+    /// A sealed segment that cannot be walked (a damaged header), or a hole
+    /// in the entries (a lost segment), ends the result before it, or, when
+    /// nothing came before it, is skipped with a
     /// warning so the result starts after it: finding a group's membership
     /// or high watermark must not depend on old data the disk damaged,
     /// while a caller that needs exactly the range (apply) sees it short.
@@ -820,6 +821,13 @@ impl PartitionLog {
                 && let Some(first) = out.get(before)
                 && first.log_id.index != out[before - 1].log_id.index + 1
             {
+                if read != EntryRead::Whole {
+                    // Heads end before the hole, as before damage (see
+                    // `entry_heads`).
+                    tracing::warn!(dir = %self.dir.display(), from = out[before - 1].log_id.index + 1, to = first.log_id.index, "Raft entries are missing: the read ends before them");
+                    out.truncate(before);
+                    break;
+                }
                 return Err(LogError::Corruption {
                     segment: self.dir.join(segment::file_name(seg.base_offset, "log")),
                     position: 0,

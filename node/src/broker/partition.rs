@@ -39,7 +39,10 @@ use weir_net::{ErrorCode, WireError};
 /// or stuck disk holding its lock) before it is answered with an error.
 pub const STORAGE_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Entries a leader has proposed and not yet seen committed, per partition.
-const PROPOSALS_IN_FLIGHT_MAX: usize = 4;
+/// A group whose only voter is this node has one entry in flight until it
+/// is durable: openraft writes and syncs one entry at a time, so whatever
+/// arrives meanwhile is best coalesced into the next one (group commit).
+const PROPOSALS_IN_FLIGHT_MAX: u32 = 4;
 
 type Waiter = oneshot::Sender<Result<Appended, ProduceError>>;
 
@@ -100,6 +103,9 @@ struct Shared {
     /// The state's high watermark, for long-polling fetches: reads see what
     /// was acknowledged as soon as it was.
     high_watermark: watch::Sender<u64>,
+    /// Where the durable log ends, while this node is the group's only
+    /// voter ([`ApplyHook::durable`]): the proposer's next entry may go.
+    durable: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -135,6 +141,7 @@ impl ApplyHook for Shared {
 
     fn durable(&self, next_offset: u64) {
         self.with_state(|s| s.handle_durable(next_offset));
+        self.durable.send_if_modified(|cur| std::mem::replace(cur, next_offset.max(*cur)) != *cur);
     }
 }
 
@@ -148,6 +155,10 @@ pub struct Partition {
     high_watermark: watch::Receiver<u64>,
     next_token: AtomicU64,
     wake_proposer: Notify,
+    /// Entries in flight (see [`PROPOSALS_IN_FLIGHT_MAX`]).
+    in_flight: Arc<Semaphore>,
+    /// Held while taking and submitting an entry.
+    proposing: tokio::sync::Mutex<()>,
     closed: watch::Sender<bool>,
     /// The log's canary (simulation builds; see `weir_core::canary`).
     canary: Option<weir_core::canary::Canary>,
@@ -194,6 +205,7 @@ impl Partition {
             state: Mutex::new(PartitionState::new(producers, 0)),
             waiters: Mutex::default(),
             high_watermark: watch::channel(0).0,
+            durable: watch::channel(0).0,
         });
         let hook: Arc<dyn ApplyHook> = shared.clone();
         let group = raft.open_group_with(group_id, log, disk, Some(hook)).await.map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
@@ -217,6 +229,8 @@ impl Partition {
             high_watermark,
             next_token: AtomicU64::new(1),
             wake_proposer: Notify::new(),
+            in_flight: Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX as usize)),
+            proposing: tokio::sync::Mutex::new(()),
             closed,
             canary,
             offline,
@@ -236,15 +250,18 @@ impl Partition {
         let mut watch = self.group.watch();
         let served = tokio::time::timeout(timeout, async {
             loop {
-                if watch.serving_term().is_some() && self.shared.with_state(|s| s.serving().is_some()) {
-                    return true;
+                if watch.serving_term().is_some() {
+                    if self.shared.with_state(|s| s.serving().is_some()) {
+                        return true;
+                    }
+                    // The role task tells the state right after the group
+                    // changed, and the group may not change again.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
                 }
-                // The role task updates the state right after the group's
-                // status changes: look again shortly after each change.
                 if !watch.changed().await {
                     return false;
                 }
-                tokio::task::yield_now().await;
             }
         })
         .await;
@@ -273,7 +290,7 @@ impl Partition {
     }
 
     /// Queues one batch and waits for its answer as `acks` asks, up to `timeout`.
-    pub async fn produce(&self, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
+    pub async fn produce(self: &Arc<Self>, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
         let batch = self.validate(batch)?;
         self.produce_valid(batch, acks, timeout).await
     }
@@ -286,7 +303,7 @@ impl Partition {
     }
 
     /// As [`Partition::produce`], for a batch already validated.
-    pub async fn produce_valid(&self, batch: ValidBatch, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
+    pub async fn produce_valid(self: &Arc<Self>, batch: ValidBatch, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
         if let Some(loss) = &self.offline {
             return Err(log_error(LogError::Offline(loss.clone())));
         }
@@ -306,7 +323,7 @@ impl Partition {
             s.has_queued()
         });
         if queued {
-            self.wake_proposer.notify_one();
+            self.propose_queued(false).await;
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result.map_err(produce_error),
@@ -442,6 +459,77 @@ impl Partition {
         tokio::spawn(async move { p.raft.close_group(&p.group).await });
     }
 
+    /// Hands everything queued to the group as one entry, then again while
+    /// permits last ([`PROPOSALS_IN_FLIGHT_MAX`]; one entry until durable
+    /// for a group whose only voter is this node). One proposer at a time,
+    /// so entries go in the order their offsets were predicted. A produce
+    /// calls it with `wait` false and so proposes its own batch without a
+    /// task switch when nothing is in flight; whatever it leaves queued goes
+    /// when a permit comes back, which wakes the proposer task.
+    async fn propose_queued(self: &Arc<Self>, wait: bool) {
+        let _proposing = if wait {
+            self.proposing.lock().await
+        } else {
+            match self.proposing.try_lock() {
+                Ok(g) => g,
+                Err(_) => return,
+            }
+        };
+        loop {
+            let permits = if self.group.alone() { PROPOSALS_IN_FLIGHT_MAX } else { 1 };
+            let Ok(permit) = self.in_flight.clone().try_acquire_many_owned(permits) else { break };
+            let Some(proposal) = self.shared.with_state(|s| s.take_proposal(self.batch_bytes_max)) else { break };
+            let submitted = self.group.submit(proposal.batches.clone()).await;
+            let p = self.clone();
+            // A storage fault stops the group: answer with the fault itself
+            // (a full disk is StorageFull, not a generic failure).
+            let fail = move |p: &Partition, proposal: &Proposal, e: ProduceError| {
+                let e = match (e, p.group.storage_fault()) {
+                    (ProduceError::Log(LogError::Failed(_)), Some(fault)) => ProduceError::Log(fault),
+                    (e, _) => e,
+                };
+                p.shared.with_state(|s| s.handle_proposal_failed(proposal, e))
+            };
+            match submitted {
+                Err(e) => fail(self, &proposal, propose_error(e)),
+                Ok(commit) => {
+                    let mut durable = self.shared.durable.subscribe();
+                    tokio::spawn(async move {
+                        // The permit goes back once the entry is durable here
+                        // (only voter) or committed, whichever comes first.
+                        let mut permit = Some(permit);
+                        tokio::pin!(commit);
+                        let committed = loop {
+                            tokio::select! {
+                                biased;
+                                c = &mut commit => break c,
+                                _ = durable.wait_for(|d| *d >= proposal.next_offset), if permit.is_some() => {
+                                    permit = None;
+                                    p.wake_proposer.notify_one();
+                                }
+                            }
+                        };
+                        if permit.take().is_some() {
+                            p.wake_proposer.notify_one();
+                        }
+                        match committed {
+                            Ok(a) if (a.base_offset, a.next_offset) == (proposal.base_offset, proposal.next_offset) => {}
+                            Ok(a) => {
+                                tracing::error!(
+                                    predicted = ?(proposal.base_offset, proposal.next_offset),
+                                    committed = ?(a.base_offset, a.next_offset),
+                                    "an entry committed at other offsets than predicted: the partition stops serving until it leads again"
+                                );
+                                fail(&p, &proposal, ProduceError::NotLeader { leader: None });
+                            }
+                            Err(e) => fail(&p, &proposal, propose_error(e)),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     /// Final flush and checkpoint, for shutdown: everything committed is
     /// durable already; this makes the recovery point exact.
     pub async fn flush_now(&self) -> Result<u64, WireError> {
@@ -457,11 +545,10 @@ impl Partition {
     }
 }
 
-/// Hands everything queued to the group, one entry at a time and in order,
-/// with up to [`PROPOSALS_IN_FLIGHT_MAX`] entries awaiting commit.
+/// Proposes whatever arrives while no entry can go (see
+/// [`Partition::propose_queued`]): woken when an entry's permit comes back.
 async fn proposer(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
-    let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
     loop {
         tokio::select! {
             biased;
@@ -469,41 +556,7 @@ async fn proposer(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
             _ = crate::tasks::stopped(&mut stop) => break,
             _ = p.wake_proposer.notified() => {}
         }
-        loop {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-            let Some(proposal) = p.shared.with_state(|s| s.take_proposal(p.batch_bytes_max)) else { break };
-            let submitted = p.group.submit(proposal.batches.clone()).await;
-            let (shared, group) = (p.shared.clone(), p.group.clone());
-            // A storage fault stops the group: answer with the fault itself
-            // (a full disk is StorageFull, not a generic failure).
-            let fail = move |proposal: &Proposal, e: ProduceError| {
-                let e = match (e, group.storage_fault()) {
-                    (ProduceError::Log(LogError::Failed(_)), Some(fault)) => ProduceError::Log(fault),
-                    (e, _) => e,
-                };
-                shared.with_state(|s| s.handle_proposal_failed(proposal, e))
-            };
-            match submitted {
-                Err(e) => fail(&proposal, propose_error(e)),
-                Ok(commit) => {
-                    tokio::spawn(async move {
-                        match commit.await {
-                            Ok(a) if (a.base_offset, a.next_offset) == (proposal.base_offset, proposal.next_offset) => {}
-                            Ok(a) => {
-                                tracing::error!(
-                                    predicted = ?(proposal.base_offset, proposal.next_offset),
-                                    committed = ?(a.base_offset, a.next_offset),
-                                    "an entry committed at other offsets than predicted: the partition stops serving until it leads again"
-                                );
-                                fail(&proposal, ProduceError::NotLeader { leader: None });
-                            }
-                            Err(e) => fail(&proposal, propose_error(e)),
-                        }
-                        drop(permit);
-                    });
-                }
-            }
-        }
+        p.propose_queued(true).await;
     }
     // Closed (topic deleted, broker stopping): whoever still waits is told
     // at once (`ShuttingDown`), not left to time out.

@@ -24,7 +24,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use weir_core::batch::{BatchBuilder, BatchHeader, ControlBody, HEADER_LEN};
 use weir_core::canary::{self, Canary};
 use weir_core::disk::Disk;
@@ -155,11 +155,13 @@ async fn read_entries(log: &SharedLog, range: std::ops::Range<u64>, max_bytes: u
 const READ_TRIES: u32 = 3;
 
 /// The storage openraft drives for one group.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogStore {
     log: SharedLog,
-    /// Appends waiting for the flusher to make them durable.
-    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    disk: Arc<dyn Disk>,
+    hook: Option<Arc<dyn super::ApplyHook>>,
+    /// The committed index last saved (see [`COMMITTED_SAVE_EVERY`]).
+    committed_saved: Arc<std::sync::atomic::AtomicU64>,
     /// The vote, kept in memory only (the vote-not-persisted canary).
     canary_vote: Option<Option<log::Vote>>,
     /// The newest appended entries as apply reads them (heads only, by
@@ -176,12 +178,21 @@ pub struct LogStore {
     fault: StorageFault,
 }
 
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("node", &self.node).field("alone", &self.alone).finish_non_exhaustive()
+    }
+}
+
 /// The storage fault that stopped a group.
 pub type StorageFault = Arc<std::sync::Mutex<Option<LogError>>>;
 
 fn record_fault(fault: &StorageFault, e: &LogError) {
     fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.clone());
 }
+
+/// The committed id is saved when it moved this many entries.
+const COMMITTED_SAVE_EVERY: u64 = 256;
 
 /// Entries kept in [`LogStore::recent`].
 const RECENT_ENTRIES_MAX: usize = 1024;
@@ -227,48 +238,23 @@ impl LogStore {
         fault: StorageFault,
     ) -> LogStore {
         let canary_vote = canary::on(canary, Canary::VoteNotPersisted).then_some(None);
-        let (flushes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(log.clone(), disk, rx, hook, alone.clone(), fault.clone()));
-        LogStore { log, flushes, canary_vote, recent: Arc::default(), node, alone, fault }
+        LogStore { log, disk, hook, committed_saved: Arc::default(), canary_vote, recent: Arc::default(), node, alone, fault }
     }
-}
 
-/// Group commit under Raft: one fdatasync covers every append made before
-/// it began, then each of them is reported flushed. Appends continue while
-/// a sync runs; the next sync takes all of them.
-async fn flusher(
-    log: SharedLog,
-    disk: Arc<dyn Disk>,
-    mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
-    hook: Option<Arc<dyn super::ApplyHook>>,
-    alone: Arc<AtomicBool>,
-    fault: StorageFault,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut done = vec![first];
-        while let Ok(c) = rx.try_recv() {
-            done.push(c);
+    /// Records a finished sync, then tells the hook while this node is the
+    /// only voter.
+    async fn complete_flush(
+        &self,
+        job: log::FlushJob,
+        synced: std::result::Result<(), weir_core::disk::DiskError>,
+    ) -> std::result::Result<(), LogError> {
+        let up_to = self.log.lock().await.complete_flush(job, synced)?;
+        if let Some(hook) = &self.hook
+            && self.alone.load(Ordering::SeqCst)
+        {
+            hook.durable(up_to);
         }
-        let job = log.lock().await.begin_flush();
-        let result = match job {
-            Ok(job) => {
-                let (job, r) = blocking::run_flush(job, &*disk).await;
-                let done = log.lock().await.complete_flush(job, r);
-                if let (Ok(up_to), Some(hook)) = (&done, &hook)
-                    && alone.load(Ordering::SeqCst)
-                {
-                    hook.durable(*up_to);
-                }
-                done.map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            record_fault(&fault, e);
-        }
-        for c in done {
-            c.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
-        }
+        Ok(())
     }
 }
 
@@ -362,6 +348,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<openraft::LogId<u64>>) -> Result<()> {
         let Some(id) = committed else { return Ok(()) };
+        // A file written per entry costs more than the entry: save every
+        // so many (a restart applies at most that many entries again).
+        let saved = self.committed_saved.load(Ordering::Relaxed);
+        if id.index < saved + COMMITTED_SAVE_EVERY && saved != 0 {
+            return Ok(());
+        }
+        self.committed_saved.store(id.index.max(1), Ordering::Relaxed);
         let mut guard = self.log.clone().lock_owned().await;
         // The saved id only shortens re-applying after a restart, and a
         // failed write leaves the older one: not worth stopping the group.
@@ -390,7 +383,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 self.alone.store(m.get_joint_config().len() == 1 && voters == [self.node], Ordering::SeqCst);
             }
         }
-        let written = blocking::run(move || {
+        let written = blocking::run_disk(&*self.disk, move || {
             let log = &mut *guard;
             let now = clock::now();
             let mut heads = Vec::with_capacity(entries.len());
@@ -424,18 +417,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     recent.pop_front();
                 }
             }
-            Ok(())
+            drop(recent);
+            let job = log.begin_flush()?;
+            // The sync runs without the log's lock: reads go on.
+            drop(guard);
+            let r = job.run();
+            Ok((job, r))
         })
         .await;
         match written {
-            Ok(()) => {
-                // The flusher syncs it, with whatever else was appended by
-                // then, and reports it. (openraft 0.9.25 waits for the report
-                // before it replicates: followers never hold an entry the
-                // leader has not made durable.)
-                if let Err(tokio::sync::mpsc::error::SendError(callback)) = self.flushes.send(callback) {
-                    callback.log_io_completed(Err(std::io::Error::other("the group's flusher stopped")));
+            Ok((job, synced)) => {
+                // Written and synced in one trip to a blocking thread, and
+                // reported here: openraft 0.9.25 waits for the report before
+                // it does anything else (it replicates only what the leader
+                // made durable), so a flusher beside the store would only
+                // add task switches.
+                let flushed = self.complete_flush(job, synced).await;
+                if let Err(e) = &flushed {
+                    record_fault(&self.fault, e);
                 }
+                callback.log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
                 Ok(())
             }
             Err(e) => {

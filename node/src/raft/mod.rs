@@ -292,6 +292,7 @@ impl RaftNode {
             batch_bytes_max,
             canary_serial: Mutex::new(()),
             fault,
+            alone,
         }))
     }
 
@@ -303,25 +304,37 @@ impl RaftNode {
 }
 
 /// A group's role as it changes.
-pub struct StatusWatch(watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>);
+pub struct StatusWatch {
+    all: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    /// Role, term and leader only: while serving, nothing else matters, and
+    /// the full metrics change with every entry.
+    server: watch::Receiver<openraft::metrics::RaftServerMetrics<u64, BasicNode>>,
+    serving: bool,
+}
 
 impl StatusWatch {
-    /// Waits for a change; false once the group is gone.
+    /// Waits for a change that may matter to [`StatusWatch::serving_term`];
+    /// false once the group is gone.
     pub async fn changed(&mut self) -> bool {
-        self.0.changed().await.is_ok()
+        if self.serving { self.server.changed().await.is_ok() } else { self.all.changed().await.is_ok() }
     }
 
     /// The term this node leads in, once it has applied an entry of that
     /// term (so every entry before its term is applied too): only then may
     /// it serve writes whose checks depend on applied state.
     pub fn serving_term(&mut self) -> Option<u64> {
-        let m = self.0.borrow_and_update();
-        (m.running_state.is_ok() && m.state == ServerState::Leader && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term))
-            .then_some(m.current_term)
+        self.server.borrow_and_update();
+        let m = self.all.borrow_and_update();
+        let term = (m.running_state.is_ok()
+            && m.state == ServerState::Leader
+            && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term))
+        .then_some(m.current_term);
+        self.serving = term.is_some();
+        term
     }
 
     pub fn leader(&self) -> Option<u64> {
-        self.0.borrow().current_leader
+        self.all.borrow().current_leader
     }
 }
 
@@ -337,6 +350,8 @@ pub struct Group {
     /// Serialises proposals under the ack-before-majority canary.
     canary_serial: Mutex<()>,
     fault: log_store::StorageFault,
+    /// This node is the group's only voter (see [`ApplyHook::durable`]).
+    alone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Group {
@@ -448,7 +463,7 @@ impl Group {
 
     /// Watches the group's role.
     pub fn watch(&self) -> StatusWatch {
-        StatusWatch(self.raft.metrics())
+        StatusWatch { all: self.raft.metrics(), server: self.raft.server_metrics(), serving: false }
     }
 
     /// The high watermark: offsets below it are committed.
@@ -476,6 +491,11 @@ impl Group {
 
     /// Campaigns at once if this node is the group's only voter and nobody
     /// leads (a single broker starting): no election timeout to wait out.
+    /// This node is the group's only voter: durable means committed.
+    pub fn alone(&self) -> bool {
+        self.alone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub async fn campaign_if_alone(&self) {
         let (alone, led) = {
             let m = self.raft.metrics();
