@@ -373,6 +373,17 @@ impl PartitionState {
         })
     }
 
+    /// As [`PartitionState::take_proposal`], but only batches that fit in
+    /// `max_bytes`: what may still join an entry of `term` about to be
+    /// written (the group's only entry in flight), so that whatever arrived
+    /// since it was proposed shares its write and sync.
+    pub fn take_more(&mut self, term: u64, max_bytes: usize) -> Option<Proposal> {
+        if self.serving.as_ref().is_none_or(|s| s.term != term) || self.queued.first().is_none_or(|(b, _)| b.len() > max_bytes) {
+            return None;
+        }
+        self.take_proposal(max_bytes)
+    }
+
     /// The group did not commit `proposal` (or committed it elsewhere than
     /// predicted): stop serving, answer everything in flight with `error`.
     pub fn handle_proposal_failed(&mut self, proposal: &Proposal, error: ProduceError) {

@@ -103,9 +103,13 @@ struct Shared {
     /// The state's high watermark, for long-polling fetches: reads see what
     /// was acknowledged as soon as it was.
     high_watermark: watch::Sender<u64>,
-    /// Where the durable log ends, while this node is the group's only
-    /// voter ([`ApplyHook::durable`]): the proposer's next entry may go.
-    durable: watch::Sender<u64>,
+    /// The permits of the entry in flight while this node is the group's
+    /// only voter, with the offset it ends at: given back as soon as the
+    /// entry is durable ([`ApplyHook::durable`]), so the next entry goes
+    /// without waiting for commit and apply.
+    held: Mutex<Option<(u64, tokio::sync::OwnedSemaphorePermit)>>,
+    /// Wakes the proposer task (a permit came back).
+    wake_proposer: Notify,
 }
 
 impl Shared {
@@ -137,11 +141,26 @@ impl Shared {
 impl ApplyHook for Shared {
     fn applied(&self, headers: &[BatchHeader], next_offset: u64) {
         self.with_state(|s| s.handle_applied(headers, next_offset));
+        self.release_held_at(next_offset);
     }
 
     fn durable(&self, next_offset: u64) {
         self.with_state(|s| s.handle_durable(next_offset));
-        self.durable.send_if_modified(|cur| std::mem::replace(cur, next_offset.max(*cur)) != *cur);
+    }
+
+    fn extend(&self, term: u64, budget: usize) -> Vec<Bytes> {
+        self.with_state(|s| s.take_more(term, budget)).map(|p| p.batches).unwrap_or_default()
+    }
+}
+
+impl Shared {
+    fn release_held_at(&self, next_offset: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_some_and(|(end, _)| next_offset >= *end) {
+            *held = None;
+            drop(held);
+            self.wake_proposer.notify_one();
+        }
     }
 }
 
@@ -154,7 +173,6 @@ pub struct Partition {
     raft: Arc<RaftNode>,
     high_watermark: watch::Receiver<u64>,
     next_token: AtomicU64,
-    wake_proposer: Notify,
     /// Entries in flight (see [`PROPOSALS_IN_FLIGHT_MAX`]).
     in_flight: Arc<Semaphore>,
     /// Held while taking and submitting an entry.
@@ -205,7 +223,8 @@ impl Partition {
             state: Mutex::new(PartitionState::new(producers, 0)),
             waiters: Mutex::default(),
             high_watermark: watch::channel(0).0,
-            durable: watch::channel(0).0,
+            held: Mutex::new(None),
+            wake_proposer: Notify::new(),
         });
         let hook: Arc<dyn ApplyHook> = shared.clone();
         let group = raft.open_group_with(group_id, log, disk, Some(hook)).await.map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
@@ -228,7 +247,6 @@ impl Partition {
             raft: raft.clone(),
             high_watermark,
             next_token: AtomicU64::new(1),
-            wake_proposer: Notify::new(),
             in_flight: Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX as usize)),
             proposing: tokio::sync::Mutex::new(()),
             closed,
@@ -454,7 +472,7 @@ impl Partition {
     /// answered at once.
     pub fn close(self: &Arc<Self>) {
         let _ = self.closed.send(true);
-        self.wake_proposer.notify_one();
+        self.shared.wake_proposer.notify_one();
         let p = self.clone();
         tokio::spawn(async move { p.raft.close_group(&p.group).await });
     }
@@ -476,9 +494,18 @@ impl Partition {
             }
         };
         loop {
-            let permits = if self.group.alone() { PROPOSALS_IN_FLIGHT_MAX } else { 1 };
+            let alone = self.group.alone();
+            let permits = if alone { PROPOSALS_IN_FLIGHT_MAX } else { 1 };
             let Ok(permit) = self.in_flight.clone().try_acquire_many_owned(permits) else { break };
             let Some(proposal) = self.shared.with_state(|s| s.take_proposal(self.batch_bytes_max)) else { break };
+            // A single voter's permits wait where the durable hook finds
+            // them (before the entry can become durable).
+            let permit = if alone {
+                *self.shared.held.lock().unwrap_or_else(|p| p.into_inner()) = Some((proposal.next_offset, permit));
+                None
+            } else {
+                Some(permit)
+            };
             let submitted = self.group.submit(proposal.batches.clone()).await;
             let p = self.clone();
             // A storage fault stops the group: answer with the fault itself
@@ -491,29 +518,21 @@ impl Partition {
                 p.shared.with_state(|s| s.handle_proposal_failed(proposal, e))
             };
             match submitted {
-                Err(e) => fail(self, &proposal, propose_error(e)),
+                Err(e) => {
+                    drop(permit);
+                    self.release_held(proposal.next_offset);
+                    fail(self, &proposal, propose_error(e))
+                }
                 Ok(commit) => {
-                    let mut durable = self.shared.durable.subscribe();
                     tokio::spawn(async move {
-                        // The permit goes back once the entry is durable here
-                        // (only voter) or committed, whichever comes first.
-                        let mut permit = Some(permit);
-                        tokio::pin!(commit);
-                        let committed = loop {
-                            tokio::select! {
-                                biased;
-                                c = &mut commit => break c,
-                                _ = durable.wait_for(|d| *d >= proposal.next_offset), if permit.is_some() => {
-                                    permit = None;
-                                    p.wake_proposer.notify_one();
-                                }
-                            }
-                        };
-                        if permit.take().is_some() {
-                            p.wake_proposer.notify_one();
-                        }
+                        let committed = commit.await;
+                        // Committed (or failed): the permits go back, unless
+                        // the durable hook gave a single voter's back already.
+                        drop(permit);
+                        p.release_held(proposal.next_offset);
                         match committed {
-                            Ok(a) if (a.base_offset, a.next_offset) == (proposal.base_offset, proposal.next_offset) => {}
+                            // Longer where batches joined it as it was written.
+                            Ok(a) if a.base_offset == proposal.base_offset && a.next_offset >= proposal.next_offset => {}
                             Ok(a) => {
                                 tracing::error!(
                                     predicted = ?(proposal.base_offset, proposal.next_offset),
@@ -528,6 +547,17 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// Gives back a single voter's permits held for the entry ending at
+    /// `end`, if the durable hook has not, and wakes the proposer.
+    fn release_held(&self, end: u64) {
+        let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_some_and(|(e, _)| *e == end) {
+            *held = None;
+        }
+        drop(held);
+        self.shared.wake_proposer.notify_one();
     }
 
     /// Final flush and checkpoint, for shutdown: everything committed is
@@ -554,7 +584,7 @@ async fn proposer(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
             _ = crate::tasks::stopped(&mut stop) => break,
-            _ = p.wake_proposer.notified() => {}
+            _ = p.shared.wake_proposer.notified() => {}
         }
         p.propose_queued(true).await;
     }

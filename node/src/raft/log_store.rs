@@ -373,8 +373,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let mut guard = self.log.clone().lock_owned().await;
+        if let (Some(hook), true) = (&self.hook, self.alone.load(Ordering::SeqCst))
+            && let Some(e) = entries.last_mut()
+            && let EntryPayload::Normal(p) = &mut e.payload
+            && p.base_offset.is_none()
+        {
+            // The leader's own entry, cut when it was proposed: what arrived
+            // since joins it here, as late as it can, to share its write
+            // and sync (group commit; openraft writes one entry at a time).
+            let size: usize = p.batches.iter().map(|b| b.len()).sum();
+            let budget = guard.config().batch_bytes_max.saturating_sub(size);
+            p.batches.extend(hook.extend(e.log_id.leader_id.term, budget));
+        }
         let recent = self.recent.clone();
         for e in &entries {
             if let EntryPayload::Membership(m) = &e.payload {

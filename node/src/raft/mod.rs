@@ -102,6 +102,14 @@ pub trait ApplyHook: Send + Sync + 'static {
     /// it is applied. Lets a single broker answer at fsync, as fast as a
     /// direct append.
     fn durable(&self, _next_offset: u64) {}
+
+    /// Only while this node is the group's only voter, just before one of
+    /// its own entries of `term` is written: more batches (at most `budget`
+    /// bytes, at the offsets that follow the entry's) to write and sync with
+    /// it. The owner must have no other entry in flight.
+    fn extend(&self, _term: u64, _budget: usize) -> Vec<Bytes> {
+        Vec::new()
+    }
 }
 
 /// A group's role and position, for status displays and routing.
