@@ -44,6 +44,25 @@ struct Inner {
     metadata: Mutex<BTreeMap<String, TopicMetadata>>,
 }
 
+/// Parses a broker list, `host:port[,host:port...]`, as the tools take it
+/// (`--broker`): each address checked, none empty, at most 64.
+pub fn parse_brokers(list: &str) -> std::result::Result<Vec<String>, String> {
+    const BROKERS_MAX: usize = 64;
+    let brokers: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+    if brokers.len() > BROKERS_MAX {
+        return Err(format!("{} brokers listed; give at most {BROKERS_MAX} (any few of a cluster's brokers will do)", brokers.len()));
+    }
+    for b in &brokers {
+        let bad = || format!("{b:?} is not host:port (for example 127.0.0.1:9092; several: A:9092,B:9092)");
+        let (host, port) = b.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+    }
+    Ok(brokers)
+}
+
 /// A handle to a Weir cluster. Clone it freely.
 #[derive(Debug, Clone)]
 pub struct Client {

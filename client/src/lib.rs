@@ -25,7 +25,7 @@ mod group;
 mod producer;
 
 pub use admin::Admin;
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, parse_brokers};
 pub use consumer::{Consumer, ConsumerConfig, FetchResult, Message, MessageStream, StartOffset, decode_messages};
 pub use error::{ClientError, Result};
 pub use group::{GroupConsumer, GroupConsumerConfig, OffsetReset};

@@ -164,7 +164,7 @@ fn piped_lines_keep_their_order_on_every_routing() {
 /// "start a broker" is suggested only when nothing listens.
 #[test]
 fn connection_errors_say_what_happened() {
-    for bad in ["localhost", "127.0.0.1:", ":9092", "127.0.0.1:99999", "127.0.0.1:0"] {
+    for bad in ["localhost", "127.0.0.1:", ":9092", "127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:9092,", "127.0.0.1:9092,,127.0.0.1:9093"] {
         let (code, _, err) = weirctl(bad, &["topic", "list"], None);
         assert_eq!(code, 2, "{bad}: {err}");
         assert!(err.contains("host:port"), "{bad}: {err}");
@@ -191,4 +191,24 @@ fn connection_errors_say_what_happened() {
     let (code, _, err) = weirctl(&broker.1, &["topic", "list"], None);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("connection limit") && !err.contains("is the broker running"), "{err}");
+}
+
+/// `--broker A,B`: an unreachable first broker is skipped, and a list of
+/// only unreachable ones names every address tried.
+#[test]
+fn a_broker_list_is_tried_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let list = format!("{gone},{}", broker.1);
+    let (code, out, err) = weirctl(&list, &["topic", "create", "t"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created topic t"), "{out}");
+    let (code, out, _) = weirctl(&list, &["--json", "produce", "t", "--message", "m"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["offset"], 0, "{out}");
+    let gone2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (code, _, err) = weirctl(&format!("{gone},{gone2}"), &["topic", "list"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains(&gone) && err.contains(&gone2), "every address is named: {err}");
 }

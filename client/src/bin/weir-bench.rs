@@ -22,7 +22,8 @@ use weir_client::*;
 #[derive(Parser)]
 #[command(name = "weir-bench", about = "Benchmark a Weir broker")]
 struct Cli {
-    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    /// Broker addresses, `host:port[,host:port...]`.
+    #[arg(long, global = true, default_value = "127.0.0.1:9092", value_parser = check_brokers)]
     broker: String,
     #[arg(long, global = true, default_value = "weir-bench")]
     topic: String,
@@ -81,7 +82,9 @@ fn report(what: &str, messages: u64, bytes: u64, secs: f64, lat: Option<&Histogr
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = Client::connect(ClientConfig { brokers: vec![cli.broker.clone()], ..Default::default() }).await.context("connecting")?;
+    let client = Client::connect(ClientConfig { brokers: parse_brokers(&cli.broker).map_err(anyhow::Error::msg)?, ..Default::default() })
+        .await
+        .context("connecting")?;
     println!("load before: {}", load());
     match cli.command {
         Cmd::Produce { messages, size, batch, producers, in_flight, partitions, acks } => {
@@ -175,4 +178,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("load after: {}", load());
     Ok(())
+}
+
+fn check_brokers(s: &str) -> Result<String, String> {
+    parse_brokers(s).map(|_| s.to_owned())
 }

@@ -19,7 +19,8 @@ use weir_client::*;
 #[derive(Parser)]
 #[command(name = "weirctl", version, about = "Administer, produce to and consume from a Weir broker")]
 struct Cli {
-    /// Broker address (host:port).
+    /// Broker addresses, `host:port[,host:port...]`: the first reachable
+    /// one answers, and the others are tried when it goes away.
     #[arg(long, global = true, env = "WEIR_BROKER", default_value = "127.0.0.1:9092", value_parser = parse_broker)]
     broker: String,
     /// Print JSON objects, one per line, instead of tables.
@@ -126,14 +127,9 @@ enum TopicCommand {
 
 /// `host:port` with a non-empty host and a port number: anything else is a
 /// usage error (exit 2), not a connection failure.
+/// Checks a `--broker` list; the list is split where it is used.
 fn parse_broker(s: &str) -> Result<String, String> {
-    let bad = || format!("{s:?} is not host:port (for example 127.0.0.1:9092)");
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(bad());
-    }
-    Ok(s.to_owned())
+    parse_brokers(s).map(|_| s.to_owned())
 }
 
 fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -185,7 +181,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = ClientConfig { brokers: vec![cli.broker.clone()], timeout: Duration::from_millis(cli.timeout_ms), ..Default::default() };
+    let config = ClientConfig {
+        brokers: parse_brokers(&cli.broker).map_err(anyhow::Error::msg)?,
+        timeout: Duration::from_millis(cli.timeout_ms),
+        ..Default::default()
+    };
     let client = Client::connect(config).await.map_err(|e| match e {
         // Only a refused connection suggests that nothing is listening.
         ClientError::Connect { refused: true, .. } => {
