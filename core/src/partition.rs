@@ -13,10 +13,17 @@
 //!   batches plus those in flight); new data is queued for the next proposal
 //!   at offsets predicted from the log end (the leader is the only writer of
 //!   its term, and the log is dense). Not leading: refused as retriable;
+//! - [`PartitionState::handle_role_at`]: as `handle_role`, with the log end
+//!   the new leader's batches continue from;
 //! - [`PartitionState::take_proposal`]: the queued batches, one entry's worth;
+//!   [`PartitionState::take_more`]: what may still join the last entry taken
+//!   as it is written (a single voter's group commit);
 //! - [`PartitionState::handle_applied`]: an entry committed and applied, on
 //!   any replica: its batches enter the producer table, the high watermark
 //!   moves to its end, answers at or below it come due;
+//! - [`PartitionState::handle_durable`]: only while this node is the
+//!   group's only voter: its log is durable up to an offset, which is then
+//!   committed too (answers come at fsync);
 //! - [`PartitionState::handle_proposal_failed`]: the group did not take a
 //!   proposal (leadership lost, storage failed): everything in flight is
 //!   answered with the error and the replica stops serving until it leads again.
@@ -26,7 +33,7 @@
 //! `Leader` and `All` once committed: in a Raft group both mean a majority
 //! holds the batch), in the order they became due.
 //!
-//! The contract, asserted here and by the property test: nothing is
+//! The contract, checked by the unit tests and the property test: nothing is
 //! acknowledged (with `Leader` or `All`) above the high watermark; the high
 //! watermark never moves back; a retry is answered with the offsets of the
 //! batch it repeats, once that batch is committed; an offset is never handed
@@ -46,11 +53,12 @@ pub const PRODUCER_REBUILD_BYTES_MAX: u64 = 256 << 20;
 /// When a produce is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
-    /// Once appended, before it is durable.
+    /// At once, with the predicted offsets, before anything is durable.
     None,
-    /// Once durable on this node.
+    /// Once committed, as `All`: a Raft leader cannot tell "durable here"
+    /// from committed in a way a client could rely on across a failover.
     Leader,
-    /// Once committed (a single node: durable on it).
+    /// Once committed (a single voter: once durable on it).
     All,
 }
 
@@ -156,6 +164,9 @@ struct Serving {
     producers: ProducerTable,
     /// The predicted log end: where the next proposed batch lands.
     next_offset: u64,
+    /// Where the last proposal taken ends: only the entry ending there may
+    /// take in more ([`PartitionState::take_more`]).
+    proposed_end: u64,
 }
 
 /// Batches proposed as one entry, and where they will land.
@@ -285,7 +296,8 @@ impl PartitionState {
             Some(term) => {
                 self.step_down(ProduceError::NotLeader { leader: None });
                 self.high_watermark = self.high_watermark.max(log_end);
-                self.serving = Some(Serving { term, producers: self.applied.clone(), next_offset: self.high_watermark });
+                let next_offset = self.high_watermark;
+                self.serving = Some(Serving { term, producers: self.applied.clone(), next_offset, proposed_end: next_offset });
             }
             None => self.step_down(ProduceError::NotLeader { leader: None }),
         }
@@ -352,7 +364,7 @@ impl PartitionState {
     /// The queued batches, up to `max_bytes` of them (at least one), as one
     /// proposal, in the order they were queued.
     pub fn take_proposal(&mut self, max_bytes: usize) -> Option<Proposal> {
-        let serving = self.serving.as_ref()?;
+        let serving = self.serving.as_mut()?;
         if self.queued.is_empty() {
             return None;
         }
@@ -365,6 +377,7 @@ impl PartitionState {
         self.queued_bytes -= bytes;
         let next_offset = taken.last().map(|(_, next)| *next).expect("at least one");
         let records: u64 = taken.iter().map(|(b, _)| u64::from(crate::batch::BatchHeader::parse(b).map_or(0, |h| h.record_count))).sum();
+        serving.proposed_end = next_offset;
         Some(Proposal {
             term: serving.term,
             batches: taken.into_iter().map(|(b, _)| b).collect(),
@@ -374,11 +387,14 @@ impl PartitionState {
     }
 
     /// As [`PartitionState::take_proposal`], but only batches that fit in
-    /// `max_bytes`: what may still join an entry of `term` about to be
-    /// written (the group's only entry in flight), so that whatever arrived
-    /// since it was proposed shares its write and sync.
-    pub fn take_more(&mut self, term: u64, max_bytes: usize) -> Option<Proposal> {
-        if self.serving.as_ref().is_none_or(|s| s.term != term) || self.queued.first().is_none_or(|(b, _)| b.len() > max_bytes) {
+    /// `max_bytes`, and only for the entry of `term` ending at `end` when it
+    /// is the last one taken: what arrived since it was proposed may join it
+    /// as it is written, sharing its write and sync, at the offsets that
+    /// follow it (a later entry taken meanwhile would come before them).
+    pub fn take_more(&mut self, term: u64, end: u64, max_bytes: usize) -> Option<Proposal> {
+        if self.serving.as_ref().is_none_or(|s| s.term != term || s.proposed_end != end)
+            || self.queued.first().is_none_or(|(b, _)| b.len() > max_bytes)
+        {
             return None;
         }
         self.take_proposal(max_bytes)

@@ -2,22 +2,9 @@
 //! tokio's blocking pool; in simulation the disk is in memory and madsim
 //! forbids real threads, so the work runs inline and stays deterministic.
 
-/// Runs a flush job's syncs where blocking is allowed, then pays the
-/// latency a simulated disk charges for them, so whoever reports the flush
-/// reports it no earlier than the disk would have finished.
-pub async fn run_flush(
-    job: weir_core::log::FlushJob,
-    disk: &dyn weir_core::disk::Disk,
-) -> (weir_core::log::FlushJob, Result<(), weir_core::disk::DiskError>) {
-    run_disk(disk, move || {
-        let r = job.run();
-        (job, r)
-    })
-    .await
-}
-
 /// Runs `f` where blocking is allowed, then pays the latency a simulated
-/// `disk` charges for what it did (see [`run_flush`]).
+/// `disk` charges for what it did, so whoever reports a write or sync
+/// reports it no earlier than the disk would have finished.
 pub async fn run_disk<F, R>(disk: &dyn weir_core::disk::Disk, f: F) -> R
 where
     F: FnOnce() -> R + Send + 'static,

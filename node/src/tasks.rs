@@ -1,8 +1,10 @@
-//! The node's task supervisor: every background task (each partition's
-//! appender and flusher, the group ticker, retention) is spawned through
-//! [`Tasks`], so one value knows what runs, one signal stops the tasks that
-//! run until shutdown, and [`Tasks::shutdown`] waits for all of them.
-//! Constructors take a `&Tasks` instead of calling `tokio::spawn`.
+//! The node's task supervisor: the broker's long-running tasks (each
+//! partition's proposer and role watcher, the group ticker, retention) are
+//! spawned through [`Tasks`], so one value knows what runs, one signal stops
+//! the tasks that run until shutdown, and [`Tasks::shutdown`] waits for all
+//! of them. Short-lived work tied to one request or entry (an entry's
+//! commit wait, a group's close) and the Raft layer's own tasks are spawned
+//! directly.
 //!
 //! The server's own shutdown is a [`Shutdown`] too, triggered first: the
 //! server finishes in-flight requests, then the broker flushes and closes

@@ -215,6 +215,28 @@ async fn a_batch_retried_after_a_restart_is_not_stored_twice() {
     assert_eq!(read_all(&client, "idem", 0).await.len(), 4, "nothing stored twice");
 }
 
+/// A record stamped far ahead of the broker's clock is refused at
+/// admission (it would pin time-based retention), with nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_far_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    create(&client, "clock", 1).await;
+    let stamped = |ts: i64| {
+        let mut b = BatchBuilder::new(ProducerStamp::NONE);
+        b.push(ts, None, Some(b"v".as_slice()), &[]);
+        Request::Produce(ProduceRequest { topic: "clock".into(), partition: 0, acks: Acks::All, timeout_ms: 5000, batch: b.finish() })
+    };
+    let year_9999 = 253_402_300_799_000;
+    let err = client.request_once(&stamped(year_9999)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidTimestamp), "{err}");
+    assert!(err.to_string().contains("timestamp_after_max_ms"), "{err}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let Response::Produce(r) = client.request_once(&stamped(now)).await.unwrap() else { panic!() };
+    assert_eq!(r.base_offset, 0, "nothing was stored for the refused batch");
+}
+
 /// Sends raw bytes on a new connection and returns whatever comes back
 /// before the broker closes it (or a timeout).
 fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {

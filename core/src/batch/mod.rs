@@ -214,20 +214,21 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(raw)
 }
 
-/// Looks at the front of `buf` and says how long the batch there is, without
-/// allocating. `Ok(None)` means more bytes are needed to tell. `max_len` bounds
-/// the total length a caller is prepared to accept.
 /// Where the producer fields (id, epoch, base sequence) sit in a header:
 /// covered by the producer's CRC, not by the header CRC.
 const PRODUCER_FIELDS: std::ops::Range<usize> = 67..81;
 
 /// Marks a header's batch as having no producer (id, epoch and sequence
-/// -1): for a batch whose payload CRC failed, so damaged producer fields
-/// are never believed. The stamped part and its CRC are untouched.
+/// -1): for a header whose batch CRC was not checked, or failed, so
+/// unverified producer fields are never believed. The stamped part and its
+/// CRC are untouched.
 pub fn forget_producer(head: &mut [u8; HEADER_LEN]) {
     head[PRODUCER_FIELDS].fill(0xff);
 }
 
+/// Looks at the front of `buf` and says how long the batch there is, without
+/// allocating. `Ok(None)` means more bytes are needed to tell. `max_len` bounds
+/// the total length a caller is prepared to accept.
 pub fn peek_total_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, BatchError> {
     if buf.len() < LENGTH_PREFIX_LEN {
         return Ok(None);

@@ -80,6 +80,21 @@ pub struct LogConfig {
     pub canary: Option<crate::canary::Canary>,
 }
 
+impl LogConfig {
+    /// Refuses a batch stamped further ahead of `now` than
+    /// `timestamp_after_max_ms` (it would pin time-based retention and the
+    /// time index). Checked where a batch is admitted, never where a
+    /// replica appends one (its clock is not the leader's).
+    pub fn check_timestamp(&self, header: &BatchHeader, now: Timestamp) -> Result<(), LogError> {
+        match self.timestamp_after_max_ms {
+            Some(limit_ms) if header.max_timestamp.saturating_sub(now.as_millis()) > limit_ms => {
+                Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -633,11 +648,7 @@ impl PartitionLog {
             )));
         }
         let header = self.check_framing(batch)?;
-        if let Some(limit_ms) = self.config.timestamp_after_max_ms
-            && header.max_timestamp.saturating_sub(now.as_millis()) > limit_ms
-        {
-            return Err(LogError::TimestampOutOfRange { max_timestamp: header.max_timestamp, now: now.as_millis(), limit_ms });
-        }
+        self.config.check_timestamp(&header, now)?;
         self.write_batches(&[batch], vec![header], RaftStamp::default(), now)
     }
 

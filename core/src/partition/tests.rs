@@ -160,15 +160,19 @@ fn batches_joining_an_entry_follow_its_offsets_and_fit_its_budget() {
     send(&mut s, 2, &batch(-1, -1, &["b", "c"]), AckMode::All);
     send(&mut s, 3, &batch(-1, -1, &["d"]), AckMode::All);
     let len = batch(-1, -1, &["b", "c"]).len();
-    assert!(s.take_more(2, 1 << 20).is_none(), "another term's entry takes nothing");
-    assert!(s.take_more(1, len - 1).is_none(), "nothing above the budget, not even one batch");
-    let more = s.take_more(1, len).unwrap();
+    assert!(s.take_more(2, first.next_offset, 1 << 20).is_none(), "another term's entry takes nothing");
+    assert!(s.take_more(1, first.next_offset + 1, 1 << 20).is_none(), "nor an entry that is not the last one taken");
+    assert!(s.take_more(1, first.next_offset, len - 1).is_none(), "nothing above the budget, not even one batch");
+    let more = s.take_more(1, first.next_offset, len).unwrap();
     assert_eq!((more.batches.len(), more.base_offset, more.next_offset), (1, first.next_offset, 3));
     // The group commits the entry with the batch that joined it.
     let joined = Proposal { batches: [first.batches.clone(), more.batches].concat(), next_offset: more.next_offset, ..first };
     apply(&mut s, &joined);
     assert_eq!(acks(&mut s), vec![ok(1, 0, 1, false), ok(2, 1, 3, false)]);
     assert!(s.has_queued(), "the batch that did not fit waits for the next entry");
+    assert!(s.take_more(1, first.next_offset, 1 << 20).is_none(), "the entry that took more is no longer the last taken");
+    let next = s.take_proposal(1 << 20).unwrap();
+    assert_eq!(next.base_offset, 3);
 }
 
 #[test]

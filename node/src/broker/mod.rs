@@ -621,8 +621,6 @@ fn group_id(topic_id: u64, partition: u32) -> anyhow::Result<u64> {
     })
 }
 
-/// The first voters of a new group: this node alone (a single broker is a
-/// cluster of one voter). Its Raft address is not used by a single voter.
 /// Opens the log of a group whose only voter is this node. Its Raft
 /// entries start after the last hole damage left in them
 /// ([`PartitionLog::purge_past_damage`]): a damaged old segment or an
@@ -637,6 +635,8 @@ fn open_single_voter_log(
     Ok((log, report))
 }
 
+/// The first voters of a new group: this node alone (a single broker is a
+/// cluster of one voter). Its Raft address is not used by a single voter.
 fn single_voter(config: &Config) -> BTreeMap<u64, String> {
     BTreeMap::from([(config.node_id, config.listen.to_string())])
 }
@@ -678,9 +678,10 @@ async fn open_topic(
     }
     // A single voter elects itself at once: answer only once it serves, so
     // the first produce after a start or a create is not refused.
-    let waits = partitions.iter().map(|p| p.wait_serving(PARTITION_START_WAIT));
-    let served = futures::future::join_all(waits).await;
-    if let Some(p) = served.iter().position(|s| !s) {
+    // An offline partition never serves until its loss is accepted.
+    let online: Vec<&Arc<Partition>> = partitions.iter().filter(|p| !p.is_offline()).collect();
+    let served = futures::future::join_all(online.iter().map(|p| p.wait_serving(PARTITION_START_WAIT))).await;
+    if let Some(p) = served.iter().position(|s| !s).map(|i| online[i].id) {
         tracing::warn!(topic = %record.name, partition = p, "partition does not serve produces yet (no leader elected): producers retry until it does");
     }
     Ok(Topic { id: record.id, name: record.name, replicas: record.replicas, log_config, partitions })

@@ -227,7 +227,7 @@ fn heads_of(e: &Entry<TypeConfig>, info: &log::AppendInfo) -> Entry<TypeConfig> 
 }
 
 impl LogStore {
-    /// The store, and its flusher (which ends when the store is dropped).
+    /// The store of one group over `log`.
     pub fn new(
         log: SharedLog,
         disk: Arc<dyn Disk>,
@@ -297,7 +297,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 return Ok(recent.iter().skip(skip).take((range.end - range.start) as usize).cloned().collect());
             }
         }
-        read_entries(&self.log, range, usize::MAX, true).await
+        // Apply reads through here: a read that still fails stops the
+        // group, and producers are told why (not "no leader").
+        read_entries(&self.log, range, usize::MAX, true)
+            .await
+            .inspect_err(|e| record_fault(&self.fault, &LogError::Failed(format!("reading entries to apply: {e}"))))
     }
 }
 
@@ -384,8 +388,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // since joins it here, as late as it can, to share its write
             // and sync (group commit; openraft writes one entry at a time).
             let size: usize = p.batches.iter().map(|b| b.len()).sum();
+            let records: u64 = p.batches.iter().map(|b| BatchHeader::parse(b).map_or(0, |h| u64::from(h.record_count))).sum();
+            let end = guard.log_end_offset() + records;
             let budget = guard.config().batch_bytes_max.saturating_sub(size);
-            p.batches.extend(hook.extend(e.log_id.leader_id.term, budget));
+            p.batches.extend(hook.extend(e.log_id.leader_id.term, end, budget));
         }
         let recent = self.recent.clone();
         for e in &entries {

@@ -104,10 +104,11 @@ pub trait ApplyHook: Send + Sync + 'static {
     fn durable(&self, _next_offset: u64) {}
 
     /// Only while this node is the group's only voter, just before one of
-    /// its own entries of `term` is written: more batches (at most `budget`
-    /// bytes, at the offsets that follow the entry's) to write and sync with
-    /// it. The owner must have no other entry in flight.
-    fn extend(&self, _term: u64, _budget: usize) -> Vec<Bytes> {
+    /// its own entries of `term`, ending at offset `end`, is written: more
+    /// batches (at most `budget` bytes, at the offsets that follow `end`) to
+    /// write and sync with it. The owner gives them only if no later entry
+    /// was proposed.
+    fn extend(&self, _term: u64, _end: u64, _budget: usize) -> Vec<Bytes> {
         Vec::new()
     }
 }
@@ -497,13 +498,13 @@ impl Group {
         }
     }
 
-    /// Campaigns at once if this node is the group's only voter and nobody
-    /// leads (a single broker starting): no election timeout to wait out.
     /// This node is the group's only voter: durable means committed.
     pub fn alone(&self) -> bool {
         self.alone.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Campaigns at once if this node is the group's only voter and nobody
+    /// leads (a single broker starting): no election timeout to wait out.
     pub async fn campaign_if_alone(&self) {
         let (alone, led) = {
             let m = self.raft.metrics();
