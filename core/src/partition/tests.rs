@@ -175,6 +175,40 @@ fn batches_joining_an_entry_follow_its_offsets_and_fit_its_budget() {
     assert_eq!(next.base_offset, 3);
 }
 
+/// A single voter answers at fsync: durable is committed, before apply,
+/// and only what is below the durable point.
+#[test]
+fn a_single_voter_answers_at_durable_and_apply_later_changes_nothing() {
+    let mut s = leader();
+    send(&mut s, 1, &batch(-1, -1, &["a"]), AckMode::All);
+    send(&mut s, 2, &batch(-1, -1, &["b", "c"]), AckMode::All);
+    let p = s.take_proposal(1 << 20).unwrap();
+    s.handle_durable(1);
+    assert_eq!(acks(&mut s), vec![ok(1, 0, 1, false)], "only what is durable");
+    s.handle_durable(3);
+    assert_eq!(acks(&mut s), vec![ok(2, 1, 3, false)]);
+    assert_eq!(s.high_watermark(), 3);
+    apply(&mut s, &p);
+    assert_eq!(acks(&mut s), vec![], "nothing answered twice");
+    s.handle_durable(2);
+    assert_eq!(s.high_watermark(), 3, "never moves back");
+}
+
+/// A new leader continues at its log end: past the high watermark only
+/// where an accepted loss skipped offsets, and the high watermark jumps.
+#[test]
+fn a_new_leader_continues_at_its_log_end() {
+    let mut s = PartitionState::new(ProducerTable::default(), 5);
+    s.handle_role_at(Some(2), 9);
+    assert_eq!(s.high_watermark(), 9, "everything before the leader's log end is committed");
+    send(&mut s, 1, &batch(-1, -1, &["a"]), AckMode::All);
+    let p = s.take_proposal(1 << 20).unwrap();
+    assert_eq!((p.term, p.base_offset, p.next_offset), (2, 9, 10));
+    s.handle_role_at(Some(2), 42);
+    assert_eq!(s.take_proposal(1 << 20), None, "the same term again changes nothing");
+    assert_eq!(s.high_watermark(), 9);
+}
+
 #[test]
 fn a_failed_proposal_of_an_old_term_is_ignored() {
     let mut s = leader();

@@ -73,11 +73,12 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
         groups.retain(|g, _| rafts.iter().any(|(id, _)| id == g));
         for (g, raft) in rafts {
             let t = groups.entry(g).or_default();
-            let (state, term, leader, last_log, applied, voters, acked_ms) = {
+            let (running, state, term, leader, last_log, applied, voters, acked_ms) = {
                 let m = raft.metrics();
                 let m = m.borrow();
                 let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
                 (
+                    m.running_state.is_ok(),
                     m.state,
                     m.current_term,
                     m.current_leader,
@@ -87,8 +88,9 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                     m.millis_since_quorum_ack,
                 )
             };
-            if state == ServerState::Leader && voters.len() == 1 {
-                // A quorum of one: no follower to keep quiet or inform.
+            if !running || (state == ServerState::Leader && voters.len() == 1) {
+                // Stopped (a storage fault; its owner reports it), or a
+                // quorum of one: no follower to keep quiet or inform.
                 continue;
             }
             if state == ServerState::Leader {
