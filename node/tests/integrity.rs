@@ -240,6 +240,22 @@ async fn a_full_disk_is_a_prompt_storage_full_answer_and_reservations_shrink() {
     assert!(failed_at.elapsed() < Duration::from_secs(5), "answered, not timed out: {err}");
     // Reads and small metadata requests keep working on a full disk.
     assert_eq!(values(&client, "a").await, vec![(0, "one".to_owned())]);
+    // Space comes back (a topic is deleted): the partition takes writes
+    // again without a restart, continuing its offsets.
+    let before = values(&client, "b").await.len() as u64;
+    Admin::new(&client).delete_topic("a").await.unwrap();
+    let started = std::time::Instant::now();
+    let offset = loop {
+        match producer.send(ProduceMessage::new("b", "after".to_owned()).with_partition(0)).await {
+            Ok(r) => break r.offset,
+            Err(e) if e.code() == Some(ErrorCode::StorageFull) && started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("writes did not resume after space came back: {e}"),
+        }
+    };
+    assert_eq!(offset, before, "offsets continue where the acknowledged ones end");
+    assert_eq!(values(&client, "b").await.last().unwrap(), &(before, "after".to_owned()));
     assert_eq!(broker.terminate(), Some(0));
 }
 

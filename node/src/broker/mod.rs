@@ -166,7 +166,7 @@ impl Broker {
         let offsets_config = offsets_log_config(&config);
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
-        let (offsets_log, _) = open_single_voter_log(disk.clone(), &offsets_dir, offsets_config)?;
+        let (offsets_log, _) = partition::open_single_voter_log(disk.clone(), &offsets_dir, offsets_config)?;
         let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
             .await
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
@@ -621,20 +621,6 @@ fn group_id(topic_id: u64, partition: u32) -> anyhow::Result<u64> {
     })
 }
 
-/// Opens the log of a group whose only voter is this node. Its Raft
-/// entries start after the last hole damage left in them
-/// ([`PartitionLog::purge_past_damage`]): a damaged old segment or an
-/// accepted loss must not keep the group from starting.
-fn open_single_voter_log(
-    disk: Arc<dyn Disk>,
-    dir: &std::path::Path,
-    config: LogConfig,
-) -> Result<(PartitionLog, weir_core::log::RecoveryReport), weir_core::log::LogError> {
-    let (mut log, report) = PartitionLog::open(disk, dir, config, crate::clock::now())?;
-    log.purge_past_damage(&report.damaged_segments)?;
-    Ok((log, report))
-}
-
 /// The first voters of a new group: this node alone (a single broker is a
 /// cluster of one voter). Its Raft address is not used by a single voter.
 fn single_voter(config: &Config) -> BTreeMap<u64, String> {
@@ -656,7 +642,7 @@ async fn open_topic(
         let opened = async {
             let dir = store::partition_dir(&config.data_dir, &record.name, id);
             let (disk2, lc) = (disk.clone(), log_config.clone());
-            let (log, report) = crate::blocking::run(move || open_single_voter_log(disk2, &dir, lc)).await?;
+            let (log, report) = crate::blocking::run(move || partition::open_single_voter_log(disk2, &dir, lc)).await?;
             if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
                 tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
             }

@@ -139,6 +139,20 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A fresh state for a group just opened: the producers the log holds,
+    /// the high watermark where the applied log ends (entries after it are
+    /// applied again), never below the one already published.
+    fn restart_state(&self, producers: weir_core::producer::ProducerTable, group: &Group) {
+        let hw = *group.high_watermark().borrow();
+        self.with_state(|s| *s = PartitionState::new(producers, hw.max(s.high_watermark())));
+    }
+}
+
+fn producers_of(shared: &Shared) -> weir_core::producer::ProducerTable {
+    shared.state.lock().unwrap_or_else(|p| p.into_inner()).producers().clone()
+}
+
 impl ApplyHook for Shared {
     fn applied(&self, headers: &[BatchHeader], next_offset: u64) {
         self.with_state(|s| s.handle_applied(headers, next_offset));
@@ -172,8 +186,13 @@ pub struct Partition {
     /// The log's settings (the admission checks of a produce).
     log_config: weir_core::log::LogConfig,
     shared: Arc<Shared>,
-    group: Arc<Group>,
+    /// The partition's group: replaced when a storage fault stopped it
+    /// (see [`Partition::reopen_group`]).
+    group: std::sync::RwLock<Arc<Group>>,
     raft: Arc<RaftNode>,
+    disk: Arc<dyn Disk>,
+    /// The first voters, should the group be new when it is opened again.
+    members: BTreeMap<u64, String>,
     high_watermark: watch::Receiver<u64>,
     next_token: AtomicU64,
     /// Entries in flight (see [`PROPOSALS_IN_FLIGHT_MAX`]).
@@ -190,7 +209,7 @@ pub struct Partition {
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Partition").field("id", &self.id).field("group", &self.group.id).finish()
+        f.debug_struct("Partition").field("id", &self.id).field("group", &self.group().id).finish()
     }
 }
 
@@ -231,12 +250,11 @@ impl Partition {
             wake_proposer: Notify::new(),
         });
         let hook: Arc<dyn ApplyHook> = shared.clone();
-        let group = raft.open_group_with(group_id, log, disk, Some(hook)).await.map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
-        // Where the applied log ends on open (entries after it re-apply).
-        let hw = *group.high_watermark().borrow();
+        let group =
+            raft.open_group_with(group_id, log, disk.clone(), Some(hook)).await.map_err(|e| WireError::new(ErrorCode::StorageError, e))?;
         let high_watermark = shared.high_watermark.subscribe();
-        shared.with_state(|s| *s = PartitionState::new(s.producers().clone(), hw.max(s.high_watermark())));
-        if let Err(e) = group.bootstrap(members).await {
+        shared.restart_state(producers_of(&shared), &group);
+        if let Err(e) = group.bootstrap(members.clone()).await {
             raft.close_group(&group).await;
             return Err(WireError::new(ErrorCode::StorageError, e));
         }
@@ -248,8 +266,10 @@ impl Partition {
             batch_bytes_max,
             log_config,
             shared,
-            group,
+            group: std::sync::RwLock::new(group),
             raft: raft.clone(),
+            disk,
+            members,
             high_watermark,
             next_token: AtomicU64::new(1),
             in_flight: Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX as usize)),
@@ -269,6 +289,43 @@ impl Partition {
         self.offline.is_some()
     }
 
+    /// The partition's Raft group as it is now.
+    fn group(&self) -> Arc<Group> {
+        self.group.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens the group again after a storage fault stopped it (a full disk,
+    /// a failed write or sync): the log is reopened from disk, so recovery
+    /// sees what really reached it, and the group continues from there.
+    async fn reopen_group(&self, old: &Arc<Group>) -> Result<Arc<Group>, String> {
+        let (dir, config) = {
+            let log = old.log().lock().await;
+            (log.dir().to_path_buf(), log.config().clone())
+        };
+        self.raft.close_group(old).await;
+        let disk = self.disk.clone();
+        // The state learns the producers from the log as it is on disk: an
+        // entry whose sync failed may be there after all, and a retry of
+        // one of its batches must be answered as a duplicate.
+        let (log, producers) = blocking::run(move || {
+            let (log, _) = open_single_voter_log(disk, &dir, config)?;
+            let producers = weir_core::partition::rebuild_producers(&log)?;
+            Ok::<_, LogError>((log, producers))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let hook: Arc<dyn ApplyHook> = self.shared.clone();
+        let group = self.raft.open_group_with(old.id, log, self.disk.clone(), Some(hook)).await?;
+        self.shared.restart_state(producers, &group);
+        if let Err(e) = group.bootstrap(self.members.clone()).await {
+            self.raft.close_group(&group).await;
+            return Err(e);
+        }
+        group.campaign_if_alone().await;
+        *self.group.write().unwrap_or_else(|p| p.into_inner()) = group.clone();
+        Ok(group)
+    }
+
     pub fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
     }
@@ -276,7 +333,7 @@ impl Partition {
     /// Waits (up to `timeout`) until this replica serves produces; false if
     /// it does not by then (another node leads, or no election finished).
     pub async fn wait_serving(&self, timeout: Duration) -> bool {
-        let mut watch = self.group.watch();
+        let mut watch = self.group().watch();
         let served = tokio::time::timeout(timeout, async {
             loop {
                 if watch.serving_term().is_some() {
@@ -304,7 +361,7 @@ impl Partition {
 
     /// The log for reading, waiting at most [`STORAGE_WAIT_MAX`].
     async fn log(&self) -> Result<OwnedMutexGuard<PartitionLog>, WireError> {
-        tokio::time::timeout(STORAGE_WAIT_MAX, self.group.log().clone().lock_owned()).await.map_err(|_| self.stuck(STORAGE_WAIT_MAX))
+        tokio::time::timeout(STORAGE_WAIT_MAX, self.group().log().clone().lock_owned()).await.map_err(|_| self.stuck(STORAGE_WAIT_MAX))
     }
 
     fn stuck(&self, waited: Duration) -> WireError {
@@ -336,7 +393,7 @@ impl Partition {
         if let Some(loss) = &self.offline {
             return Err(log_error(LogError::Offline(loss.clone())));
         }
-        if let Some(fault) = self.group.storage_fault() {
+        if let Some(fault) = self.group().storage_fault() {
             // The group stopped on this fault; it serves again after a restart.
             return Err(log_error(fault));
         }
@@ -406,7 +463,7 @@ impl Partition {
     }
 
     pub async fn describe(&self) -> PartitionDescription {
-        let status = self.group.status();
+        let status = self.group().status();
         let mut d = PartitionDescription {
             partition: self.id,
             leader: status.leader,
@@ -462,7 +519,7 @@ impl Partition {
         &self,
         f: impl FnOnce(&mut PartitionLog) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, WireError> {
-        let log = self.group.log().clone().lock_owned().await;
+        let log = self.group().log().clone().lock_owned().await;
         blocking::run(move || {
             let mut log = log;
             f(&mut log)
@@ -487,7 +544,7 @@ impl Partition {
         let _ = self.closed.send(true);
         self.shared.wake_proposer.notify_one();
         let p = self.clone();
-        tokio::spawn(async move { p.raft.close_group(&p.group).await });
+        tokio::spawn(async move { p.raft.close_group(&p.group()).await });
     }
 
     /// Hands everything queued to the group as one entry, then again while
@@ -507,7 +564,7 @@ impl Partition {
             }
         };
         loop {
-            let alone = self.group.alone();
+            let alone = self.group().alone();
             let permits = if alone { PROPOSALS_IN_FLIGHT_MAX } else { 1 };
             let Ok(permit) = self.in_flight.clone().try_acquire_many_owned(permits) else { break };
             let Some(proposal) = self.shared.with_state(|s| s.take_proposal(self.batch_bytes_max)) else { break };
@@ -519,12 +576,12 @@ impl Partition {
             } else {
                 Some(permit)
             };
-            let submitted = self.group.submit(proposal.batches.clone()).await;
+            let submitted = self.group().submit(proposal.batches.clone()).await;
             let p = self.clone();
             // A storage fault stops the group: answer with the fault itself
             // (a full disk is StorageFull, not a generic failure).
             let fail = move |p: &Partition, proposal: &Proposal, e: ProduceError| {
-                let e = match (e, p.group.storage_fault()) {
+                let e = match (e, p.group().storage_fault()) {
                     (ProduceError::Log(LogError::Failed(_)), Some(fault)) => ProduceError::Log(fault),
                     (e, _) => e,
                 };
@@ -606,12 +663,39 @@ async fn proposer(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     p.shared.waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// Tells the state whether this replica may serve produces.
+/// Tells the state whether this replica may serve produces, and opens the
+/// group again when a storage fault stopped it (after a pause that doubles
+/// while reopening fails or the fault recurs at once, up to
+/// [`REOPEN_PAUSE_MAX`]).
 async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut closed = p.closed.subscribe();
-    let mut watch = p.group.watch();
+    let mut group = p.group();
+    let mut watch = group.watch();
+    let mut pause = REOPEN_PAUSE_MIN;
     loop {
+        if group.stopped() && p.offline.is_none() {
+            p.shared.with_state(|s| s.handle_role(None));
+            tracing::warn!(partition = p.id, group = group.id, fault = ?group.storage_fault(), pause_ms = pause.as_millis() as u64, "the partition's group stopped on a storage fault: opening it again");
+            tokio::select! {
+                biased;
+                _ = crate::tasks::stopped(&mut closed) => break,
+                _ = crate::tasks::stopped(&mut stop) => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(REOPEN_PAUSE_MAX);
+            match p.reopen_group(&group).await {
+                Ok(g) => {
+                    group = g;
+                    watch = group.watch();
+                }
+                Err(e) => tracing::error!(partition = p.id, error = %e, "cannot open the partition's group again: trying later"),
+            }
+            continue;
+        }
         let term = watch.serving_term();
+        if term.is_some() {
+            pause = REOPEN_PAUSE_MIN;
+        }
         if p.shared.with_state(|s| s.serving()) != term {
             // Leading: the next batch lands at the log end.
             let end = match term {
@@ -627,8 +711,27 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
             biased;
             _ = crate::tasks::stopped(&mut closed) => break,
             _ = crate::tasks::stopped(&mut stop) => break,
-            alive = watch.changed() => if !alive { break },
+            // Gone: stopped by a fault (opened again above), or closed.
+            alive = watch.changed() => if !alive && !group.stopped() { break },
         }
     }
     p.shared.with_state(|s| s.handle_role(None));
+}
+
+/// The first pause before a stopped group is opened again, and the longest.
+const REOPEN_PAUSE_MIN: Duration = Duration::from_secs(1);
+const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// Opens the log of a group whose only voter is this node. Its Raft
+/// entries start after the last hole damage left in them
+/// ([`PartitionLog::purge_past_damage`]): a damaged old segment or an
+/// accepted loss must not keep the group from starting.
+pub fn open_single_voter_log(
+    disk: Arc<dyn Disk>,
+    dir: &std::path::Path,
+    config: weir_core::log::LogConfig,
+) -> Result<(PartitionLog, weir_core::log::RecoveryReport), LogError> {
+    let (mut log, report) = PartitionLog::open(disk, dir, config, clock::now())?;
+    log.purge_past_damage(&report.damaged_segments)?;
+    Ok((log, report))
 }

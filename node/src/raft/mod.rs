@@ -498,6 +498,12 @@ impl Group {
         }
     }
 
+    /// The group's core stopped (a storage fault; see
+    /// [`Group::storage_fault`]): it takes nothing until it is opened again.
+    pub fn stopped(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_err()
+    }
+
     /// This node is the group's only voter: durable means committed.
     pub fn alone(&self) -> bool {
         self.alone.load(std::sync::atomic::Ordering::SeqCst)
