@@ -6,6 +6,11 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
+
+/// Without `RUST_LOG`: the broker's own information, and openraft's
+/// warnings only (it logs several lines at info for every group it opens,
+/// and every partition is a group).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
 use weir_node::broker::Broker;
 use weir_node::broker::{LossTarget, accept_loss as accept};
 use weir_node::config::{Args, Command, Config};
@@ -34,7 +39,7 @@ fn main() -> std::process::ExitCode {
 fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)))
         .with_writer(std::io::stderr)
         .init();
     let mut config = Config::resolve(&args)?;
