@@ -219,16 +219,26 @@ impl GroupConsumer {
                 let req = Request::Heartbeat(HeartbeatRequest { group: group.clone(), member_id, generation });
                 match client.request_once(&req).await {
                     Ok(_) => {}
+                    // A coordinator that does not know the group (it restarted
+                    // and the group had no offsets to recover it from) does
+                    // not know the member either: join as a new one. Without
+                    // this a member holding no partitions, which never
+                    // commits, would never notice.
                     Err(e)
                         if matches!(
                             e.code(),
-                            Some(ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration | ErrorCode::UnknownMember)
+                            Some(
+                                ErrorCode::RebalanceInProgress
+                                    | ErrorCode::IllegalGeneration
+                                    | ErrorCode::UnknownMember
+                                    | ErrorCode::UnknownGroup
+                            )
                         ) =>
                     {
                         tracing::debug!(%group, error = %e, "heartbeat: rejoin");
                         let mut st = lock(&state);
                         st.rejoin = true;
-                        if e.code() == Some(ErrorCode::UnknownMember) {
+                        if matches!(e.code(), Some(ErrorCode::UnknownMember | ErrorCode::UnknownGroup)) {
                             st.member_id = None;
                         }
                     }
@@ -294,10 +304,19 @@ impl GroupConsumer {
                 Err(e)
                     if matches!(
                         e.code(),
-                        Some(ErrorCode::IllegalGeneration | ErrorCode::UnknownMember | ErrorCode::RebalanceInProgress)
+                        Some(
+                            ErrorCode::IllegalGeneration
+                                | ErrorCode::UnknownMember
+                                | ErrorCode::UnknownGroup
+                                | ErrorCode::RebalanceInProgress
+                        )
                     ) =>
                 {
-                    lock(&self.state).rejoin = true;
+                    let mut st = lock(&self.state);
+                    st.rejoin = true;
+                    if matches!(e.code(), Some(ErrorCode::UnknownMember | ErrorCode::UnknownGroup)) {
+                        st.member_id = None;
+                    }
                 }
                 other => other?,
             }

@@ -319,3 +319,32 @@ async fn deletions_and_expiries_of_offsets_are_durable() {
     let kept = Admin::new(&client).describe_group("kept").await.map(|d| offsets(&d)).unwrap_or_default();
     assert!(kept.is_empty(), "the expiry was durable: {kept:?}");
 }
+
+/// A broker restart forgets a group that has no offsets: its members hear
+/// `UnknownGroup` and join again, even one that holds no partition and so
+/// never commits (found by the simulation, seed 615).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_rejoin_a_group_the_restarted_broker_forgot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 1, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+    let mut idle = GroupConsumer::new(&client, GroupConsumerConfig { auto_commit: false, ..config("idle") });
+    idle.join_group().await.unwrap();
+    let before = idle.generation();
+    broker.kill9();
+    broker.restart();
+    // The client reconnects on its own; the member notices at a heartbeat.
+    let started = std::time::Instant::now();
+    loop {
+        idle.poll().await.unwrap_or_default();
+        if idle.generation() != before && idle.member_id().is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the member never joined the forgotten group again");
+    }
+    assert_eq!(idle.assignment(), vec![("jobs".to_owned(), 0)], "alone again, it takes the partition");
+}

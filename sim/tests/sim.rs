@@ -288,9 +288,11 @@ fn regression_seeds() {
 /// (626), and a lost oldest segment that looked like retention (539).
 /// With partitions as Raft groups: a hole in the entries (damaged sealed
 /// segment, accepted loss) keeping a group from starting (10, 19, 52), a
-/// flipped producer id believed from an unverified header (1382), and a
-/// start that waited for a status change that never came (6341).
-const REGRESSIONS: &[u64] = &[2, 5, 6, 10, 12, 19, 26, 52, 131, 307, 525, 539, 626, 1382, 6341, 10844];
+/// flipped producer id believed from an unverified header (1382), a start
+/// that waited for a status change that never came (6341), and a group
+/// member holding no partition that never rejoined a group the restarted
+/// broker forgot (615).
+const REGRESSIONS: &[u64] = &[2, 5, 6, 10, 12, 19, 26, 52, 131, 307, 525, 539, 615, 626, 1382, 6341, 10844];
 
 /// A canary must be caught within 50 seeds, as one of the anomaly kinds its
 /// defect causes (any anomaly would not prove the right invariant fired).
