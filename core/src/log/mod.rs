@@ -965,12 +965,13 @@ impl PartitionLog {
     /// would be wrong: such a replica must be repaired from its peers.
     /// Returns the new purged id, if it moved.
     pub fn purge_past_damage(&mut self, damaged: &[u64]) -> Result<Option<LogId>, LogError> {
-        if self.loss().is_some() {
-            // Offline: nothing is served or appended until the loss is
-            // accepted, and the next open looks again.
-            return Ok(None);
+        // An offline log too: nothing is appended to it until the loss is
+        // accepted, but its group must still start (and the partition
+        // answer that it is offline), which needs whole entries from its
+        // purged point on.
+        if let Some(why) = &self.failed {
+            return Err(LogError::Failed(why.clone()));
         }
-        self.check_failed()?;
         let mut damaged = damaged.to_vec();
         damaged.extend(self.unwalkable_segments()?);
         let mut prev_index = index_of(self.purged);
