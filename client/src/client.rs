@@ -40,8 +40,28 @@ impl Default for ClientConfig {
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
+    /// The connection to the first reachable broker (bootstrap, metadata,
+    /// admin and group requests).
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// One connection per other broker, by address, for requests routed to
+    /// a partition's leader.
+    routed: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
     metadata: Mutex<BTreeMap<String, TopicMetadata>>,
+    /// Every broker the cluster's metadata named: node id → `host:port`.
+    brokers: Mutex<BTreeMap<u64, String>>,
+}
+
+/// Most brokers whose addresses a client remembers (a response naming more is cut).
+const KNOWN_BROKERS_MAX: usize = 256;
+
+/// The partition a request is about, if it must go to that partition's leader.
+fn route(req: &Request) -> Option<(&str, u32)> {
+    match req {
+        Request::Produce(r) => Some((&r.topic, r.partition)),
+        Request::Fetch(r) => Some((&r.topic, r.partition)),
+        Request::ListOffsets(r) => Some((&r.topic, r.partition)),
+        _ => None,
+    }
 }
 
 /// Parses a broker list, `host:port[,host:port...]`, as the tools take it
@@ -75,7 +95,15 @@ impl Client {
         if config.brokers.is_empty() {
             return Err(ClientError::InvalidArgument("ClientConfig.brokers is empty: give at least one host:port".to_owned()));
         }
-        let client = Client { inner: Arc::new(Inner { config, conn: tokio::sync::Mutex::new(None), metadata: Mutex::default() }) };
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                conn: tokio::sync::Mutex::new(None),
+                routed: tokio::sync::Mutex::default(),
+                metadata: Mutex::default(),
+                brokers: Mutex::default(),
+            }),
+        };
         client.connection().await?;
         Ok(client)
     }
@@ -84,28 +112,35 @@ impl Client {
         &self.inner.config
     }
 
-    /// A live connection, reconnecting (and handshaking) if needed.
+    /// A live connection to the first reachable broker, reconnecting (and
+    /// handshaking) if needed: the listed brokers first, then every broker
+    /// the cluster's metadata named, so losing the listed ones does not
+    /// strand a client that has seen the others.
     async fn connection(&self) -> Result<Arc<Connection>> {
         let mut slot = self.inner.conn.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         let cfg = &self.inner.config;
+        let mut candidates = cfg.brokers.clone();
+        for known in self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if !candidates.contains(known) {
+                candidates.push(known.clone());
+            }
+        }
         let mut last = String::new();
         let mut refused = true;
-        for addr in &cfg.brokers {
+        for addr in &candidates {
+            let cfg = &self.inner.config;
             match Connection::connect(addr, cfg.timeout, cfg.max_frame_bytes).await {
                 Ok(c) => {
+                    // Something listens there: whatever fails now, "is it running?" is the wrong hint.
                     refused = false;
-                    let hello = Request::ApiVersions(ApiVersionsRequest { client: format!("weir-client {}", env!("CARGO_PKG_VERSION")) });
-                    match c.request(&hello, cfg.timeout).await {
-                        Ok(Response::ApiVersions(v)) => {
-                            tracing::debug!(broker = %addr, version = %v.broker_version, "connected");
-                            let c = Arc::new(c);
+                    match self.handshake(c, addr).await {
+                        Ok(c) => {
                             *slot = Some(c.clone());
                             return Ok(c);
                         }
-                        Ok(_) => last = format!("{addr}: unexpected handshake response"),
                         Err(ClientError::Broker(e)) if e.code() == ErrorCode::Busy => last = format!("{addr}: {}", e.message),
                         Err(e) => last = format!("{addr}: {e}"),
                     }
@@ -116,22 +151,113 @@ impl Client {
                 }
             }
         }
-        Err(ClientError::Connect { brokers: cfg.brokers.clone(), reason: last, refused })
+        Err(ClientError::Connect { brokers: candidates, reason: last, refused })
     }
 
-    /// Sends one request once, with the configured timeout.
+    /// Connects to `addr` and handshakes.
+    async fn open(&self, addr: &str) -> Result<Arc<Connection>> {
+        let cfg = &self.inner.config;
+        let c = Connection::connect(addr, cfg.timeout, cfg.max_frame_bytes).await?;
+        self.handshake(c, addr).await
+    }
+
+    async fn handshake(&self, c: Connection, addr: &str) -> Result<Arc<Connection>> {
+        let cfg = &self.inner.config;
+        let hello = Request::ApiVersions(ApiVersionsRequest { client: format!("weir-client {}", env!("CARGO_PKG_VERSION")) });
+        match c.request(&hello, cfg.timeout).await? {
+            Response::ApiVersions(v) => {
+                tracing::debug!(broker = %addr, version = %v.broker_version, "connected");
+                Ok(Arc::new(c))
+            }
+            _ => Err(ClientError::Protocol(format!("{addr}: unexpected handshake response"))),
+        }
+    }
+
+    /// The connection a request should go on: a partition's leader for
+    /// produce, fetch and list-offsets (when the cluster has several
+    /// brokers and the leader is known), else the first reachable broker.
+    async fn connection_for(&self, req: &Request) -> Result<Arc<Connection>> {
+        if let Some((topic, partition)) = route(req)
+            && let Some(addr) = self.leader_address(topic, partition).await
+        {
+            let mut routed = self.inner.routed.lock().await;
+            if let Some(c) = routed.get(&addr).filter(|c| !c.is_closed()) {
+                return Ok(c.clone());
+            }
+            match self.open(&addr).await {
+                Ok(c) => {
+                    routed.insert(addr, c.clone());
+                    return Ok(c);
+                }
+                Err(e) => {
+                    // The leader is unreachable: the metadata is stale.
+                    tracing::debug!(broker = %addr, error = %e, "cannot reach the partition's leader");
+                    routed.remove(&addr);
+                    drop(routed);
+                    self.invalidate_metadata();
+                    return Err(e);
+                }
+            }
+        }
+        self.connection().await
+    }
+
+    /// The address of the broker that leads `topic/partition`, if the
+    /// cluster has more than one broker and the metadata names one.
+    async fn leader_address(&self, topic: &str, partition: u32) -> Option<String> {
+        if self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).len() <= 1 {
+            // A single broker: the bootstrap connection is the one.
+            if !self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return None;
+            }
+        }
+        let meta = self.topic_metadata(topic).await.ok()?;
+        let brokers = self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner());
+        if brokers.len() <= 1 {
+            return None;
+        }
+        let leader = meta.partitions.iter().find(|p| p.partition == partition)?.leader?;
+        brokers.get(&leader).cloned()
+    }
+
+    /// Sends one request once, with the configured timeout (to the
+    /// partition's leader for produce, fetch and list-offsets). A failure
+    /// that says the leader moved forgets the cached metadata, so the
+    /// next attempt asks again.
     pub async fn request_once(&self, req: &Request) -> Result<Response> {
-        let conn = self.connection().await?;
-        conn.request(req, self.inner.config.timeout).await
+        let conn = self.connection_for(req).await?;
+        let result = conn.request(req, self.inner.config.timeout).await;
+        if route(req).is_some()
+            && let Err(e) = &result
+            && (matches!(e.code(), Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::ShuttingDown))
+                || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
+        {
+            self.invalidate_metadata();
+        }
+        result
     }
 
     /// Sends a request, retrying retriable failures with backoff. Only for
     /// requests that are safe to repeat.
     pub async fn request(&self, req: &Request) -> Result<Response> {
+        self.with_retries(|| self.request_once(req)).await
+    }
+
+    /// As [`Client::request`], always to the first reachable broker
+    /// (metadata requests, which routing itself depends on).
+    async fn request_unrouted(&self, req: &Request) -> Result<Response> {
+        self.with_retries(|| async { self.connection().await?.request(req, self.inner.config.timeout).await }).await
+    }
+
+    async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Response>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Response>>,
+    {
         let mut backoff = self.inner.config.retry_backoff;
         let mut attempt = 0;
         loop {
-            match self.request_once(req).await {
+            match once().await {
                 Err(e) if e.is_retriable() && attempt < self.inner.config.retries => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying");
@@ -151,8 +277,16 @@ impl Client {
         if let Some(m) = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
             return Ok(m.clone());
         }
-        let resp = self.request(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
+        let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
         let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
+        if !m.brokers.is_empty() {
+            let mut known = self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner());
+            known.clear();
+            for b in m.brokers.iter().take(KNOWN_BROKERS_MAX) {
+                let host = if b.host.contains(':') { format!("[{}]", b.host) } else { b.host.clone() };
+                known.insert(b.node_id, format!("{host}:{}", b.port));
+            }
+        }
         let t = m
             .topics
             .into_iter()

@@ -205,6 +205,13 @@ apis! {
     ListGroups = 16, ListGroupsRequest => ListGroupsResponse;
     DescribeGroup = 17, DescribeGroupRequest => DescribeGroupResponse;
     DeleteGroup = 18, DeleteGroupRequest => DeleteGroupResponse;
+    /// This broker's view of the cluster: the metadata group's leader and
+    /// term, the brokers and when each was last heard, what this node leads.
+    /// Answered from local state, so it answers without a quorum.
+    ClusterStatus = 19, ClusterStatusRequest => ClusterStatusResponse;
+    /// This broker's own replicas of a topic's partitions: term, leader,
+    /// log end and high watermark of each (ask every broker for them all).
+    DescribeReplicas = 20, DescribeReplicasRequest => DescribeReplicasResponse;
 }
 
 macro_rules! no_payload {
@@ -247,7 +254,11 @@ no_payload!(
     DescribeGroupRequest,
     DescribeGroupResponse,
     DeleteGroupRequest,
-    DeleteGroupResponse
+    DeleteGroupResponse,
+    ClusterStatusRequest,
+    ClusterStatusResponse,
+    DescribeReplicasRequest,
+    DescribeReplicasResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -706,6 +717,68 @@ pub struct DeleteGroupRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct DeleteGroupResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ClusterStatusRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ClusterStatusResponse {
+    /// The node answering.
+    pub node_id: u64,
+    /// False for a single broker (no `initial_members`).
+    pub clustered: bool,
+    /// The metadata group's leader and term as this node knows them.
+    pub metadata_leader: Option<u64>,
+    pub term: u64,
+    /// This node's role in the metadata group: `leader`, `follower`,
+    /// `candidate`, `learner` or `stopped`.
+    pub role: String,
+    /// Every broker this node knows of.
+    pub nodes: Vec<ClusterNode>,
+    /// Partitions this node leads, and how many of them have a replica
+    /// behind the committed end (under-replicated).
+    pub partitions_led: u32,
+    pub under_replicated: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ClusterNode {
+    pub id: u64,
+    /// Where clients reach it (empty until it registered).
+    pub address: String,
+    pub raft_address: String,
+    /// Milliseconds since the answering node last heard its heartbeat
+    /// (`None`: never, or it is the answering node).
+    pub heard_ms_ago: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeReplicasRequest {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct DescribeReplicasResponse {
+    pub node_id: u64,
+    /// Only the partitions this node holds a replica of.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ReplicaInfo {
+    pub partition: u32,
+    /// The partition group's term and leader as this replica sees them.
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+}
 
 #[cfg(test)]
 #[path = "message_tests.rs"]

@@ -26,6 +26,8 @@ fn request() -> impl Strategy<Value = Request> {
         any::<ListGroupsRequest>().prop_map(Request::ListGroups),
         any::<DescribeGroupRequest>().prop_map(Request::DescribeGroup),
         any::<DeleteGroupRequest>().prop_map(Request::DeleteGroup),
+        any::<ClusterStatusRequest>().prop_map(Request::ClusterStatus),
+        any::<DescribeReplicasRequest>().prop_map(Request::DescribeReplicas),
     ]
 }
 
@@ -50,6 +52,8 @@ fn response() -> impl Strategy<Value = Response> {
         any::<ListGroupsResponse>().prop_map(Response::ListGroups),
         any::<DescribeGroupResponse>().prop_map(Response::DescribeGroup),
         any::<DeleteGroupResponse>().prop_map(Response::DeleteGroup),
+        any::<ClusterStatusResponse>().prop_map(Response::ClusterStatus),
+        any::<DescribeReplicasResponse>().prop_map(Response::DescribeReplicas),
     ]
 }
 
@@ -90,7 +94,7 @@ proptest! {
     }
 
     #[test]
-    fn errors_round_trip_for_every_api(err: WireError, key in 0u16..19, id: u32) {
+    fn errors_round_trip_for_every_api(err: WireError, key in 0u16..(ApiKey::ALL.len() as u16), id: u32) {
         let key = ApiKey::from_u16(key).unwrap();
         let mut buf = BytesMut::new();
         Response::encode(key, id, &Err(err.clone()), &mut buf);

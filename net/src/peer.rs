@@ -27,6 +27,8 @@ pub const MESSAGES_PER_FRAME_MAX: usize = 1024;
 pub const ENTRIES_PER_APPEND_MAX: usize = 4096;
 /// Largest node id (node ids are stored as u32).
 pub const NODE_ID_MAX: u64 = u32::MAX as u64;
+/// Largest request one node forwards to another (a metadata command).
+pub const FORWARD_BYTES_MAX: usize = 1 << 20;
 
 /// A Raft log id: the term of the leader that created the entry and its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,10 @@ pub enum Call {
     Vote(VoteRequest),
     Snapshot(SnapshotChunk),
     Heartbeat(NodeHeartbeat),
+    /// A request this node cannot serve, for the node that can (a metadata
+    /// command for the metadata group's leader): opaque to the peer
+    /// protocol, at most [`FORWARD_BYTES_MAX`] bytes.
+    Forward(Vec<u8>),
 }
 
 /// The answer to a [`Call`].
@@ -153,6 +159,8 @@ pub enum Answer {
     /// The call could not be served (unknown group, group stopping, ...).
     Error(WireError),
     Heartbeat,
+    /// The answer to a [`Call::Forward`], as opaque as its request.
+    Forwarded(Vec<u8>),
 }
 
 /// One message in a frame: which call, to which group.
@@ -199,6 +207,7 @@ enum WireCall {
     Vote(VoteRequest),
     Snapshot(SnapshotChunk),
     Heartbeat(NodeHeartbeat),
+    Forward(Vec<u8>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +312,7 @@ impl PeerFrame<Call> {
                     Call::Vote(v) => WireCall::Vote(v.clone()),
                     Call::Snapshot(s) => WireCall::Snapshot(s.clone()),
                     Call::Heartbeat(h) => WireCall::Heartbeat(h.clone()),
+                    Call::Forward(f) => WireCall::Forward(f.clone()),
                 };
                 WireMessage { call_id: m.call_id, group: m.group, body }
             })
@@ -341,6 +351,12 @@ impl PeerFrame<Call> {
                     Call::Snapshot(s)
                 }
                 WireCall::Heartbeat(h) => Call::Heartbeat(h),
+                WireCall::Forward(f) => {
+                    if f.len() > FORWARD_BYTES_MAX {
+                        return Err(malformed(format_args!("a forwarded request of {} bytes (at most {FORWARD_BYTES_MAX})", f.len())));
+                    }
+                    Call::Forward(f)
+                }
                 WireCall::Append(a) => {
                     check_vote(&a.vote)?;
                     if a.entries.len() > ENTRIES_PER_APPEND_MAX {
@@ -459,6 +475,7 @@ mod tests {
                     body: Call::Append(AppendEntries { vote, prev_log_id: None, leader_commit: None, entries: vec![] }),
                 },
                 Message { call_id: 4, group: 0, body: Call::Heartbeat(NodeHeartbeat { leading: vec![(9, 3), (11, 1)] }) },
+                Message { call_id: 5, group: 2, body: Call::Forward(b"command".to_vec()) },
             ],
         }
     }
@@ -483,6 +500,7 @@ mod tests {
                     body: Answer::Append(AppendEntriesReply::PartialSuccess(Some(LogId { term: 1, index: 2 }))),
                 },
                 Message { call_id: 2, group: 9, body: Answer::Error(WireError::new(ErrorCode::NotLeader, "no such group")) },
+                Message { call_id: 3, group: 2, body: Answer::Forwarded(b"outcome".to_vec()) },
             ],
         };
         let mut out = BytesMut::new();

@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +54,45 @@ pub struct Config {
     pub file_descriptors_max: Option<u64>,
     /// Defaults for topics that do not set their own.
     pub log: LogConfig,
+    /// Where peers reach this node's Raft traffic. `None` without
+    /// `initial_members` (a single broker); otherwise this node's address in
+    /// `initial_members` unless set.
+    pub raft_listen: Option<SocketAddr>,
+    /// The cluster's first voters, node id → Raft address (`ID@HOST:PORT,...`).
+    /// Empty: a single broker, every group's only voter this node.
+    pub initial_members: BTreeMap<u64, String>,
+    /// Raft heartbeat and election timing.
+    pub raft_heartbeat_ms: u64,
+    pub raft_election_min_ms: u64,
+    pub raft_election_max_ms: u64,
+}
+
+/// Most nodes `initial_members` may list.
+pub const MEMBERS_MAX: usize = 64;
+
+/// Parses `ID@HOST:PORT,...` (the cluster's first voters and their Raft
+/// addresses): ids 1..=2^32-1, each once, at most [`MEMBERS_MAX`].
+pub fn parse_members(list: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || format!("initial_members entry {item:?} is not ID@HOST:PORT (for example 1@127.0.0.1:9192)");
+        let (id, addr) = item.split_once('@').ok_or_else(bad)?;
+        let id: u64 = id.parse().map_err(|_| bad())?;
+        if id == 0 || id > u64::from(u32::MAX) {
+            return Err(format!("initial_members: node id {id} is not between 1 and {}", u32::MAX));
+        }
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        if members.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("initial_members lists node {id} twice"));
+        }
+        if members.len() > MEMBERS_MAX {
+            return Err(format!("initial_members lists more than {MEMBERS_MAX} nodes"));
+        }
+    }
+    Ok(members)
 }
 
 impl Default for Config {
@@ -79,6 +119,11 @@ impl Default for Config {
             group_session_timeout_max_ms: 300_000,
             file_descriptors_max: None,
             log: LogConfig::default(),
+            raft_listen: None,
+            initial_members: BTreeMap::new(),
+            raft_heartbeat_ms: 100,
+            raft_election_min_ms: 1000,
+            raft_election_max_ms: 2000,
         }
     }
 }
@@ -120,6 +165,20 @@ pub struct Args {
     pub retention_check_interval_ms: Option<u64>,
     #[arg(long, env = "WEIR_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// Address for Raft traffic from peers (default: this node's address
+    /// in --initial-members).
+    #[arg(long, env = "WEIR_RAFT_LISTEN")]
+    pub raft_listen: Option<SocketAddr>,
+    /// The cluster's first voters with their Raft addresses,
+    /// `ID@HOST:PORT,...` (the same on every node). Omit for a single broker.
+    #[arg(long, env = "WEIR_INITIAL_MEMBERS")]
+    pub initial_members: Option<String>,
+    #[arg(long, env = "WEIR_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    #[arg(long, env = "WEIR_RAFT_ELECTION_MIN_MS")]
+    pub raft_election_min_ms: Option<u64>,
+    #[arg(long, env = "WEIR_RAFT_ELECTION_MAX_MS")]
+    pub raft_election_max_ms: Option<u64>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -173,6 +232,12 @@ pub struct FileConfig {
     pub group_session_timeout_min_ms: Option<u32>,
     pub group_session_timeout_max_ms: Option<u32>,
     pub timestamp_after_max_ms: Option<i64>,
+    pub raft_listen: Option<SocketAddr>,
+    /// `ID@HOST:PORT,...`, as the flag takes it.
+    pub initial_members: Option<String>,
+    pub raft_heartbeat_ms: Option<u64>,
+    pub raft_election_min_ms: Option<u64>,
+    pub raft_election_max_ms: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -217,6 +282,23 @@ impl Config {
         }
         if let Some(ms) = args.idle_timeout_ms {
             c.idle_timeout = Duration::from_millis(ms);
+        }
+        set!(raft_heartbeat_ms => c.raft_heartbeat_ms, raft_election_min_ms => c.raft_election_min_ms, raft_election_max_ms => c.raft_election_max_ms);
+        if let Some(a) = args.raft_listen {
+            c.raft_listen = Some(a);
+        }
+        if let Some(m) = &args.initial_members {
+            c.initial_members = parse_members(m).map_err(ConfigError::Invalid)?;
+        }
+        if c.raft_listen.is_none()
+            && let Some(own) = c.initial_members.get(&c.node_id)
+        {
+            c.raft_listen = Some(own.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "node {}'s address in initial_members, {own:?}, is not an IP:PORT this node can listen on: set raft_listen",
+                    c.node_id
+                ))
+            })?);
         }
         // Resolve a relative data directory once, against the directory the
         // broker was started in, so every path the broker logs is absolute.
@@ -296,6 +378,21 @@ impl Config {
         if let Some(v) = f.group_session_timeout_max_ms {
             c.group_session_timeout_max_ms = v
         }
+        if let Some(v) = f.raft_listen {
+            c.raft_listen = Some(v)
+        }
+        if let Some(v) = &f.initial_members {
+            c.initial_members = parse_members(v)?
+        }
+        if let Some(v) = f.raft_heartbeat_ms {
+            c.raft_heartbeat_ms = v
+        }
+        if let Some(v) = f.raft_election_min_ms {
+            c.raft_election_min_ms = v
+        }
+        if let Some(v) = f.raft_election_max_ms {
+            c.raft_election_max_ms = v
+        }
         Ok(())
     }
 
@@ -343,6 +440,24 @@ impl Config {
         if self.offsets_compact_bytes < 4096 {
             return bad("offsets_compact_bytes must be at least 4096");
         }
+        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "node_id {} is not in initial_members ({}): every node of the cluster is listed there, this one too",
+                self.node_id,
+                self.initial_members.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if self.initial_members.is_empty() && self.raft_listen.is_some() {
+            return bad("raft_listen needs initial_members (the cluster's voters); without them the broker runs alone");
+        }
+        if self.raft_heartbeat_ms < 10
+            || self.raft_election_min_ms < 3 * self.raft_heartbeat_ms
+            || self.raft_election_max_ms <= self.raft_election_min_ms
+        {
+            return bad(
+                "Raft timing needs raft_heartbeat_ms >= 10, raft_election_min_ms >= 3 x raft_heartbeat_ms, and raft_election_max_ms > raft_election_min_ms",
+            );
+        }
         if self.group_session_timeout_min_ms == 0 || self.group_session_timeout_min_ms > self.group_session_timeout_max_ms {
             return bad("group_session_timeout_min_ms must be at least 1 and at most group_session_timeout_max_ms");
         }
@@ -351,6 +466,21 @@ impl Config {
 }
 
 pub use weir_core::metadata::ms_or_unbounded;
+
+impl Config {
+    /// Whether this node is one of a cluster's (`initial_members` given).
+    pub fn clustered(&self) -> bool {
+        !self.initial_members.is_empty()
+    }
+
+    pub fn timing(&self) -> crate::raft::Timing {
+        crate::raft::Timing {
+            heartbeat_ms: self.raft_heartbeat_ms,
+            election_min_ms: self.raft_election_min_ms,
+            election_max_ms: self.raft_election_max_ms,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -401,5 +531,39 @@ mod tests {
         assert_eq!((c.connections_max, c.frame_bytes_max), (7, 4096), "the old key names still work");
         let err = Config::resolve(&Args { retention_ms: Some(-7), ..Args::default() }).unwrap_err().to_string();
         assert!(err.contains("retention_ms"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_parse_and_bad_ones_say_why() {
+        let members = Some("1@127.0.0.1:9192, 2@127.0.0.1:9193,3@localhost:9194".to_owned());
+        let c = Config::resolve(&Args { node_id: Some(2), initial_members: members.clone(), ..Args::default() }).unwrap();
+        assert!(c.clustered());
+        assert_eq!(c.initial_members.len(), 3);
+        assert_eq!(c.raft_listen, Some("127.0.0.1:9193".parse().unwrap()), "defaults to its own member address");
+        let err = Config::resolve(&Args { node_id: Some(4), initial_members: members.clone(), ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("not in initial_members"), "{err}");
+        let err = Config::resolve(&Args { node_id: Some(3), initial_members: members, ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("set raft_listen"), "{err}");
+        for (list, needle) in [
+            ("1@a:1,1@b:2", "twice"),
+            ("0@a:1", "between 1"),
+            ("1:a:1", "ID@HOST:PORT"),
+            ("1@a:0", "ID@HOST:PORT"),
+            ("x@a:1", "ID@HOST:PORT"),
+        ] {
+            let err = parse_members(list).unwrap_err();
+            assert!(err.contains(needle), "{list}: {err}");
+        }
+        let err = Config::resolve(&Args { raft_listen: Some("127.0.0.1:1".parse().unwrap()), ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("needs initial_members"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "node_id = 1\ninitial_members = \"1@127.0.0.1:9192\"\nraft_heartbeat_ms = 50\nraft_election_min_ms = 200\nraft_election_max_ms = 400\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&Args { config: Some(path), ..Args::default() }).unwrap();
+        assert_eq!((c.raft_election_min_ms, c.raft_election_max_ms, c.initial_members.len()), (200, 400, 1));
     }
 }

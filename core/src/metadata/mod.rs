@@ -15,6 +15,7 @@
 //! `block << 24 | n`, and a block number (the node's boot counter) is
 //! durable before any id from it is used (see [`IdBlocks`]).
 
+pub mod cluster;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,8 @@ pub enum MetadataError {
     InvalidPartitions { got: u32, max: u32 },
     #[error("replication factor {got} is not possible with {brokers} broker(s): use 1..={brokers}")]
     InvalidReplication { got: u16, brokers: u16 },
+    #[error("replication factor {got} needs {got} brokers but the cluster has {brokers}: add brokers or use at most {brokers}")]
+    NotEnoughReplicas { got: u16, brokers: u16 },
     #[error("{0}")]
     InvalidConfig(String),
     #[error("topic {0:?} already exists")]
@@ -181,14 +184,7 @@ impl MetadataState {
     /// Validates a create and reserves the name and an id. On `Ok`, carry
     /// out the effect, then call `topic_created` (or `create_failed`).
     pub fn create_topic(&mut self, name: &str, partitions: u32, replicas: u16, config: TopicSettings) -> Result<Effect, MetadataError> {
-        crate::name::validate(name).map_err(|e| MetadataError::InvalidName(e.to_string()))?;
-        if partitions == 0 || partitions > self.limits.partitions_max {
-            return Err(MetadataError::InvalidPartitions { got: partitions, max: self.limits.partitions_max });
-        }
-        if replicas == 0 || replicas > self.limits.brokers {
-            return Err(MetadataError::InvalidReplication { got: replicas, brokers: self.limits.brokers });
-        }
-        effective_log_config(&self.defaults, &config).map_err(MetadataError::InvalidConfig)?;
+        check_create(name, partitions, replicas, &config, self.limits.partitions_max, self.limits.brokers, &self.defaults)?;
         if self.pending.contains_key(name) {
             return Err(MetadataError::Busy(name.to_owned()));
         }
@@ -270,6 +266,29 @@ impl MetadataState {
     pub fn newest_block(&self) -> u64 {
         self.newest_block
     }
+}
+
+/// What is wrong with a create on its own terms (name, partition count,
+/// replication, settings), whatever topics exist: one check for the single
+/// node and the cluster.
+pub fn check_create(
+    name: &str,
+    partitions: u32,
+    replicas: u16,
+    config: &TopicSettings,
+    partitions_max: u32,
+    brokers: u16,
+    defaults: &LogConfig,
+) -> Result<(), MetadataError> {
+    crate::name::validate(name).map_err(|e| MetadataError::InvalidName(e.to_string()))?;
+    if partitions == 0 || partitions > partitions_max {
+        return Err(MetadataError::InvalidPartitions { got: partitions, max: partitions_max });
+    }
+    if replicas == 0 || replicas > brokers {
+        return Err(MetadataError::InvalidReplication { got: replicas, brokers });
+    }
+    effective_log_config(defaults, config).map_err(MetadataError::InvalidConfig)?;
+    Ok(())
 }
 
 /// A topic's settings applied over the node's defaults, or what is wrong

@@ -58,6 +58,7 @@ fn run_main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let raft_listen = config.raft_listen;
     let data_dir = config.data_dir.clone();
     let _lock = weir_node::lock::DataDirLock::acquire(&data_dir)?;
     let broker = Broker::open(config, Arc::new(RealDisk::default()))
@@ -68,6 +69,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}: is another process using the port, or is the address not one of this machine's? choose another with --listen"))?;
     let bound = listener.local_addr()?;
     broker.set_advertised(bound);
+    if let Some(raft_listen) = raft_listen {
+        let peers = tokio::net::TcpListener::bind(raft_listen).await.with_context(|| {
+            format!("cannot listen for Raft peers on {raft_listen}: is another process using the port? choose another with --raft-listen")
+        })?;
+        broker.serve_raft(peers);
+    }
     // One machine-readable line on stdout, for scripts and tests that ask for port 0.
     println!("weir listening on {bound}");
     tracing::info!(%bound, data_dir = %data_dir.display(), "serving");

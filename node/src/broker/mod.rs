@@ -5,12 +5,13 @@
 //! coordinator driven by `groups`. Sessions and sockets live in `server`;
 //! this module only sees decoded requests and returns responses.
 
+pub mod cluster;
 pub mod groups;
 pub mod partition;
 pub mod store;
 
 use crate::config::Config;
-use crate::raft::{RaftNode, Timing};
+use crate::raft::RaftNode;
 use crate::tasks::Tasks;
 use partition::Partition;
 use std::collections::BTreeMap;
@@ -30,7 +31,11 @@ pub struct Topic {
     pub name: String,
     pub replicas: u16,
     pub log_config: LogConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// This node's replica of each partition; `None` where only other
+    /// nodes hold one (in a cluster).
+    pub partitions: Vec<Option<Arc<Partition>>>,
+    /// Each partition's replicas (node ids), preferred leader first.
+    pub assignment: Vec<Vec<u64>>,
 }
 
 #[derive(Debug)]
@@ -47,6 +52,10 @@ pub struct Broker {
     tasks: Tasks,
     /// This node's Raft groups: every partition is one.
     raft: Arc<RaftNode>,
+    /// The metadata group and its applied state, in a cluster.
+    cluster: Option<cluster::Cluster>,
+    /// This start's boot counter (a broker's incarnation).
+    boot: u64,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -59,6 +68,7 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::InvalidName(_) => ErrorCode::InvalidName,
         MetadataError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
         MetadataError::InvalidReplication { .. } => ErrorCode::InvalidReplication,
+        MetadataError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
         MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
         MetadataError::Busy(_) => ErrorCode::Busy,
@@ -90,7 +100,12 @@ impl Broker {
     }
 
     async fn open_with(config: Config, disk: Arc<dyn Disk>, tasks: Tasks) -> anyhow::Result<Arc<Broker>> {
-        let raft = RaftNode::new(config.node_id, Timing::default(), tasks.signal());
+        let raft = RaftNode::new(config.node_id, config.timing(), tasks.signal());
+        for (node, addr) in &config.initial_members {
+            if *node != config.node_id {
+                raft.set_address(*node, addr.clone());
+            }
+        }
         let data_dir = config.data_dir.clone();
         store::claim_node_id(&*disk, &data_dir, config.node_id)?;
         let topics_dir = store::topics_dir(&data_dir);
@@ -106,7 +121,9 @@ impl Broker {
         let mut topics = BTreeMap::new();
         let mut records = Vec::new();
         let mut homeless = Vec::new();
-        for name in disk.list_dir(&topics_dir)? {
+        // A clustered broker's topics come from the metadata log.
+        let listed = if config.clustered() { Vec::new() } else { disk.list_dir(&topics_dir)? };
+        for name in listed {
             let dir = topics_dir.join(&name);
             let meta = dir.join(store::TOPIC_FILE);
             if weir_core::name::validate(&name).is_err() {
@@ -125,7 +142,7 @@ impl Broker {
         // Ids are `block << 24 | n` and the block is the boot counter:
         // continue above every producer id the data remembers, whatever
         // meta/boot says.
-        let max_id = topics.values().flat_map(|t| t.partitions.iter().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
+        let max_id = topics.values().flat_map(|t| t.partitions.iter().flatten().filter_map(|p| p.max_producer_id())).max().unwrap_or(-1);
         // Topic ids come from the same blocks: above every one recorded too.
         let max_topic_block = records.iter().map(|r| r.id >> 24).max().unwrap_or(0);
         let mut floor = ((max_id.max(0) / metadata::IDS_PER_BLOCK + 1) as u64).max(max_topic_block + 1);
@@ -170,7 +187,27 @@ impl Broker {
         let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
             .await
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
-        tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), "broker opened");
+        let cluster = if config.clustered() {
+            let dir = data_dir.join("internal").join("metadata");
+            let single = config.initial_members.len() == 1;
+            let (log, _) = partition::open_replica_log(disk.clone(), &dir, offsets_log_config(&config), single)?;
+            let log = Partition::start(
+                0,
+                config.node_id,
+                cluster::METADATA_GROUP,
+                log,
+                disk.clone(),
+                &raft,
+                config.initial_members.clone(),
+                &tasks,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the metadata log: {}", e.message))?;
+            Some(cluster::Cluster::new(log, weir_core::metadata::cluster::ClusterMetadata::new(config.log.clone(), config.partitions_max)))
+        } else {
+            None
+        };
+        tracing::info!(topics = topics.len(), boot, data_dir = %data_dir.display(), clustered = cluster.is_some(), "broker opened");
         let advertised = config.listen;
         let broker = Arc::new(Broker {
             config,
@@ -182,6 +219,8 @@ impl Broker {
             groups,
             tasks,
             raft,
+            cluster,
+            boot,
         });
         Ok(broker)
     }
@@ -190,6 +229,7 @@ impl Broker {
     /// coordinator's clock (session expiry, rebalance deadlines, offsets
     /// expiry and compaction) and retention. Both stop at `shutdown`.
     pub fn start_background(self: &Arc<Self>) {
+        self.start_cluster();
         let weak = Arc::downgrade(self);
         self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
             let b = weak.upgrade()?;
@@ -207,6 +247,15 @@ impl Broker {
         &self.config
     }
 
+    /// Serves Raft traffic from peers on `listener`, until shutdown.
+    pub fn serve_raft(&self, listener: tokio::net::TcpListener) {
+        self.raft.serve(listener, self.tasks.signal());
+    }
+
+    fn advertised(&self) -> SocketAddr {
+        *self.advertised.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The address clients are told to use (the bound one, once known).
     pub fn set_advertised(&self, addr: SocketAddr) {
         *self.advertised.lock().unwrap_or_else(|p| p.into_inner()) = addr;
@@ -220,16 +269,25 @@ impl Broker {
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, WireError> {
         let t = self.topic(topic)?;
-        t.partitions.get(partition as usize).cloned().ok_or_else(|| {
+        let hosted = t.partitions.get(partition as usize).ok_or_else(|| {
             WireError::new(
                 ErrorCode::UnknownPartition,
                 format!("topic {topic:?} has partitions 0..{}, not {partition}", t.partitions.len()),
+            )
+        })?;
+        hosted.clone().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "node {} holds no replica of {topic}/{partition} (its replicas are on nodes {:?}): refresh metadata and send it to the leader",
+                    self.config.node_id, t.assignment[partition as usize]
+                ),
             )
         })
     }
 
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|t| t.partitions.iter().cloned()).collect()
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|t| t.partitions.iter().flatten().cloned()).collect()
     }
 
     /// Runs an admin command to its end under the supervisor, even if the
@@ -260,6 +318,12 @@ impl Broker {
                 Ok(Response::ApiVersions(ApiVersionsResponse::current(env!("CARGO_PKG_VERSION"))))
             }
             Request::Metadata(r) => self.metadata(r).map(Response::Metadata),
+            Request::CreateTopic(r) if self.cluster.is_some() => self.cluster_create(r).await.map(Response::CreateTopic),
+            Request::DeleteTopic(r) if self.cluster.is_some() => self.cluster_delete(r).await.map(Response::DeleteTopic),
+            Request::InitProducerId(_) if self.cluster.is_some() => self
+                .cluster_producer_id()
+                .await
+                .map(|id| Response::InitProducerId(InitProducerIdResponse { producer_id: id, producer_epoch: 0 })),
             Request::CreateTopic(r) => {
                 self.to_completion("create-topic", |b| async move { b.create_topic(r).await }).await.map(Response::CreateTopic)
             }
@@ -301,19 +365,28 @@ impl Broker {
                 self.groups.describe(r, hw).map(Response::DescribeGroup)
             }
             Request::DeleteGroup(r) => self.groups.delete(r).await.map(Response::DeleteGroup),
+            Request::ClusterStatus(_) => Ok(Response::ClusterStatus(self.cluster_status())),
+            Request::DescribeReplicas(r) => self.describe_replicas(&r.topic).await.map(Response::DescribeReplicas),
+        }
+    }
+
+    /// The leader of partition `partition` of `t` as this node knows it:
+    /// its replica's view, else what the leader's heartbeats say.
+    fn leader_of(&self, t: &Topic, partition: u32) -> Option<u64> {
+        match t.partitions.get(partition as usize) {
+            Some(Some(p)) => p.leader(),
+            _ => group_id(t.id, partition).ok().and_then(|g| self.raft.leader_heard(g)).map(|(node, _)| node),
         }
     }
 
     fn metadata(&self, r: MetadataRequest) -> Result<MetadataResponse, WireError> {
-        let addr = *self.advertised.lock().unwrap_or_else(|p| p.into_inner());
+        let addr = self.advertised();
         let node = self.config.node_id;
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         let describe = |t: &Topic| TopicMetadata {
             name: t.name.clone(),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| PartitionMetadata { partition: p.id, leader: Some(node), replicas: vec![node] })
+            partitions: (0..t.partitions.len() as u32)
+                .map(|p| PartitionMetadata { partition: p, leader: self.leader_of(t, p), replicas: t.assignment[p as usize].clone() })
                 .collect(),
         };
         let list = match r.topics {
@@ -329,7 +402,18 @@ impl Broker {
                 out
             }
         };
-        Ok(MetadataResponse { brokers: vec![BrokerInfo { node_id: node, host: addr.ip().to_string(), port: addr.port() }], topics: list })
+        let brokers = match &self.cluster {
+            None => vec![BrokerInfo { node_id: node, host: addr.ip().to_string(), port: addr.port() }],
+            Some(c) => c
+                .state()
+                .brokers()
+                .filter_map(|b| {
+                    let (host, port) = b.client_address.rsplit_once(':')?;
+                    Some(BrokerInfo { node_id: b.id, host: host.to_owned(), port: port.parse().ok()? })
+                })
+                .collect(),
+        };
+        Ok(MetadataResponse { brokers, topics: list })
     }
 
     async fn create_topic(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
@@ -393,7 +477,7 @@ impl Broker {
             let topic = open_topic(&self.config, &self.disk, record.clone(), &self.tasks, &self.raft).await?;
             let (config, disk, record2) = (self.config.clone(), self.disk.clone(), record.clone());
             if let Err(e) = crate::blocking::run(move || store::write_topic(&*disk, &config.data_dir, &record2)).await {
-                for p in &topic.partitions {
+                for p in topic.partitions.iter().flatten() {
                     p.close();
                 }
                 return Err(anyhow::Error::from(e));
@@ -446,7 +530,7 @@ impl Broker {
         if let Err(e) = self.groups.forget_topic(&r.name).await {
             tracing::warn!(topic = %r.name, error = %e, "could not forget the deleted topic's committed offsets; a new topic of this name forgets them first");
         }
-        for p in &topic.partitions {
+        for p in topic.partitions.iter().flatten() {
             p.close();
         }
         let (disk, trash_dir) = (self.disk.clone(), store::trash_dir(&self.config.data_dir));
@@ -468,8 +552,22 @@ impl Broker {
     async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse, WireError> {
         let t = self.topic(name)?;
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            partitions.push(p.describe().await);
+        for (i, p) in t.partitions.iter().enumerate() {
+            partitions.push(match p {
+                Some(p) => p.describe().await,
+                // Held by other nodes only: what this node knows of it.
+                None => PartitionDescription {
+                    partition: i as u32,
+                    leader: self.leader_of(&t, i as u32),
+                    replicas: t.assignment[i].clone(),
+                    log_start_offset: 0,
+                    log_end_offset: 0,
+                    high_watermark: 0,
+                    size_bytes: 0,
+                    segments: 0,
+                    offline: None,
+                },
+            });
         }
         Ok(DescribeTopicResponse {
             name: t.name.clone(),
@@ -489,7 +587,11 @@ impl Broker {
         // A producer id this broker never handed out would be trusted by the
         // producer table and, after a restart, raise the id floor to it.
         let producer_id = batch.header().producer_id;
-        if !self.lock_metadata().producer_id_is_known(producer_id) {
+        let known = match &self.cluster {
+            None => self.lock_metadata().producer_id_is_known(producer_id),
+            Some(_) => self.cluster_knows_producer(producer_id).await,
+        };
+        if !known {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
                 format!(
@@ -521,6 +623,34 @@ impl Broker {
             OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts).await?.map_or(hw, |o| o.min(hw)),
         };
         Ok(ListOffsetsResponse { offset })
+    }
+
+    /// A create in a cluster: a command to the metadata log; the topic
+    /// exists once it is applied (every broker then opens its replicas).
+    async fn cluster_create(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
+        let command = weir_core::metadata::cluster::ClusterCommand::CreateTopic {
+            name: r.name.clone(),
+            partitions: r.partitions,
+            replicas: r.replicas,
+            config: settings(&r.config),
+        };
+        match self.command(command).await? {
+            weir_core::metadata::cluster::Outcome::Created(t) => {
+                if let Err(e) = self.groups.forget_topic(&r.name).await {
+                    tracing::warn!(topic = %r.name, error = %e.message, "could not forget an older topic's committed offsets");
+                }
+                Ok(CreateTopicResponse { name: t.record.name, partitions: t.record.partitions })
+            }
+            other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a create got {other:?}"))),
+        }
+    }
+
+    async fn cluster_delete(&self, r: DeleteTopicRequest) -> Result<DeleteTopicResponse, WireError> {
+        self.command(weir_core::metadata::cluster::ClusterCommand::DeleteTopic { name: r.name.clone() }).await?;
+        if let Err(e) = self.groups.forget_topic(&r.name).await {
+            tracing::warn!(topic = %r.name, error = %e.message, "could not forget the deleted topic's committed offsets");
+        }
+        Ok(DeleteTopicResponse {})
     }
 
     fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
@@ -670,7 +800,15 @@ async fn open_topic(
     if let Some(p) = served.iter().position(|s| !s).map(|i| online[i].id) {
         tracing::warn!(topic = %record.name, partition = p, "partition does not serve produces yet (no leader elected): producers retry until it does");
     }
-    Ok(Topic { id: record.id, name: record.name, replicas: record.replicas, log_config, partitions })
+    let assignment = vec![vec![config.node_id]; partitions.len()];
+    Ok(Topic {
+        id: record.id,
+        name: record.name,
+        replicas: record.replicas,
+        log_config,
+        partitions: partitions.into_iter().map(Some).collect(),
+        assignment,
+    })
 }
 
 /// How long opening a topic waits for its partitions to serve.

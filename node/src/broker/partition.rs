@@ -304,11 +304,12 @@ impl Partition {
         };
         self.raft.close_group(old).await;
         let disk = self.disk.clone();
+        let single = self.members.len() == 1;
         // The state learns the producers from the log as it is on disk: an
         // entry whose sync failed may be there after all, and a retry of
         // one of its batches must be answered as a duplicate.
         let (log, producers) = blocking::run(move || {
-            let (log, _) = open_single_voter_log(disk, &dir, config)?;
+            let (log, _) = open_replica_log(disk, &dir, config, single)?;
             let producers = weir_core::partition::rebuild_producers(&log)?;
             Ok::<_, LogError>((log, producers))
         })
@@ -324,6 +325,16 @@ impl Partition {
         group.campaign_if_alone().await;
         *self.group.write().unwrap_or_else(|p| p.into_inner()) = group.clone();
         Ok(group)
+    }
+
+    /// The node this replica believes leads the partition.
+    pub fn leader(&self) -> Option<u64> {
+        self.status().leader
+    }
+
+    /// The partition group's role and position on this replica.
+    pub fn status(&self) -> crate::raft::GroupStatus {
+        self.group().status()
     }
 
     pub fn high_watermark(&self) -> u64 {
@@ -721,6 +732,21 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
 /// The first pause before a stopped group is opened again, and the longest.
 const REOPEN_PAUSE_MIN: Duration = Duration::from_secs(1);
 const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// Opens a replica's log: as [`open_single_voter_log`] if this node is the
+/// group's only voter; otherwise as recovery left it, since entries past a
+/// hole may be uncommitted and only the group can say which.
+pub fn open_replica_log(
+    disk: Arc<dyn Disk>,
+    dir: &std::path::Path,
+    config: weir_core::log::LogConfig,
+    single_voter: bool,
+) -> Result<(PartitionLog, weir_core::log::RecoveryReport), LogError> {
+    if single_voter {
+        return open_single_voter_log(disk, dir, config);
+    }
+    PartitionLog::open(disk, dir, config, clock::now())
+}
 
 /// Opens the log of a group whose only voter is this node. Its Raft
 /// entries start after the last hole damage left in them

@@ -122,6 +122,11 @@ pub struct GroupStatus {
     pub last_applied: Option<u64>,
     pub last_log_index: Option<u64>,
     pub voters: Vec<u64>,
+    /// `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: &'static str,
+    /// While leading: voters whose replicated log is behind what this
+    /// leader applied (or unknown).
+    pub lagging: usize,
 }
 
 /// Why a proposal was not committed.
@@ -149,6 +154,10 @@ impl ProposeError {
     }
 }
 
+/// Serves a request another node forwarded (`Call::Forward`): its bytes
+/// in, the answer's bytes out. Opaque to the Raft layer.
+pub type ForwardHandler = Arc<dyn Fn(u64, Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+
 /// The groups this node runs, by id: where peer calls are dispatched.
 pub struct Registry {
     node_id: u64,
@@ -156,6 +165,7 @@ pub struct Registry {
     peers: Arc<Peers>,
     /// The last node heartbeat from each peer.
     heard: std::sync::Mutex<HashMap<u64, tick::Heard>>,
+    forward: RwLock<Option<ForwardHandler>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -176,10 +186,22 @@ impl Registry {
 
     /// Serves one peer call from node `from`.
     pub async fn dispatch(&self, from: u64, group: u64, call: Call) -> Answer {
-        if let Call::Heartbeat(beat) = call {
-            tick::record(&self.heard, from, beat);
-            return Answer::Heartbeat;
-        }
+        let call = match call {
+            Call::Heartbeat(beat) => {
+                tick::record(&self.heard, from, beat);
+                return Answer::Heartbeat;
+            }
+            Call::Forward(request) => {
+                let handler = self.forward.read().unwrap_or_else(|p| p.into_inner()).clone();
+                return match handler {
+                    Some(h) => Answer::Forwarded(h(from, request).await),
+                    None => {
+                        Answer::Error(WireError::new(ErrorCode::NotLeader, format!("node {} serves no forwarded requests", self.node_id)))
+                    }
+                };
+            }
+            call => call,
+        };
         match self.get(group) {
             Some(raft) => peer::serve_call(&raft, call).await,
             None => peer::no_such_group(self.node_id, group),
@@ -216,7 +238,13 @@ impl RaftNode {
     pub fn new(id: u64, timing: Timing, stop: watch::Receiver<bool>) -> Arc<RaftNode> {
         assert!(id <= NODE_ID_MAX, "node ids are validated by the configuration");
         let peers = Peers::new(id);
-        let registry = Arc::new(Registry { node_id: id, groups: RwLock::default(), peers: peers.clone(), heard: Default::default() });
+        let registry = Arc::new(Registry {
+            node_id: id,
+            groups: RwLock::default(),
+            peers: peers.clone(),
+            heard: Default::default(),
+            forward: RwLock::default(),
+        });
         let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
         node
@@ -225,6 +253,40 @@ impl RaftNode {
     /// Serves peer calls on `listener` until `stop`.
     pub fn serve(&self, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) {
         tokio::spawn(peer::serve(listener, self.registry.clone(), stop));
+    }
+
+    /// Serves requests other nodes forward to this one with `handler`.
+    pub fn on_forward(&self, handler: ForwardHandler) {
+        *self.registry.forward.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Forwards `request` to node `node` (its answer's bytes), within `timeout`.
+    pub async fn forward(&self, node: u64, request: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, WireError> {
+        match self.registry.peers.call(node, 0, Call::Forward(request), timeout).await {
+            Ok(Answer::Forwarded(answer)) => Ok(answer),
+            Ok(Answer::Error(e)) => Err(e),
+            Ok(other) => Err(WireError::new(ErrorCode::InvalidRequest, format!("node {node} answered a forward with {other:?}"))),
+            Err(e) => Err(WireError::new(ErrorCode::LeaderNotAvailable, format!("cannot reach node {node}: {e}"))),
+        }
+    }
+
+    /// The peer whose heartbeats say it leads `group`, in the newest term
+    /// heard: for routing requests about groups this node holds no replica of.
+    pub fn leader_heard(&self, group: u64) -> Option<(u64, u64)> {
+        let fresh_for = Duration::from_millis(self.timing.election_max_ms);
+        let now = tokio::time::Instant::now();
+        self.registry
+            .heard()
+            .into_iter()
+            .filter(|(_, h)| h.at.is_some_and(|at| now.duration_since(at) < fresh_for))
+            .filter_map(|(node, h)| h.leading.get(&group).map(|term| (node, *term)))
+            .max_by_key(|(node, term)| (*term, *node))
+    }
+
+    /// When each peer was last heard (milliseconds ago).
+    pub fn heard_ms_ago(&self) -> BTreeMap<u64, u64> {
+        let now = tokio::time::Instant::now();
+        self.registry.heard().into_iter().filter_map(|(n, h)| Some((n, now.duration_since(h.at?).as_millis() as u64))).collect()
     }
 
     /// Records a node's Raft address.
@@ -495,6 +557,18 @@ impl Group {
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             voters: m.membership_config.membership().voter_ids().collect(),
+            role: match m.state {
+                _ if m.running_state.is_err() => "stopped",
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "stopped",
+            },
+            lagging: m.replication.as_ref().map_or(0, |r| {
+                let applied = m.last_applied.map(|l| l.index);
+                r.iter().filter(|(node, matched)| **node != self.node && matched.map(|l| l.index) < applied).count()
+            }),
         }
     }
 

@@ -385,8 +385,9 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
             Ok(r) => Answer::Vote(convert::vote_reply_to_wire(&r)),
             Err(e) => failed(&e),
         },
-        // Node heartbeats are served by the registry, never by a group.
+        // Node heartbeats and forwards are served by the registry, never by a group.
         Call::Heartbeat(_) => Answer::Heartbeat,
+        Call::Forward(_) => Answer::Error(WireError::new(ErrorCode::InvalidRequest, "a forward is not a group's call")),
         Call::Snapshot(s) => match raft.install_snapshot(convert::snapshot_from_wire(s)).await {
             Ok(r) => Answer::Snapshot(weir_net::peer::SnapshotReply { vote: convert::vote_to_wire(&r.vote) }),
             Err(e) => failed(&e),

@@ -1,0 +1,334 @@
+//! The replicated metadata of a cluster: what the metadata Raft group's log
+//! means. Every broker applies the same commands in log order and reaches
+//! the same state. Whatever a command leaves open (a topic's id, where its
+//! replicas go, which producer-id block a node gets) is decided at apply
+//! from the state alone, so it comes out identical on every broker, and a
+//! command proposed on a stale view is judged against the state it meets.
+//!
+//! The log's records are [`ClusterCommand`]s (postcard in a record's value,
+//! one command per batch: [`encode`], [`decode`]). Ids are never handed out
+//! twice: topic ids and producer-id blocks are counters in this state, and
+//! the state only moves forward with the log.
+
+use super::records::{TopicRecord, TopicSettings};
+use super::{IDS_PER_BLOCK, MetadataError, check_create, effective_log_config};
+use crate::Timestamp;
+use crate::batch::{BatchBuilder, ProducerStamp, RecordBatch};
+use crate::log::LogConfig;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most brokers a cluster registers (each is a voter of the metadata group
+/// and a candidate for every replica set).
+pub const BROKERS_MAX: usize = 64;
+/// Longest address a broker may register.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
+/// A broker as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: u64,
+    /// Where clients reach it (`host:port`).
+    pub client_address: String,
+    /// Where its peers reach it (`host:port`).
+    pub raft_address: String,
+    /// Bumped by the broker at every start (its boot counter).
+    pub incarnation: u64,
+}
+
+/// One change to the cluster's metadata, as its log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    /// A broker (re)announces itself and its addresses.
+    RegisterBroker(BrokerRecord),
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        replicas: u16,
+        config: TopicSettings,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Node `node` wants a fresh block of producer ids.
+    AllocateProducerBlock {
+        node: u64,
+    },
+}
+
+/// A topic with where its replicas live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTopic {
+    pub record: TopicRecord,
+    /// Per partition, its replicas' node ids; the first is preferred leader.
+    pub assignment: Vec<Vec<u64>>,
+    /// The topic's settings over the cluster's defaults.
+    pub log_config: LogConfig,
+}
+
+/// What applying one command did, for the broker that proposed it and for
+/// every broker's reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Registered(BrokerRecord),
+    Created(ClusterTopic),
+    Deleted(ClusterTopic),
+    /// Producer ids `block << 24 ..` belong to `node`.
+    Block {
+        node: u64,
+        block: u64,
+    },
+    /// The command was refused against the state it met; nothing changed.
+    Refused(MetadataError),
+}
+
+/// The cluster's metadata state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct ClusterMetadata {
+    defaults: LogConfig,
+    partitions_max: u32,
+    brokers: BTreeMap<u64, BrokerRecord>,
+    topics: BTreeMap<String, ClusterTopic>,
+    /// The next topic id (never reused: group ids derive from it).
+    next_topic_id: u64,
+    /// The next producer-id block.
+    next_block: u64,
+}
+
+impl ClusterMetadata {
+    /// An empty cluster. `defaults` and `partitions_max` must be the same on
+    /// every broker (they are part of what applying means).
+    pub fn new(defaults: LogConfig, partitions_max: u32) -> Self {
+        ClusterMetadata { defaults, partitions_max, brokers: BTreeMap::new(), topics: BTreeMap::new(), next_topic_id: 1, next_block: 0 }
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, id: u64) -> Option<&BrokerRecord> {
+        self.brokers.get(&id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &ClusterTopic> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&ClusterTopic> {
+        self.topics.get(name)
+    }
+
+    /// Whether `producer_id` could have been handed out by any broker: -1
+    /// means no idempotence; others must come from an allocated block.
+    pub fn producer_id_is_known(&self, producer_id: i64) -> bool {
+        producer_id == -1 || (producer_id >= 0 && ((producer_id / IDS_PER_BLOCK) as u64) < self.next_block)
+    }
+
+    /// What applying `command` now would refuse, if anything: a leader's
+    /// early answer, so a hopeless command is not written to the log.
+    /// Applying judges again (the state may have moved).
+    pub fn check(&self, command: &ClusterCommand) -> Result<(), MetadataError> {
+        self.clone().apply(command.clone()).refused().map_or(Ok(()), Err)
+    }
+
+    /// Applies one committed command.
+    pub fn apply(&mut self, command: ClusterCommand) -> Outcome {
+        match command {
+            ClusterCommand::RegisterBroker(b) => {
+                if b.id == 0 || b.id > u64::from(u32::MAX) {
+                    return Outcome::Refused(MetadataError::InvalidConfig(format!("broker id {} is not 1..={}", b.id, u32::MAX)));
+                }
+                if b.client_address.len() > ADDRESS_BYTES_MAX || b.raft_address.len() > ADDRESS_BYTES_MAX {
+                    return Outcome::Refused(MetadataError::InvalidConfig(format!("broker {}'s addresses are too long", b.id)));
+                }
+                if !self.brokers.contains_key(&b.id) && self.brokers.len() >= BROKERS_MAX {
+                    return Outcome::Refused(MetadataError::InvalidConfig(format!("a cluster holds at most {BROKERS_MAX} brokers")));
+                }
+                self.brokers.insert(b.id, b.clone());
+                Outcome::Registered(b)
+            }
+            ClusterCommand::CreateTopic { name, partitions, replicas, config } => {
+                let brokers = self.brokers.len().min(usize::from(u16::MAX)) as u16;
+                if replicas > brokers && replicas > 0 {
+                    return Outcome::Refused(MetadataError::NotEnoughReplicas { got: replicas, brokers });
+                }
+                if let Err(e) = check_create(&name, partitions, replicas, &config, self.partitions_max, brokers.max(1), &self.defaults) {
+                    return Outcome::Refused(e);
+                }
+                if self.topics.contains_key(&name) {
+                    return Outcome::Refused(MetadataError::TopicExists(name));
+                }
+                if let Some(existing) = self.topics.keys().find(|n| n.eq_ignore_ascii_case(&name)) {
+                    return Outcome::Refused(MetadataError::CaseCollision { name, existing: existing.clone() });
+                }
+                let log_config = effective_log_config(&self.defaults, &config).expect("checked above");
+                let id = self.next_topic_id;
+                // Group ids are `id << 16 | partition`: past 2^47 there are none.
+                if id >= 1 << 47 {
+                    return Outcome::Refused(MetadataError::IdsExhausted(id));
+                }
+                self.next_topic_id += 1;
+                let nodes: Vec<u64> = self.brokers.keys().copied().collect();
+                let assignment = place(&nodes, id, partitions, replicas);
+                let topic =
+                    ClusterTopic { record: TopicRecord { id, name: name.clone(), partitions, replicas, config }, assignment, log_config };
+                self.topics.insert(name, topic.clone());
+                Outcome::Created(topic)
+            }
+            ClusterCommand::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(t) => Outcome::Deleted(t),
+                None => Outcome::Refused(MetadataError::UnknownTopic(name)),
+            },
+            ClusterCommand::AllocateProducerBlock { node } => {
+                if self.next_block > super::BLOCK_MAX {
+                    return Outcome::Refused(MetadataError::IdsExhausted(self.next_block));
+                }
+                let block = self.next_block;
+                self.next_block += 1;
+                Outcome::Block { node, block }
+            }
+        }
+    }
+}
+
+impl Outcome {
+    pub fn refused(self) -> Option<MetadataError> {
+        match self {
+            Outcome::Refused(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Replica sets for a new topic over `nodes` (sorted ids): partition `p`
+/// takes `replicas` consecutive nodes starting at `(topic_id + p) mod n`.
+/// Deterministic; preferred leaders (the first replica) rotate over the
+/// nodes, and each node holds the same number of replicas within one.
+pub fn place(nodes: &[u64], topic_id: u64, partitions: u32, replicas: u16) -> Vec<Vec<u64>> {
+    let n = nodes.len();
+    if n == 0 {
+        return vec![Vec::new(); partitions as usize];
+    }
+    let start = (topic_id % n as u64) as usize;
+    (0..partitions as usize).map(|p| (0..usize::from(replicas).min(n)).map(|k| nodes[(start + p + k) % n]).collect()).collect()
+}
+
+/// One command as one batch (its value postcard), stamped `now`.
+pub fn encode(command: &ClusterCommand, now: Timestamp) -> Bytes {
+    let value = postcard::to_stdvec(command).expect("commands serialise");
+    let mut b = BatchBuilder::new(ProducerStamp::NONE);
+    b.push(now.as_millis(), None, Some(&value), &[]);
+    b.finish()
+}
+
+/// The commands in a decoded batch; a record that is not a command is
+/// reported (the log is written only by brokers, so it means damage or a
+/// newer version).
+pub fn decode(batch: &RecordBatch) -> Vec<Result<ClusterCommand, String>> {
+    batch
+        .records()
+        .map(|r| {
+            let r = r.map_err(|e| e.to_string())?;
+            let value = r.value.unwrap_or_default();
+            postcard::from_bytes::<ClusterCommand>(&value).map_err(|e| format!("not a metadata command: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: u64) -> ClusterCommand {
+        ClusterCommand::RegisterBroker(BrokerRecord {
+            id,
+            client_address: format!("127.0.0.1:{}", 9091 + id),
+            raft_address: format!("127.0.0.1:{}", 9191 + id),
+            incarnation: 1,
+        })
+    }
+
+    fn create(name: &str, partitions: u32, replicas: u16) -> ClusterCommand {
+        ClusterCommand::CreateTopic { name: name.into(), partitions, replicas, config: TopicSettings::default() }
+    }
+
+    fn cluster(n: u64) -> ClusterMetadata {
+        let mut m = ClusterMetadata::new(LogConfig::default(), 100);
+        for id in 1..=n {
+            assert!(matches!(m.apply(broker(id)), Outcome::Registered(_)));
+        }
+        m
+    }
+
+    #[test]
+    fn placement_is_balanced_and_prefers_a_rotating_first_replica() {
+        let nodes = [1, 2, 3];
+        let a = place(&nodes, 7, 6, 3);
+        assert_eq!(a[0], vec![2, 3, 1]);
+        assert_eq!(a[1], vec![3, 1, 2]);
+        for r in &a {
+            let mut sorted = r.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![1, 2, 3], "three distinct replicas");
+        }
+        let leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
+        for n in nodes {
+            assert_eq!(leaders.iter().filter(|l| **l == n).count(), 2, "each node prefers two of six");
+        }
+        let b = place(&[1, 2, 3, 4, 5], 1, 10, 2);
+        for n in 1..=5u64 {
+            assert_eq!(b.iter().filter(|r| r.contains(&n)).count(), 4, "20 replicas over 5 nodes");
+        }
+        assert_eq!(place(&nodes, 7, 6, 3), a, "deterministic");
+    }
+
+    #[test]
+    fn every_broker_applying_the_same_log_reaches_the_same_state() {
+        let log =
+            [broker(1), broker(2), broker(3), create("a", 3, 3), ClusterCommand::AllocateProducerBlock { node: 2 }, create("b", 2, 2)];
+        let mut x = ClusterMetadata::new(LogConfig::default(), 100);
+        let mut y = ClusterMetadata::new(LogConfig::default(), 100);
+        let ox: Vec<Outcome> = log.iter().cloned().map(|c| x.apply(c)).collect();
+        let oy: Vec<Outcome> = log.iter().cloned().map(|c| y.apply(c)).collect();
+        assert_eq!(ox, oy);
+        assert_eq!(x.topic("a").unwrap().record.id, 1);
+        assert_eq!(x.topic("b").unwrap().record.id, 2);
+        assert_eq!(x.topic("b").unwrap().assignment, y.topic("b").unwrap().assignment);
+        assert_eq!(ox[4], Outcome::Block { node: 2, block: 0 });
+    }
+
+    #[test]
+    fn refusals_change_nothing_and_ids_never_repeat() {
+        let mut m = cluster(3);
+        assert_eq!(m.apply(create("a", 1, 4)), Outcome::Refused(MetadataError::NotEnoughReplicas { got: 4, brokers: 3 }));
+        assert!(matches!(m.apply(create("../x", 1, 1)), Outcome::Refused(MetadataError::InvalidName(_))));
+        assert!(matches!(m.apply(create("a", 0, 1)), Outcome::Refused(MetadataError::InvalidPartitions { .. })));
+        assert!(matches!(m.apply(create("a", 1, 0)), Outcome::Refused(MetadataError::InvalidReplication { .. })));
+        let Outcome::Created(a) = m.apply(create("a", 1, 3)) else { panic!() };
+        assert_eq!(m.apply(create("a", 1, 3)), Outcome::Refused(MetadataError::TopicExists("a".into())));
+        assert!(matches!(m.apply(create("A", 1, 3)), Outcome::Refused(MetadataError::CaseCollision { .. })));
+        assert!(matches!(m.apply(ClusterCommand::DeleteTopic { name: "a".into() }), Outcome::Deleted(_)));
+        assert!(matches!(m.apply(ClusterCommand::DeleteTopic { name: "a".into() }), Outcome::Refused(MetadataError::UnknownTopic(_))));
+        let Outcome::Created(again) = m.apply(create("a", 1, 3)) else { panic!() };
+        assert!(again.record.id > a.record.id, "a recreated name gets a new id");
+        assert!(m.check(&create("a", 1, 3)).is_err());
+        assert!(m.check(&create("b", 1, 3)).is_ok());
+        assert!(m.topic("b").is_none(), "check changes nothing");
+        assert!(!m.producer_id_is_known(0));
+        let Outcome::Block { block, .. } = m.apply(ClusterCommand::AllocateProducerBlock { node: 1 }) else { panic!() };
+        let Outcome::Block { block: next, .. } = m.apply(ClusterCommand::AllocateProducerBlock { node: 3 }) else { panic!() };
+        assert_eq!((block, next), (0, 1));
+        assert!(m.producer_id_is_known(5) && m.producer_id_is_known(IDS_PER_BLOCK + 5) && !m.producer_id_is_known(2 * IDS_PER_BLOCK));
+        assert!(m.producer_id_is_known(-1) && !m.producer_id_is_known(-2));
+    }
+
+    #[test]
+    fn commands_round_trip_through_a_batch() {
+        let command = create("orders", 3, 3);
+        let bytes = encode(&command, Timestamp(5));
+        let (batch, rest) = RecordBatch::decode(&bytes, usize::MAX).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(decode(&batch), vec![Ok(command)]);
+    }
+}

@@ -1,0 +1,469 @@
+//! A broker that is one node of a cluster (`initial_members` given): the
+//! metadata group and what every broker does with it.
+//!
+//! The metadata log is an internal partition (`<data_dir>/internal/metadata`)
+//! whose Raft group ([`METADATA_GROUP`]) has the initial members as voters.
+//! Each batch holds one `ClusterCommand`. Every broker tails its own
+//! committed copy of that log (the applier), applies each command to core's
+//! `ClusterMetadata` in log order, and reconciles its replicas with the
+//! outcome: it opens the partitions placed on it, as Raft groups whose
+//! voters are the partition's replicas, and closes and deletes those of
+//! deleted topics. Outcomes are remembered by the command's offset, so the
+//! broker that proposed one reads it from its own applier.
+//!
+//! Admin writes (create, delete, a producer-id block, a broker's
+//! registration) are proposed on the metadata leader; any other broker
+//! forwards them there over the peer connection (`Call::Forward`) and then
+//! waits for its own applier to reach the offset the leader answers.
+
+use super::partition::{self, Partition};
+use super::{Broker, Topic, group_id, metadata_error};
+use crate::blocking;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use weir_core::metadata::IDS_PER_BLOCK;
+use weir_core::metadata::cluster::{self, BrokerRecord, ClusterCommand, ClusterMetadata, ClusterTopic, Outcome};
+use weir_net::message::{Acks, ClusterNode, ClusterStatusResponse, DescribeReplicasResponse, ReplicaInfo};
+use weir_net::{ErrorCode, WireError};
+
+/// The metadata log's Raft group (group 1 is the offsets log; topic groups
+/// start at `1 << 16`).
+pub const METADATA_GROUP: u64 = 2;
+/// How long an admin write waits for its command to commit and apply.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Outcomes kept for proposers that have not collected them yet.
+const OUTCOMES_MAX: usize = 4096;
+
+/// A clustered broker's view of the metadata.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The metadata partition (this node's replica of it).
+    pub log: Arc<Partition>,
+    state: Mutex<ClusterMetadata>,
+    /// The offset the applier has applied the log to.
+    applied: watch::Sender<u64>,
+    outcomes: Mutex<BTreeMap<u64, Outcome>>,
+    /// This node's current producer-id block and the next id in it.
+    producer_ids: tokio::sync::Mutex<Option<(u64, i64)>>,
+}
+
+impl Cluster {
+    pub fn new(log: Arc<Partition>, state: ClusterMetadata) -> Cluster {
+        Cluster {
+            log,
+            state: Mutex::new(state),
+            applied: watch::channel(0).0,
+            outcomes: Mutex::default(),
+            producer_ids: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, ClusterMetadata> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the applier has applied past `offset`, up to `timeout`.
+    async fn applied_past(&self, offset: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a > offset)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Where a clustered broker keeps partition `partition` of topic `id`: keyed
+/// by topic id, so a topic created again under an old name never meets the
+/// old one's data.
+pub fn replica_dir(data_dir: &std::path::Path, topic_id: u64, partition: u32) -> PathBuf {
+    replicas_dir(data_dir).join(topic_id.to_string()).join(partition.to_string())
+}
+
+fn replicas_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("replicas")
+}
+
+fn not_clustered() -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, "this broker is not part of a cluster")
+}
+
+impl Broker {
+    fn cluster(&self) -> Result<&Cluster, WireError> {
+        self.cluster.as_ref().ok_or_else(not_clustered)
+    }
+
+    /// Serves forwarded commands (from the other brokers) and runs the
+    /// applier and this broker's registration, under the supervisor.
+    pub(super) fn start_cluster(self: &Arc<Self>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.raft.on_forward(Arc::new(move |from, request| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let answer: Result<u64, WireError> = match (weak.upgrade(), postcard::from_bytes::<ClusterCommand>(&request)) {
+                    (None, _) => Err(WireError::new(ErrorCode::ShuttingDown, "the broker is stopping")),
+                    (_, Err(e)) => Err(WireError::new(ErrorCode::InvalidRequest, format!("node {from} forwarded no command: {e}"))),
+                    (Some(b), Ok(command)) => b.propose_here(&command).await,
+                };
+                postcard::to_stdvec(&answer).expect("answers serialise")
+            })
+        }));
+        let weak = Arc::downgrade(self);
+        let stop = self.tasks.signal();
+        self.tasks.spawn("metadata-applier", async move { applier(weak, stop).await });
+        let weak = Arc::downgrade(self);
+        let mut stop = self.tasks.signal();
+        self.tasks.spawn("register-broker", async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let Some(b) = weak.upgrade() else { return };
+                let record = BrokerRecord {
+                    id: b.config.node_id,
+                    client_address: b.advertised().to_string(),
+                    raft_address: b.config.raft_listen.map(|a| a.to_string()).unwrap_or_default(),
+                    incarnation: b.boot,
+                };
+                match b.command(ClusterCommand::RegisterBroker(record)).await {
+                    Ok(_) => {
+                        tracing::info!(node = b.config.node_id, "registered with the cluster");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e.message, "registration not committed yet; retrying"),
+                }
+                drop(b);
+                tokio::select! {
+                    biased;
+                    _ = crate::tasks::stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+
+    /// Commits `command` to the metadata log (here if this node leads it,
+    /// else through the leader) and answers its outcome as this broker's
+    /// applier saw it.
+    pub(super) async fn command(&self, command: ClusterCommand) -> Result<Outcome, WireError> {
+        let cluster = self.cluster()?;
+        let offset = match self.propose_here(&command).await {
+            Err(e) if matches!(e.code(), ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable) => {
+                let Some(leader) = cluster.log.leader().filter(|l| *l != self.config.node_id) else {
+                    return Err(WireError::new(
+                        ErrorCode::LeaderNotAvailable,
+                        "the metadata group has no leader (an election is under way, or a majority of the cluster is down): retry",
+                    ));
+                };
+                let request = postcard::to_stdvec(&command).expect("commands serialise");
+                let answer = self.raft.forward(leader, request, COMMAND_TIMEOUT).await?;
+                let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
+                    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no outcome: {e}")))?;
+                answer?
+            }
+            other => other?,
+        };
+        if !cluster.applied_past(offset, COMMAND_TIMEOUT).await {
+            return Err(WireError::new(
+                ErrorCode::Timeout,
+                "the metadata change committed but this broker has not applied it yet: check with topic list, then retry",
+            ));
+        }
+        let outcome = cluster.outcomes.lock().unwrap_or_else(|p| p.into_inner()).remove(&offset);
+        match outcome {
+            Some(Outcome::Refused(e)) => Err(metadata_error(e)),
+            Some(o) => Ok(o),
+            None => Err(WireError::new(ErrorCode::Timeout, "the metadata change's outcome is no longer known: check with topic list")),
+        }
+    }
+
+    /// Proposes `command` to the metadata group on this node; the offset
+    /// the command was committed at.
+    async fn propose_here(&self, command: &ClusterCommand) -> Result<u64, WireError> {
+        let cluster = self.cluster()?;
+        // A hopeless command is refused before it is written.
+        if let Err(e) = cluster.state().check(command) {
+            return Err(metadata_error(e));
+        }
+        let batch = cluster::encode(command, crate::clock::now());
+        let appended = cluster.log.produce(batch, Acks::All, COMMAND_TIMEOUT).await?;
+        Ok(appended.base_offset)
+    }
+
+    /// A fresh producer id from this node's block, a new block from the
+    /// metadata log when it is used up.
+    pub(super) async fn cluster_producer_id(&self) -> Result<i64, WireError> {
+        let cluster = self.cluster()?;
+        let mut ids = cluster.producer_ids.lock().await;
+        if let Some((block, next)) = ids.as_mut()
+            && *next < IDS_PER_BLOCK
+        {
+            let id = (*block as i64) * IDS_PER_BLOCK + *next;
+            *next += 1;
+            return Ok(id);
+        }
+        match self.command(ClusterCommand::AllocateProducerBlock { node: self.config.node_id }).await? {
+            Outcome::Block { block, .. } => {
+                *ids = Some((block, 1));
+                Ok((block as i64) * IDS_PER_BLOCK)
+            }
+            other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a block request got {other:?}"))),
+        }
+    }
+
+    /// Whether any broker could have handed out `producer_id`. A block
+    /// another broker just got may not be applied here yet: wait for it a
+    /// little.
+    pub(super) async fn cluster_knows_producer(&self, producer_id: i64) -> bool {
+        let Some(cluster) = self.cluster.as_ref() else { return false };
+        for _ in 0..20 {
+            if cluster.state().producer_id_is_known(producer_id) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Carries out one applied outcome on this node.
+    async fn reconcile(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Created(t) => {
+                let topic = self.open_cluster_topic(t).await;
+                let name = t.record.name.clone();
+                self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Arc::new(topic));
+                self.groups.set_partitions(&name, Some(t.record.partitions));
+                tracing::info!(topic = %name, id = t.record.id, assignment = ?t.assignment, "topic created");
+            }
+            Outcome::Deleted(t) => {
+                let removed = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&t.record.name);
+                self.groups.set_partitions(&t.record.name, None);
+                if let Some(topic) = removed {
+                    for p in topic.partitions.iter().flatten() {
+                        p.close();
+                    }
+                }
+                let (disk, dir) = (self.disk.clone(), replicas_dir(&self.config.data_dir).join(t.record.id.to_string()));
+                let removed = blocking::run(move || if disk.exists(&dir) { disk.remove_dir_all(&dir) } else { Ok(()) }).await;
+                if let Err(e) = removed {
+                    tracing::warn!(topic = %t.record.name, error = %e, "could not remove a deleted topic's data; the next start removes it");
+                }
+                tracing::info!(topic = %t.record.name, id = t.record.id, "topic deleted");
+            }
+            Outcome::Registered(b) => {
+                if b.id != self.config.node_id && !b.raft_address.is_empty() {
+                    self.raft.set_address(b.id, b.raft_address.clone());
+                }
+            }
+            Outcome::Block { .. } | Outcome::Refused(_) => {}
+        }
+    }
+
+    /// This node's replicas of a topic's partitions, opened and started. A
+    /// replica that cannot open is logged and left out (the others serve).
+    async fn open_cluster_topic(&self, t: &ClusterTopic) -> Topic {
+        let me = self.config.node_id;
+        let mut partitions = Vec::with_capacity(t.assignment.len());
+        for (p, replicas) in t.assignment.iter().enumerate() {
+            let p = p as u32;
+            if !replicas.contains(&me) {
+                partitions.push(None);
+                continue;
+            }
+            let opened = async {
+                let members = self.raft_addresses(replicas);
+                let dir = replica_dir(&self.config.data_dir, t.record.id, p);
+                let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1);
+                let (log, report) = blocking::run(move || partition::open_replica_log(disk, &dir, lc, single)).await?;
+                if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
+                    tracing::warn!(topic = %t.record.name, partition = p, ?report, "replica recovered with repairs");
+                }
+                let group = group_id(t.record.id, p)?;
+                Partition::start(p, me, group, log, self.disk.clone(), &self.raft, members, &self.tasks).await.map_err(anyhow::Error::from)
+            }
+            .await;
+            match opened {
+                Ok(part) => partitions.push(Some(part)),
+                Err(e) => {
+                    tracing::error!(topic = %t.record.name, partition = p, error = %e, "cannot open this node's replica: the others serve it");
+                    partitions.push(None);
+                }
+            }
+        }
+        Topic {
+            id: t.record.id,
+            name: t.record.name.clone(),
+            replicas: t.record.replicas,
+            log_config: t.log_config.clone(),
+            partitions,
+            assignment: t.assignment.clone(),
+        }
+    }
+
+    /// Raft addresses of `nodes`, from the registered brokers (else the
+    /// initial members).
+    fn raft_addresses(&self, nodes: &[u64]) -> BTreeMap<u64, String> {
+        let cluster = self.cluster.as_ref().expect("clustered");
+        let state = cluster.state();
+        nodes
+            .iter()
+            .map(|n| {
+                let addr = state
+                    .broker(*n)
+                    .map(|b| b.raft_address.clone())
+                    .filter(|a| !a.is_empty())
+                    .or_else(|| self.config.initial_members.get(n).cloned())
+                    .unwrap_or_default();
+                (*n, addr)
+            })
+            .collect()
+    }
+}
+
+impl Broker {
+    /// This node's own view of the cluster (no quorum needed).
+    pub(super) fn cluster_status(&self) -> ClusterStatusResponse {
+        let me = self.config.node_id;
+        let (mut led, mut under) = (0, 0);
+        for p in self.all_partitions() {
+            let s = p.status();
+            if s.is_leader {
+                led += 1;
+                if s.lagging > 0 {
+                    under += 1;
+                }
+            }
+        }
+        let heard = self.raft.heard_ms_ago();
+        let Some(cluster) = &self.cluster else {
+            return ClusterStatusResponse {
+                node_id: me,
+                clustered: false,
+                metadata_leader: Some(me),
+                term: 0,
+                role: "leader".into(),
+                nodes: vec![ClusterNode {
+                    id: me,
+                    address: self.advertised().to_string(),
+                    raft_address: String::new(),
+                    heard_ms_ago: None,
+                }],
+                partitions_led: led,
+                under_replicated: under,
+            };
+        };
+        let status = cluster.log.status();
+        let mut nodes: BTreeMap<u64, ClusterNode> = self
+            .config
+            .initial_members
+            .iter()
+            .map(|(id, raft)| (*id, ClusterNode { id: *id, address: String::new(), raft_address: raft.clone(), heard_ms_ago: None }))
+            .collect();
+        for b in cluster.state().brokers() {
+            let n = nodes.entry(b.id).or_insert(ClusterNode {
+                id: b.id,
+                address: String::new(),
+                raft_address: String::new(),
+                heard_ms_ago: None,
+            });
+            n.address = b.client_address.clone();
+            if !b.raft_address.is_empty() {
+                n.raft_address = b.raft_address.clone();
+            }
+        }
+        for n in nodes.values_mut() {
+            n.heard_ms_ago = if n.id == me { None } else { heard.get(&n.id).copied() };
+        }
+        if let Some(n) = nodes.get_mut(&me) {
+            n.address = self.advertised().to_string();
+        }
+        ClusterStatusResponse {
+            node_id: me,
+            clustered: true,
+            metadata_leader: status.leader,
+            term: status.term,
+            role: status.role.into(),
+            nodes: nodes.into_values().collect(),
+            partitions_led: led,
+            under_replicated: under,
+        }
+    }
+
+    /// This node's own replicas of `topic`.
+    pub(super) async fn describe_replicas(&self, topic: &str) -> Result<DescribeReplicasResponse, WireError> {
+        let t = self.topic(topic)?;
+        let mut replicas = Vec::new();
+        for p in t.partitions.iter().flatten() {
+            let status = p.status();
+            let d = p.describe().await;
+            replicas.push(ReplicaInfo {
+                partition: d.partition,
+                term: status.term,
+                leader: status.leader,
+                log_end_offset: d.log_end_offset,
+                high_watermark: d.high_watermark,
+            });
+        }
+        Ok(DescribeReplicasResponse { node_id: self.config.node_id, replicas })
+    }
+}
+
+/// Applies the committed metadata log, in order, as it grows.
+async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut offset = 0;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let cluster = b.cluster.as_ref().expect("clustered");
+        let read = tokio::select! {
+            biased;
+            _ = crate::tasks::stopped(&mut stop) => return,
+            r = cluster.log.fetch(offset, 1 << 20, 1, Duration::from_secs(1)) => r,
+        };
+        let (result, _, start) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e.message, offset, "cannot read the metadata log; retrying");
+                drop(b);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if offset < start {
+            tracing::error!(offset, start, "the metadata log starts after what this broker applied: its metadata is incomplete");
+            offset = start;
+            continue;
+        }
+        for batch in weir_core::batch::decode_all(result.bytes, usize::MAX) {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, offset, "unreadable metadata batch: skipped");
+                    break;
+                }
+            };
+            let base = batch.base_offset();
+            for command in cluster::decode(&batch) {
+                match command {
+                    Ok(command) => {
+                        let outcome = cluster.state().apply(command);
+                        if let Outcome::Refused(e) = &outcome {
+                            tracing::debug!(offset = base, error = %e, "metadata command refused");
+                        }
+                        b.reconcile(&outcome).await;
+                        let mut outcomes = cluster.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+                        outcomes.insert(base, outcome);
+                        while outcomes.len() > OUTCOMES_MAX {
+                            outcomes.pop_first();
+                        }
+                    }
+                    Err(e) => tracing::error!(offset = base, error = %e, "skipping a metadata record"),
+                }
+            }
+        }
+        if result.next_offset > offset {
+            offset = result.next_offset;
+            cluster.applied.send_replace(offset);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Three real `weir` processes as one cluster: replicated topics, leader
+//! routing in the SDK and weirctl, and a kill -9 of a leader mid-stream.
+
+mod common;
+
+use common::Broker;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_client::*;
+use weir_net::message::MetadataRequest;
+use weir_net::{Request, Response};
+
+/// Ports nobody listens on right now (bound, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+struct Cluster {
+    nodes: Vec<Broker>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let ports = free_ports(2 * n);
+        let members: Vec<String> = (0..n).map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[n + i])).collect();
+        let members = members.join(",");
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let id = (i + 1).to_string();
+                let addr = format!("127.0.0.1:{}", ports[i]);
+                Broker::start_with(dirs[i].path(), Some(&addr), &["--node-id", &id, "--initial-members", &members])
+            })
+            .collect();
+        Cluster { nodes, _dirs: dirs }
+    }
+
+    fn brokers(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(ClientConfig { brokers: self.brokers(), timeout: Duration::from_secs(10), ..Default::default() }).await.unwrap()
+    }
+
+    /// Waits until every node is registered, as node `i` sees it.
+    async fn wait_registered(&self, i: usize) {
+        let client = self.nodes[i].client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Response::Metadata(m)) = client.request(&Request::Metadata(MetadataRequest { topics: None })).await
+                && m.brokers.len() == self.nodes.len()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the brokers did not all register within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// (leader, log end, high watermark) of each partition, as `node` describes
+/// it; empty while it does not know the topic yet (its metadata log lags).
+async fn describe(node: &Broker, topic: &str) -> Vec<(Option<u64>, u64, u64)> {
+    match Admin::new(&node.client().await).describe_topic(topic).await {
+        Ok(d) => d.partitions.iter().map(|p| (p.leader, p.log_end_offset, p.high_watermark)).collect(),
+        Err(e) if e.code() == Some(weir_net::ErrorCode::UnknownTopic) => Vec::new(),
+        Err(e) => panic!("describe: {e}"),
+    }
+}
+
+/// Every message of a partition from the start, through `client`.
+async fn read_all(client: &Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    let consumer = Consumer::new(client);
+    let end = consumer.offset_for(topic, partition, StartOffset::Latest).await.unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let r = consumer.fetch_from(topic, partition, offset).await.unwrap();
+        assert!(!r.messages.is_empty(), "no progress at {offset} of {end}");
+        offset = r.next_offset;
+        out.extend(r.messages.into_iter().map(|m| (m.offset, String::from_utf8_lossy(&m.value).into_owned())));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_survives_a_leader_kill_without_losing_or_duplicating_acks() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    let created =
+        admin.create_topic(CreateTopicRequest { name: "orders".into(), partitions: 2, replicas: 3, config: Default::default() }).await;
+    assert!(created.is_ok(), "{created:?}");
+    // R above the brokers is refused at once, with its own code.
+    let err = admin.create_topic(CreateTopicRequest { name: "wide".into(), partitions: 1, replicas: 4, config: Default::default() }).await;
+    assert_eq!(err.unwrap_err().code(), Some(weir_net::ErrorCode::NotEnoughReplicas));
+
+    // Every node knows the topic, through whichever broker asked.
+    for node in &cluster.nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while describe(node, "orders").await.iter().filter(|(leader, ..)| leader.is_some()).count() < 2 {
+            assert!(Instant::now() < deadline, "partitions without a leader after 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let producer = Producer::new(&client);
+    let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    let send = |i: usize| producer.send(ProduceMessage::new("orders", format!("m{i}")).with_key(format!("k{}", i % 7)));
+    for i in 0..200 {
+        let r = send(i).await.unwrap();
+        acked.insert(format!("m{i}"), (r.partition, r.offset));
+    }
+
+    // kill -9 the leader of partition 0, mid-stream.
+    let leader = describe(&cluster.nodes[0], "orders").await[0].0.unwrap();
+    let victim = (leader - 1) as usize;
+    cluster.nodes[victim].kill9();
+    let killed_at = Instant::now();
+    let r = send(200).await.unwrap();
+    let failover = killed_at.elapsed();
+    acked.insert("m200".into(), (r.partition, r.offset));
+    for i in 201..400 {
+        let r = send(i).await.unwrap();
+        acked.insert(format!("m{i}"), (r.partition, r.offset));
+    }
+    eprintln!("kill -9 of node {leader} (leader of orders/0): next ack after {failover:?}");
+
+    // weirctl, through the same cluster: one ack per line, in order.
+    // weirctl is another crate's binary: built beside weir by a workspace build.
+    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    assert!(weirctl_path.exists(), "{} is missing: build the workspace's binaries (cargo build --bins)", weirctl_path.display());
+    {
+        let mut child = Command::new(&weirctl_path)
+            .args(["--broker", &cluster.brokers().join(","), "--json", "produce", "orders", "--partition", "1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines: String = (0..50).map(|i| format!("w{i}\n")).collect();
+        child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let acks: Vec<serde_json::Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(acks.len(), 50, "one ack per line");
+        for (i, a) in acks.iter().enumerate() {
+            acked.insert(format!("w{i}"), (1, a["offset"].as_u64().unwrap()));
+        }
+    }
+
+    // The killed node comes back and catches up.
+    cluster.nodes[victim].restart();
+    let ends = |d: Vec<(Option<u64>, u64, u64)>| d.iter().map(|(_, end, _)| *end).collect::<Vec<u64>>();
+    let target = ends(describe(&cluster.nodes[(victim + 1) % 3], "orders").await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        loop {
+            let got = ends(describe(node, "orders").await);
+            if got == target {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica ends differ: {got:?} against {target:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Every acknowledged record is there exactly once, where it was acked,
+    // and offsets are dense; the same on every node.
+    for node in &cluster.nodes {
+        let client = node.client().await;
+        let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+        for partition in 0..2 {
+            let records = read_all(&client, "orders", partition).await;
+            for (i, (offset, _)) in records.iter().enumerate() {
+                assert_eq!(*offset, i as u64, "offsets are dense");
+            }
+            for (offset, value) in records {
+                assert!(seen.insert(value.clone(), (partition, offset)).is_none(), "{value} is stored twice");
+            }
+        }
+        for (value, at) in &acked {
+            assert_eq!(seen.get(value), Some(at), "{value} acked at {at:?}");
+        }
+    }
+}
