@@ -35,6 +35,18 @@ impl Admin {
         expect_response!(r, ListTopics).map(|r| r.topics)
     }
 
+    /// The cluster as the broker at `addr` sees it (answered without a quorum).
+    pub async fn cluster_status_at(&self, addr: &str) -> Result<ClusterStatusResponse> {
+        let r = self.client.request_at(addr, &Request::ClusterStatus(ClusterStatusRequest {})).await?;
+        expect_response!(r, ClusterStatus)
+    }
+
+    /// The replicas of `topic` that the broker at `addr` holds.
+    pub async fn describe_replicas_at(&self, addr: &str, topic: &str) -> Result<DescribeReplicasResponse> {
+        let r = self.client.request_at(addr, &Request::DescribeReplicas(DescribeReplicasRequest { topic: topic.to_owned() })).await?;
+        expect_response!(r, DescribeReplicas)
+    }
+
     pub async fn describe_topic(&self, name: &str) -> Result<DescribeTopicResponse> {
         let r = self.client.request(&Request::DescribeTopic(DescribeTopicRequest { name: name.to_owned() })).await?;
         expect_response!(r, DescribeTopic)

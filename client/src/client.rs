@@ -8,7 +8,7 @@ use crate::error::{ClientError, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weir_net::message::{ApiVersionsRequest, MetadataRequest, TopicMetadata};
+use weir_net::message::{ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest, TopicMetadata};
 use weir_net::{ErrorCode, Request, Response};
 
 #[derive(Debug, Clone)]
@@ -49,10 +49,28 @@ struct Inner {
     metadata: Mutex<BTreeMap<String, TopicMetadata>>,
     /// Every broker the cluster's metadata named: node id → `host:port`.
     brokers: Mutex<BTreeMap<u64, String>>,
+    /// Where consumer-group requests go (the coordinator), once asked.
+    coordinator: Mutex<Option<String>>,
 }
 
 /// Most brokers whose addresses a client remembers (a response naming more is cut).
 const KNOWN_BROKERS_MAX: usize = 256;
+
+/// Whether a request is for the group coordinator.
+fn for_coordinator(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::JoinGroup(_)
+            | Request::SyncGroup(_)
+            | Request::Heartbeat(_)
+            | Request::LeaveGroup(_)
+            | Request::OffsetCommit(_)
+            | Request::OffsetFetch(_)
+            | Request::ListGroups(_)
+            | Request::DescribeGroup(_)
+            | Request::DeleteGroup(_)
+    )
+}
 
 /// The partition a request is about, if it must go to that partition's leader.
 fn route(req: &Request) -> Option<(&str, u32)> {
@@ -95,17 +113,24 @@ impl Client {
         if config.brokers.is_empty() {
             return Err(ClientError::InvalidArgument("ClientConfig.brokers is empty: give at least one host:port".to_owned()));
         }
-        let client = Client {
+        let client = Client::unconnected(config);
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// A client that connects only when first asked (tools that address
+    /// each broker on its own, as `weirctl cluster status` does).
+    pub fn unconnected(config: ClientConfig) -> Client {
+        Client {
             inner: Arc::new(Inner {
                 config,
                 conn: tokio::sync::Mutex::new(None),
                 routed: tokio::sync::Mutex::default(),
                 metadata: Mutex::default(),
                 brokers: Mutex::default(),
+                coordinator: Mutex::default(),
             }),
-        };
-        client.connection().await?;
-        Ok(client)
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -177,9 +202,12 @@ impl Client {
     /// produce, fetch and list-offsets (when the cluster has several
     /// brokers and the leader is known), else the first reachable broker.
     async fn connection_for(&self, req: &Request) -> Result<Arc<Connection>> {
-        if let Some((topic, partition)) = route(req)
-            && let Some(addr) = self.leader_address(topic, partition).await
-        {
+        let target = match route(req) {
+            Some((topic, partition)) => self.leader_address(topic, partition).await,
+            None if for_coordinator(req) => self.coordinator_address().await,
+            None => None,
+        };
+        if let Some(addr) = target {
             let mut routed = self.inner.routed.lock().await;
             if let Some(c) = routed.get(&addr).filter(|c| !c.is_closed()) {
                 return Ok(c.clone());
@@ -195,11 +223,73 @@ impl Client {
                     routed.remove(&addr);
                     drop(routed);
                     self.invalidate_metadata();
+                    self.forget_coordinator();
                     return Err(e);
                 }
             }
         }
         self.connection().await
+    }
+
+    /// Sends one request once to the broker at `addr` (its own connection,
+    /// kept for later requests): for questions every broker answers from
+    /// its own state, such as cluster status.
+    pub async fn request_at(&self, addr: &str, req: &Request) -> Result<Response> {
+        let conn = {
+            let mut routed = self.inner.routed.lock().await;
+            match routed.get(addr).filter(|c| !c.is_closed()) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.open(addr).await?;
+                    routed.insert(addr.to_owned(), c.clone());
+                    c
+                }
+            }
+        };
+        conn.request(req, self.inner.config.timeout).await
+    }
+
+    /// Every broker the cluster's metadata has named so far: node id → `host:port`.
+    pub fn known_brokers(&self) -> BTreeMap<u64, String> {
+        self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks for the cluster's brokers (and every topic's leaders) now.
+    pub async fn refresh_brokers(&self) -> Result<BTreeMap<u64, String>> {
+        let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: None })).await?;
+        let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
+        self.remember_brokers(&m.brokers);
+        Ok(self.known_brokers())
+    }
+
+    fn remember_brokers(&self, brokers: &[weir_net::message::BrokerInfo]) {
+        if brokers.is_empty() {
+            return;
+        }
+        let mut known = self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner());
+        known.clear();
+        for b in brokers.iter().take(KNOWN_BROKERS_MAX) {
+            let host = if b.host.contains(':') { format!("[{}]", b.host) } else { b.host.clone() };
+            known.insert(b.node_id, format!("{host}:{}", b.port));
+        }
+    }
+
+    /// The coordinator's address, asked of the first reachable broker once
+    /// and then cached; `None` on a single broker, or while none coordinates.
+    async fn coordinator_address(&self) -> Option<String> {
+        if let Some(a) = self.inner.coordinator.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(a);
+        }
+        let conn = self.connection().await.ok()?;
+        let r = conn.request(&Request::FindCoordinator(FindCoordinatorRequest {}), self.inner.config.timeout).await.ok()?;
+        let Response::FindCoordinator(f) = r else { return None };
+        let addr = f.address?;
+        *self.inner.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
+        Some(addr)
+    }
+
+    fn forget_coordinator(&self) {
+        *self.inner.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The address of the broker that leads `topic/partition`, if the
@@ -227,6 +317,12 @@ impl Client {
     pub async fn request_once(&self, req: &Request) -> Result<Response> {
         let conn = self.connection_for(req).await?;
         let result = conn.request(req, self.inner.config.timeout).await;
+        if for_coordinator(req)
+            && let Err(e) = &result
+            && (e.code() == Some(ErrorCode::NotCoordinator) || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
+        {
+            self.forget_coordinator();
+        }
         if route(req).is_some()
             && let Err(e) = &result
             && (matches!(e.code(), Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::ShuttingDown))
@@ -256,9 +352,11 @@ impl Client {
     {
         let mut backoff = self.inner.config.retry_backoff;
         let mut attempt = 0;
+        // Retries end with the request timeout: a caller's timeout bounds the whole request.
+        let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
         loop {
             match once().await {
-                Err(e) if e.is_retriable() && attempt < self.inner.config.retries => {
+                Err(e) if e.is_retriable() && attempt < self.inner.config.retries && tokio::time::Instant::now() + backoff < deadline => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying");
                     if e.code() == Some(ErrorCode::NotLeader) {
@@ -279,14 +377,7 @@ impl Client {
         }
         let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
         let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
-        if !m.brokers.is_empty() {
-            let mut known = self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner());
-            known.clear();
-            for b in m.brokers.iter().take(KNOWN_BROKERS_MAX) {
-                let host = if b.host.contains(':') { format!("[{}]", b.host) } else { b.host.clone() };
-                known.insert(b.node_id, format!("{host}:{}", b.port));
-            }
-        }
+        self.remember_brokers(&m.brokers);
         let t = m
             .topics
             .into_iter()

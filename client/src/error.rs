@@ -22,6 +22,10 @@ pub enum ClientError {
     /// No answer within the request timeout.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// A message was not acknowledged within the producer's delivery
+    /// timeout; `last` is why the last attempt failed.
+    #[error("not acknowledged within {after:?}: {last}")]
+    DeliveryTimeout { after: std::time::Duration, last: String },
     /// The broker sent something this client cannot parse.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -39,7 +43,10 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Broker(e) => e.code().is_retriable(),
-            ClientError::Connect { .. } | ClientError::Disconnected { .. } | ClientError::Timeout(_) => true,
+            ClientError::Connect { .. }
+            | ClientError::Disconnected { .. }
+            | ClientError::Timeout(_)
+            | ClientError::DeliveryTimeout { .. } => true,
             ClientError::Protocol(_) | ClientError::InvalidArgument(_) | ClientError::Closed => false,
         }
     }

@@ -32,5 +32,6 @@ pub use group::{GroupConsumer, GroupConsumerConfig, OffsetReset};
 pub use producer::{ProduceMessage, ProduceResult, Producer, ProducerConfig, partition_for_key};
 pub use weir_net::ErrorCode;
 pub use weir_net::message::{
-    Acks, CreateTopicRequest, DescribeGroupResponse, DescribeTopicResponse, GroupSummary, PartitionDescription, TopicConfig, TopicSummary,
+    Acks, ClusterNode, ClusterStatusResponse, CreateTopicRequest, DescribeGroupResponse, DescribeReplicasResponse, DescribeTopicResponse,
+    GroupSummary, PartitionDescription, ReplicaInfo, TopicConfig, TopicSummary,
 };

@@ -67,6 +67,9 @@ impl ProduceMessage {
     }
 }
 
+/// Longest pause between two attempts of a failed batch.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
 /// Where an acknowledged message landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResult {
@@ -494,12 +497,15 @@ impl PartitionSender {
             if batch.base_seq != seq {
                 self.renumber(&mut batch, seq);
             }
+            let mut last = first_error.to_string();
             loop {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // Capped low: most retries wait out a leader election, and
+                // the first attempt after it should not sleep a second more.
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 let oldest = batch.records.iter().map(|r| r.queued).min().unwrap_or_else(Instant::now);
                 if oldest.elapsed() > self.config.delivery_timeout {
-                    fail(batch.records, &ClientError::Timeout(self.config.delivery_timeout));
+                    fail(batch.records, &ClientError::DeliveryTimeout { after: self.config.delivery_timeout, last });
                     unknown_outcome = true;
                     break;
                 }
@@ -524,6 +530,7 @@ impl PartitionSender {
                     }
                     Err(e) if e.is_retriable() => {
                         tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, "retrying batch");
+                        last = e.to_string();
                     }
                     Err(e) => {
                         fail(batch.records, &e);

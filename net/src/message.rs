@@ -212,6 +212,8 @@ apis! {
     /// This broker's own replicas of a topic's partitions: term, leader,
     /// log end and high watermark of each (ask every broker for them all).
     DescribeReplicas = 20, DescribeReplicasRequest => DescribeReplicasResponse;
+    /// Which broker coordinates consumer groups (group requests go there).
+    FindCoordinator = 21, FindCoordinatorRequest => FindCoordinatorResponse;
 }
 
 macro_rules! no_payload {
@@ -258,7 +260,9 @@ no_payload!(
     ClusterStatusRequest,
     ClusterStatusResponse,
     DescribeReplicasRequest,
-    DescribeReplicasResponse
+    DescribeReplicasResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -778,6 +782,19 @@ pub struct ReplicaInfo {
     pub leader: Option<u64>,
     pub log_end_offset: u64,
     pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct FindCoordinatorRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct FindCoordinatorResponse {
+    /// The coordinating node and where clients reach it; `None` while no
+    /// node coordinates (an election of the offsets log is under way).
+    pub node_id: Option<u64>,
+    pub address: Option<String>,
 }
 
 #[cfg(test)]

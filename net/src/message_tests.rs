@@ -28,6 +28,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<DeleteGroupRequest>().prop_map(Request::DeleteGroup),
         any::<ClusterStatusRequest>().prop_map(Request::ClusterStatus),
         any::<DescribeReplicasRequest>().prop_map(Request::DescribeReplicas),
+        any::<FindCoordinatorRequest>().prop_map(Request::FindCoordinator),
     ]
 }
 
@@ -54,6 +55,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<DeleteGroupResponse>().prop_map(Response::DeleteGroup),
         any::<ClusterStatusResponse>().prop_map(Response::ClusterStatus),
         any::<DescribeReplicasResponse>().prop_map(Response::DescribeReplicas),
+        any::<FindCoordinatorResponse>().prop_map(Response::FindCoordinator),
     ]
 }
 

@@ -190,3 +190,74 @@ async fn a_three_node_cluster_survives_a_leader_kill_without_losing_or_duplicati
         }
     }
 }
+
+/// The group's committed offsets, by partition, from its coordinator.
+async fn committed(client: &Client, group: &str) -> BTreeMap<u32, u64> {
+    let req = Request::OffsetFetch(weir_net::message::OffsetFetchRequest { group: group.into(), partitions: vec![] });
+    match client.request(&req).await.unwrap() {
+        Response::OffsetFetch(r) => r.offsets.into_iter().map(|o| (o.partition, o.offset)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_follows_its_coordinator_through_a_kill_and_keeps_its_commits() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 3, config: Default::default() })
+        .await
+        .unwrap();
+    let producer = Producer::new(&client);
+    for i in 0..100 {
+        producer.send(ProduceMessage::new("jobs", format!("j{i}")).with_partition(i % 2)).await.unwrap();
+    }
+    let config = GroupConsumerConfig {
+        group_id: "workers".into(),
+        consumer_id: "a".into(),
+        topics: vec!["jobs".into()],
+        session_timeout: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(300),
+        max_wait: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let member_client = cluster.client().await;
+    let mut member = GroupConsumer::new(&member_client, config);
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 100 {
+        seen.extend(member.poll().await.unwrap().into_iter().map(|m| String::from_utf8_lossy(&m.value).into_owned()));
+        assert!(Instant::now() < deadline, "the group saw {} of 100 within 30 s", seen.len());
+    }
+    member.commit().await.unwrap();
+    let before = committed(&client, "workers").await;
+    assert_eq!(before.values().sum::<u64>(), 100, "{before:?}");
+
+    // Kill the coordinator: the offsets log's leader.
+    let find = client.request(&Request::FindCoordinator(weir_net::message::FindCoordinatorRequest {})).await.unwrap();
+    let Response::FindCoordinator(f) = find else { panic!("{find:?}") };
+    let coordinator = f.node_id.expect("a coordinator");
+    cluster.nodes[(coordinator - 1) as usize].kill9();
+    for i in 100..200 {
+        producer.send(ProduceMessage::new("jobs", format!("j{i}")).with_partition(i % 2)).await.unwrap();
+    }
+    // The member finds the new coordinator, rejoins and continues from its commits.
+    let mut after: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while after.len() < 100 {
+        match member.poll().await {
+            Ok(messages) => after.extend(messages.into_iter().map(|m| String::from_utf8_lossy(&m.value).into_owned())),
+            Err(e) => assert!(e.is_retriable(), "{e}"),
+        }
+        assert!(Instant::now() < deadline, "the group saw {} of the 100 new messages within 40 s of the kill", after.len());
+    }
+    let old: Vec<&String> = after.iter().filter(|v| v[1..].parse::<u32>().unwrap() < 100).collect();
+    assert!(old.is_empty(), "committed messages were delivered again after the failover: {old:?}");
+    member.commit().await.unwrap();
+    let now = committed(&client, "workers").await;
+    for (p, o) in &before {
+        assert!(now[p] >= *o, "partition {p}'s commit went back: {o} then {}", now[p]);
+    }
+    assert_eq!(now.values().sum::<u64>(), 200);
+}

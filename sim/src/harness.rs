@@ -3,7 +3,10 @@
 //! Hosts: `weir-1` (10.0.0.1) runs the real broker from weir-node over a
 //! [`SimDisk`] that lives here, outside the node, so kill and restart keep
 //! what was durable; `client` (10.0.0.2) runs producers and consumers built
-//! on the real weir-client. The main task injects faults during the safety
+//! on the real weir-client. With `brokers > 1` the brokers are one cluster
+//! (`weir-1..N` at 10.0.1.1.., each on its own disk, the topic replicated
+//! on min(3, N) of them), and faults hit a minority at a time, sometimes
+//! every node at once (power loss of the whole cluster). The main task injects faults during the safety
 //! phase, then heals everything and demands convergence (liveness), reads
 //! every partition back and hands the history to the checker.
 
@@ -32,6 +35,14 @@ const DATA_DIR: &str = "/weir";
 const NODE_IP: &str = "10.0.0.1";
 const CLIENT_IP: &str = "10.0.0.2";
 const PORT: u16 = 9092;
+const RAFT_PORT: u16 = 9192;
+
+/// Every broker's client address, for the clients of this run (one run per process).
+static BROKERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn broker_ip(i: usize, brokers: usize) -> IpAddr {
+    if brokers == 1 { NODE_IP.parse().expect("ip") } else { IpAddr::from([10, 0, 1, i as u8 + 1]) }
+}
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -49,6 +60,8 @@ pub struct SimOptions {
     pub force_slow_sync: bool,
     /// Every producer routes by key or round-robin (the send-order canary).
     pub force_unpinned: bool,
+    /// Brokers in the run: 1, or a cluster of 3 or 5.
+    pub brokers: usize,
 }
 
 impl Default for SimOptions {
@@ -61,6 +74,7 @@ impl Default for SimOptions {
             force_crashes: false,
             force_slow_sync: false,
             force_unpinned: false,
+            brokers: 1,
         }
     }
 }
@@ -110,10 +124,6 @@ fn rec_lock(rec: &Rec) -> std::sync::MutexGuard<'_, Recorder> {
     rec.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn node_addr() -> SocketAddr {
-    SocketAddr::new(NODE_IP.parse().expect("ip"), PORT)
-}
-
 /// A fresh madsim runtime for one seed: network latency drawn from
 /// `latency`, and a time limit past which a run is a hang (madsim panics).
 /// Resets the simulated wall clock the node reads.
@@ -135,9 +145,14 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
     rt.block_on(async move { scenario(seed, opts2).await })
 }
 
-/// The broker's settings, with the run's canary (if any) injected.
-fn broker_config(canary: Option<Canary>) -> Config {
-    let mut c = Config { listen: node_addr(), data_dir: PathBuf::from(DATA_DIR), ..Config::default() };
+/// Broker `i`'s settings (of `brokers`), with the run's canary (if any) injected.
+fn broker_config(canary: Option<Canary>, i: usize, brokers: usize) -> Config {
+    let listen = SocketAddr::new(broker_ip(i, brokers), PORT);
+    let mut c = Config { node_id: i as u64 + 1, listen, data_dir: PathBuf::from(DATA_DIR), ..Config::default() };
+    if brokers > 1 {
+        c.initial_members = (0..brokers).map(|j| (j as u64 + 1, SocketAddr::new(broker_ip(j, brokers), RAFT_PORT).to_string())).collect();
+        c.raft_listen = Some(SocketAddr::new(broker_ip(i, brokers), RAFT_PORT));
+    }
     c.log.canary = canary;
     // Small segments so rolls, sealed segments and index rebuilds happen often.
     c.log.segment_bytes_max = 16 << 10;
@@ -156,21 +171,33 @@ fn broker_config(canary: Option<Canary>) -> Config {
 /// The node's main: open the broker on the simulated disk and serve. A
 /// broker that cannot open (an injected read error during recovery) exits
 /// and waits for the next restart, as an operator would restart it.
-async fn broker_main(disk: SimDisk, canary: Option<Canary>) {
-    let broker = match Broker::open(broker_config(canary), Arc::new(disk)).await {
+async fn broker_main(disk: SimDisk, canary: Option<Canary>, i: usize, brokers: usize) {
+    let config = broker_config(canary, i, brokers);
+    let (listen, raft_listen) = (config.listen, config.raft_listen);
+    let broker = match Broker::open(config, Arc::new(disk)).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "broker failed to open");
             return;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(node_addr()).await {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "bind failed");
             return;
         }
     };
+    broker.set_advertised(listen);
+    if let Some(addr) = raft_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => broker.serve_raft(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "raft bind failed");
+                return;
+            }
+        }
+    }
     let (_shutdown, rx) = weir_node::tasks::Shutdown::new();
     broker.start_background();
     weir_node::server::serve(listener, broker, rx).await;
@@ -180,7 +207,8 @@ async fn broker_main(disk: SimDisk, canary: Option<Canary>) {
 /// unreachable for minutes of simulated time is a liveness failure: the
 /// caller gets `None` and the run reports it.
 async fn connect() -> Option<Client> {
-    let config = ClientConfig { brokers: vec![node_addr().to_string()], timeout: Duration::from_secs(2), retries: 5, ..Default::default() };
+    let brokers = BROKERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let config = ClientConfig { brokers, timeout: Duration::from_secs(2), retries: 5, ..Default::default() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match Client::connect(config.clone()).await {
@@ -377,6 +405,8 @@ async fn group_member(name: String, rec: Rec, stop: Arc<AtomicBool>) {
     let _ = gc.leave_group().await;
 }
 
+/// Where a partition lives on a single broker (the only layout that
+/// injected losses and their acceptance act on).
 fn partition_dir(p: u32) -> PathBuf {
     PathBuf::from(DATA_DIR).join("topics").join(TOPIC).join(p.to_string())
 }
@@ -434,7 +464,7 @@ fn accept_reported_loss(disk: &SimDisk, p: u32, canary: Option<Canary>) -> Optio
         let (mut log, report) = weir_core::log::PartitionLog::open(
             Arc::new(disk.clone()),
             &partition_dir(p),
-            broker_config(canary).log,
+            broker_config(canary, 0, 1).log,
             weir_node::clock::now(),
         )
         .ok()?;
@@ -447,8 +477,14 @@ fn accept_reported_loss(disk: &SimDisk, p: u32, canary: Option<Canary>) -> Optio
 }
 
 fn partition_of(path: &Path) -> Option<u32> {
-    // /weir/topics/<topic>/<partition>/<base>.log
-    path.parent()?.file_name()?.to_str()?.parse().ok()
+    // /weir/topics/<topic>/<partition>/<base>.log, or /weir/replicas/<topic id>/<partition>/<base>.log;
+    // the internal logs (offsets, metadata) are not the topic's.
+    let dir = path.parent()?;
+    let parent = dir.parent()?.parent()?.file_name()?.to_str()?;
+    if parent != "topics" && parent != "replicas" {
+        return None;
+    }
+    dir.file_name()?.to_str()?.parse().ok()
 }
 
 /// Flips a bit in a sealed segment (acknowledged, durable data): the
@@ -502,9 +538,10 @@ struct World {
     opts: SimOptions,
     swarm: Swarm,
     handle: Handle,
-    node: madsim::runtime::NodeHandle,
+    /// The brokers and their disks (which live outside them), by index.
+    nodes: Vec<madsim::runtime::NodeHandle>,
     client_node: madsim::runtime::NodeHandle,
-    disk: SimDisk,
+    disks: Vec<SimDisk>,
     rec: Rec,
     partitions: u32,
 }
@@ -543,25 +580,34 @@ async fn setup(seed: u64, opts: &SimOptions) -> World {
         swarm.disk.sync_latency_ns = (1_000_000, 20_000_000);
     }
     let handle = Handle::current();
-    let disk = SimDisk::new(seed);
-    let node = handle
-        .create_node()
-        .name("weir-1")
-        .ip(NODE_IP.parse::<IpAddr>().expect("ip"))
-        .init({
-            let disk = disk.clone();
-            let canary = opts.canary;
-            move || broker_main(disk.clone(), canary)
+    let n = opts.brokers.max(1);
+    *BROKERS.lock().unwrap_or_else(|p| p.into_inner()) = (0..n).map(|i| SocketAddr::new(broker_ip(i, n), PORT).to_string()).collect();
+    // The first disk keeps the seed a single broker always had.
+    let disks: Vec<SimDisk> = (0..n).map(|i| SimDisk::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9))).collect();
+    let nodes = (0..n)
+        .map(|i| {
+            handle
+                .create_node()
+                .name(format!("weir-{}", i + 1))
+                .ip(broker_ip(i, n))
+                .init({
+                    let disk = disks[i].clone();
+                    let canary = opts.canary;
+                    move || broker_main(disk.clone(), canary, i, n)
+                })
+                .build()
         })
-        .build();
+        .collect();
     let client_node = handle.create_node().name("client").ip(CLIENT_IP.parse::<IpAddr>().expect("ip")).build();
-    // Topic first (with the disk healthy), then the workload.
+    // Topic first (with the disks healthy), then the workload.
     let partitions = swarm.partitions;
+    let replicas = n.min(3) as u16;
     client_node
         .spawn(async move {
             let client = connect().await.expect("the node starts on a healthy disk");
             loop {
-                let req = CreateTopicRequest { name: TOPIC.into(), partitions, replicas: 1, config: Default::default() };
+                // In a cluster, refused (NotEnoughReplicas) until the brokers registered.
+                let req = CreateTopicRequest { name: TOPIC.into(), partitions, replicas, config: Default::default() };
                 match Admin::new(&client).create_topic(req).await {
                     Ok(_) => break,
                     Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => break,
@@ -571,7 +617,7 @@ async fn setup(seed: u64, opts: &SimOptions) -> World {
         })
         .await
         .expect("create topic");
-    World { seed, opts: opts.clone(), swarm, handle, node, client_node, disk, rec: Arc::default(), partitions }
+    World { seed, opts: opts.clone(), swarm, handle, nodes, client_node, disks, rec: Arc::default(), partitions }
 }
 
 /// Producers (pinned, keyed, round-robin), a consumer per partition and the group members.
@@ -599,16 +645,31 @@ async fn start_workload(w: &World) -> Workload {
 }
 
 /// The safety phase: disk faults on, and crashes (with injected losses),
-/// clogs, clock jumps and bit flips at the swarm's rates until it ends.
+/// clogs, clock jumps and bit flips at the swarm's rates until it ends. In a
+/// cluster, disk faults and bit flips hit a minority of the brokers, and a
+/// crash takes a minority, or now and then every broker at once.
 async fn fault_loop(w: &World) -> Injected {
-    let (disk, handle, node, rec, swarm) = (&w.disk, &w.handle, &w.node, &w.rec, &w.swarm);
-    let mut faults = swarm.disk.clone();
-    faults.capacity_bytes = swarm.space_left_bytes.map(|left| disk.used_bytes() + left);
-    disk.set_faults(faults);
-    let net = NetSim::current();
+    let (handle, rec, swarm) = (&w.handle, &w.rec, &w.swarm);
+    let n = w.nodes.len();
+    let minority = (n - 1) / 2;
     let mut rng = fastrand::Rng::with_seed(w.seed ^ 0x4641_554c);
+    // Which brokers' disks misbehave: the only one, or a minority.
+    let faulty: Vec<usize> = if n == 1 {
+        vec![0]
+    } else {
+        let mut all: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut all);
+        all.truncate(rng.usize(1..=minority));
+        all
+    };
+    for &i in &faulty {
+        let mut faults = swarm.disk.clone();
+        faults.capacity_bytes = swarm.space_left_bytes.map(|left| w.disks[i].used_bytes() + left);
+        w.disks[i].set_faults(faults);
+    }
+    let net = NetSim::current();
     let end = tokio::time::Instant::now() + w.opts.safety;
-    let mut n = Injected::default();
+    let mut inj = Injected::default();
     let next = |rng: &mut fastrand::Rng, every: Option<Duration>| every.map(|e| tokio::time::Instant::now() + Swarm::next_in(rng, e));
     let (mut next_crash, mut next_clog, mut next_flip) =
         (next(&mut rng, swarm.crash_every), next(&mut rng, swarm.clog_every), next(&mut rng, swarm.bitflip_every));
@@ -621,17 +682,31 @@ async fn fault_loop(w: &World) -> Injected {
             break;
         }
         if next_crash.is_some_and(|t| t <= now) {
-            n.crashes += 1;
-            handle.kill(node.id());
-            if swarm.power_loss {
-                disk.crash();
+            inj.crashes += 1;
+            let victims: Vec<usize> = if n == 1 {
+                vec![0]
+            } else if rng.u8(0..8) == 0 {
+                (0..n).collect()
+            } else {
+                let mut all: Vec<usize> = (0..n).collect();
+                rng.shuffle(&mut all);
+                all.truncate(rng.usize(1..=minority));
+                all
+            };
+            for &i in &victims {
+                handle.kill(w.nodes[i].id());
+                if swarm.power_loss {
+                    w.disks[i].crash();
+                }
             }
-            rec_lock(rec).trace.add(&format!("crash {} power={}", n.crashes, swarm.power_loss));
-            if rng.f64() < swarm.loss_at_crash
-                && let Some(p) = inject_loss(disk, w.partitions, &mut rng)
+            rec_lock(rec).trace.add(&format!("crash {} {victims:?} power={}", inj.crashes, swarm.power_loss));
+            // Losses below the checkpoint, and their acceptance, are a single broker's tooling.
+            if n == 1
+                && rng.f64() < swarm.loss_at_crash
+                && let Some(p) = inject_loss(&w.disks[0], w.partitions, &mut rng)
             {
-                n.losses += 1;
-                let reported = accept_reported_loss(disk, p, w.opts.canary);
+                inj.losses += 1;
+                let reported = accept_reported_loss(&w.disks[0], p, w.opts.canary);
                 let mut r = rec_lock(rec);
                 r.history.loss_injected.insert(p);
                 r.trace.add(&format!("loss {p} reported {reported:?}"));
@@ -640,41 +715,47 @@ async fn fault_loop(w: &World) -> Injected {
                 }
             }
             tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
-            handle.restart(node.id());
+            for &i in &victims {
+                handle.restart(w.nodes[i].id());
+            }
             next_crash = next(&mut rng, swarm.crash_every);
         } else if next_clog.is_some_and(|t| t <= now) {
-            n.clogs += 1;
-            net.clog_node(node.id());
-            rec_lock(rec).trace.add(&format!("clog {}", n.clogs));
+            inj.clogs += 1;
+            let i = if n == 1 { 0 } else { rng.usize(0..n) };
+            net.clog_node(w.nodes[i].id());
+            rec_lock(rec).trace.add(&format!("clog {} {i}", inj.clogs));
             tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
-            net.unclog_node(node.id());
+            net.unclog_node(w.nodes[i].id());
             next_clog = next(&mut rng, swarm.clog_every);
         } else if next_jump.is_some_and(|t| t <= now) {
-            n.jumps += 1;
+            inj.jumps += 1;
             let delta = rng.i64(-3_600_000..=3_600_000);
             weir_node::clock::sim_jump(delta);
             rec_lock(rec).trace.add(&format!("clock {delta}"));
             next_jump = next(&mut rng, swarm.clock_jump_every);
         } else if next_flip.is_some_and(|t| t <= now) {
-            if let Some(p) = flip_sealed(disk, &mut rng) {
-                n.bitflips += 1;
-                n.corrupted.insert(p);
-                rec_lock(rec).trace.add(&format!("flip {p}"));
+            let i = faulty[if faulty.len() == 1 { 0 } else { rng.usize(0..faulty.len()) }];
+            if let Some(p) = flip_sealed(&w.disks[i], &mut rng) {
+                inj.bitflips += 1;
+                inj.corrupted.insert(p);
+                rec_lock(rec).trace.add(&format!("flip {i} {p}"));
             }
             next_flip = next(&mut rng, swarm.bitflip_every);
         }
     }
-    n
+    inj
 }
 
 /// The liveness phase: heal everything (an operator restart clears any
 /// partition a failed sync took offline), stop the producers, and require
 /// the consumers and the group to reach the log end within the bound.
 async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std::collections::BTreeSet<u32>) {
-    w.disk.set_faults(FaultConfig::default());
-    NetSim::current().unclog_node(w.node.id());
-    w.handle.kill(w.node.id());
-    w.handle.restart(w.node.id());
+    for (node, disk) in w.nodes.iter().zip(&w.disks) {
+        disk.set_faults(FaultConfig::default());
+        NetSim::current().unclog_node(node.id());
+        w.handle.kill(node.id());
+        w.handle.restart(node.id());
+    }
     workload.stop_producers.store(true, Ordering::SeqCst);
     for p in workload.producers {
         let _ = p.await;
@@ -736,6 +817,18 @@ async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std:
     }
 }
 
+/// A partition's offset, asked until some broker answers (at most 30 s).
+async fn offset_until_answered(consumer: &Consumer, partition: u32, spec: StartOffset) -> Option<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.offset_for(TOPIC, partition, spec).await {
+            Ok(o) => return Some(o),
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The final read of every partition from its start, recorded for the checker.
 async fn final_read(w: &World) {
     let (rec3, partitions) = (w.rec.clone(), w.partitions);
@@ -747,8 +840,14 @@ async fn final_read(w: &World) {
             };
             let consumer = Consumer::with_config(&client, ConsumerConfig { max_bytes: 256 << 10, max_wait: Duration::ZERO });
             for p in 0..partitions {
-                let start = consumer.offset_for(TOPIC, p, StartOffset::Earliest).await.unwrap_or(0);
-                let end = consumer.offset_for(TOPIC, p, StartOffset::Latest).await.unwrap_or(0);
+                // A leader may be moving (a cluster just restarted): ask until one answers.
+                let (Some(start), Some(end)) = (
+                    offset_until_answered(&consumer, p, StartOffset::Earliest).await,
+                    offset_until_answered(&consumer, p, StartOffset::Latest).await,
+                ) else {
+                    rec_lock(&rec3).history.stuck.push(format!("the final reader got no offsets of partition {p} within 30 s"));
+                    continue;
+                };
                 let mut reads = Vec::new();
                 let mut offset = start;
                 let mut attempts = 0;

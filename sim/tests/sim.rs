@@ -17,14 +17,30 @@ use weir_core::canary::Canary;
 use weir_sim::cluster::{self, ClusterOptions};
 use weir_sim::harness::{SimOptions, run};
 
-/// How many nodes a seed runs: a mix of single brokers and 3- and 5-node
-/// Raft groups (`WEIR_SIM_NODES` forces one count).
-fn nodes_for(seed: u64) -> u64 {
-    env_u64("WEIR_SIM_NODES").unwrap_or(match seed % 4 {
-        0 | 1 => 1,
-        2 => 3,
-        _ => 5,
-    })
+/// What a seed runs: brokers (one, or a cluster of 3 or 5 running the
+/// whole broker), or a bare 3- or 5-node Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Brokers(u64),
+    Raft(u64),
+}
+
+/// The mix: `WEIR_SIM_BROKERS` forces a broker count, `WEIR_SIM_NODES` a
+/// Raft group size (1 meaning a single broker).
+fn kind_for(seed: u64) -> Kind {
+    if let Some(n) = env_u64("WEIR_SIM_BROKERS") {
+        return Kind::Brokers(n);
+    }
+    if let Some(n) = env_u64("WEIR_SIM_NODES") {
+        return if n == 1 { Kind::Brokers(1) } else { Kind::Raft(n) };
+    }
+    match seed % 16 {
+        0..=6 => Kind::Brokers(1),
+        7..=9 => Kind::Brokers(3),
+        10 => Kind::Brokers(5),
+        11..=13 => Kind::Raft(3),
+        _ => Kind::Raft(5),
+    }
 }
 
 fn cluster_options(nodes: u64) -> ClusterOptions {
@@ -92,11 +108,11 @@ fn canary_named(name: &str) -> Option<Canary> {
 #[test]
 fn child_seed() {
     let Some(seed) = env_u64("WEIR_SIM_CHILD_SEED") else { return };
-    let nodes = env_u64("WEIR_SIM_CHILD_NODES").unwrap_or(1);
-    if nodes > 1 {
+    if let Some(nodes) = env_u64("WEIR_SIM_CHILD_NODES") {
         return cluster_child(seed, nodes, std::env::var("WEIR_SIM_CHILD_CANARY").ok());
     }
     let mut opts = options();
+    opts.brokers = env_u64("WEIR_SIM_CHILD_BROKERS").unwrap_or(1) as usize;
     if let Ok(name) = std::env::var("WEIR_SIM_CHILD_CANARY") {
         opts.canary = canary_named(&name);
         opts.safety = opts.safety.min(Duration::from_secs(10));
@@ -107,7 +123,7 @@ fn child_seed() {
     }
     let r = run(seed, &opts);
     println!(
-        "REPORT {} {:016x} {} {} {} {} {} {} {} {} 1",
+        "REPORT {} {:016x} {} {} {} {} {} {} {} {} {}",
         r.seed,
         r.trace_hash,
         r.acks,
@@ -117,7 +133,8 @@ fn child_seed() {
         r.bitflips,
         r.clock_jumps,
         r.losses,
-        r.anomalies.len()
+        r.anomalies.len(),
+        opts.brokers
     );
     for a in &r.anomalies {
         println!("ANOMALY {:?} {}", a.kind, a.detail);
@@ -133,11 +150,13 @@ struct ChildReport {
     anomalies: Vec<String>,
 }
 
-fn run_child(seed: u64, nodes: u64, canary: Option<&str>) -> ChildReport {
+fn run_child(seed: u64, kind: Kind, canary: Option<&str>) -> ChildReport {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["child_seed", "--exact", "--nocapture", "--test-threads", "1"])
-        .env("WEIR_SIM_CHILD_SEED", seed.to_string())
-        .env("WEIR_SIM_CHILD_NODES", nodes.to_string());
+    cmd.args(["child_seed", "--exact", "--nocapture", "--test-threads", "1"]).env("WEIR_SIM_CHILD_SEED", seed.to_string());
+    match kind {
+        Kind::Raft(n) => cmd.env("WEIR_SIM_CHILD_NODES", n.to_string()),
+        Kind::Brokers(n) => cmd.env("WEIR_SIM_CHILD_BROKERS", n.to_string()),
+    };
     if let Some(c) = canary {
         cmd.env("WEIR_SIM_CHILD_CANARY", c);
     }
@@ -160,16 +179,15 @@ fn run_child(seed: u64, nodes: u64, canary: Option<&str>) -> ChildReport {
         };
     };
     let f: Vec<&str> = line.split_whitespace().collect();
-    let line = if nodes > 1 {
-        format!(
-            "seed {} ({} nodes) hash {}: {} acks, {} terms led, {} crashes, {} clogs, {} disk fault spells, {} anomalies",
+    let line = match kind {
+        Kind::Raft(_) => format!(
+            "seed {} ({} Raft nodes) hash {}: {} acks, {} terms led, {} crashes, {} clogs, {} disk fault spells, {} anomalies",
             f[1], f[11], f[2], f[3], f[4], f[5], f[6], f[7], f[10]
-        )
-    } else {
-        format!(
-            "seed {} hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps, {} losses below the checkpoint, {} anomalies",
-            f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]
-        )
+        ),
+        Kind::Brokers(_) => format!(
+            "seed {} ({} brokers) hash {}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips, {} clock jumps, {} losses below the checkpoint, {} anomalies",
+            f[1], f[11], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]
+        ),
     };
     ChildReport {
         seed,
@@ -181,14 +199,14 @@ fn run_child(seed: u64, nodes: u64, canary: Option<&str>) -> ChildReport {
 }
 
 /// Runs seeds in child processes, as many at once as there are cores, each
-/// at its node count (`nodes`, or [`nodes_for`] the seed).
-fn run_seeds(seeds: &[u64], nodes: Option<u64>, canary: Option<&'static str>) -> Vec<ChildReport> {
+/// as `kind`, or as [`kind_for`] the seed.
+fn run_seeds(seeds: &[u64], kind: Option<Kind>, canary: Option<&'static str>) -> Vec<ChildReport> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(seeds.len().max(1));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
             std::thread::spawn(move || {
-                mine.into_iter().map(|s| run_child(s, nodes.unwrap_or_else(|| nodes_for(s)), canary)).collect::<Vec<_>>()
+                mine.into_iter().map(|s| run_child(s, kind.unwrap_or_else(|| kind_for(s)), canary)).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -201,8 +219,12 @@ fn run_seeds(seeds: &[u64], nodes: Option<u64>, canary: Option<&'static str>) ->
 fn seeds_pass() {
     if let Some(seed) = env_u64("WEIR_SIM_SEED") {
         // Replay: one seed, in this process, with its whole report.
-        if nodes_for(seed) > 1 {
-            let r = cluster::run(seed, &cluster_options(nodes_for(seed)));
+        let brokers = match kind_for(seed) {
+            Kind::Brokers(n) => n as usize,
+            Kind::Raft(_) => 0,
+        };
+        if let Kind::Raft(nodes) = kind_for(seed) {
+            let r = cluster::run(seed, &cluster_options(nodes));
             println!(
                 "seed {} ({} nodes) hash {:016x}: {} acks, {} terms led, {} crashes, {} clogs",
                 r.seed, r.nodes, r.trace_hash, r.acks, r.terms, r.crashes, r.clogs
@@ -213,9 +235,9 @@ fn seeds_pass() {
             assert!(r.anomalies.is_empty(), "seed {seed} failed");
             return;
         }
-        let r = run(seed, &options());
+        let r = run(seed, &SimOptions { brokers, ..options() });
         println!(
-            "seed {} hash {:016x}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips",
+            "seed {} ({brokers} brokers) hash {:016x}: {} acks, {} polls, {} crashes, {} clogs, {} bit flips",
             r.seed, r.trace_hash, r.acks, r.polls, r.crashes, r.clogs, r.bitflips
         );
         println!("swarm: {:?}", r.swarm);
@@ -237,7 +259,9 @@ fn seeds_pass() {
             for a in r.anomalies.iter().take(10) {
                 println!("  {a}");
             }
-            println!("  replay: WEIR_SIM_SEED={} ci/sim", r.seed);
+            let forced: String =
+                ["WEIR_SIM_BROKERS", "WEIR_SIM_NODES"].iter().filter_map(|v| std::env::var(v).ok().map(|x| format!("{v}={x} "))).collect();
+            println!("  replay: {forced}WEIR_SIM_SEED={} ci/sim", r.seed);
             failed.push(r.seed);
         }
     }
@@ -258,21 +282,36 @@ fn seeds_pass() {
 #[test]
 fn a_seed_replays_exactly() {
     let seed = env_u64("WEIR_SIM_SEED").unwrap_or(7);
-    for nodes in [1, 3, 5] {
-        let a = run_child(seed, nodes, None);
-        let b = run_child(seed, nodes, None);
+    for kind in [Kind::Brokers(1), Kind::Brokers(3), Kind::Raft(3), Kind::Raft(5)] {
+        let a = run_child(seed, kind, None);
+        let b = run_child(seed, kind, None);
         assert!(a.acks > 0, "{}", a.line);
-        assert_eq!(a.hash, b.hash, "seed {seed} at {nodes} nodes did not replay: {} vs {}", a.line, b.line);
-        println!("seed {seed} at {nodes} nodes replayed with trace hash {}", a.hash);
+        assert_eq!(a.hash, b.hash, "seed {seed} as {kind:?} did not replay: {} vs {}", a.line, b.line);
+        println!("seed {seed} as {kind:?} replayed with trace hash {}", a.hash);
     }
 }
 
 /// Seeds that once failed, kept as regressions.
 #[test]
 fn regression_seeds() {
-    let reports = run_seeds(REGRESSIONS, Some(1), None);
+    let reports = run_seeds(REGRESSIONS, Some(Kind::Brokers(1)), None);
     for r in reports {
         assert!(r.anomalies.is_empty(), "regression seed {}: {:?}", r.seed, r.anomalies);
+    }
+}
+
+/// Seeds that failed as 3-broker clusters while that harness was written:
+/// replica directories whose entries were never synced, lost with every
+/// copy in a power cut of the whole cluster (124, 202, 253, 270), a follower
+/// answering list-offsets with its lagging high watermark, a damaged
+/// replica that kept winning elections (19), and a coordinator rebuilt in a
+/// term restored after a restart, handing out generations twice (5).
+const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270];
+
+#[test]
+fn cluster_regression_seeds() {
+    for r in run_seeds(CLUSTER_REGRESSIONS, Some(Kind::Brokers(3)), None) {
+        assert!(r.anomalies.is_empty(), "cluster regression seed {}: {:?}", r.seed, r.anomalies);
     }
 }
 
@@ -296,9 +335,9 @@ const REGRESSIONS: &[u64] = &[2, 5, 6, 10, 12, 19, 26, 52, 131, 307, 525, 539, 6
 
 /// A canary must be caught within 50 seeds, as one of the anomaly kinds its
 /// defect causes (any anomaly would not prove the right invariant fired).
-fn canary_is_caught(name: &'static str, nodes: u64, kinds: &[&str]) {
+fn canary_is_caught(name: &'static str, kind: Kind, kinds: &[&str]) {
     for chunk in (0..50u64).collect::<Vec<_>>().chunks(4) {
-        for r in run_seeds(chunk, Some(nodes), Some(name)) {
+        for r in run_seeds(chunk, Some(kind), Some(name)) {
             if let Some(a) = r.anomalies.iter().find(|a| a.split_whitespace().next().is_some_and(|k| kinds.contains(&k))) {
                 println!("canary {name} caught at seed {} ({} seeds run): {a}", r.seed, r.seed + 1);
                 return;
@@ -310,32 +349,32 @@ fn canary_is_caught(name: &'static str, nodes: u64, kinds: &[&str]) {
 
 #[test]
 fn canary_ack_before_fsync_is_caught() {
-    canary_is_caught("ack-before-fsync", 1, &["Lost", "InconsistentOffsets"]);
+    canary_is_caught("ack-before-fsync", Kind::Brokers(1), &["Lost", "InconsistentOffsets"]);
 }
 
 #[test]
 fn canary_skip_crc_is_caught() {
-    canary_is_caught("skip-crc", 1, &["CorruptServed"]);
+    canary_is_caught("skip-crc", Kind::Brokers(1), &["CorruptServed"]);
 }
 
 #[test]
 fn canary_reused_offset_is_caught() {
-    canary_is_caught("reuse-offset", 1, &["InconsistentOffsets", "Lost"]);
+    canary_is_caught("reuse-offset", Kind::Brokers(1), &["InconsistentOffsets", "Lost"]);
 }
 
 #[test]
 fn canary_unordered_sends_is_caught() {
-    canary_is_caught("unordered-sends", 1, &["NonmonotonicSend"]);
+    canary_is_caught("unordered-sends", Kind::Brokers(1), &["NonmonotonicSend"]);
 }
 
 #[test]
 fn canary_ack_before_majority_is_caught() {
-    canary_is_caught("ack-before-majority", 3, &["Lost", "Moved"]);
+    canary_is_caught("ack-before-majority", Kind::Raft(3), &["Lost", "Moved"]);
 }
 
 #[test]
 fn canary_vote_not_persisted_is_caught() {
-    canary_is_caught("vote-not-persisted", 3, &["ElectionSafety", "Diverged", "Lost", "Moved", "NoLeader"]);
+    canary_is_caught("vote-not-persisted", Kind::Raft(3), &["ElectionSafety", "Diverged", "Lost", "Moved", "NoLeader"]);
 }
 
 /// 200 idle groups on 3 nodes for 10 simulated minutes: not one election

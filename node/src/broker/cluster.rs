@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use weir_core::metadata::IDS_PER_BLOCK;
 use weir_core::metadata::cluster::{self, BrokerRecord, ClusterCommand, ClusterMetadata, ClusterTopic, Outcome};
-use weir_net::message::{Acks, ClusterNode, ClusterStatusResponse, DescribeReplicasResponse, ReplicaInfo};
+use weir_net::message::{Acks, ClusterNode, ClusterStatusResponse, DescribeReplicasResponse, FindCoordinatorResponse, ReplicaInfo};
 use weir_net::{ErrorCode, WireError};
 
 /// The metadata log's Raft group (group 1 is the offsets log; topic groups
@@ -275,11 +275,22 @@ impl Broker {
                 let members = self.raft_addresses(replicas);
                 let dir = replica_dir(&self.config.data_dir, t.record.id, p);
                 let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1);
-                let (log, report) = blocking::run(move || partition::open_replica_log(disk, &dir, lc, single)).await?;
+                let me2 = me;
+                let (log, report) = blocking::run(move || {
+                    let (mut log, report) = partition::open_replica_log(disk, &dir, lc, single)?;
+                    if !single && !report.damaged_segments.is_empty() {
+                        partition::give_up_leadership(&mut log, me2)?;
+                    }
+                    Ok::<_, weir_core::log::LogError>((log, report))
+                })
+                .await?;
                 if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
                     tracing::warn!(topic = %t.record.name, partition = p, ?report, "replica recovered with repairs");
                 }
                 let group = group_id(t.record.id, p)?;
+                if !report.damaged_segments.is_empty() && replicas.len() > 1 {
+                    self.raft.step_aside(group);
+                }
                 Partition::start(p, me, group, log, self.disk.clone(), &self.raft, members, &self.tasks).await.map_err(anyhow::Error::from)
             }
             .await;
@@ -388,6 +399,23 @@ impl Broker {
             partitions_led: led,
             under_replicated: under,
         }
+    }
+
+    /// Who coordinates consumer groups: this node, or the offsets log's
+    /// leader as this node knows it (its replica, else heartbeats).
+    pub(super) fn find_coordinator(&self) -> FindCoordinatorResponse {
+        let me = self.config.node_id;
+        let node = if self.groups.is_coordinator() {
+            Some(me)
+        } else {
+            self.groups.offsets_leader().or_else(|| self.raft.leader_heard(super::groups::OFFSETS_GROUP).map(|(n, _)| n))
+        };
+        let address = match node {
+            Some(n) if n == me => Some(self.advertised().to_string()),
+            Some(n) => self.cluster.as_ref().and_then(|c| c.state().broker(n).map(|b| b.client_address.clone())),
+            None => None,
+        };
+        FindCoordinatorResponse { node_id: node, address }
     }
 
     /// This node's own replicas of `topic`.

@@ -4,7 +4,14 @@
 //! `__consumer_offsets`). Every change to committed offsets (commit, group
 //! deletion, offsets expiry) is pending until its records are durable in
 //! that log, then applied, then answered; the log is an ordinary
-//! partition, so it will be replicated like any other once the cluster lands.
+//! partition.
+//!
+//! In a cluster the offsets log is a Raft group of the first three initial
+//! members (fewer if the cluster is smaller), and only the node that leads
+//! it coordinates: once it serves in a term, it replays the log into a
+//! fresh coordinator whose generations start from that term, so they never
+//! repeat or go back after a failover. Every other broker answers
+//! `NotCoordinator`, and `FindCoordinator` says who does.
 
 use super::partition::Partition;
 use crate::clock::Clock;
@@ -23,12 +30,31 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
 /// The Raft group of the consumer offsets log (partition groups are
 /// `topic id << 16 | partition`, far above it).
-const OFFSETS_GROUP: u64 = 1;
+pub const OFFSETS_GROUP: u64 = 1;
+
+/// Most voters of the offsets log in a cluster.
+const OFFSETS_REPLICAS_MAX: usize = 3;
 
 #[derive(Debug)]
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
-    log: Arc<Partition>,
+    /// This node's replica of the offsets log (`None`: a cluster placed it elsewhere).
+    log: Option<Arc<Partition>>,
+    /// Whether this node coordinates now: always on a single broker; in a
+    /// cluster, the offsets group's term once it replayed the log as leader.
+    serving: Mutex<Option<u64>>,
+    /// The term the current coordinator was rebuilt in: a leader that
+    /// stops serving and serves again within one term keeps it (a rebuild
+    /// in the same term would hand out its generations again).
+    built_in: Mutex<Option<u64>>,
+    /// The offsets group's term when this process opened it: the
+    /// coordinator of that term is gone with the old process, so this node
+    /// coordinates only in a term it won since.
+    start_term: Option<u64>,
+    clustered: bool,
+    coordinator_config: CoordinatorConfig,
+    /// Partition counts of every topic, to give a rebuilt coordinator.
+    topics: Mutex<BTreeMap<String, u32>>,
     /// Changes (commits, deletions, expiries) hold it shared; compaction
     /// holds it exclusively, so a snapshot is never written after a newer
     /// change. (A deletion or expiry and a commit to one group are never in
@@ -85,7 +111,8 @@ fn check_name(name: &str) -> Result<(), WireError> {
 
 impl Groups {
     /// Replays the offsets log into a fresh coordinator and starts the log's
-    /// partition.
+    /// partition; in a cluster, starts this node's replica of the offsets
+    /// group (if it holds one) and coordinates only while leading it.
     /// `boot` is the broker's boot counter (see `GroupCoordinator::new`).
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
@@ -106,25 +133,38 @@ impl Groups {
             offsets_retention_ms: config.offsets_retention_ms,
             ..CoordinatorConfig::default()
         };
-        let mut coordinator = GroupCoordinator::new(coordinator_config, boot);
-        let replay = offsets_log::replay(&mut coordinator, &log, now).map_err(super::partition::log_error)?;
-        for (topic, n) in partitions {
-            coordinator.set_partitions(topic, Some(*n), now);
+        let clustered = config.clustered();
+        let mut coordinator = GroupCoordinator::new(coordinator_config.clone(), boot);
+        let (members, serving) = if clustered {
+            (offsets_replicas(&config.initial_members), None)
+        } else {
+            let replay = offsets_log::replay(&mut coordinator, &log, now).map_err(super::partition::log_error)?;
+            for (topic, n) in partitions {
+                coordinator.set_partitions(topic, Some(*n), now);
+            }
+            tracing::info!(records = replay.records, unreadable = replay.unreadable, "consumer offsets loaded");
+            (BTreeMap::from([(node_id, config.listen.to_string())]), Some(0))
+        };
+        let mut log = log;
+        if clustered {
+            // Leadership must be won anew, in a term no coordinator had.
+            super::partition::give_up_leadership(&mut log, node_id).map_err(super::partition::log_error)?;
         }
-        tracing::info!(records = replay.records, unreadable = replay.unreadable, "consumer offsets loaded");
+        let log = if members.contains_key(&node_id) {
+            Some(Partition::start(0, node_id, OFFSETS_GROUP, log, disk, raft, members, tasks).await?)
+        } else {
+            None
+        };
+        let start_term = log.as_ref().filter(|_| clustered).map(|l| l.status().term);
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log: Partition::start(
-                0,
-                node_id,
-                OFFSETS_GROUP,
-                log,
-                disk,
-                raft,
-                BTreeMap::from([(node_id, config.listen.to_string())]),
-                tasks,
-            )
-            .await?,
+            log,
+            serving: Mutex::new(serving),
+            built_in: Mutex::new(None),
+            start_term,
+            clustered,
+            coordinator_config,
+            topics: Mutex::new(partitions.clone()),
             log_order: tokio::sync::RwLock::new(()),
             compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
             clock,
@@ -135,14 +175,113 @@ impl Groups {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn serving(&self) -> Option<u64> {
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses a group request unless this node coordinates now.
+    fn coordinating(&self) -> Result<(), WireError> {
+        match self.serving() {
+            Some(_) => Ok(()),
+            None => Err(WireError::new(
+                ErrorCode::NotCoordinator,
+                match self.offsets_leader() {
+                    Some(l) => format!(
+                        "this broker does not coordinate consumer groups now; node {l} leads the offsets log: ask it (FindCoordinator)"
+                    ),
+                    None => "no broker coordinates consumer groups right now (the offsets log has no leader): retry shortly".to_owned(),
+                },
+            )),
+        }
+    }
+
+    /// The node leading the offsets log, as far as this node's replica knows.
+    pub fn offsets_leader(&self) -> Option<u64> {
+        self.log.as_ref().and_then(|l| l.leader())
+    }
+
+    /// Whether this node coordinates consumer groups now.
+    pub fn is_coordinator(&self) -> bool {
+        self.serving().is_some()
+    }
+
+    /// In a cluster: follows the offsets group's leadership, rebuilding the
+    /// coordinator from the log each time this node starts to lead it.
+    pub fn start_following(self: &Arc<Self>, tasks: &crate::tasks::Tasks) {
+        if !self.clustered || self.log.is_none() {
+            return;
+        }
+        let (groups, mut stop) = (self.clone(), tasks.signal());
+        tasks.spawn("coordinator", async move {
+            loop {
+                let term = groups.log.as_ref().and_then(|l| l.serving_term());
+                if term != groups.serving() {
+                    groups.become_coordinator(term).await;
+                }
+                tokio::select! {
+                    biased;
+                    _ = crate::tasks::stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+    }
+
+    /// Coordinates in `term` (replaying the offsets log first), or stops.
+    async fn become_coordinator(&self, term: Option<u64>) {
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let (Some(term), Some(log)) = (term, &self.log) else { return };
+        if *self.built_in.lock().unwrap_or_else(|p| p.into_inner()) == Some(term) {
+            // Still the only leader of this term: nobody else wrote the log.
+            *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
+            return;
+        }
+        if Some(term) <= self.start_term {
+            // A term from before the restart: its coordinator's generations
+            // were handed out already (the stored vote was demoted at open,
+            // so this node has to win a fresh term, which it will).
+            return;
+        }
+        // Generations start from the term: a failover never repeats one.
+        let mut coordinator = GroupCoordinator::new(self.coordinator_config.clone(), term);
+        let now = self.clock.now();
+        let replayed = log
+            .read_log(move |l| {
+                let r = offsets_log::replay(&mut coordinator, l, now);
+                r.map(|r| (r, coordinator))
+            })
+            .await;
+        match replayed {
+            Ok(Ok((report, mut coordinator))) => {
+                for (topic, n) in self.topics.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    coordinator.set_partitions(topic, Some(*n), now);
+                }
+                *self.lock() = coordinator;
+                *self.built_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
+                *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
+                tracing::info!(term, records = report.records, "coordinating consumer groups");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot replay the offsets log: not coordinating"),
+            Err(e) => tracing::warn!(error = %e.message, "cannot read the offsets log: not coordinating yet"),
+        }
+    }
+
     pub fn set_partitions(&self, topic: &str, count: Option<u32>) {
         let now = self.clock.now();
+        {
+            let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            match count {
+                Some(n) => topics.insert(topic.to_owned(), n),
+                None => topics.remove(topic),
+            };
+        }
         self.lock().set_partitions(topic, count, now);
     }
 
     /// Forgets every committed offset of `topic` durably (a deleted topic,
     /// or one about to be created anew, must not inherit old offsets).
     pub async fn forget_topic(&self, topic: &str) -> Result<(), WireError> {
+        self.coordinating()?;
         let pending = self.lock().forget_topic(topic);
         let mut result = Ok(());
         for p in pending {
@@ -159,7 +298,11 @@ impl Groups {
             return Ok(());
         }
         let batch = offsets_log::encode(records, self.clock.now().wall);
-        self.log.produce(batch, Acks::All, Duration::from_secs(30)).await.map(|_| ())
+        self.offsets_log()?.produce(batch, Acks::All, Duration::from_secs(30)).await.map(|_| ())
+    }
+
+    fn offsets_log(&self) -> Result<&Arc<Partition>, WireError> {
+        self.log.as_ref().ok_or_else(|| WireError::new(ErrorCode::NotCoordinator, "this broker holds no replica of the offsets log"))
     }
 
     /// Makes a pending change durable, then applies it; if that fails, or
@@ -181,6 +324,9 @@ impl Groups {
     /// applies them; compacts the offsets log when it has grown past its
     /// threshold.
     pub async fn tick(&self) {
+        if self.serving().is_none() {
+            return;
+        }
         let now = self.clock.now();
         let expired = self.lock().tick(now);
         for pending in expired {
@@ -188,7 +334,10 @@ impl Groups {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
             }
         }
-        let due = self.log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
+        // Compaction purges the leader's log only, which a replicated log
+        // cannot do yet (a lagging follower would need the purged entries).
+        let Some(log) = self.log.as_ref().filter(|_| !self.clustered) else { return };
+        let due = log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
         if due && let Err(e) = self.compact().await {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
         }
@@ -199,19 +348,21 @@ impl Groups {
     /// purge, old records are followed by the snapshot that supersedes them.
     pub async fn compact(&self) -> Result<(), WireError> {
         let _order = self.log_order.write().await;
-        let start = self.log.roll_now().await?;
+        let log = self.offsets_log()?;
+        let start = log.roll_now().await?;
         let live = offsets_log::snapshot(&self.lock());
         for chunk in live.chunks(offsets_log::SNAPSHOT_RECORDS_PER_BATCH) {
             self.persist(chunk).await?;
         }
-        let freed = self.log.purge_before(start).await?;
-        let size = self.log.size_bytes().await?;
+        let freed = log.purge_before(start).await?;
+        let size = log.size_bytes().await?;
         self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
     }
 
     pub fn join(&self, r: JoinGroupRequest) -> Result<JoinGroupResponse, WireError> {
+        self.coordinating()?;
         check_name(&r.group)?;
         let mut assignors = Vec::new();
         for name in &r.assignors {
@@ -234,6 +385,7 @@ impl Groups {
     }
 
     pub fn sync(&self, r: SyncGroupRequest) -> Result<SyncGroupResponse, WireError> {
+        self.coordinating()?;
         let now = self.clock.now();
         let s = self.lock().sync(&r.group, &r.member_id, now).map_err(group_error)?;
         Ok(SyncGroupResponse {
@@ -244,18 +396,21 @@ impl Groups {
     }
 
     pub fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, WireError> {
+        self.coordinating()?;
         let now = self.clock.now();
         self.lock().heartbeat(&r.group, &r.member_id, r.generation, now).map_err(group_error)?;
         Ok(HeartbeatResponse {})
     }
 
     pub fn leave(&self, r: LeaveGroupRequest) -> Result<LeaveGroupResponse, WireError> {
+        self.coordinating()?;
         let now = self.clock.now();
         self.lock().leave(&r.group, &r.member_id, now).map_err(group_error)?;
         Ok(LeaveGroupResponse {})
     }
 
     pub async fn commit(&self, r: OffsetCommitRequest) -> Result<OffsetCommitResponse, WireError> {
+        self.coordinating()?;
         check_name(&r.group)?;
         if r.offsets.len() > OFFSETS_PER_COMMIT_MAX {
             return Err(WireError::new(ErrorCode::InvalidRequest, format!("at most {OFFSETS_PER_COMMIT_MAX} offsets per commit")));
@@ -270,11 +425,12 @@ impl Groups {
         Ok(OffsetCommitResponse {})
     }
 
-    pub fn fetch(&self, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    pub fn fetch(&self, r: OffsetFetchRequest) -> Result<OffsetFetchResponse, WireError> {
+        self.coordinating()?;
         let tps: Vec<TopicPartition> =
             r.partitions.into_iter().map(|t| TopicPartition { topic: t.topic, partition: t.partition }).collect();
         let offsets = self.lock().fetch_offsets(&r.group, &tps);
-        OffsetFetchResponse {
+        Ok(OffsetFetchResponse {
             offsets: offsets
                 .into_iter()
                 .map(|(tp, o)| CommittedOffsetInfo {
@@ -285,21 +441,23 @@ impl Groups {
                     commit_time: o.commit_time.as_millis(),
                 })
                 .collect(),
-        }
+        })
     }
 
-    pub fn list(&self) -> ListGroupsResponse {
+    pub fn list(&self) -> Result<ListGroupsResponse, WireError> {
+        self.coordinating()?;
         let c = self.lock();
-        ListGroupsResponse {
+        Ok(ListGroupsResponse {
             groups: c
                 .groups()
                 .map(|g| GroupSummary { group: g.id.clone(), state: state_name(g.state).to_owned(), members: g.members.len() as u32 })
                 .collect(),
-        }
+        })
     }
 
     /// Describes a group; `high_watermark` gives each partition's end for lag.
     pub fn describe(&self, r: DescribeGroupRequest, high_watermark: impl Fn(&str, u32) -> u64) -> Result<DescribeGroupResponse, WireError> {
+        self.coordinating()?;
         let c = self.lock();
         let g = c.group(&r.group).ok_or_else(|| WireError::new(ErrorCode::UnknownGroup, format!("group {:?} does not exist", r.group)))?;
         Ok(DescribeGroupResponse {
@@ -339,6 +497,7 @@ impl Groups {
 
     /// Deletes an empty group: pending, durable, then applied and answered.
     pub async fn delete(&self, r: DeleteGroupRequest) -> Result<DeleteGroupResponse, WireError> {
+        self.coordinating()?;
         let pending = self.lock().delete_group(&r.group).map_err(group_error)?;
         self.settle(pending).await?;
         Ok(DeleteGroupResponse {})
@@ -346,9 +505,15 @@ impl Groups {
 
     /// Final flush of the offsets log.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.log.flush_now().await {
+        let Some(log) = &self.log else { return };
+        if let Err(e) = log.flush_now().await {
             tracing::error!(error = %e, "final flush of the offsets log failed");
         }
-        self.log.close();
+        log.close();
     }
+}
+
+/// The offsets log's voters in a cluster: the first initial members by id.
+fn offsets_replicas(members: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
+    members.iter().take(OFFSETS_REPLICAS_MAX).map(|(id, addr)| (*id, addr.clone())).collect()
 }

@@ -47,7 +47,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     metadata: Mutex<MetadataState>,
     advertised: Mutex<SocketAddr>,
-    groups: groups::Groups,
+    groups: Arc<groups::Groups>,
     /// Every background task of this broker (see `tasks`).
     tasks: Tasks,
     /// This node's Raft groups: every partition is one.
@@ -187,6 +187,8 @@ impl Broker {
         let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
             .await
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
+        let groups = Arc::new(groups);
+        groups.start_following(&tasks);
         let cluster = if config.clustered() {
             let dir = data_dir.join("internal").join("metadata");
             let single = config.initial_members.len() == 1;
@@ -358,8 +360,9 @@ impl Broker {
                 }
                 self.groups.commit(r).await.map(Response::OffsetCommit)
             }
-            Request::OffsetFetch(r) => Ok(Response::OffsetFetch(self.groups.fetch(r))),
-            Request::ListGroups(_) => Ok(Response::ListGroups(self.groups.list())),
+            Request::OffsetFetch(r) => self.groups.fetch(r).map(Response::OffsetFetch),
+            Request::ListGroups(_) => self.groups.list().map(Response::ListGroups),
+            Request::FindCoordinator(_) => Ok(Response::FindCoordinator(self.find_coordinator())),
             Request::DescribeGroup(r) => {
                 let hw = |t: &str, p: u32| self.partition(t, p).map_or(0, |p| p.high_watermark());
                 self.groups.describe(r, hw).map(Response::DescribeGroup)
@@ -607,6 +610,7 @@ impl Broker {
 
     async fn fetch(&self, r: FetchRequest) -> Result<FetchResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
+        p.check_leads_reads()?;
         // Leave room for the frame header and body inside the frame limit.
         let max_bytes = (r.max_bytes as usize).clamp(1, self.config.frame_bytes_max.saturating_sub(4096).max(1));
         let wait = Duration::from_millis(u64::from(r.max_wait_ms)).min(self.config.fetch_wait_max);
@@ -616,6 +620,7 @@ impl Broker {
 
     async fn list_offsets(&self, r: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
+        p.check_leads_reads()?;
         let hw = p.high_watermark();
         let offset = match r.spec {
             OffsetSpec::Earliest => p.offsets().await?.0,

@@ -308,13 +308,22 @@ impl Partition {
         // The state learns the producers from the log as it is on disk: an
         // entry whose sync failed may be there after all, and a retry of
         // one of its batches must be answered as a duplicate.
-        let (log, producers) = blocking::run(move || {
-            let (log, _) = open_replica_log(disk, &dir, config, single)?;
+        let me = self.node_id;
+        let (log, producers, damaged) = blocking::run(move || {
+            let (mut log, report) = open_replica_log(disk, &dir, config, single)?;
+            if !single {
+                // It just failed: it must win an election again before it
+                // leads, not resume leadership from its stored vote.
+                give_up_leadership(&mut log, me)?;
+            }
             let producers = weir_core::partition::rebuild_producers(&log)?;
-            Ok::<_, LogError>((log, producers))
+            Ok::<_, LogError>((log, producers, !report.damaged_segments.is_empty()))
         })
         .await
         .map_err(|e| e.to_string())?;
+        if damaged && !single {
+            self.raft.step_aside(old.id);
+        }
         let hook: Arc<dyn ApplyHook> = self.shared.clone();
         let group = self.raft.open_group_with(old.id, log, self.disk.clone(), Some(hook)).await?;
         self.shared.restart_state(producers, &group);
@@ -325,6 +334,38 @@ impl Partition {
         group.campaign_if_alone().await;
         *self.group.write().unwrap_or_else(|p| p.into_inner()) = group.clone();
         Ok(group)
+    }
+
+    /// The term this replica serves produces in (it leads and has applied
+    /// an entry of its term, so it holds everything committed before).
+    pub fn serving_term(&self) -> Option<u64> {
+        self.shared.with_state(|s| s.serving())
+    }
+
+    /// Runs `f` on the log, on a blocking thread (replays, scans).
+    pub async fn read_log<T: Send + 'static>(&self, f: impl FnOnce(&PartitionLog) -> T + Send + 'static) -> Result<T, WireError> {
+        let log = self.log().await?;
+        Ok(blocking::run(move || f(&log)).await)
+    }
+
+    /// Reads and offsets of a replicated partition are answered by its
+    /// serving leader only: a follower's high watermark lags (after a
+    /// restart it may be far behind), and a reader told a stale end would
+    /// miss what was acknowledged.
+    pub fn check_leads_reads(&self) -> Result<(), WireError> {
+        if self.members.len() <= 1 || self.serving_term().is_some() {
+            return Ok(());
+        }
+        Err(match self.leader().filter(|l| *l != self.node_id) {
+            Some(l) => WireError::new(
+                ErrorCode::NotLeader,
+                format!("node {} does not lead partition {}; node {l} does: refresh metadata", self.node_id, self.id),
+            ),
+            None => WireError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("partition {} has no serving leader yet (an election is under way): retry", self.id),
+            ),
+        })
     }
 
     /// The node this replica believes leads the partition.
@@ -407,6 +448,16 @@ impl Partition {
         if let Some(fault) = self.group().storage_fault() {
             // The group stopped on this fault; it serves again after a restart.
             return Err(log_error(fault));
+        }
+        let status = self.group().status();
+        if status.is_leader && status.voters.len() > 1 && !self.raft.hears_majority(&status.voters) {
+            return Err(WireError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "partition {} cannot commit: its leader (node {}) hears fewer than a majority of its replicas {:?}; bring brokers back, then retry",
+                    self.id, self.node_id, status.voters
+                ),
+            ));
         }
         // Admitted here, by the leader's clock: replicas append what it took.
         self.log_config.check_timestamp(batch.header(), clock::now()).map_err(log_error)?;
@@ -686,6 +737,11 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     loop {
         if group.stopped() && p.offline.is_none() {
             p.shared.with_state(|s| s.handle_role(None));
+            if p.members.len() > 1 && group.storage_fault().is_none() {
+                // Stopped by what it read (corruption), not by a failed write:
+                // its peers hold the data intact, so they lead from now on.
+                p.raft.step_aside(group.id);
+            }
             tracing::warn!(partition = p.id, group = group.id, fault = ?group.storage_fault(), pause_ms = pause.as_millis() as u64, "the partition's group stopped on a storage fault: opening it again");
             tokio::select! {
                 biased;
@@ -732,6 +788,18 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
 /// The first pause before a stopped group is opened again, and the longest.
 const REOPEN_PAUSE_MIN: Duration = Duration::from_secs(1);
 const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// Rewrites a stored vote that made this node the term's leader as a plain
+/// vote for itself, so openraft does not resume leadership from it when the
+/// group opens (a replica that failed, or whose log is damaged, must not
+/// lead without winning an election). Still a vote for itself in that term:
+/// it grants no other candidate that term, so safety is unchanged.
+pub fn give_up_leadership(log: &mut PartitionLog, me: u64) -> Result<(), LogError> {
+    if let Some(v) = log.vote().filter(|v| v.committed && v.node.map(u64::from) == Some(me)) {
+        log.save_vote(weir_core::log::Vote { committed: false, ..v })?;
+    }
+    Ok(())
+}
 
 /// Opens a replica's log: as [`open_single_voter_log`] if this node is the
 /// group's only voter; otherwise as recovery left it, since entries past a

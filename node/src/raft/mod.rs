@@ -166,6 +166,9 @@ pub struct Registry {
     /// The last node heartbeat from each peer.
     heard: std::sync::Mutex<HashMap<u64, tick::Heard>>,
     forward: RwLock<Option<ForwardHandler>>,
+    /// Groups whose replica here found its log damaged: it never campaigns
+    /// and never vouches for itself as leader, so a healthy replica leads.
+    aside: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -216,6 +219,10 @@ impl Registry {
         all
     }
 
+    fn is_aside(&self, group: u64) -> bool {
+        self.aside.lock().unwrap_or_else(|p| p.into_inner()).contains(&group)
+    }
+
     fn heard(&self) -> HashMap<u64, tick::Heard> {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -244,6 +251,7 @@ impl RaftNode {
             peers: peers.clone(),
             heard: Default::default(),
             forward: RwLock::default(),
+            aside: Default::default(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
@@ -253,6 +261,19 @@ impl RaftNode {
     /// Serves peer calls on `listener` until `stop`.
     pub fn serve(&self, listener: tokio::net::TcpListener, stop: watch::Receiver<bool>) {
         tokio::spawn(peer::serve(listener, self.registry.clone(), stop));
+    }
+
+    /// This node's replica of `group` found its log damaged: from now on
+    /// (until the process restarts) it follows and votes but never leads,
+    /// so a replica whose disk returns corruption never serves it while
+    /// its peers can. Repair from the peers is not built yet.
+    pub fn step_aside(&self, group: u64) {
+        if self.registry.aside.lock().unwrap_or_else(|p| p.into_inner()).insert(group) {
+            tracing::error!(
+                group,
+                "this replica's log is damaged: it steps aside (follows, never leads) until restarted; replace or repair its disk"
+            );
+        }
     }
 
     /// Serves requests other nodes forward to this one with `handler`.
@@ -281,6 +302,16 @@ impl RaftNode {
             .filter(|(_, h)| h.at.is_some_and(|at| now.duration_since(at) < fresh_for))
             .filter_map(|(node, h)| h.leading.get(&group).map(|term| (node, *term)))
             .max_by_key(|(node, term)| (*term, *node))
+    }
+
+    /// Whether a majority of `voters` (this node counted if it is one) has
+    /// been heard within the election timeout: a leader without one cannot
+    /// commit, and says so at once instead of letting a write time out.
+    pub fn hears_majority(&self, voters: &[u64]) -> bool {
+        let fresh = self.timing.election_max_ms;
+        let heard = self.heard_ms_ago();
+        let alive = voters.iter().filter(|v| **v == self.id || heard.get(v).is_some_and(|ms| *ms < fresh)).count();
+        alive * 2 > voters.len()
     }
 
     /// When each peer was last heard (milliseconds ago).

@@ -99,7 +99,8 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 // hung disk with entries pending is not listed, so its
                 // followers elect another.
                 let idle = last_log == applied;
-                if idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms) {
+                // A replica that stepped aside does not vouch for itself: its followers elect another.
+                if !registry.is_aside(g) && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms)) {
                     leading.push((g, term));
                 }
                 t.deadline = None;
@@ -112,8 +113,8 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 continue;
             }
             t.seen = None;
-            if !voters.contains(&me) {
-                continue; // learners never campaign
+            if !voters.contains(&me) || registry.is_aside(g) {
+                continue; // learners, and replicas with a damaged log, never campaign
             }
             let leader_alive = leader.filter(|l| *l != me).is_some_and(|l| {
                 heard.get(&l).is_some_and(|h| h.at.is_some_and(|at| now.duration_since(at) < fresh_for) && h.leading.get(&g) == Some(&term))

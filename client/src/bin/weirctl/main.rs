@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use weir_client::*;
 
+mod cluster;
+
 #[derive(Parser)]
 #[command(name = "weirctl", version, about = "Administer, produce to and consume from a Weir broker")]
 struct Cli {
@@ -77,6 +79,9 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Start, stop and inspect a cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +186,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Cluster(c) = cli.command {
+        return cluster::run(c, &cli.broker, Duration::from_millis(cli.timeout_ms), cli.json).await;
+    }
     let config = ClientConfig {
         brokers: parse_brokers(&cli.broker).map_err(anyhow::Error::msg)?,
         timeout: Duration::from_millis(cli.timeout_ms),
@@ -205,7 +213,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             consume(&client, topic, partition, from, count, follow, cli.json).await
         }
         Command::Group(g) => group(&client, g, cli.json).await,
+        Command::Cluster(_) => unreachable!("answered before connecting"),
     }
+}
+
+/// Every replica of `topic` that answers, by (node, partition): each broker
+/// describes its own. Brokers that do not answer (down, or older) are left out.
+async fn replica_status(client: &Client, topic: &str) -> std::collections::BTreeMap<(u64, u32), ReplicaInfo> {
+    let admin = Admin::new(client);
+    let brokers = client.refresh_brokers().await.unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for addr in brokers.values() {
+        if let Ok(r) = admin.describe_replicas_at(addr, topic).await {
+            for info in r.replicas {
+                out.insert((r.node_id, info.partition), info);
+            }
+        }
+    }
+    out
 }
 
 async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result<()> {
@@ -235,13 +260,22 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
         }
         TopicCommand::Describe { name } => {
             let d = admin.describe_topic(&name).await?;
+            let replicas = replica_status(client, &name).await;
             if json {
                 let parts: Vec<_> = d
                     .partitions
                     .iter()
                     .map(|p| {
-                        json!({"partition": p.partition, "leader": p.leader, "replicas": p.replicas, "log_start_offset": p.log_start_offset,
-                               "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark, "size_bytes": p.size_bytes, "segments": p.segments,
+                        // Each replica's own log end (null: its node did not answer), and the term its leader leads in.
+                        let status: Vec<_> = p
+                            .replicas
+                            .iter()
+                            .map(|node| json!({"node": node, "log_end_offset": replicas.get(&(*node, p.partition)).map(|r| r.log_end_offset)}))
+                            .collect();
+                        let term = p.leader.and_then(|l| replicas.get(&(l, p.partition))).map(|r| r.term);
+                        json!({"partition": p.partition, "leader": p.leader, "leader_term": term, "replicas": p.replicas, "replica_status": status,
+                               "log_start_offset": p.log_start_offset, "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark,
+                               "size_bytes": p.size_bytes, "segments": p.segments,
                                "status": if p.offline.is_some() { "offline" } else { "online" }, "offline_reason": p.offline})
                     })
                     .collect();
@@ -328,7 +362,8 @@ async fn produce(
     let timeout = client.config().timeout;
     let producer = Producer::with_config(
         client,
-        ProducerConfig { acks, request_timeout: timeout, delivery_timeout: timeout * 2, ..Default::default() },
+        // The whole produce, retries included, fails within --timeout-ms.
+        ProducerConfig { acks, request_timeout: timeout, delivery_timeout: timeout, ..Default::default() },
     );
     let make = |value: String| {
         let mut m = ProduceMessage::new(topic.clone(), value);

@@ -1,0 +1,268 @@
+//! `weirctl cluster up | down | status`: a local cluster in one command, and
+//! what every node says about it.
+//!
+//! `up` starts `weir` processes (the binary beside weirctl, else `weir` on
+//! the PATH) with data in `<dir>/node-<id>`, logs in `<dir>/node-<id>.log`
+//! and process ids in `<dir>/node-<id>.pid`; client ports `P..`, Raft ports
+//! `P+100..`. `down` stops what `up` started (SIGTERM, then SIGKILL after
+//! 20 s). `status` asks every broker it can reach for its own view, so it
+//! answers even when the cluster has no quorum.
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_client::*;
+
+/// Most nodes `cluster up` starts (a local demo, not a fleet).
+const NODES_MAX: u16 = 9;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Start a local cluster: node N listens for clients on P+N-1 and for
+    /// Raft peers on P+100+N-1.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Where the nodes keep their data, logs and pid files.
+        #[arg(long, default_value = "weir-cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 9092)]
+        base_port: u16,
+        /// Return once every node listens, leaving them running (stop them
+        /// with `weirctl cluster down --dir D`); without it, Ctrl-C stops them.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop the nodes `cluster up` started in `--dir`.
+    Down {
+        #[arg(long, default_value = "weir-cluster")]
+        dir: PathBuf,
+    },
+    /// The metadata leader and term, each node's role and reachability, the
+    /// partitions each leads and how many of them are under-replicated.
+    Status,
+}
+
+fn pid_file(dir: &Path, id: u16) -> PathBuf {
+    dir.join(format!("node-{id}.pid"))
+}
+
+fn alive(pid: u32) -> bool {
+    Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+/// The `weir` binary: beside this one, else on the PATH.
+fn weir_binary() -> PathBuf {
+    std::env::current_exe().ok().map(|p| p.with_file_name("weir")).filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("weir"))
+}
+
+/// The pid files in `dir`, with their node ids.
+fn pids(dir: &Path) -> anyhow::Result<Vec<(u16, u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(id) = name.strip_prefix("node-").and_then(|n| n.strip_suffix(".pid")).and_then(|n| n.parse().ok()) else { continue };
+        let pid = std::fs::read_to_string(&path)?.trim().parse().with_context(|| format!("{} holds no process id", path.display()))?;
+        out.push((id, pid, path));
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub async fn run(cmd: ClusterCommand, brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Up { nodes, dir, base_port, detach } => up(nodes, &dir, base_port, detach).await,
+        ClusterCommand::Down { dir } => down(&dir),
+        ClusterCommand::Status => status(brokers, timeout, json).await,
+    }
+}
+
+async fn up(nodes: u16, dir: &Path, base_port: u16, detach: bool) -> anyhow::Result<()> {
+    if nodes == 0 || nodes > NODES_MAX {
+        bail!("--nodes must be 1 to {NODES_MAX}, not {nodes}");
+    }
+    if base_port == 0 || u32::from(base_port) + 100 + u32::from(nodes) > u32::from(u16::MAX) {
+        bail!("--base-port {base_port} leaves no room for {nodes} client ports and {nodes} Raft ports (P.. and P+100..)");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some((id, pid, _)) = pids(dir)?.into_iter().find(|(_, pid, _)| alive(*pid)) {
+        bail!(
+            "node {id} of a cluster in {} is still running (pid {pid}): stop it first with `weirctl cluster down --dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let members: Vec<String> = (0..nodes).map(|i| format!("{}@127.0.0.1:{}", i + 1, base_port + 100 + i)).collect();
+    let members = members.join(",");
+    let weir = weir_binary();
+    let mut started = Vec::new();
+    for i in 0..nodes {
+        let id = i + 1;
+        let listen = format!("127.0.0.1:{}", base_port + i);
+        let out_path = dir.join(format!("node-{id}.out"));
+        let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
+        let out = std::fs::File::create(&out_path)?;
+        let mut command = Command::new(&weir);
+        command
+            .args(["--node-id", &id.to_string(), "--listen", &listen, "--initial-members", &members])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{id}")))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        // Its own process group: a Ctrl-C meant for weirctl does not reach a detached node.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().with_context(|| format!("cannot start {} (build it with cargo build --release)", weir.display()))?;
+        std::fs::write(pid_file(dir, id), child.id().to_string())?;
+        started.push((id, child, out_path, listen));
+    }
+    // Every node prints `weir listening on ADDR` once it serves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (id, child, out, listen) in &mut started {
+        loop {
+            if std::fs::read_to_string(&*out).unwrap_or_default().starts_with("weir listening on ") {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("node {id} exited ({status}) before it listened on {listen}: see {}", dir.join(format!("node-{id}.log")).display());
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not listen on {listen} within 30 s: see {}", dir.join(format!("node-{id}.log")).display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let addrs: Vec<String> = started.iter().map(|(_, _, _, l)| l.clone()).collect();
+    println!("started {nodes} node(s) in {}: clients --broker {}", dir.display(), addrs.join(","));
+    if detach {
+        println!("stop them with: weirctl cluster down --dir {}", dir.display());
+        return Ok(());
+    }
+    println!("Ctrl-C stops them");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        biased;
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    down(dir)
+}
+
+fn down(dir: &Path) -> anyhow::Result<()> {
+    let nodes = pids(dir)?;
+    if nodes.is_empty() {
+        bail!("no cluster was started in {} (no node-N.pid files)", dir.display());
+    }
+    for (_, pid, _) in &nodes {
+        if alive(*pid) {
+            signal(*pid, "-TERM");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (id, pid, path) in &nodes {
+        while alive(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(*pid) {
+            eprintln!("node {id} (pid {pid}) did not stop within 20 s of SIGTERM: killing it");
+            signal(*pid, "-KILL");
+        }
+        std::fs::remove_file(path)?;
+    }
+    println!("stopped {} node(s) in {}", nodes.len(), dir.display());
+    Ok(())
+}
+
+/// One node's answer, or why there was none.
+struct Seen {
+    id: Option<u64>,
+    address: String,
+    answer: Result<ClusterStatusResponse, String>,
+}
+
+async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
+    let config = ClientConfig { brokers: listed.clone(), timeout: timeout.min(Duration::from_secs(3)), retries: 0, ..Default::default() };
+    // A client without a first connection: every address is asked on its own.
+    let client = Client::unconnected(config);
+    let admin = Admin::new(&client);
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut queue: Vec<(Option<u64>, String)> = listed.into_iter().map(|a| (None, a)).collect();
+    while let Some((id, address)) = queue.pop() {
+        if seen.iter().any(|s| s.address == address) {
+            continue;
+        }
+        let answer = admin.cluster_status_at(&address).await.map_err(|e| e.to_string());
+        if let Ok(a) = &answer {
+            for n in &a.nodes {
+                if !n.address.is_empty() && !seen.iter().any(|s| s.address == n.address) {
+                    queue.push((Some(n.id), n.address.clone()));
+                }
+            }
+        }
+        let id = answer.as_ref().ok().map(|a| a.node_id).or(id);
+        seen.push(Seen { id, address, answer });
+    }
+    // The newest term anyone answered names the metadata leader.
+    let best = seen.iter().filter_map(|s| s.answer.as_ref().ok()).max_by_key(|a| (a.term, a.metadata_leader.is_some()));
+    let Some(best) = best else {
+        let why: Vec<String> =
+            seen.iter().map(|s| format!("{}: {}", s.address, s.answer.as_ref().err().cloned().unwrap_or_default())).collect();
+        return Err(anyhow::Error::new(ClientError::Connect {
+            brokers: seen.iter().map(|s| s.address.clone()).collect(),
+            reason: why.join("; "),
+            refused: false,
+        }));
+    };
+    let (leader, term) = (best.metadata_leader, best.term);
+    // Every node any answer named, plus every address asked.
+    let mut ids: Vec<u64> = seen.iter().filter_map(|s| s.answer.as_ref().ok()).flat_map(|a| a.nodes.iter().map(|n| n.id)).collect();
+    ids.extend(seen.iter().filter_map(|s| s.id));
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            let own = seen.iter().find(|s| s.id == Some(*id));
+            let address = own
+                .map(|s| s.address.clone())
+                .or_else(|| best.nodes.iter().find(|n| n.id == *id).map(|n| n.address.clone()))
+                .unwrap_or_default();
+            match own.map(|s| &s.answer) {
+                Some(Ok(a)) => json!({"id": id, "address": address, "role": a.role, "reachable": true,
+                                      "partitions_led": a.partitions_led, "under_replicated": a.under_replicated}),
+                Some(Err(e)) => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "error": e}),
+                None => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "error": "not registered yet, or its address is unknown"}),
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", json!({"metadata_leader": leader, "term": term, "clustered": best.clustered, "nodes": rows}));
+        return Ok(());
+    }
+    match leader {
+        Some(l) => println!("metadata leader: node {l}  term {term}"),
+        None => println!("metadata leader: none (no quorum, or an election is under way)  term {term}"),
+    }
+    println!("{:>5} {:<22} {:<11} {:>9} {:>10} {:>16}", "NODE", "ADDRESS", "ROLE", "REACHABLE", "LEADS", "UNDER-REPLICATED");
+    for r in rows {
+        println!(
+            "{:>5} {:<22} {:<11} {:>9} {:>10} {:>16}",
+            r["id"].as_u64().unwrap_or(0),
+            r["address"].as_str().unwrap_or(""),
+            r["role"].as_str().unwrap_or(""),
+            if r["reachable"].as_bool() == Some(true) { "yes" } else { "no" },
+            r["partitions_led"].as_u64().map_or("-".to_owned(), |v| v.to_string()),
+            r["under_replicated"].as_u64().map_or("-".to_owned(), |v| v.to_string()),
+        );
+    }
+    Ok(())
+}
