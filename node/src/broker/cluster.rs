@@ -386,9 +386,6 @@ impl Broker {
         for n in nodes.values_mut() {
             n.heard_ms_ago = if n.id == me { None } else { heard.get(&n.id).copied() };
         }
-        if let Some(n) = nodes.get_mut(&me) {
-            n.address = self.advertised().to_string();
-        }
         ClusterStatusResponse {
             node_id: me,
             clustered: true,

@@ -141,6 +141,7 @@ async fn up(nodes: u16, dir: &Path, base_port: u16, detach: bool) -> anyhow::Res
         }
     }
     let addrs: Vec<String> = started.iter().map(|(_, _, _, l)| l.clone()).collect();
+    wait_ready(&addrs, usize::from(nodes)).await?;
     println!("started {nodes} node(s) in {}: clients --broker {}", dir.display(), addrs.join(","));
     if detach {
         println!("stop them with: weirctl cluster down --dir {}", dir.display());
@@ -154,6 +155,29 @@ async fn up(nodes: u16, dir: &Path, base_port: u16, detach: bool) -> anyhow::Res
         _ = term.recv() => {}
     }
     down(dir)
+}
+
+/// Waits (up to 30 s) until the metadata group has a leader and every node
+/// has registered, so the next command (a topic create) can place replicas.
+async fn wait_ready(addrs: &[String], nodes: usize) -> anyhow::Result<()> {
+    let client =
+        Client::unconnected(ClientConfig { brokers: addrs.to_vec(), timeout: Duration::from_secs(2), retries: 0, ..Default::default() });
+    let admin = Admin::new(&client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for addr in addrs {
+            if let Ok(s) = admin.cluster_status_at(addr).await
+                && s.metadata_leader.is_some()
+                && s.nodes.iter().filter(|n| !n.address.is_empty()).count() >= nodes
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the nodes started but did not elect a metadata leader and register within 30 s: see the node-N.log files");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn down(dir: &Path) -> anyhow::Result<()> {
