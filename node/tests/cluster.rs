@@ -261,3 +261,42 @@ async fn a_consumer_group_follows_its_coordinator_through_a_kill_and_keeps_its_c
     }
     assert_eq!(now.values().sum::<u64>(), 200);
 }
+
+/// A data directory is one broker's or one cluster node's: started the
+/// other way, the broker refuses with what to do, instead of starting
+/// without the topics it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_the_other_mode_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = Broker::start(dir.path(), None);
+    Admin::new(&single.client().await)
+        .create_topic(CreateTopicRequest { name: "kept".into(), partitions: 1, replicas: 1, config: Default::default() })
+        .await
+        .unwrap();
+    single.terminate();
+    let run = |path: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["--data-dir", path.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let port = free_ports(1)[0];
+    let members = format!("1@127.0.0.1:{port}");
+    let (code, err) = run(dir.path(), &["--initial-members", &members]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("holds the topics of a single broker") && err.contains("--initial-members"), "{err}");
+    // The single broker's data is untouched: it starts and serves the topic.
+    let single = Broker::start(dir.path(), None);
+    assert!(Admin::new(&single.client().await).describe_topic("kept").await.is_ok());
+    drop(single);
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut node = Broker::start_with(node_dir.path(), None, &["--initial-members", &members]);
+    node.terminate();
+    let (code, err) = run(node_dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("belongs to a cluster node"), "{err}");
+}

@@ -51,6 +51,9 @@ enum Cmd {
         /// Partitions of the topic, created if missing.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replication factor of the topic, if it is created (a cluster's brokers).
+        #[arg(long, default_value_t = 1)]
+        replicas: u16,
         #[arg(long, default_value = "all")]
         acks: String,
     },
@@ -87,16 +90,14 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting")?;
     println!("load before: {}", load());
     match cli.command {
-        Cmd::Produce { messages, size, batch, producers, in_flight, partitions, acks } => {
+        Cmd::Produce { messages, size, batch, producers, in_flight, partitions, replicas, acks } => {
             let acks = match acks.as_str() {
                 "none" => Acks::None,
                 "leader" => Acks::Leader,
                 _ => Acks::All,
             };
             let admin = Admin::new(&client);
-            match admin
-                .create_topic(CreateTopicRequest { name: cli.topic.clone(), partitions, replicas: 1, config: Default::default() })
-                .await
+            match admin.create_topic(CreateTopicRequest { name: cli.topic.clone(), partitions, replicas, config: Default::default() }).await
             {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}

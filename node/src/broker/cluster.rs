@@ -79,7 +79,7 @@ pub fn replica_dir(data_dir: &std::path::Path, topic_id: u64, partition: u32) ->
     replicas_dir(data_dir).join(topic_id.to_string()).join(partition.to_string())
 }
 
-fn replicas_dir(data_dir: &std::path::Path) -> PathBuf {
+pub(super) fn replicas_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("replicas")
 }
 

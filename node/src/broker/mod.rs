@@ -121,8 +121,25 @@ impl Broker {
         let mut topics = BTreeMap::new();
         let mut records = Vec::new();
         let mut homeless = Vec::new();
-        // A clustered broker's topics come from the metadata log.
-        let listed = if config.clustered() { Vec::new() } else { disk.list_dir(&topics_dir)? };
+        // A clustered broker's topics come from the metadata log; the two
+        // layouts never meet in one directory (neither would see the other's topics).
+        let single_topics = disk.list_dir(&topics_dir)?;
+        let cluster_data = disk.exists(&cluster::replicas_dir(&data_dir)) || disk.exists(&data_dir.join("internal").join("metadata"));
+        if config.clustered() && !single_topics.is_empty() {
+            anyhow::bail!(
+                "{} holds the topics of a single broker ({} of them in {}): a cluster node cannot adopt them yet; start it without --initial-members, or give the cluster node an empty --data-dir",
+                data_dir.display(),
+                single_topics.len(),
+                topics_dir.display()
+            );
+        }
+        if !config.clustered() && cluster_data {
+            anyhow::bail!(
+                "{} belongs to a cluster node (it holds internal/metadata or replicas/): start it with the cluster's --initial-members, or give a single broker another --data-dir",
+                data_dir.display()
+            );
+        }
+        let listed = if config.clustered() { Vec::new() } else { single_topics };
         for name in listed {
             let dir = topics_dir.join(&name);
             let meta = dir.join(store::TOPIC_FILE);
