@@ -103,6 +103,16 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
+            // Elections are not throughput: start the clock once every partition has a leader.
+            let deadline = Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                client.invalidate_metadata();
+                let led = client.topic_metadata(&cli.topic).await.is_ok_and(|m| m.partitions.iter().all(|p| p.leader.is_some()));
+                if led || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             let value = Bytes::from(vec![0x61u8; size]);
             let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
             let per_producer = messages / producers as u64;

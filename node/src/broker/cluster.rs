@@ -295,7 +295,13 @@ impl Broker {
             }
             .await;
             match opened {
-                Ok(part) => partitions.push(Some(part)),
+                Ok(part) => {
+                    // The preferred replica of a group nobody led yet elects itself at once.
+                    if replicas.first() == Some(&me) && replicas.len() > 1 && part.status().term == 0 {
+                        part.lead_soon(&self.tasks);
+                    }
+                    partitions.push(Some(part))
+                }
                 Err(e) => {
                     tracing::error!(topic = %t.record.name, partition = p, error = %e, "cannot open this node's replica: the others serve it");
                     partitions.push(None);

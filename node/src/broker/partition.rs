@@ -368,6 +368,14 @@ impl Partition {
         })
     }
 
+    /// A new partition's preferred replica elects itself without waiting
+    /// out an election timeout (in the background; see
+    /// [`Group::campaign_until_led`]).
+    pub fn lead_soon(self: &Arc<Self>, tasks: &Tasks) {
+        let group = self.group();
+        tasks.spawn("first-election", async move { group.campaign_until_led(10, Duration::from_millis(150)).await });
+    }
+
     /// The node this replica believes leads the partition.
     pub fn leader(&self) -> Option<u64> {
         self.status().leader

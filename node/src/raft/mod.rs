@@ -628,6 +628,21 @@ impl Group {
         }
     }
 
+    /// For a new group's preferred replica: campaigns at once, and again
+    /// every `every` while nobody leads, up to `attempts` times (its peers
+    /// may not have opened the group yet), instead of waiting out an
+    /// election timeout. Stops early if the replica stepped aside.
+    pub async fn campaign_until_led(&self, attempts: u32, every: Duration) {
+        for _ in 0..attempts {
+            let led = self.raft.metrics().borrow().current_leader.is_some();
+            if led || self.stopped() {
+                return;
+            }
+            let _ = self.raft.trigger().elect().await;
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Waits until the group has a leader (this node or another), up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
         let mut m = self.raft.metrics();

@@ -260,11 +260,16 @@ async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<
                 .map(|s| s.address.clone())
                 .or_else(|| best.nodes.iter().find(|n| n.id == *id).map(|n| n.address.clone()))
                 .unwrap_or_default();
+            // Registered: the metadata (as the newest answer has applied it) knows its address.
+            let registered = best.nodes.iter().any(|n| n.id == *id && !n.address.is_empty());
             match own.map(|s| &s.answer) {
-                Some(Ok(a)) => json!({"id": id, "address": address, "role": a.role, "reachable": true,
+                Some(Ok(a)) => json!({"id": id, "address": address, "role": a.role, "reachable": true, "registered": registered,
                                       "partitions_led": a.partitions_led, "under_replicated": a.under_replicated}),
-                Some(Err(e)) => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "error": e}),
-                None => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "error": "not registered yet, or its address is unknown"}),
+                Some(Err(e)) => {
+                    json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "registered": registered, "error": e})
+                }
+                None => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "registered": registered,
+                               "error": "not registered yet, or its address is unknown"}),
             }
         })
         .collect();
