@@ -38,6 +38,11 @@ struct GroupTick {
     attempt: u64,
     /// (last log index, last applied) at the last tick, while leading.
     seen: Option<(Option<u64>, Option<u64>)>,
+    /// The term at the last tick. A new term (this node voted for a
+    /// candidate, or saw one) restarts the election timeout, as granting a
+    /// vote does in Raft: otherwise a follower whose timeout was about to
+    /// run out deposes the leader it just elected.
+    term: u64,
 }
 
 fn election_timeout(timing: &Timing, node: u64, group: u64, attempt: u64) -> Duration {
@@ -113,15 +118,24 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 continue;
             }
             t.seen = None;
+            if term != t.term {
+                t.term = term;
+                t.deadline = Some(now + election_timeout(&timing, me, g, t.attempt));
+            }
             if !voters.contains(&me) || registry.is_aside(g) {
                 continue; // learners, and replicas with a damaged log, never campaign
             }
-            let leader_alive = leader.filter(|l| *l != me).is_some_and(|l| {
-                heard.get(&l).is_some_and(|h| h.at.is_some_and(|at| now.duration_since(at) < fresh_for) && h.leading.get(&g) == Some(&term))
-            });
-            if leader_alive {
+            // When the leader last vouched for this group in this term, if lately.
+            let leader_heard_at = leader
+                .filter(|l| *l != me)
+                .and_then(|l| heard.get(&l).filter(|h| h.leading.get(&g) == Some(&term)).and_then(|h| h.at))
+                .filter(|at| now.duration_since(*at) < fresh_for);
+            if let Some(at) = leader_heard_at {
+                // The election timeout runs from the last heartbeat, not from
+                // this tick: a dead leader is replaced 1–2 s after it fell
+                // silent, not after its heartbeats went stale as well.
                 t.attempt = 0;
-                t.deadline = Some(now + election_timeout(&timing, me, g, 0));
+                t.deadline = Some(at + election_timeout(&timing, me, g, 0));
                 continue;
             }
             // Alone in the group: no one to wait for.
