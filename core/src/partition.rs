@@ -197,9 +197,18 @@ pub struct PartitionState {
 /// replica's applied producer state is after open (see
 /// [`PRODUCER_REBUILD_BYTES_MAX`]).
 pub fn rebuild_producers(log: &PartitionLog) -> Result<ProducerTable, LogError> {
+    rebuild_producers_to(log, u64::MAX)
+}
+
+/// As [`rebuild_producers`], from batches below `end` only. A replica of a
+/// group with other voters passes the end of its saved committed entry:
+/// what lies past it may be an uncommitted suffix that the leader will cut
+/// (its producers must not be believed), and the entries after that point
+/// are recorded as they are applied.
+pub fn rebuild_producers_to(log: &PartitionLog, end: u64) -> Result<ProducerTable, LogError> {
     let mut producers = ProducerTable::default();
     // An offline log serves nothing at or past its loss.
-    let end = log.loss().map_or(log.log_end_offset(), |l| l.from);
+    let end = log.loss().map_or(log.log_end_offset(), |l| l.from).min(end);
     let bases = log.segment_bases();
     // Start at the oldest segment that keeps the scan within the byte budget.
     let mut from = log.log_start_offset();
@@ -297,6 +306,7 @@ impl PartitionState {
                 self.step_down(ProduceError::NotLeader { leader: None });
                 self.high_watermark = self.high_watermark.max(log_end);
                 let next_offset = self.high_watermark;
+                tracing::debug!(term, next_offset, "serving");
                 self.serving = Some(Serving { term, producers: self.applied.clone(), next_offset, proposed_end: next_offset });
             }
             None => self.step_down(ProduceError::NotLeader { leader: None }),
@@ -404,6 +414,7 @@ impl PartitionState {
     /// predicted): stop serving, answer everything in flight with `error`.
     pub fn handle_proposal_failed(&mut self, proposal: &Proposal, error: ProduceError) {
         if self.serving.as_ref().is_some_and(|s| s.term == proposal.term) {
+            tracing::debug!(term = proposal.term, base = proposal.base_offset, error = %error, "a proposal failed: not serving");
             self.step_down(error);
         }
     }

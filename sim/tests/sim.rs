@@ -304,9 +304,14 @@ fn regression_seeds() {
 /// replica directories whose entries were never synced, lost with every
 /// copy in a power cut of the whole cluster (124, 202, 253, 270), a follower
 /// answering list-offsets with its lagging high watermark, a damaged
-/// replica that kept winning elections (19), and a coordinator rebuilt in a
-/// term restored after a restart, handing out generations twice (5).
-const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270];
+/// replica that kept winning elections (19), a coordinator rebuilt in a
+/// term restored after a restart, handing out generations twice (5), and
+/// retries stored twice: a leader serving again in its term with entries in
+/// flight (1577), and a restarted replica believing the producers of an
+/// uncommitted suffix the leader then cut, or forgetting those of entries
+/// openraft marked committed before applying them (1008, 1104, 1417, 1858,
+/// 1952).
+const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952];
 
 #[test]
 fn cluster_regression_seeds() {

@@ -240,7 +240,8 @@ impl Partition {
         let log_config = log.config().clone();
         let canary = log.config().canary;
         let offline = log.loss().cloned();
-        let (producers, log) = blocking::run(move || (weir_core::partition::rebuild_producers(&log), log)).await;
+        let single = members.len() == 1;
+        let (producers, log) = blocking::run(move || (rebuild_applied_producers(&log, single), log)).await;
         let producers = producers.map_err(log_error)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(PartitionState::new(producers, 0)),
@@ -316,7 +317,7 @@ impl Partition {
                 // leads, not resume leadership from its stored vote.
                 give_up_leadership(&mut log, me)?;
             }
-            let producers = weir_core::partition::rebuild_producers(&log)?;
+            let producers = rebuild_applied_producers(&log, single)?;
             Ok::<_, LogError>((log, producers, !report.damaged_segments.is_empty()))
         })
         .await
@@ -771,7 +772,15 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
         if term.is_some() {
             pause = REOPEN_PAUSE_MIN;
         }
-        if p.shared.with_state(|s| s.serving()) != term {
+        let status = group.status();
+        // With other voters, serve only once every entry in the log is
+        // applied. After a failed proposal the state stops serving while the
+        // group still leads in that term, and entries of the term may still
+        // be in flight: serving again at once would start from an applied
+        // table without them (a retry of one would be appended twice) and a
+        // log end past the commit point.
+        let in_flight = status.voters.len() > 1 && status.last_applied != status.last_log_index;
+        if p.shared.with_state(|s| s.serving()) != term && !(term.is_some() && in_flight) {
             // Leading: the next batch lands at the log end.
             let end = match term {
                 Some(_) => match p.log().await {
@@ -781,6 +790,10 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
                 None => 0,
             };
             p.shared.with_state(|s| s.handle_role_at(term, end));
+        }
+        if term.is_some() && p.shared.with_state(|s| s.serving()).is_none() {
+            // Waiting for the applied end: wake on every entry.
+            watch.watch_all();
         }
         tokio::select! {
             biased;
@@ -796,6 +809,21 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
 /// The first pause before a stopped group is opened again, and the longest.
 const REOPEN_PAUSE_MIN: Duration = Duration::from_secs(1);
 const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// The producer table of what this replica has applied: everything on disk
+/// for a group whose only voter is this node (durable is committed), else
+/// only up to the saved committed entry; openraft applies the rest again
+/// and the apply hook records it.
+fn rebuild_applied_producers(log: &PartitionLog, single_voter: bool) -> Result<weir_core::producer::ProducerTable, LogError> {
+    if single_voter {
+        return weir_core::partition::rebuild_producers(log);
+    }
+    let end = match log.committed()? {
+        Some(c) => log.entry_heads(c.index..c.index + 1, 1)?.first().map_or(0, |e| e.next_offset),
+        None => 0,
+    };
+    weir_core::partition::rebuild_producers_to(log, end)
+}
 
 /// Rewrites a stored vote that made this node the term's leader as a plain
 /// vote for itself, so openraft does not resume leadership from it when the

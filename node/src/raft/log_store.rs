@@ -105,16 +105,26 @@ fn to_raft_entry(e: &log::Entry, heads_only: bool) -> std::result::Result<Entry<
     Ok(Entry { log_id: convert::log_id_to_raft(e.log_id), payload })
 }
 
-async fn read_entries(log: &SharedLog, range: std::ops::Range<u64>, max_bytes: usize, heads_only: bool) -> Result<Vec<Entry<TypeConfig>>> {
+/// `heads_before`: with `heads_only`, entries below this stored index are
+/// read as heads whose producer fields are forgotten (they were applied
+/// before this open); `None` reads everything whole.
+async fn read_entries(
+    log: &SharedLog,
+    range: std::ops::Range<u64>,
+    max_bytes: usize,
+    heads_before: Option<u64>,
+) -> Result<Vec<Entry<TypeConfig>>> {
+    let heads_only = heads_before.is_some();
     let range = convert::index_range_to_log(range);
     let guard = log.clone().lock_owned().await;
     blocking::run(move || {
-        // Heads only where the entries were applied before (below the saved
-        // committed id): only finding membership reads them again. Entries
-        // to be applied are read whole and CRC-checked, so the producer
-        // fields apply records are vouched for (the header CRC covers only
-        // the stamp); a damaged batch comes without them.
-        let heads_end = if heads_only { guard.committed().map_err(read_error)?.map_or(0, |c| c.index + 1) } else { 0 };
+        // Heads only where the entries were applied before this open (up to
+        // the committed id saved by then; not the one saved now, which
+        // openraft moves before it applies): only finding membership reads
+        // them again. Entries to be applied are read whole and CRC-checked,
+        // so the producer fields apply records are vouched for (the header
+        // CRC covers only the stamp); a damaged batch comes without them.
+        let heads_end = heads_before.unwrap_or(0);
         let (heads, whole) = (range.start..range.end.min(heads_end), range.start.max(heads_end)..range.end);
         let read = |range: std::ops::Range<u64>, heads: bool| -> std::result::Result<Vec<log::Entry>, LogError> {
             if range.is_empty() {
@@ -176,6 +186,8 @@ pub struct LogStore {
     /// The storage fault that stopped the group, if one did (what a
     /// proposer answers its clients with).
     fault: StorageFault,
+    /// Entries below this stored index were applied before this open (see `read_entries`).
+    applied_before: u64,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -228,6 +240,7 @@ fn heads_of(e: &Entry<TypeConfig>, info: &log::AppendInfo) -> Entry<TypeConfig> 
 
 impl LogStore {
     /// The store of one group over `log`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         log: SharedLog,
         disk: Arc<dyn Disk>,
@@ -236,9 +249,21 @@ impl LogStore {
         hook: Option<Arc<dyn super::ApplyHook>>,
         alone: Arc<AtomicBool>,
         fault: StorageFault,
+        applied_before: u64,
     ) -> LogStore {
         let canary_vote = canary::on(canary, Canary::VoteNotPersisted).then_some(None);
-        LogStore { log, disk, hook, committed_saved: Arc::default(), canary_vote, recent: Arc::default(), node, alone, fault }
+        LogStore {
+            log,
+            disk,
+            hook,
+            committed_saved: Arc::default(),
+            canary_vote,
+            recent: Arc::default(),
+            node,
+            alone,
+            fault,
+            applied_before,
+        }
     }
 
     /// Records a finished sync, then tells the hook while this node is the
@@ -269,11 +294,11 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        read_entries(&self.log, index_range(&range), usize::MAX, false).await
+        read_entries(&self.log, index_range(&range), usize::MAX, None).await
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>> {
-        read_entries(&self.log, start..end, REPLICATION_READ_BYTES_MAX, false).await
+        read_entries(&self.log, start..end, REPLICATION_READ_BYTES_MAX, None).await
     }
 }
 
@@ -299,7 +324,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         // Apply reads through here: a read that still fails stops the
         // group, and producers are told why (not "no leader").
-        read_entries(&self.log, range, usize::MAX, true)
+        read_entries(&self.log, range, usize::MAX, Some(self.applied_before))
             .await
             .inspect_err(|e| record_fault(&self.fault, &LogError::Failed(format!("reading entries to apply: {e}"))))
     }

@@ -366,10 +366,23 @@ impl RaftNode {
         let config = self.config(group)?;
         let canary = log.config().canary;
         let batch_bytes_max = log.config().batch_bytes_max;
+        // Entries up to the committed id saved before this open were
+        // applied in an earlier life (their producers come from the log's
+        // rebuild); everything after it is applied from now on, read whole.
+        let applied_before = log.committed().map_err(|e| e.to_string())?.map_or(0, |c| c.index + 1);
         let log: SharedLog = Arc::new(Mutex::new(log));
         let alone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let fault = log_store::StorageFault::default();
-        let store = log_store::LogStore::new(log.clone(), disk.clone(), canary, self.id, hook.clone(), alone.clone(), fault.clone());
+        let store = log_store::LogStore::new(
+            log.clone(),
+            disk.clone(),
+            canary,
+            self.id,
+            hook.clone(),
+            alone.clone(),
+            fault.clone(),
+            applied_before,
+        );
         let sm = state_machine::StateMachine::open(log.clone(), disk, hook).await.map_err(|e| e.to_string())?;
         let high_watermark = sm.high_watermark();
         let network = network::Network { peers: self.registry.peers.clone(), group };
@@ -437,6 +450,12 @@ impl StatusWatch {
 
     pub fn leader(&self) -> Option<u64> {
         self.all.borrow().current_leader
+    }
+
+    /// Wakes on every change until the next [`StatusWatch::serving_term`]
+    /// (a leader waiting for its applied end to reach its log end).
+    pub fn watch_all(&mut self) {
+        self.serving = false;
     }
 }
 
