@@ -181,9 +181,13 @@ impl Groups {
 
     /// Refuses a group request unless this node coordinates now.
     fn coordinating(&self) -> Result<(), WireError> {
+        // In a cluster, only while no other coordinator can exist: a leader
+        // cut off from its peers would answer from a state the new
+        // coordinator has moved past (a member would start from old offsets).
+        let leased = !self.clustered || self.log.as_ref().is_some_and(|l| l.holds_lease());
         match self.serving() {
-            Some(_) => Ok(()),
-            None => Err(WireError::new(
+            Some(_) if leased => Ok(()),
+            _ => Err(WireError::new(
                 ErrorCode::NotCoordinator,
                 match self.offsets_leader() {
                     Some(l) => format!(

@@ -377,6 +377,13 @@ impl Partition {
         tasks.spawn("first-election", async move { group.campaign_until_led(10, Duration::from_millis(150)).await });
     }
 
+    /// This replica leads and has heard a majority lately enough that no
+    /// other leader can exist (see [`RaftNode::holds_lease`]).
+    pub fn holds_lease(&self) -> bool {
+        let status = self.status();
+        status.is_leader && self.raft.holds_lease(&status.voters)
+    }
+
     /// The node this replica believes leads the partition.
     pub fn leader(&self) -> Option<u64> {
         self.status().leader

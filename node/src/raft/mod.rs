@@ -308,7 +308,19 @@ impl RaftNode {
     /// been heard within the election timeout: a leader without one cannot
     /// commit, and says so at once instead of letting a write time out.
     pub fn hears_majority(&self, voters: &[u64]) -> bool {
-        let fresh = self.timing.election_max_ms;
+        self.heard_majority_within(voters, self.timing.election_max_ms)
+    }
+
+    /// Whether a majority of `voters` was heard within half the shortest
+    /// election timeout: no other leader can have been elected since (its
+    /// voters wait at least the election timeout after they last heard this
+    /// node), so a leader that holds this lease may answer from its own
+    /// state (a group coordinator's reads).
+    pub fn holds_lease(&self, voters: &[u64]) -> bool {
+        voters.len() <= 1 || self.heard_majority_within(voters, self.timing.election_min_ms / 2)
+    }
+
+    fn heard_majority_within(&self, voters: &[u64], fresh: u64) -> bool {
         let heard = self.heard_ms_ago();
         let alive = voters.iter().filter(|v| **v == self.id || heard.get(v).is_some_and(|ms| *ms < fresh)).count();
         alive * 2 > voters.len()
