@@ -128,6 +128,11 @@ impl Broker {
                 match b.command(ClusterCommand::RegisterBroker(record)).await {
                     Ok(_) => {
                         tracing::info!(node = b.config.node_id, "registered with the cluster");
+                        // A block of producer ids now, so InitProducerId does not
+                        // wait on the metadata group (which may be electing).
+                        if let Err(e) = b.refill_producer_ids().await {
+                            tracing::debug!(error = %e.message, "no producer-id block yet; the first InitProducerId asks");
+                        }
                         return;
                     }
                     Err(e) => tracing::debug!(error = %e.message, "registration not committed yet; retrying"),
@@ -196,18 +201,28 @@ impl Broker {
     pub(super) async fn cluster_producer_id(&self) -> Result<i64, WireError> {
         let cluster = self.cluster()?;
         let mut ids = cluster.producer_ids.lock().await;
-        if let Some((block, next)) = ids.as_mut()
-            && *next < IDS_PER_BLOCK
-        {
-            let id = (*block as i64) * IDS_PER_BLOCK + *next;
-            *next += 1;
-            return Ok(id);
+        if !ids.is_some_and(|(_, next)| next < IDS_PER_BLOCK) {
+            *ids = Some((self.allocate_block().await?, 0));
         }
+        let (block, next) = ids.as_mut().expect("just filled");
+        let id = (*block as i64) * IDS_PER_BLOCK + *next;
+        *next += 1;
+        Ok(id)
+    }
+
+    /// Gets this node a block of producer ids if it has none.
+    async fn refill_producer_ids(&self) -> Result<(), WireError> {
+        let cluster = self.cluster()?;
+        let mut ids = cluster.producer_ids.lock().await;
+        if ids.is_none() {
+            *ids = Some((self.allocate_block().await?, 0));
+        }
+        Ok(())
+    }
+
+    async fn allocate_block(&self) -> Result<u64, WireError> {
         match self.command(ClusterCommand::AllocateProducerBlock { node: self.config.node_id }).await? {
-            Outcome::Block { block, .. } => {
-                *ids = Some((block, 1));
-                Ok((block as i64) * IDS_PER_BLOCK)
-            }
+            Outcome::Block { block, .. } => Ok(block),
             other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a block request got {other:?}"))),
         }
     }
