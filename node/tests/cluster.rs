@@ -300,3 +300,34 @@ async fn a_data_dir_of_the_other_mode_is_refused_with_a_clear_message() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("belongs to a cluster node"), "{err}");
 }
+
+/// A cluster of one (a lone voter elects itself at once) coordinates its
+/// consumer groups too, and keeps doing so after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_node_cluster_coordinates_groups_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let members = format!("1@127.0.0.1:{port}");
+    let mut node = Broker::start_with(dir.path(), None, &["--initial-members", &members]);
+    for round in 0..2 {
+        let client = node.client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let created = Admin::new(&client)
+                .create_topic(CreateTopicRequest { name: "solo".into(), partitions: 1, replicas: 1, config: Default::default() })
+                .await;
+            match created {
+                Ok(_) => break,
+                Err(e) if e.code() == Some(weir_net::ErrorCode::TopicAlreadyExists) => break,
+                Err(e) => assert!(Instant::now() < deadline, "round {round}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let config = GroupConsumerConfig { group_id: "g".into(), topics: vec!["solo".into()], ..Default::default() };
+        let mut member = GroupConsumer::new(&client, config);
+        let joined = tokio::time::timeout(Duration::from_secs(20), member.join_group()).await;
+        assert!(matches!(joined, Ok(Ok(_))), "round {round}: {joined:?}");
+        node.terminate();
+        node.restart();
+    }
+}

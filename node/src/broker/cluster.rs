@@ -121,8 +121,10 @@ impl Broker {
                 let Some(b) = weak.upgrade() else { return };
                 let record = BrokerRecord {
                     id: b.config.node_id,
-                    client_address: b.advertised().to_string(),
-                    raft_address: b.config.raft_listen.map(|a| a.to_string()).unwrap_or_default(),
+                    client_address: b.client_address_to_register(),
+                    // The address the cluster was configured with: it reaches
+                    // this node (a listen address may be 0.0.0.0).
+                    raft_address: b.config.initial_members.get(&b.config.node_id).cloned().unwrap_or_default(),
                     incarnation: b.boot,
                 };
                 match b.command(ClusterCommand::RegisterBroker(record)).await {
@@ -146,6 +148,21 @@ impl Broker {
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         });
+    }
+
+    /// Where clients reach this node: the bound client address, with an
+    /// unspecified IP (0.0.0.0, ::) replaced by the host this node has in
+    /// `initial_members`.
+    fn client_address_to_register(&self) -> String {
+        let bound = self.advertised();
+        if !bound.ip().is_unspecified() {
+            return bound.to_string();
+        }
+        let host = self.config.initial_members.get(&self.config.node_id).and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned()));
+        match host {
+            Some(h) => format!("{h}:{}", bound.port()),
+            None => bound.to_string(),
+        }
     }
 
     /// Commits `command` to the metadata log (here if this node leads it,
@@ -228,11 +245,11 @@ impl Broker {
     }
 
     /// Whether any broker could have handed out `producer_id`. A block
-    /// another broker just got may not be applied here yet: wait for it a
-    /// little.
+    /// another broker just got may not be applied here yet: wait for it up
+    /// to 5 s (this node's applier may be replaying after a restart).
     pub(super) async fn cluster_knows_producer(&self, producer_id: i64) -> bool {
         let Some(cluster) = self.cluster.as_ref() else { return false };
-        for _ in 0..20 {
+        for _ in 0..100 {
             if cluster.state().producer_id_is_known(producer_id) {
                 return true;
             }
@@ -480,11 +497,16 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
             offset = start;
             continue;
         }
+        let mut stalled = false;
+        let mut applied_to = offset;
         for batch in weir_core::batch::decode_all(result.bytes, usize::MAX) {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, offset, "unreadable metadata batch: skipped");
+                    // Skipping would leave this broker's metadata short of
+                    // the others' (ids handed out again): stop here and retry.
+                    tracing::error!(error = %e, offset, "unreadable metadata batch: not applying past it; retrying");
+                    stalled = true;
                     break;
                 }
             };
@@ -506,10 +528,16 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
                     Err(e) => tracing::error!(offset = base, error = %e, "skipping a metadata record"),
                 }
             }
+            applied_to = batch.next_offset();
         }
-        if result.next_offset > offset {
-            offset = result.next_offset;
+        let next = if stalled { applied_to } else { result.next_offset };
+        if next > offset {
+            offset = next;
             cluster.applied.send_replace(offset);
+        }
+        if stalled {
+            drop(b);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

@@ -146,6 +146,8 @@ impl Groups {
             (BTreeMap::from([(node_id, config.listen.to_string())]), Some(0))
         };
         let mut log = log;
+        // Read before the group starts: a lone voter elects itself at once.
+        let start_term = log.vote().map_or(0, |v| v.term);
         if clustered {
             // Leadership must be won anew, in a term no coordinator had.
             super::partition::give_up_leadership(&mut log, node_id).map_err(super::partition::log_error)?;
@@ -155,7 +157,7 @@ impl Groups {
         } else {
             None
         };
-        let start_term = log.as_ref().filter(|_| clustered).map(|l| l.status().term);
+        let start_term = clustered.then_some(start_term);
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
             log,
@@ -518,6 +520,6 @@ impl Groups {
 }
 
 /// The offsets log's voters in a cluster: the first initial members by id.
-fn offsets_replicas(members: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
+pub fn offsets_replicas(members: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
     members.iter().take(OFFSETS_REPLICAS_MAX).map(|(id, addr)| (*id, addr.clone())).collect()
 }

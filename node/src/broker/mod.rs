@@ -200,7 +200,14 @@ impl Broker {
         let offsets_config = offsets_log_config(&config);
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
         let offsets_dir = data_dir.join("internal").join("offsets");
-        let (offsets_log, _) = partition::open_single_voter_log(disk.clone(), &offsets_dir, offsets_config)?;
+        // In a cluster the offsets log has other voters: recovery must not
+        // purge past damage (those entries may be uncommitted), and a
+        // damaged replica steps aside (see `Groups::open`).
+        let offsets_single = !config.clustered() || groups::offsets_replicas(&config.initial_members).len() == 1;
+        let (offsets_log, offsets_report) = partition::open_replica_log(disk.clone(), &offsets_dir, offsets_config, offsets_single)?;
+        if !offsets_single && !offsets_report.damaged_segments.is_empty() {
+            raft.step_aside(groups::OFFSETS_GROUP);
+        }
         let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
             .await
             .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;

@@ -381,7 +381,12 @@ impl Partition {
     /// other leader can exist (see [`RaftNode::holds_lease`]).
     pub fn holds_lease(&self) -> bool {
         let status = self.status();
-        status.is_leader && self.raft.holds_lease(&status.voters)
+        // Peers heard, and none of them claims this group in a newer term (a
+        // leader whose disk hangs is not vouched for, and its followers elect
+        // another while it still hears them).
+        let group = self.group().id;
+        let newer = self.raft.leader_heard(group).is_some_and(|(node, term)| node != self.node_id && term > status.term);
+        status.is_leader && !newer && self.raft.holds_lease(&status.voters)
     }
 
     /// The node this replica believes leads the partition.
