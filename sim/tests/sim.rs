@@ -310,9 +310,10 @@ fn regression_seeds() {
 /// flight (1577), and a restarted replica believing the producers of an
 /// uncommitted suffix the leader then cut, or forgetting those of entries
 /// openraft marked committed before applying them (1008, 1104, 1417, 1858,
-/// 1952), and a coordinator cut off from its peers answering offset fetches
-/// from a state its successor had moved past (2421).
-const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421];
+/// 1952), a coordinator cut off from its peers answering offset fetches
+/// from a state its successor had moved past (2421), and a restarted leader
+/// resuming its old term's leadership with entries in flight (4483, 4927).
+const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4483, 4927];
 
 #[test]
 fn cluster_regression_seeds() {

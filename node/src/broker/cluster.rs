@@ -310,7 +310,10 @@ impl Broker {
                 let me2 = me;
                 let (log, report) = blocking::run(move || {
                     let (mut log, report) = partition::open_replica_log(disk, &dir, lc, single)?;
-                    if !single && !report.damaged_segments.is_empty() {
+                    if !single {
+                        // A leader of before a restart must win an election
+                        // again: leadership resumed in its old term would serve
+                        // from a producer table that entries in flight are not in.
                         partition::give_up_leadership(&mut log, me2)?;
                     }
                     Ok::<_, weir_core::log::LogError>((log, report))

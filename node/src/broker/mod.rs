@@ -216,7 +216,10 @@ impl Broker {
         let cluster = if config.clustered() {
             let dir = data_dir.join("internal").join("metadata");
             let single = config.initial_members.len() == 1;
-            let (log, _) = partition::open_replica_log(disk.clone(), &dir, offsets_log_config(&config), single)?;
+            let (mut log, _) = partition::open_replica_log(disk.clone(), &dir, offsets_log_config(&config), single)?;
+            if !single {
+                partition::give_up_leadership(&mut log, config.node_id)?;
+            }
             let log = Partition::start(
                 0,
                 config.node_id,
