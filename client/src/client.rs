@@ -208,25 +208,16 @@ impl Client {
             None => None,
         };
         if let Some(addr) = target {
-            let mut routed = self.inner.routed.lock().await;
-            if let Some(c) = routed.get(&addr).filter(|c| !c.is_closed()) {
-                return Ok(c.clone());
-            }
-            match self.open(&addr).await {
-                Ok(c) => {
-                    routed.insert(addr, c.clone());
-                    return Ok(c);
-                }
+            return match self.routed_connection(&addr).await {
+                Ok(c) => Ok(c),
                 Err(e) => {
                     // The leader is unreachable: the metadata is stale.
                     tracing::debug!(broker = %addr, error = %e, "cannot reach the partition's leader");
-                    routed.remove(&addr);
-                    drop(routed);
                     self.invalidate_metadata();
                     self.forget_coordinator();
-                    return Err(e);
+                    Err(e)
                 }
-            }
+            };
         }
         self.connection().await
     }
@@ -235,18 +226,33 @@ impl Client {
     /// kept for later requests): for questions every broker answers from
     /// its own state, such as cluster status.
     pub async fn request_at(&self, addr: &str, req: &Request) -> Result<Response> {
-        let conn = {
-            let mut routed = self.inner.routed.lock().await;
-            match routed.get(addr).filter(|c| !c.is_closed()) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.open(addr).await?;
-                    routed.insert(addr.to_owned(), c.clone());
-                    c
-                }
-            }
-        };
+        let conn = self.routed_connection(addr).await?;
         conn.request(req, self.inner.config.timeout).await
+    }
+
+    /// The kept connection to `addr`, opened if there is none. The cache is
+    /// not locked while connecting: one unreachable broker must not hold up
+    /// requests to the others for a connect timeout.
+    async fn routed_connection(&self, addr: &str) -> Result<Arc<Connection>> {
+        if let Some(c) = self.inner.routed.lock().await.get(addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let opened = self.open(addr).await;
+        let mut routed = self.inner.routed.lock().await;
+        match opened {
+            Ok(c) => {
+                // Another request may have connected meanwhile: keep one.
+                let kept = routed.entry(addr.to_owned()).or_insert_with(|| c.clone());
+                if kept.is_closed() {
+                    *kept = c;
+                }
+                Ok(kept.clone())
+            }
+            Err(e) => {
+                routed.remove(addr);
+                Err(e)
+            }
+        }
     }
 
     /// Every broker the cluster's metadata has named so far: node id → `host:port`.
