@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::Broker;
+use common::{Broker, read_all};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -17,21 +17,6 @@ async fn create(client: &Client, name: &str, partitions: u32) {
         .create_topic(CreateTopicRequest { name: name.into(), partitions, replicas: 1, config: Default::default() })
         .await
         .unwrap();
-}
-
-/// Reads every message of a partition from the start.
-async fn read_all(client: &Client, topic: &str, partition: u32) -> Vec<Message> {
-    let consumer = Consumer::new(client);
-    let end = consumer.offset_for(topic, partition, StartOffset::Latest).await.unwrap();
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let r = consumer.fetch_from(topic, partition, offset).await.unwrap();
-        assert!(!r.messages.is_empty(), "no progress at {offset} of {end}");
-        offset = r.next_offset;
-        out.extend(r.messages);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,19 +73,13 @@ async fn describe(node: &Broker, topic: &str) -> Vec<(Option<u64>, u64, u64)> {
     }
 }
 
-/// Every message of a partition from the start, through `client`.
-async fn read_all(client: &Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
-    let consumer = Consumer::new(client);
-    let end = consumer.offset_for(topic, partition, StartOffset::Latest).await.unwrap();
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let r = consumer.fetch_from(topic, partition, offset).await.unwrap();
-        assert!(!r.messages.is_empty(), "no progress at {offset} of {end}");
-        offset = r.next_offset;
-        out.extend(r.messages.into_iter().map(|m| (m.offset, String::from_utf8_lossy(&m.value).into_owned())));
-    }
-    out
+/// Every message of a partition from the start, through `client`, as (offset, value).
+async fn read_values(client: &Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    common::read_all(client, topic, partition)
+        .await
+        .into_iter()
+        .map(|m| (m.offset, String::from_utf8_lossy(&m.value).into_owned()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +171,7 @@ async fn a_three_node_cluster_survives_a_leader_kill_without_losing_or_duplicati
         let client = node.client().await;
         let mut seen: BTreeMap<String, (u32, u64)> = BTreeMap::new();
         for partition in 0..2 {
-            let records = read_all(&client, "orders", partition).await;
+            let records = read_values(&client, "orders", partition).await;
             for (i, (offset, _)) in records.iter().enumerate() {
                 assert_eq!(*offset, i as u64, "offsets are dense");
             }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weir_client::{Client, ClientConfig};
+use weir_client::{Client, ClientConfig, Consumer, Message, StartOffset};
 
 pub struct Broker {
     pub child: Child,
@@ -84,4 +84,19 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads every message of a partition from the start.
+pub async fn read_all(client: &Client, topic: &str, partition: u32) -> Vec<Message> {
+    let consumer = Consumer::new(client);
+    let end = consumer.offset_for(topic, partition, StartOffset::Latest).await.unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let r = consumer.fetch_from(topic, partition, offset).await.unwrap();
+        assert!(!r.messages.is_empty(), "no progress at {offset} of {end}");
+        offset = r.next_offset;
+        out.extend(r.messages);
+    }
+    out
 }

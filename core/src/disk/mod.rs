@@ -120,3 +120,21 @@ pub fn read_small(disk: &dyn Disk, path: &Path, max_bytes: u64) -> Result<Option
     buf.truncate(n);
     Ok(Some(buf))
 }
+
+/// Creates `dir` and every missing ancestor, syncing each new entry's
+/// parent: a directory whose own entry was never synced can vanish in a
+/// power cut with every synced file inside it.
+pub fn create_dir_durably(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
+    if dir.as_os_str().is_empty() || disk.exists(dir) {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durably(disk, parent)?;
+    }
+    disk.create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        // A relative top-level name's parent is the current directory.
+        disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
+    }
+    Ok(())
+}

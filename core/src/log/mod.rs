@@ -369,30 +369,12 @@ pub struct PartitionLog {
     vote: Option<Vote>,
 }
 
-/// Creates `dir` and every missing ancestor, syncing each new entry's
-/// parent: a directory whose own entry was never synced can vanish in a
-/// power cut with every synced file inside it.
-fn create_durably(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
-    if dir.as_os_str().is_empty() || disk.exists(dir) {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_durably(disk, parent)?;
-    }
-    disk.create_dir_all(dir)?;
-    if let Some(parent) = dir.parent() {
-        // A relative top-level name's parent is the current directory.
-        disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
-    }
-    Ok(())
-}
-
 impl PartitionLog {
     /// Opens (creating if needed) the log in `dir` and recovers it: see
     /// [`RecoveryReport`]. After open everything present is durable.
     pub fn open(disk: Arc<dyn Disk>, dir: &Path, config: LogConfig, now: Timestamp) -> Result<(Self, RecoveryReport), LogError> {
         assert!(config.segment_bytes_max + config.batch_bytes_max as u64 <= u64::from(u32::MAX), "segment positions must fit u32 indexes");
-        create_durably(&*disk, dir)?;
+        crate::disk::create_dir_durably(&*disk, dir)?;
         if let Some(reset) = raft_state::read_reset(&*disk, dir)? {
             // A reset was interrupted: finish it before looking at segments.
             tracing::warn!(dir = %dir.display(), start = reset.start_offset, "finishing an interrupted log reset");

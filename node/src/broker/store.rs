@@ -40,18 +40,7 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
 
 /// Creates `dir` (and parents) durably.
 pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
-    // The empty path is the parent of a relative top-level name: the current directory.
-    if dir.as_os_str().is_empty() || disk.exists(dir) {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        ensure_dir(disk, parent)?;
-    }
-    disk.create_dir_all(dir)?;
-    if let Some(parent) = dir.parent() {
-        disk.sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
-    }
-    Ok(())
+    weir_core::disk::create_dir_durably(disk, dir)
 }
 
 pub fn read_small(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, DiskError> {
