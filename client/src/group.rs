@@ -353,7 +353,7 @@ impl GroupConsumer {
                     OffsetReset::Error => return Err(e),
                 };
                 let to = self.consumer.offset_for(&topic, partition, spec).await?;
-                tracing::warn!(group = %self.config.group_id, %topic, partition, from = offset, to, "position out of range: reset per offset_reset");
+                tracing::warn!(group = %self.config.group_id, %topic, partition, from = offset, to, error = %e, "position out of range: reset per offset_reset");
                 let mut st = lock(&self.state);
                 if !st.rejoin && st.assignment.contains(&(topic.clone(), partition)) {
                     st.positions.insert((topic, partition), to);

@@ -161,6 +161,10 @@ pub enum Answer {
     Heartbeat,
     /// The answer to a [`Call::Forward`], as opaque as its request.
     Forwarded(Vec<u8>),
+    /// A heartbeat received, naming the groups of it that the receiver
+    /// knows a newer term of (group, term): the sender no longer leads
+    /// them, whatever it believes. [`Answer::Heartbeat`] when there are none.
+    HeartbeatNewer(Vec<(u64, u64)>),
 }
 
 /// One message in a frame: which call, to which group.

@@ -312,8 +312,11 @@ fn regression_seeds() {
 /// openraft marked committed before applying them (1008, 1104, 1417, 1858,
 /// 1952), a coordinator cut off from its peers answering offset fetches
 /// from a state its successor had moved past (2421), and a restarted leader
-/// resuming its old term's leadership with entries in flight (4483, 4927).
-const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4483, 4927];
+/// resuming its old term's leadership with entries in flight (4483, 4927),
+/// and an old leader, back from isolation and still believing in its
+/// lease because it heard its peers again, serving a fetch past its stale
+/// log end: the consumer reset to the start (4347).
+const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4347, 4483, 4927];
 
 #[test]
 fn cluster_regression_seeds() {

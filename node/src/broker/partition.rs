@@ -350,11 +350,14 @@ impl Partition {
     }
 
     /// Reads and offsets of a replicated partition are answered by its
-    /// serving leader only: a follower's high watermark lags (after a
-    /// restart it may be far behind), and a reader told a stale end would
-    /// miss what was acknowledged.
+    /// serving leader only, and only while it holds its lease: a
+    /// follower's high watermark lags (after a restart it may be far
+    /// behind), and so does an isolated old leader's, which serves in its
+    /// term while a newer leader commits more. A reader told a stale end
+    /// would miss what was acknowledged, or, asking past it, be told its
+    /// position is out of range and reset (seed 4347).
     pub fn check_leads_reads(&self) -> Result<(), WireError> {
-        if self.members.len() <= 1 || self.serving_term().is_some() {
+        if self.members.len() <= 1 || (self.serving_term().is_some() && self.holds_lease()) {
             return Ok(());
         }
         Err(match self.leader().filter(|l| *l != self.node_id) {
@@ -377,8 +380,8 @@ impl Partition {
         tasks.spawn("first-election", async move { group.campaign_until_led(10, Duration::from_millis(150)).await });
     }
 
-    /// This replica leads and has heard a majority lately enough that no
-    /// other leader can exist (see [`RaftNode::holds_lease`]).
+    /// This replica leads and holds its lease: no other leader can exist
+    /// (see [`RaftNode::holds_lease`]).
     pub fn holds_lease(&self) -> bool {
         let status = self.status();
         // Peers heard, and none of them claims this group in a newer term (a
@@ -386,7 +389,7 @@ impl Partition {
         // another while it still hears them).
         let group = self.group().id;
         let newer = self.raft.leader_heard(group).is_some_and(|(node, term)| node != self.node_id && term > status.term);
-        status.is_leader && !newer && self.raft.holds_lease(&status.voters)
+        status.is_leader && !newer && self.raft.holds_lease(group, status.term, &status.voters)
     }
 
     /// The node this replica believes leads the partition.

@@ -163,8 +163,11 @@ pub struct Registry {
     node_id: u64,
     groups: RwLock<HashMap<u64, Raft<TypeConfig>>>,
     peers: Arc<Peers>,
+    timing: Timing,
     /// The last node heartbeat from each peer.
     heard: std::sync::Mutex<HashMap<u64, tick::Heard>>,
+    /// The newest of this node's heartbeats each peer answered.
+    acked: std::sync::Mutex<HashMap<u64, tick::Acked>>,
     forward: RwLock<Option<ForwardHandler>>,
     /// Groups whose replica here found its log damaged: it never campaigns
     /// and never vouches for itself as leader, so a healthy replica leads.
@@ -191,8 +194,24 @@ impl Registry {
     pub async fn dispatch(&self, from: u64, group: u64, call: Call) -> Answer {
         let call = match call {
             Call::Heartbeat(beat) => {
+                let newer: Vec<(u64, u64)> = beat
+                    .leading
+                    .iter()
+                    .filter_map(|(g, term)| Some((*g, self.get(*g)?.metrics().borrow().current_term)).filter(|(_, t)| t > term))
+                    .collect();
                 tick::record(&self.heard, from, beat);
-                return Answer::Heartbeat;
+                return if newer.is_empty() { Answer::Heartbeat } else { Answer::HeartbeatNewer(newer) };
+            }
+            Call::Vote(_) if self.vouched_for_by_other(group, from) => {
+                tracing::debug!(node = self.node_id, group, candidate = from, "a live leader vouches for the group: no vote");
+                // Raft's defence against disruptive candidates (thesis
+                // §4.2.3): while a live leader vouches for the group, a
+                // candidate that cannot hear it gets no vote. It is also what
+                // makes a leader's lease sound (see `RaftNode::holds_lease`).
+                return Answer::Error(WireError::new(
+                    ErrorCode::NotLeader,
+                    format!("node {} hears a live leader of group {group}: no vote for node {from}", self.node_id),
+                ));
             }
             Call::Forward(request) => {
                 let handler = self.forward.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -227,6 +246,38 @@ impl Registry {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn acked(&self) -> HashMap<u64, tick::Acked> {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a peer other than `candidate` vouched for `group` as its
+    /// leader within three quarters of the shortest election timeout.
+    fn vouched_for_by_other(&self, group: u64, candidate: u64) -> bool {
+        let window = Duration::from_millis(self.timing.election_min_ms * 3 / 4);
+        let now = tokio::time::Instant::now();
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(node, h)| *node != candidate && h.leading.contains_key(&group) && h.at.is_some_and(|at| now.duration_since(at) < window))
+    }
+
+    /// Whether a majority of `voters` (this node counted) answered a
+    /// heartbeat of this node's sent within `fresh`, none of them knowing a
+    /// term of `group` newer than `term`.
+    fn acked_by_majority(&self, voters: &[u64], group: u64, term: u64, fresh: Duration) -> bool {
+        let acked = self.acked();
+        let now = tokio::time::Instant::now();
+        let alive = voters
+            .iter()
+            .filter(|v| {
+                **v == self.node_id
+                    || acked.get(v).is_some_and(|a| now.duration_since(a.sent) < fresh && a.newer.get(&group).is_none_or(|t| *t <= term))
+            })
+            .count();
+        alive * 2 > voters.len()
+    }
+
     fn peers(&self) -> &Arc<Peers> {
         &self.peers
     }
@@ -249,7 +300,9 @@ impl RaftNode {
             node_id: id,
             groups: RwLock::default(),
             peers: peers.clone(),
+            timing,
             heard: Default::default(),
+            acked: Default::default(),
             forward: RwLock::default(),
             aside: Default::default(),
         });
@@ -304,20 +357,24 @@ impl RaftNode {
             .max_by_key(|(node, term)| (*term, *node))
     }
 
+    /// Whether this node, leading `group` in `term`, holds its lease: a
+    /// majority of `voters` answered one of its heartbeats sent within half
+    /// the shortest election timeout, none knowing a newer term. Each of
+    /// them refuses other candidates for three quarters of that timeout
+    /// after it heard this node vouch for the group (see `Registry::
+    /// dispatch`), so no other leader can exist yet, and this one may
+    /// answer reads from its own state. (Hearing from a majority is not
+    /// enough: with one direction of a link cut, or a peer that already
+    /// moved to a newer term, the leader still hears them.)
+    pub fn holds_lease(&self, group: u64, term: u64, voters: &[u64]) -> bool {
+        voters.len() <= 1 || self.registry.acked_by_majority(voters, group, term, Duration::from_millis(self.timing.election_min_ms / 2))
+    }
+
     /// Whether a majority of `voters` (this node counted if it is one) has
     /// been heard within the election timeout: a leader without one cannot
     /// commit, and says so at once instead of letting a write time out.
     pub fn hears_majority(&self, voters: &[u64]) -> bool {
         self.heard_majority_within(voters, self.timing.election_max_ms)
-    }
-
-    /// Whether a majority of `voters` was heard within half the shortest
-    /// election timeout: no other leader can have been elected since (its
-    /// voters wait at least the election timeout after they last heard this
-    /// node), so a leader that holds this lease may answer from its own
-    /// state (a group coordinator's reads).
-    pub fn holds_lease(&self, voters: &[u64]) -> bool {
-        voters.len() <= 1 || self.heard_majority_within(voters, self.timing.election_min_ms / 2)
     }
 
     fn heard_majority_within(&self, voters: &[u64], fresh: u64) -> bool {

@@ -17,11 +17,11 @@
 use super::{Registry, Timing};
 use openraft::ServerState;
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use weir_net::peer::{Call, NodeHeartbeat};
+use weir_net::peer::{Answer, Call, NodeHeartbeat};
 
 /// What one node heard from another.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,15 @@ pub struct Heard {
     pub at: Option<Instant>,
     /// Groups it leads, and in which term.
     pub leading: HashMap<u64, u64>,
+}
+
+/// A peer's answer to one of this node's heartbeats.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    /// When the answered heartbeat was sent.
+    pub sent: Instant,
+    /// Groups of that heartbeat the peer knows a newer term of, with it.
+    pub newer: HashMap<u64, u64>,
 }
 
 /// Per-group state of the tick.
@@ -105,7 +114,12 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 // followers elect another.
                 let idle = last_log == applied;
                 // A replica that stepped aside does not vouch for itself: its followers elect another.
-                if !registry.is_aside(g) && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms)) {
+                // And only while a majority answers this node's heartbeats: a
+                // leader cut off from its followers in one direction would
+                // otherwise keep them from electing another (they refuse
+                // candidates while a leader vouches) though it cannot commit.
+                let answered = registry.acked_by_majority(&voters, g, term, fresh_for);
+                if !registry.is_aside(g) && answered && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms)) {
                     leading.push((g, term));
                 }
                 t.deadline = None;
@@ -144,7 +158,7 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
             if now >= deadline {
                 t.attempt += 1;
                 t.deadline = Some(now + election_timeout(&timing, me, g, t.attempt));
-                tracing::debug!(group = g, term, attempt = t.attempt, "no live leader: campaigning");
+                tracing::debug!(node = me, group = g, term, attempt = t.attempt, ?leader, "no live leader: campaigning");
                 let _ = raft.trigger().elect().await;
             }
         }
@@ -153,9 +167,18 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
             if peer == me {
                 continue;
             }
-            let (peers, beat) = (registry.peers().clone(), beat.clone());
+            let (registry, beat) = (Arc::downgrade(&registry), beat.clone());
             tokio::spawn(async move {
-                let _ = peers.call(peer, 0, Call::Heartbeat(beat), fresh_for).await;
+                let sent = Instant::now();
+                let Some(peers) = registry.upgrade().map(|r| r.peers().clone()) else { return };
+                let newer = match peers.call(peer, 0, Call::Heartbeat(beat), fresh_for).await {
+                    Ok(Answer::Heartbeat) => HashMap::new(),
+                    Ok(Answer::HeartbeatNewer(newer)) => newer.into_iter().collect(),
+                    _ => return,
+                };
+                if let Some(registry) = registry.upgrade() {
+                    record_ack(&registry.acked, peer, Acked { sent, newer });
+                }
             });
         }
     }
@@ -165,6 +188,14 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
 pub fn record(heard: &std::sync::Mutex<HashMap<u64, Heard>>, from: u64, beat: NodeHeartbeat) {
     let mut h = heard.lock().unwrap_or_else(|p| p.into_inner());
     h.insert(from, Heard { at: Some(Instant::now()), leading: beat.leading.into_iter().collect() });
+}
+
+/// Keeps the newest answered heartbeat (answers can arrive out of order).
+pub fn record_ack(acked: &std::sync::Mutex<HashMap<u64, Acked>>, peer: u64, ack: Acked) {
+    let mut a = acked.lock().unwrap_or_else(|p| p.into_inner());
+    if a.get(&peer).is_none_or(|old| old.sent <= ack.sent) {
+        a.insert(peer, ack);
+    }
 }
 
 #[cfg(test)]
