@@ -158,6 +158,11 @@ impl ProposeError {
 /// in, the answer's bytes out. Opaque to the Raft layer.
 pub type ForwardHandler = Arc<dyn Fn(u64, Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> + Send + Sync>;
 
+/// How many terms a node skips at most to outrun a candidate with an
+/// older log (see `Registry::outrun`); a term further ahead is left to
+/// the election timeout.
+const OUTRUN_TERMS_MAX: u64 = 3;
+
 /// The groups this node runs, by id: where peer calls are dispatched.
 pub struct Registry {
     node_id: u64,
@@ -224,10 +229,44 @@ impl Registry {
             }
             call => call,
         };
-        match self.get(group) {
-            Some(raft) => peer::serve_call(&raft, call).await,
-            None => peer::no_such_group(self.node_id, group),
+        let Some(raft) = self.get(group) else { return peer::no_such_group(self.node_id, group) };
+        let asked = match &call {
+            Call::Vote(v) => Some(v.vote.term),
+            _ => None,
+        };
+        let answer = peer::serve_call(&raft, call).await;
+        if let (Some(asked), Answer::Vote(reply)) = (asked, &answer)
+            && !reply.granted
+        {
+            self.outrun(group, &raft, asked);
         }
+        answer
+    }
+
+    /// After refusing a candidate of a term above this node's (openraft
+    /// refuses an older log without taking the newer term, as Raft would):
+    /// campaigns now, past the candidate's term, if this node may lead.
+    /// Otherwise the better log always campaigns in the term the worse one
+    /// already claimed and is refused, and the two can alternate for as long
+    /// as their timeouts stay in step (seed 4976: 30 s with no leader).
+    fn outrun(&self, group: u64, raft: &Raft<TypeConfig>, asked: u64) {
+        let (term, voter) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.membership_config.membership().voter_ids().any(|v| v == self.node_id))
+        };
+        if asked <= term || !voter || self.is_aside(group) || asked - term > OUTRUN_TERMS_MAX {
+            return;
+        }
+        tracing::debug!(node = self.node_id, group, term, asked, "refused a candidate with an older log: campaigning past its term");
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            for _ in 0..=(asked - term) {
+                if raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     fn all(&self) -> Vec<(u64, Raft<TypeConfig>)> {
