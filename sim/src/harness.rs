@@ -699,6 +699,7 @@ async fn fault_loop(w: &World) -> Injected {
                     w.disks[i].crash();
                 }
             }
+            tracing::info!(victims = ?victims, power = swarm.power_loss, "crash {}", inj.crashes);
             rec_lock(rec).trace.add(&format!("crash {} {victims:?} power={}", inj.crashes, swarm.power_loss));
             // Losses below the checkpoint, and their acceptance, are a single broker's tooling.
             if n == 1
@@ -738,6 +739,7 @@ async fn fault_loop(w: &World) -> Injected {
             if let Some(p) = flip_sealed(&w.disks[i], &mut rng) {
                 inj.bitflips += 1;
                 inj.corrupted.insert(p);
+                tracing::info!("bit flip on node index {i}, partition {p}");
                 rec_lock(rec).trace.add(&format!("flip {i} {p}"));
             }
             next_flip = next(&mut rng, swarm.bitflip_every);

@@ -317,8 +317,10 @@ fn regression_seeds() {
 /// lease because it heard its peers again, serving a fetch past its stale
 /// log end: the consumer reset to the start (4347), and two candidates
 /// alternating in step, the one with the better log always asking in the
-/// term the other had claimed (4976).
-const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4347, 4483, 4927, 4976];
+/// term the other had claimed (4976), and an old leader answering a retry
+/// with a sequence gap from its stale producer state, so the producer
+/// sent the batch again under a new id and it was stored twice (4557).
+const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4347, 4483, 4557, 4927, 4976];
 
 #[test]
 fn cluster_regression_seeds() {

@@ -500,13 +500,30 @@ impl Partition {
             self.propose_queued(false).await;
         }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result.map_err(produce_error),
+            Ok(Ok(result)) => result.map_err(|e| self.produce_refusal(e)),
             Ok(Err(_)) => Err(WireError::new(ErrorCode::ShuttingDown, "the partition closed before the batch was committed: retry")),
             Err(_) => {
                 self.shared.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
                 Err(self.stuck(timeout))
             }
         }
+    }
+
+    /// The answer to a refused produce. A sequence gap is the producer's to
+    /// act on (it continues under a new producer id, so the batch is sent
+    /// again): answered only by a leader that holds its lease, whose
+    /// producer state is exact. An old leader that does not know it was
+    /// replaced judges by a state its successor moved past, and the batch
+    /// it calls out of order may be stored already (seed 4557: stored twice).
+    fn produce_refusal(&self, e: ProduceError) -> WireError {
+        if matches!(e, ProduceError::OutOfOrder { .. }) && self.members.len() > 1 && !self.holds_lease() {
+            tracing::debug!(partition = self.id, error = %e, "a sequence gap seen without the lease: answered as no leader");
+            return WireError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("partition {}: node {} cannot confirm it still leads: retry", self.id, self.node_id),
+            );
+        }
+        produce_error(e)
     }
 
     /// Reads from `offset` up to the high watermark, waiting up to `max_wait`

@@ -303,15 +303,20 @@ impl Registry {
 
     /// Whether a majority of `voters` (this node counted) answered a
     /// heartbeat of this node's sent within `fresh`, none of them knowing a
-    /// term of `group` newer than `term`.
-    fn acked_by_majority(&self, voters: &[u64], group: u64, term: u64, fresh: Duration) -> bool {
+    /// term of `group` newer than `term`; with `vouched`, only heartbeats
+    /// that vouched for `group` count (the others' answers say nothing of it).
+    fn acked_by_majority(&self, voters: &[u64], group: u64, term: u64, fresh: Duration, vouched: bool) -> bool {
         let acked = self.acked();
         let now = tokio::time::Instant::now();
         let alive = voters
             .iter()
             .filter(|v| {
                 **v == self.node_id
-                    || acked.get(v).is_some_and(|a| now.duration_since(a.sent) < fresh && a.newer.get(&group).is_none_or(|t| *t <= term))
+                    || acked.get(v).is_some_and(|a| {
+                        now.duration_since(a.sent) < fresh
+                            && (!vouched || a.listed.contains(&group))
+                            && a.newer.get(&group).is_none_or(|t| *t <= term)
+                    })
             })
             .count();
         alive * 2 > voters.len()
@@ -397,8 +402,9 @@ impl RaftNode {
     }
 
     /// Whether this node, leading `group` in `term`, holds its lease: a
-    /// majority of `voters` answered one of its heartbeats sent within half
-    /// the shortest election timeout, none knowing a newer term. Each of
+    /// majority of `voters` answered one of its heartbeats vouching for
+    /// the group, sent within half the shortest election timeout, none
+    /// knowing a newer term. Each of
     /// them refuses other candidates for three quarters of that timeout
     /// after it heard this node vouch for the group (see `Registry::
     /// dispatch`), so no other leader can exist yet, and this one may
@@ -406,7 +412,8 @@ impl RaftNode {
     /// enough: with one direction of a link cut, or a peer that already
     /// moved to a newer term, the leader still hears them.)
     pub fn holds_lease(&self, group: u64, term: u64, voters: &[u64]) -> bool {
-        voters.len() <= 1 || self.registry.acked_by_majority(voters, group, term, Duration::from_millis(self.timing.election_min_ms / 2))
+        voters.len() <= 1
+            || self.registry.acked_by_majority(voters, group, term, Duration::from_millis(self.timing.election_min_ms / 2), true)
     }
 
     /// Whether a majority of `voters` (this node counted if it is one) has

@@ -38,6 +38,8 @@ pub struct Acked {
     pub sent: Instant,
     /// Groups of that heartbeat the peer knows a newer term of, with it.
     pub newer: HashMap<u64, u64>,
+    /// The groups that heartbeat vouched for: the answer speaks for them only.
+    pub listed: std::collections::HashSet<u64>,
 }
 
 /// Per-group state of the tick.
@@ -118,7 +120,7 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 // leader cut off from its followers in one direction would
                 // otherwise keep them from electing another (they refuse
                 // candidates while a leader vouches) though it cannot commit.
-                let answered = registry.acked_by_majority(&voters, g, term, fresh_for);
+                let answered = registry.acked_by_majority(&voters, g, term, fresh_for, false);
                 if !registry.is_aside(g) && answered && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms)) {
                     leading.push((g, term));
                 }
@@ -170,6 +172,7 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
             let (registry, beat) = (Arc::downgrade(&registry), beat.clone());
             tokio::spawn(async move {
                 let sent = Instant::now();
+                let listed = beat.leading.iter().map(|(g, _)| *g).collect();
                 let Some(peers) = registry.upgrade().map(|r| r.peers().clone()) else { return };
                 let newer = match peers.call(peer, 0, Call::Heartbeat(beat), fresh_for).await {
                     Ok(Answer::Heartbeat) => HashMap::new(),
@@ -177,7 +180,7 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                     _ => return,
                 };
                 if let Some(registry) = registry.upgrade() {
-                    record_ack(&registry.acked, peer, Acked { sent, newer });
+                    record_ack(&registry.acked, peer, Acked { sent, newer, listed });
                 }
             });
         }
