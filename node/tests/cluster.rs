@@ -68,7 +68,8 @@ impl Cluster {
 async fn describe(node: &Broker, topic: &str) -> Vec<(Option<u64>, u64, u64)> {
     match Admin::new(&node.client().await).describe_topic(topic).await {
         Ok(d) => d.partitions.iter().map(|p| (p.leader, p.log_end_offset, p.high_watermark)).collect(),
-        Err(e) if e.code() == Some(weir_net::ErrorCode::UnknownTopic) => Vec::new(),
+        // A node that restarted says LeaderNotAvailable until its metadata caught up.
+        Err(e) if matches!(e.code(), Some(weir_net::ErrorCode::UnknownTopic | weir_net::ErrorCode::LeaderNotAvailable)) => Vec::new(),
         Err(e) => panic!("describe: {e}"),
     }
 }

@@ -48,6 +48,9 @@ pub struct Cluster {
     outcomes: Mutex<BTreeMap<u64, Outcome>>,
     /// This node's current producer-id block and the next id in it.
     producer_ids: tokio::sync::Mutex<Option<(u64, i64)>>,
+    /// The applier has caught up with a leader heard since this process
+    /// started: until then a topic this node does not know may exist.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -58,6 +61,34 @@ impl Cluster {
             applied: watch::channel(0).0,
             outcomes: Mutex::default(),
             producer_ids: tokio::sync::Mutex::new(None),
+            synced: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this node's metadata has caught up with the cluster's since
+    /// it started (see [`Cluster::note_progress`]).
+    pub fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the metadata caught up once the applier has reached the
+    /// commit index of a leader this node heard in its current term (or
+    /// leads and serves): a restarted broker otherwise told producers that
+    /// topics it had not replayed yet did not exist, a refusal they do not
+    /// retry (seen in seed 4557).
+    fn note_progress(&self, raft: &crate::raft::RaftNode) {
+        if self.synced() {
+            return;
+        }
+        let status = self.log.status();
+        let led = match status.leader {
+            Some(l) if l == raft.id => self.log.serving_term().is_some(),
+            Some(l) => raft.leader_heard(METADATA_GROUP) == Some((l, status.term)),
+            None => false,
+        };
+        if led && *self.applied.borrow() >= self.log.high_watermark() {
+            self.synced.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::debug!("metadata caught up with the cluster");
         }
     }
 
@@ -538,6 +569,7 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
             offset = next;
             cluster.applied.send_replace(offset);
         }
+        cluster.note_progress(&b.raft);
         if stalled {
             drop(b);
             tokio::time::sleep(Duration::from_millis(500)).await;

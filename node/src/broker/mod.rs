@@ -292,6 +292,15 @@ impl Broker {
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, WireError> {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned().ok_or_else(|| {
+            if self.cluster.as_ref().is_some_and(|c| !c.synced()) {
+                return WireError::new(
+                    ErrorCode::LeaderNotAvailable,
+                    format!(
+                        "node {} has not caught up with the cluster's metadata since it started, so it cannot tell whether topic {name:?} exists: retry",
+                        self.config.node_id
+                    ),
+                );
+            }
             WireError::new(ErrorCode::UnknownTopic, format!("topic {name:?} does not exist: create it first (weirctl topic create {name})"))
         })
     }
