@@ -723,10 +723,23 @@ async fn fault_loop(w: &World) -> Injected {
         } else if next_clog.is_some_and(|t| t <= now) {
             inj.clogs += 1;
             let i = if n == 1 { 0 } else { rng.usize(0..n) };
-            net.clog_node(w.nodes[i].id());
-            rec_lock(rec).trace.add(&format!("clog {} {i}", inj.clogs));
-            tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
-            net.unclog_node(w.nodes[i].id());
+            if n > 1 && rng.bool() {
+                // One direction of one broker-to-broker link: the case where
+                // a leader still hears its followers but they do not hear it.
+                let j = (i + rng.usize(1..n)) % n;
+                let (a, b) = (w.nodes[i].id(), w.nodes[j].id());
+                net.clog_link(a, b);
+                tracing::info!("one-way clog {} from node index {i} to {j}", inj.clogs);
+                rec_lock(rec).trace.add(&format!("clog {} {i}->{j}", inj.clogs));
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
+                net.unclog_link(a, b);
+            } else {
+                net.clog_node(w.nodes[i].id());
+                tracing::info!("clog {} of node index {i}", inj.clogs);
+                rec_lock(rec).trace.add(&format!("clog {} {i}", inj.clogs));
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..3000))).await;
+                net.unclog_node(w.nodes[i].id());
+            }
             next_clog = next(&mut rng, swarm.clog_every);
         } else if next_jump.is_some_and(|t| t <= now) {
             inj.jumps += 1;
