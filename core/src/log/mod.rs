@@ -1362,11 +1362,24 @@ impl PartitionLog {
     /// Applies retention by size and time at `now`, deleting whole sealed
     /// segments from the oldest. The active segment is never deleted.
     pub fn apply_retention(&mut self, now: Timestamp) -> Result<RetentionReport, LogError> {
+        self.apply_retention_below(now, u64::MAX)
+    }
+
+    /// As [`PartitionLog::apply_retention`], deleting only segments that
+    /// end at or below `keep_from`: a replicated log's leader keeps what a
+    /// live follower has yet to receive, since a follower behind the
+    /// leader's log start could only be sent a snapshot, which skips it.
+    pub fn apply_retention_below(&mut self, now: Timestamp, keep_from: u64) -> Result<RetentionReport, LogError> {
         let mut doomed = Vec::new();
         let mut total = self.size_bytes();
+        let bases: Vec<u64> = self.segments.keys().copied().collect();
         let sealed: Vec<(u64, u64, i64)> =
             self.segments.values().rev().skip(1).rev().map(|s| (s.base_offset, s.size, s.max_timestamp)).collect();
-        for (base, size, max_ts) in sealed {
+        for (i, (base, size, max_ts)) in sealed.into_iter().enumerate() {
+            // A sealed segment ends where the next one starts.
+            if bases[i + 1] > keep_from {
+                break;
+            }
             // Never go below the limit: delete a segment only if what stays is still at least that big.
             let too_big = self.config.retention_bytes.is_some_and(|limit| total - size >= limit);
             let too_old = self.config.retention_ms.is_some_and(|ms| max_ts != i64::MIN && now.as_millis().saturating_sub(max_ts) > ms);

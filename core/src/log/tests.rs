@@ -234,6 +234,31 @@ fn retention_deletes_whole_old_segments_and_their_files() {
 }
 
 #[test]
+fn retention_below_a_bound_keeps_every_segment_reaching_past_it() {
+    let disk = SimDisk::new(17);
+    let config = LogConfig { retention_bytes: Some(1), ..small_config() };
+    let (mut log, _) = open(&disk, config);
+    for i in 0..100 {
+        log.append(&batch(i, &[&[1u8; 100]]), Timestamp(0)).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    let keep_from = 40;
+    let r = log.apply_retention_below(Timestamp(0), keep_from).unwrap();
+    assert!(r.segments_deleted > 0, "segments wholly below the bound go");
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= keep_from, "log start {start} is not past the bound");
+    assert_eq!(values_from(&log, start).first().map(|(o, _)| *o), Some(start));
+    assert!(log.read(keep_from, 100, 100).is_ok(), "the bound's offset is still held");
+    // Below the first segment's end: nothing at all.
+    let again = log.apply_retention_below(Timestamp(0), start).unwrap();
+    assert_eq!(again.segments_deleted, 0);
+    // No bound: down to the active segment, as before.
+    let all = log.apply_retention(Timestamp(0)).unwrap();
+    assert!(all.segments_deleted > 0);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
 fn truncate_suffix_is_durable_and_offsets_are_reused() {
     let disk = SimDisk::new(8);
     let (mut log, _) = open(&disk, small_config());

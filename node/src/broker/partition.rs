@@ -595,24 +595,45 @@ impl Partition {
     }
 
     /// Runs retention on this partition's log (whole sealed segments; the
-    /// Raft entries in them are recorded as purged first).
+    /// Raft entries in them are recorded as purged first). A leader keeps
+    /// what a follower it heard lately has not received yet: a follower
+    /// behind the leader's log start can only be sent a snapshot, and a
+    /// snapshot skips the retained records (a slow follower would end up
+    /// holding less than the others). What was deleted is then purged
+    /// in openraft too (see [`Group::note_purged`]).
     pub async fn apply_retention(&self) {
+        let behind: Vec<Option<u64>> =
+            self.group().matched().into_iter().filter(|(node, _)| self.raft.heard_lately(*node)).map(|(_, index)| index).collect();
         // A partition whose storage is stuck is skipped until the next pass.
         let Ok(log) = self.log().await else {
             tracing::warn!(partition = self.id, "retention skipped: the partition's storage is not answering");
             return;
         };
-        blocking::run(move || {
+        let purged = blocking::run(move || {
             let mut log = log;
-            match log.apply_retention(clock::now()) {
+            // The offset after the least a live follower holds (0 if it is
+            // unknown: nothing goes).
+            let keep_from = behind
+                .iter()
+                .map(|index| match index {
+                    Some(i) => log.entry_heads(*i..*i + 1, 1).ok().and_then(|h| h.first().map(|e| e.next_offset)).unwrap_or(0),
+                    None => 0,
+                })
+                .min()
+                .unwrap_or(u64::MAX);
+            match log.apply_retention_below(clock::now(), keep_from) {
                 Ok(r) if r.segments_deleted > 0 => {
                     tracing::info!(dir = %log.dir().display(), segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(dir = %log.dir().display(), error = %e, "retention failed"),
             }
+            log.purged_log_id()
         })
-        .await
+        .await;
+        if let Some(purged) = purged.filter(|_| self.members.len() > 1) {
+            self.group().note_purged(purged.index).await;
+        }
     }
 
     /// Bytes held.

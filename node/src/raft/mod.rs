@@ -429,6 +429,11 @@ impl RaftNode {
         alive * 2 > voters.len()
     }
 
+    /// Whether `node` was heard within the longest election timeout.
+    pub fn heard_lately(&self, node: u64) -> bool {
+        self.heard_ms_ago().get(&node).is_some_and(|ms| *ms < self.timing.election_max_ms)
+    }
+
     /// When each peer was last heard (milliseconds ago).
     pub fn heard_ms_ago(&self) -> BTreeMap<u64, u64> {
         let now = tokio::time::Instant::now();
@@ -735,6 +740,33 @@ impl Group {
                 r.iter().filter(|(node, matched)| **node != self.node && matched.map(|l| l.index) < applied).count()
             }),
         }
+    }
+
+    /// Tells openraft that the log's entries up to `index` are gone (the
+    /// log's retention deleted their segments), so it no longer reads them
+    /// to replicate: a follower behind them is sent a snapshot instead of
+    /// a replication that finds nothing and retries forever. openraft
+    /// purges only what a snapshot covers, so one is built first; the
+    /// purge may wait for that, and for replication in flight, and the
+    /// next retention pass asks again.
+    pub async fn note_purged(&self, index: u64) {
+        let known = self.raft.metrics().borrow().purged.map(|p| p.index);
+        if known.is_some_and(|k| k >= index) {
+            return;
+        }
+        let _ = self.raft.trigger().snapshot().await;
+        let _ = self.raft.trigger().purge_log(index).await;
+    }
+
+    /// On the leader: the last entry index each other voter holds (`None`
+    /// for one that holds nothing yet); empty on any other replica.
+    pub fn matched(&self) -> BTreeMap<u64, Option<u64>> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        m.replication.as_ref().map_or_else(BTreeMap::new, |r| {
+            r.iter().filter(|(n, _)| **n != self.node && voters.contains(n)).map(|(n, l)| (*n, l.map(|l| l.index))).collect()
+        })
     }
 
     /// The group's core stopped (a storage fault; see
