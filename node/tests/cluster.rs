@@ -412,3 +412,44 @@ async fn retention_in_a_cluster_keeps_replicas_equal_and_what_is_retained_readab
         assert!(v.starts_with(&format!("{o} ")), "offset {o} holds {v:?}");
     }
 }
+
+/// A topic deleted through a broker that does not coordinate groups, then
+/// created again, starts with no committed offsets: the coordinator forgets
+/// them when it applies the delete (before, only the broker that took the
+/// delete tried, and it could not, so consumers of the new topic skipped
+/// its first records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_never_inherits_committed_offsets() {
+    let cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    let create = || CreateTopicRequest { name: "reborn".into(), partitions: 1, replicas: 3, config: Default::default() };
+    admin.create_topic(create()).await.unwrap();
+    let producer = Producer::new(&client);
+    for i in 0..10 {
+        producer.send(ProduceMessage::new("reborn", format!("r{i}")).with_partition(0)).await.unwrap();
+    }
+    let commit = Request::OffsetCommit(weir_net::message::OffsetCommitRequest {
+        group: "g".into(),
+        member: None,
+        offsets: vec![weir_net::message::OffsetToCommit { topic: "reborn".into(), partition: 0, offset: 7, metadata: String::new() }],
+    });
+    client.request(&commit).await.unwrap();
+    assert_eq!(committed(&client, "g").await.get(&0), Some(&7));
+
+    let coordinator = match client.request(&Request::FindCoordinator(weir_net::message::FindCoordinatorRequest {})).await.unwrap() {
+        Response::FindCoordinator(r) => r.node_id.expect("a coordinator"),
+        other => panic!("{other:?}"),
+    };
+    let other = cluster.nodes.iter().enumerate().find(|(i, _)| *i as u64 + 1 != coordinator).map(|(_, n)| n.addr.clone()).unwrap();
+    let deleted = client.request_at(&other, &Request::DeleteTopic(weir_net::message::DeleteTopicRequest { name: "reborn".into() })).await;
+    assert!(deleted.is_ok(), "{deleted:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed(&client, "g").await.contains_key(&0) {
+        assert!(Instant::now() < deadline, "the deleted topic's offsets are still committed after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.create_topic(create()).await.unwrap();
+    assert_eq!(committed(&client, "g").await.get(&0), None, "the new topic inherited an old offset");
+}

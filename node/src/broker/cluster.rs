@@ -302,6 +302,19 @@ impl Broker {
             Outcome::Deleted(t) => {
                 let removed = self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(&t.record.name);
                 self.groups.set_partitions(&t.record.name, None);
+                if self.groups.is_coordinator() {
+                    // The coordinator forgets the topic's committed offsets,
+                    // whichever broker took the delete: otherwise a topic
+                    // created again under the name would inherit them, and
+                    // its consumers would skip its first records. In the
+                    // background: the applier must not wait on another group.
+                    let (groups, name) = (self.groups.clone(), t.record.name.clone());
+                    self.tasks.spawn("forget-offsets", async move {
+                        if let Err(e) = groups.forget_topic(&name).await {
+                            tracing::warn!(topic = %name, error = %e.message, "could not forget a deleted topic's committed offsets");
+                        }
+                    });
+                }
                 if let Some(topic) = removed {
                     for p in topic.partitions.iter().flatten() {
                         p.close();
