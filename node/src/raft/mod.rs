@@ -285,10 +285,6 @@ impl Registry {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn acked(&self) -> HashMap<u64, tick::Acked> {
-        self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     /// Whether a peer other than `candidate` vouched for `group` as its
     /// leader within three quarters of the shortest election timeout.
     fn vouched_for_by_other(&self, group: u64, candidate: u64) -> bool {
@@ -306,7 +302,9 @@ impl Registry {
     /// term of `group` newer than `term`; with `vouched`, only heartbeats
     /// that vouched for `group` count (the others' answers say nothing of it).
     fn acked_by_majority(&self, voters: &[u64], group: u64, term: u64, fresh: Duration, vouched: bool) -> bool {
-        let acked = self.acked();
+        // Read in place: every fetch and every led group at every tick asks,
+        // and each answer holds the sets of groups its heartbeat named.
+        let acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
         let now = tokio::time::Instant::now();
         let alive = voters
             .iter()
