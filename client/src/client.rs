@@ -46,11 +46,40 @@ struct Inner {
     /// One connection per other broker, by address, for requests routed to
     /// a partition's leader.
     routed: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
-    metadata: Mutex<BTreeMap<String, TopicMetadata>>,
+    /// Each topic's metadata as last answered, merged so that no
+    /// partition's leader goes back to an older term.
+    metadata: Mutex<BTreeMap<String, Cached>>,
+    /// One metadata request at a time: callers that find the cache stale
+    /// wait for the request under way instead of sending their own.
+    refreshing: tokio::sync::Mutex<()>,
     /// Every broker the cluster's metadata named: node id → `host:port`.
     brokers: Mutex<BTreeMap<u64, String>>,
     /// Where consumer-group requests go (the coordinator), once asked.
     coordinator: Mutex<Option<String>>,
+}
+
+/// A topic's cached metadata; `stale` once a request found it out of date.
+#[derive(Debug)]
+struct Cached {
+    meta: TopicMetadata,
+    stale: bool,
+}
+
+/// Takes `new` into the cache and returns what is kept: for a partition
+/// whose cached leader is of a newer term than the answer's (the answering
+/// broker has not heard of the failover yet), the cached leader. Terms are
+/// compared only within one topic id: a recreated topic starts over.
+fn merge(cache: &mut BTreeMap<String, Cached>, mut new: TopicMetadata) -> TopicMetadata {
+    if let Some(old) = cache.get(&new.name).filter(|old| new.topic_id != 0 && old.meta.topic_id == new.topic_id) {
+        for p in &mut new.partitions {
+            if let Some(o) = old.meta.partitions.iter().find(|o| o.partition == p.partition && o.leader_term > p.leader_term) {
+                p.leader = o.leader;
+                p.leader_term = o.leader_term;
+            }
+        }
+    }
+    cache.insert(new.name.clone(), Cached { meta: new.clone(), stale: false });
+    new
 }
 
 /// Most brokers whose addresses a client remembers (a response naming more is cut).
@@ -127,6 +156,7 @@ impl Client {
                 conn: tokio::sync::Mutex::new(None),
                 routed: tokio::sync::Mutex::default(),
                 metadata: Mutex::default(),
+                refreshing: tokio::sync::Mutex::default(),
                 brokers: Mutex::default(),
                 coordinator: Mutex::default(),
             }),
@@ -192,6 +222,7 @@ impl Client {
         match c.request(&hello, cfg.timeout).await? {
             Response::ApiVersions(v) => {
                 tracing::debug!(broker = %addr, version = %v.broker_version, "connected");
+                c.set_versions(&v);
                 Ok(Arc::new(c))
             }
             _ => Err(ClientError::Protocol(format!("{addr}: unexpected handshake response"))),
@@ -265,6 +296,10 @@ impl Client {
         let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: None })).await?;
         let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
         self.remember_brokers(&m.brokers);
+        let mut cache = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        for t in m.topics {
+            merge(&mut cache, t);
+        }
         Ok(self.known_brokers())
     }
 
@@ -318,11 +353,15 @@ impl Client {
 
     /// Sends one request once, with the configured timeout (to the
     /// partition's leader for produce, fetch and list-offsets). A failure
-    /// that says the leader moved forgets the cached metadata, so the
+    /// that says the leader moved marks the cached metadata stale, so the
     /// next attempt asks again.
     pub async fn request_once(&self, req: &Request) -> Result<Response> {
+        self.request_within(req, self.inner.config.timeout).await
+    }
+
+    async fn request_within(&self, req: &Request, timeout: Duration) -> Result<Response> {
         let conn = self.connection_for(req).await?;
-        let result = conn.request(req, self.inner.config.timeout).await;
+        let result = conn.request(req, timeout).await;
         if for_coordinator(req)
             && let Err(e) = &result
             && (e.code() == Some(ErrorCode::NotCoordinator) || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
@@ -342,26 +381,42 @@ impl Client {
     /// Sends a request, retrying retriable failures with backoff. Only for
     /// requests that are safe to repeat.
     pub async fn request(&self, req: &Request) -> Result<Response> {
-        self.with_retries(|| self.request_once(req)).await
+        self.with_retries(|left| self.request_within(req, self.attempt_timeout(req, left))).await
+    }
+
+    /// How long one attempt of `req` may take, with `left` of its timeout
+    /// remaining: a request routed to a leader gets half the timeout (plus
+    /// a fetch's wait), so one sent to a leader that went silent still
+    /// leaves time to retry at its successor.
+    fn attempt_timeout(&self, req: &Request, left: Duration) -> Duration {
+        let timeout = self.inner.config.timeout;
+        let cap = match req {
+            Request::Fetch(f) => timeout / 2 + Duration::from_millis(u64::from(f.max_wait_ms)),
+            Request::ListOffsets(_) | Request::Metadata(_) => timeout / 2,
+            _ => timeout,
+        };
+        cap.min(left).max(Duration::from_millis(1))
     }
 
     /// As [`Client::request`], always to the first reachable broker
     /// (metadata requests, which routing itself depends on).
     async fn request_unrouted(&self, req: &Request) -> Result<Response> {
-        self.with_retries(|| async { self.connection().await?.request(req, self.inner.config.timeout).await }).await
+        self.with_retries(|left| async move { self.connection().await?.request(req, self.attempt_timeout(req, left)).await }).await
     }
 
+    /// Runs `once` (given the time left) until it succeeds, fails for good,
+    /// or the request timeout is spent: a caller's timeout bounds the whole
+    /// request, every attempt included.
     async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Response>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Response>>,
     {
         let mut backoff = self.inner.config.retry_backoff;
         let mut attempt = 0;
-        // Retries end with the request timeout: a caller's timeout bounds the whole request.
         let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
         loop {
-            match once().await {
+            match once(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                 Err(e) if e.is_retriable() && attempt < self.inner.config.retries && tokio::time::Instant::now() + backoff < deadline => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying");
@@ -376,12 +431,31 @@ impl Client {
         }
     }
 
-    /// Metadata of one topic, from the cache or the broker.
+    /// The cached metadata of `topic`, unless it is stale.
+    fn cached(&self, topic: &str) -> Option<TopicMetadata> {
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get(topic).filter(|c| !c.stale).map(|c| c.meta.clone())
+    }
+
+    /// Metadata of one topic, from the cache or, when it is missing or
+    /// stale, from a broker: one request at a time, whoever else needs it
+    /// waiting for that answer.
     pub async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata> {
-        if let Some(m) = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
-            return Ok(m.clone());
+        if let Some(m) = self.cached(topic) {
+            return Ok(m);
         }
-        let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await?;
+        let _one = self.inner.refreshing.lock().await;
+        // Refreshed while this caller waited for the request under way.
+        if let Some(m) = self.cached(topic) {
+            return Ok(m);
+        }
+        let resp = self.request_unrouted(&Request::Metadata(MetadataRequest { topics: Some(vec![topic.to_owned()]) })).await;
+        let resp = match resp {
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => {
+                self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).remove(topic);
+                return Err(e);
+            }
+            r => r?,
+        };
         let Response::Metadata(m) = resp else { return Err(ClientError::Protocol("metadata request got another response".to_owned())) };
         self.remember_brokers(&m.brokers);
         let t = m
@@ -389,13 +463,15 @@ impl Client {
             .into_iter()
             .find(|t| t.name == topic)
             .ok_or_else(|| ClientError::Protocol(format!("metadata for {topic:?} missing")))?;
-        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_owned(), t.clone());
-        Ok(t)
+        Ok(merge(&mut self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()), t))
     }
 
-    /// Forgets cached metadata (after NotLeader, topic changes).
+    /// Marks the cached metadata stale (after NotLeader, topic changes): the
+    /// next request asks again, and still never goes back a term.
     pub fn invalidate_metadata(&self) {
-        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for c in self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+            c.stale = true;
+        }
     }
 }
 
@@ -413,3 +489,54 @@ macro_rules! expect_response {
     };
 }
 pub(crate) use expect_response;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_net::message::PartitionMetadata;
+
+    fn topic(id: u64, leaders: &[(Option<u64>, u64)]) -> TopicMetadata {
+        TopicMetadata {
+            name: "t".into(),
+            topic_id: id,
+            partitions: leaders
+                .iter()
+                .enumerate()
+                .map(|(i, (leader, term))| PartitionMetadata {
+                    partition: i as u32,
+                    leader: *leader,
+                    replicas: vec![1, 2, 3],
+                    leader_term: *term,
+                })
+                .collect(),
+        }
+    }
+
+    fn leaders(t: &TopicMetadata) -> Vec<(Option<u64>, u64)> {
+        t.partitions.iter().map(|p| (p.leader, p.leader_term)).collect()
+    }
+
+    #[test]
+    fn a_cached_leader_never_goes_back_a_term() {
+        let mut cache = BTreeMap::new();
+        merge(&mut cache, topic(7, &[(Some(1), 3), (Some(2), 5)]));
+        // A broker behind on partition 0's failover, ahead on partition 1's election.
+        let kept = merge(&mut cache, topic(7, &[(Some(3), 2), (None, 6)]));
+        assert_eq!(leaders(&kept), [(Some(1), 3), (None, 6)]);
+        assert_eq!(leaders(&cache["t"].meta), leaders(&kept));
+        assert!(!cache["t"].stale);
+        let newer = merge(&mut cache, topic(7, &[(Some(2), 4), (Some(3), 6)]));
+        assert_eq!(leaders(&newer), [(Some(2), 4), (Some(3), 6)]);
+    }
+
+    #[test]
+    fn terms_compare_only_within_one_topic_id() {
+        let mut cache = BTreeMap::new();
+        merge(&mut cache, topic(7, &[(Some(1), 9)]));
+        // Deleted and created again: its terms start over.
+        assert_eq!(leaders(&merge(&mut cache, topic(8, &[(Some(2), 1)]))), [(Some(2), 1)]);
+        // A version 1 answer (no ids, no terms) is taken as it is.
+        merge(&mut cache, topic(8, &[(Some(2), 4)]));
+        assert_eq!(leaders(&merge(&mut cache, topic(0, &[(Some(3), 0)]))), [(Some(3), 0)]);
+    }
+}

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weir_net::frame::{self, Frame};
+use weir_net::message::{ApiKey, ApiVersionsResponse, VERSION_MIN, version_max};
 use weir_net::{Request, Response, WireError};
 
 /// Frames queued for the writer; beyond this `request` waits (backpressure).
@@ -33,6 +34,9 @@ pub struct Connection {
     close_reason: Arc<Mutex<Option<String>>>,
     /// Largest frame sent or received (the broker's default limit).
     max_frame_bytes: usize,
+    /// The newest Metadata version both sides speak (1 until the handshake
+    /// says more): older brokers answer without leader terms.
+    metadata_version: std::sync::atomic::AtomicU16,
 }
 
 impl Connection {
@@ -150,7 +154,30 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection { addr: addr.to_owned(), tx, pending, next_id: AtomicU32::new(1), closed, close_reason, max_frame_bytes })
+        Ok(Connection {
+            addr: addr.to_owned(),
+            tx,
+            pending,
+            next_id: AtomicU32::new(1),
+            closed,
+            close_reason,
+            max_frame_bytes,
+            metadata_version: std::sync::atomic::AtomicU16::new(VERSION_MIN),
+        })
+    }
+
+    /// Takes the versions the broker's handshake named: each request goes
+    /// at the newest version both sides speak.
+    pub fn set_versions(&self, versions: &ApiVersionsResponse) {
+        let broker = versions.apis.iter().find(|r| r.api_key == ApiKey::Metadata as u16).map_or(VERSION_MIN, |r| r.max);
+        self.metadata_version.store(broker.min(version_max(ApiKey::Metadata)).max(VERSION_MIN), Ordering::Relaxed);
+    }
+
+    fn version_for(&self, key: ApiKey) -> u16 {
+        match key {
+            ApiKey::Metadata => self.metadata_version.load(Ordering::Relaxed),
+            _ => VERSION_MIN,
+        }
     }
 
     /// Why requests on this closed connection fail.
@@ -174,7 +201,7 @@ impl Connection {
             id => id,
         };
         let mut out = BytesMut::new();
-        req.encode(id, &mut out);
+        req.encode_at(self.version_for(req.api_key()), id, &mut out);
         if out.len() > self.max_frame_bytes {
             // The broker would close the connection on it, and every retry
             // would send it again: refuse it here, once.

@@ -53,9 +53,17 @@ macro_rules! apis {
                 match self { $(Request::$name(_) => ApiKey::$name,)* }
             }
 
-            /// Appends the framed request to `out`.
+            /// Appends the framed request to `out`, at the newest version
+            /// of its API this build speaks.
             pub fn encode(&self, correlation_id: u32, out: &mut BytesMut) {
-                let header = FrameHeader { kind: Kind::Request, api_key: self.api_key() as u16, api_version: VERSION_MAX, correlation_id };
+                self.encode_at(version_max(self.api_key()), correlation_id, out)
+            }
+
+            /// As [`Request::encode`], at `version` (what the broker speaks:
+            /// request bodies are the same at every version so far, only the
+            /// answer differs).
+            pub fn encode_at(&self, version: u16, correlation_id: u32, out: &mut BytesMut) {
+                let header = FrameHeader { kind: Kind::Request, api_key: self.api_key() as u16, api_version: version, correlation_id };
                 match self { $(Request::$name(r) => encode_parts(out, header, r),)* }
             }
 
@@ -76,9 +84,18 @@ macro_rules! apis {
                 match self { $(Response::$name(_) => ApiKey::$name,)* }
             }
 
-            /// Appends the framed response (or error) to `out`.
+            /// Appends the framed response (or error) to `out`, at the
+            /// newest version of its API.
             pub fn encode(key: ApiKey, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) {
-                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: VERSION_MAX, correlation_id };
+                Response::encode_at(key, version_max(key), correlation_id, result, out)
+            }
+
+            /// As [`Response::encode`], at the version the request came in.
+            pub fn encode_at(key: ApiKey, version: u16, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) {
+                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: version, correlation_id };
+                if let (Ok(Response::Metadata(m)), 1) = (result, version) {
+                    return encode_result(out, header, Ok(&MetadataResponseV1::from(m)));
+                }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result(out, header, Ok(r)),)*
                     Err(e) => encode_result::<ApiVersionsResponse>(out, header, Err(e)),
@@ -88,8 +105,11 @@ macro_rules! apis {
             /// As [`Response::encode`], but appends only the frame's header
             /// and body, and returns the payload that must follow them on
             /// the wire (empty if none).
-            pub fn encode_head(key: ApiKey, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) -> Bytes {
-                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: VERSION_MAX, correlation_id };
+            pub fn encode_head(key: ApiKey, version: u16, correlation_id: u32, result: &Result<Response, WireError>, out: &mut BytesMut) -> Bytes {
+                let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: version, correlation_id };
+                if let (Ok(Response::Metadata(m)), 1) = (result, version) {
+                    return encode_result_head(out, header, Ok(&MetadataResponseV1::from(m)));
+                }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result_head(out, header, Ok(r)),)*
                     Err(e) => encode_result_head::<ApiVersionsResponse>(out, header, Err(e)),
@@ -103,23 +123,35 @@ macro_rules! apis {
                     return Err(WireError::new(ErrorCode::InvalidRequest, "expected a response frame, got a request"));
                 }
                 let key = ApiKey::from_u16(h.api_key).ok_or_else(|| WireError::new(ErrorCode::UnknownApi, format!("response for unknown API key {}", h.api_key)))?;
+                if key == ApiKey::Metadata && h.api_version == 1 {
+                    return decode_result::<MetadataResponseV1>(&frame.body).map(|r| r.map(|m| Response::Metadata(m.into())));
+                }
                 match key { $(ApiKey::$name => decode_result(&frame.body).map(|r| r.map(Response::$name)),)* }
             }
         }
     };
 }
 
-/// Every API is at version 1 today; a range per API lets them move apart.
+/// The oldest version of every API.
 pub const VERSION_MIN: u16 = 1;
-pub const VERSION_MAX: u16 = 1;
+
+/// The newest version of `key` this build speaks. Metadata 2 adds each
+/// partition's leader term and each topic's id.
+pub fn version_max(key: ApiKey) -> u16 {
+    match key {
+        ApiKey::Metadata => 2,
+        _ => 1,
+    }
+}
 
 fn check_version(key: ApiKey, version: u16) -> Result<(), WireError> {
-    if (VERSION_MIN..=VERSION_MAX).contains(&version) {
+    let max = version_max(key);
+    if (VERSION_MIN..=max).contains(&version) {
         Ok(())
     } else {
         Err(WireError::new(
             ErrorCode::UnsupportedVersion,
-            format!("{key:?} version {version} is not supported: this broker speaks {VERSION_MIN}..={VERSION_MAX}"),
+            format!("{key:?} version {version} is not supported: this broker speaks {VERSION_MIN}..={max}"),
         ))
     }
 }
@@ -292,7 +324,7 @@ impl ApiVersionsResponse {
     pub fn current(broker_version: &str) -> Self {
         ApiVersionsResponse {
             broker_version: broker_version.to_owned(),
-            apis: ApiKey::ALL.iter().map(|k| ApiVersionRange { api_key: *k as u16, min: VERSION_MIN, max: VERSION_MAX }).collect(),
+            apis: ApiKey::ALL.iter().map(|k| ApiVersionRange { api_key: *k as u16, min: VERSION_MIN, max: version_max(*k) }).collect(),
         }
     }
 }
@@ -319,6 +351,10 @@ pub struct PartitionMetadata {
     /// Node id of the leader, `None` while there is none.
     pub leader: Option<u64>,
     pub replicas: Vec<u64>,
+    /// The Raft term `leader` leads in (0: unknown, as from a version 1
+    /// answer). A client never trades a known leader for one of an older
+    /// term: a broker that has not heard of a failover yet names the old one.
+    pub leader_term: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +362,10 @@ pub struct PartitionMetadata {
 pub struct TopicMetadata {
     pub name: String,
     pub partitions: Vec<PartitionMetadata>,
+    /// The topic's id, never reused (0: unknown, as from a version 1
+    /// answer): leader terms compare only within one id, since a topic
+    /// deleted and created again starts its terms over.
+    pub topic_id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +373,48 @@ pub struct TopicMetadata {
 pub struct MetadataResponse {
     pub brokers: Vec<BrokerInfo>,
     pub topics: Vec<TopicMetadata>,
+}
+
+/// A partition as Metadata version 1 encodes it: (partition, leader, replicas).
+type PartitionV1 = (u32, Option<u64>, Vec<u64>);
+
+/// Metadata as version 1 encodes it: partitions without leader terms,
+/// topics without ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MetadataResponseV1 {
+    brokers: Vec<BrokerInfo>,
+    topics: Vec<(String, Vec<PartitionV1>)>,
+}
+
+impl Payload for MetadataResponseV1 {}
+
+impl From<&MetadataResponse> for MetadataResponseV1 {
+    fn from(m: &MetadataResponse) -> Self {
+        let topics = m
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.partitions.iter().map(|p| (p.partition, p.leader, p.replicas.clone())).collect()))
+            .collect();
+        MetadataResponseV1 { brokers: m.brokers.clone(), topics }
+    }
+}
+
+impl From<MetadataResponseV1> for MetadataResponse {
+    fn from(m: MetadataResponseV1) -> Self {
+        let topics = m
+            .topics
+            .into_iter()
+            .map(|(name, partitions)| TopicMetadata {
+                name,
+                topic_id: 0,
+                partitions: partitions
+                    .into_iter()
+                    .map(|(partition, leader, replicas)| PartitionMetadata { partition, leader, replicas, leader_term: 0 })
+                    .collect(),
+            })
+            .collect();
+        MetadataResponse { brokers: m.brokers, topics }
+    }
 }
 
 /// Per-topic settings; `None` takes the broker's default.

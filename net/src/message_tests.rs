@@ -90,7 +90,8 @@ proptest! {
         let mut whole = BytesMut::new();
         Response::encode(resp.api_key(), id, &Ok(resp.clone()), &mut whole);
         let mut split = BytesMut::new();
-        let payload = Response::encode_head(resp.api_key(), id, &Ok(resp.clone()), &mut split);
+        let key = resp.api_key();
+        let payload = Response::encode_head(key, version_max(key), id, &Ok(resp.clone()), &mut split);
         split.extend_from_slice(&payload);
         prop_assert_eq!(split, whole);
     }
@@ -115,6 +116,60 @@ proptest! {
         let _ = Request::decode(&f);
         let _ = Response::decode(&f);
     }
+}
+
+proptest! {
+    /// A version 1 Metadata answer is the old encoding (no leader terms):
+    /// an older client decodes it, and a newer one reads the terms as 0.
+    #[test]
+    fn metadata_at_version_1_drops_the_leader_terms(m: MetadataResponse, id: u32) {
+        #[derive(Serialize)]
+        struct OldPartition<'a> { partition: u32, leader: Option<u64>, replicas: &'a [u64] }
+        #[derive(Serialize)]
+        struct OldTopic<'a> { name: &'a str, partitions: Vec<OldPartition<'a>> }
+        #[derive(Serialize)]
+        struct Old<'a> { brokers: &'a [BrokerInfo], topics: Vec<OldTopic<'a>> }
+        let old = Old {
+            brokers: &m.brokers,
+            topics: m.topics.iter().map(|t| OldTopic {
+                name: &t.name,
+                partitions: t.partitions.iter().map(|p| OldPartition { partition: p.partition, leader: p.leader, replicas: &p.replicas }).collect(),
+            }).collect(),
+        };
+        let old_body = postcard::to_stdvec(&Ok::<_, WireError>(old)).unwrap();
+        let mut buf = BytesMut::new();
+        Response::encode_at(ApiKey::Metadata, 1, id, &Ok(Response::Metadata(m.clone())), &mut buf);
+        let f = one_frame(&mut buf);
+        prop_assert_eq!(f.header.api_version, 1);
+        prop_assert_eq!(&f.body[..], &old_body[..]);
+        let mut expect = m.clone();
+        expect.topics.iter_mut().for_each(|t| t.topic_id = 0);
+        expect.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()).for_each(|p| p.leader_term = 0);
+        prop_assert_eq!(Response::decode(&f).unwrap(), Ok(Response::Metadata(expect)));
+        let mut head = BytesMut::new();
+        let payload = Response::encode_head(ApiKey::Metadata, 1, id, &Ok(Response::Metadata(m)), &mut head);
+        prop_assert!(payload.is_empty());
+        prop_assert_eq!(head, {
+            let mut b = BytesMut::new();
+            frame::encode(&mut b, f.header, &f.body, b"");
+            b
+        });
+    }
+}
+
+#[test]
+fn versions_are_checked_per_api() {
+    let mut buf = BytesMut::new();
+    let req = Request::Metadata(MetadataRequest { topics: None });
+    req.encode_at(2, 7, &mut buf);
+    assert!(Request::decode(&one_frame(&mut buf)).is_ok());
+    req.encode_at(3, 7, &mut buf);
+    assert_eq!(Request::decode(&one_frame(&mut buf)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+    Request::ListTopics(ListTopicsRequest {}).encode_at(2, 7, &mut buf);
+    assert_eq!(Request::decode(&one_frame(&mut buf)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+    let v = ApiVersionsResponse::current("x");
+    assert!(v.apis.iter().any(|r| r.api_key == ApiKey::Metadata as u16 && r.max == 2));
+    assert!(v.apis.iter().all(|r| r.min == 1 && r.max == if r.api_key == ApiKey::Metadata as u16 { 2 } else { 1 }));
 }
 
 #[test]

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use weir_net::frame::{self, FrameFault, READ_CHUNK_BYTES};
-use weir_net::message::ApiKey;
+use weir_net::message::{ApiKey, VERSION_MIN};
 use weir_net::{ErrorCode, Request, Response, WireError};
 
 pub use crate::tasks::{Shutdown, stopped};
@@ -166,7 +166,8 @@ async fn refuse(mut stream: TcpStream, why: String) {
 }
 
 /// A request's answer, and the budget it held until answered.
-type Answer = (u16, u32, Result<Response, WireError>, usize, Option<OwnedSemaphorePermit>);
+/// (API key, version, correlation id, result, response estimate, frame permit)
+type Answer = (u16, u16, u32, Result<Response, WireError>, usize, Option<OwnedSemaphorePermit>);
 
 /// Bytes a request's response may take, counted against the connection's
 /// response budget while it is in progress.
@@ -208,7 +209,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                     first_frame = false;
                     // Each frame gets its own deadline, counted from when it starts.
                     frame_deadline = None;
-                    let (key, id) = (f.header.api_key, f.header.correlation_id);
+                    let (key, version, id) = (f.header.api_key, f.header.api_version, f.header.correlation_id);
                     let req = Request::decode(&f);
                     let estimate = response_estimate(&req, cfg.frame_bytes_max);
                     response_bytes += estimate;
@@ -219,7 +220,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                             Ok(req) => broker.handle(req).await,
                             Err(e) => Err(e),
                         };
-                        (key, id, result, estimate, permit)
+                        (key, version, id, result, estimate, permit)
                     }) as std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>);
                 }
                 Ok(None) => break,
@@ -235,7 +236,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                             ErrorCode::InvalidRequest
                         };
                         let err = WireError::new(code, format!("{e}; closing the connection"));
-                        in_flight.push_back(Box::pin(async move { (ids.api_key, ids.correlation_id, Err(err), 0, None) }));
+                        in_flight.push_back(Box::pin(async move { (ids.api_key, VERSION_MIN, ids.correlation_id, Err(err), 0, None) }));
                     }
                     closing = Some(reason);
                     break;
@@ -268,14 +269,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
         }
         tokio::select! {
             biased;
-            Some((key, id, result, estimate, permit)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((key, version, id, result, estimate, permit)) = in_flight.next(), if !in_flight.is_empty() => {
                 response_bytes -= estimate;
-                encode_answer(key, id, &result, &mut out, &mut pieces);
+                encode_answer(key, version, id, &result, &mut out, &mut pieces);
                 drop(permit);
                 // Pick up whatever else is already done, then write once.
-                while let Some(Some((key, id, result, estimate, permit))) = futures::FutureExt::now_or_never(in_flight.next()) {
+                while let Some(Some((key, version, id, result, estimate, permit))) = futures::FutureExt::now_or_never(in_flight.next()) {
                     response_bytes -= estimate;
-                    encode_answer(key, id, &result, &mut out, &mut pieces);
+                    encode_answer(key, version, id, &result, &mut out, &mut pieces);
                     drop(permit);
                 }
                 if !pieces.is_empty() && !out.is_empty() {
@@ -329,10 +330,11 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
 /// ones are cheaper to copy next to their head.
 const UNCOPIED_PAYLOAD_BYTES_MIN: usize = 64 << 10;
 
-/// Encodes an answer into `out`; a large payload becomes its own piece.
-fn encode_answer(key: u16, id: u32, result: &Result<Response, WireError>, out: &mut BytesMut, pieces: &mut Vec<Bytes>) {
+/// Encodes an answer into `out`, at the version its request came in; a
+/// large payload becomes its own piece.
+fn encode_answer(key: u16, version: u16, id: u32, result: &Result<Response, WireError>, out: &mut BytesMut, pieces: &mut Vec<Bytes>) {
     let key = ApiKey::from_u16(key).unwrap_or(ApiKey::ApiVersions);
-    let payload = Response::encode_head(key, id, result, out);
+    let payload = Response::encode_head(key, version, id, result, out);
     if payload.len() >= UNCOPIED_PAYLOAD_BYTES_MIN {
         pieces.push(out.split().freeze());
         pieces.push(payload);

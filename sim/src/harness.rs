@@ -646,20 +646,23 @@ async fn start_workload(w: &World) -> Workload {
 
 /// The safety phase: disk faults on, and crashes (with injected losses),
 /// clogs, clock jumps and bit flips at the swarm's rates until it ends. In a
-/// cluster, disk faults and bit flips hit a minority of the brokers, and a
+/// cluster, disk faults and bit flips hit a minority of every replica set, and a
 /// crash takes a minority, or now and then every broker at once.
 async fn fault_loop(w: &World) -> Injected {
     let (handle, rec, swarm) = (&w.handle, &w.rec, &w.swarm);
     let n = w.nodes.len();
     let minority = (n - 1) / 2;
     let mut rng = fastrand::Rng::with_seed(w.seed ^ 0x4641_554c);
-    // Which brokers' disks misbehave: the only one, or a minority.
+    // Which brokers' disks misbehave: the only one, or a minority of every
+    // replica set (R = min(n, 3)): two damaged disks of five brokers can be
+    // two of a partition's three replicas, beyond what any replication
+    // survives (seed 7057).
     let faulty: Vec<usize> = if n == 1 {
         vec![0]
     } else {
         let mut all: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut all);
-        all.truncate(rng.usize(1..=minority));
+        all.truncate(rng.usize(1..=(n.min(3) - 1) / 2));
         all
     };
     for &i in &faulty {
@@ -743,9 +746,12 @@ async fn fault_loop(w: &World) -> Injected {
             next_clog = next(&mut rng, swarm.clog_every);
         } else if next_jump.is_some_and(|t| t <= now) {
             inj.jumps += 1;
+            // One broker's clock: brokers disagree on the time, as machines do.
+            let i = if n == 1 { 0 } else { rng.usize(0..n) };
             let delta = rng.i64(-3_600_000..=3_600_000);
-            weir_node::clock::sim_jump(delta);
-            rec_lock(rec).trace.add(&format!("clock {delta}"));
+            weir_node::clock::sim_jump(w.nodes[i].id(), delta);
+            tracing::info!("clock of node index {i} jumps {delta} ms");
+            rec_lock(rec).trace.add(&format!("clock {i} {delta}"));
             next_jump = next(&mut rng, swarm.clock_jump_every);
         } else if next_flip.is_some_and(|t| t <= now) {
             let i = faulty[if faulty.len() == 1 { 0 } else { rng.usize(0..faulty.len()) }];

@@ -412,9 +412,22 @@ impl Broker {
     /// The leader of partition `partition` of `t` as this node knows it:
     /// its replica's view, else what the leader's heartbeats say.
     fn leader_of(&self, t: &Topic, partition: u32) -> Option<u64> {
+        self.leader_and_term(t, partition).0
+    }
+
+    /// A partition's leader as this broker knows it, and the term it leads
+    /// in (0 if unknown): from its own replica, else from heartbeats.
+    fn leader_and_term(&self, t: &Topic, partition: u32) -> (Option<u64>, u64) {
         match t.partitions.get(partition as usize) {
-            Some(Some(p)) => p.leader(),
-            _ => group_id(t.id, partition).ok().and_then(|g| self.raft.leader_heard(g)).map(|(node, _)| node),
+            // No leader in a term is news too: an election is under way.
+            Some(Some(p)) => {
+                let s = p.status();
+                (s.leader, s.term)
+            }
+            _ => match group_id(t.id, partition).ok().and_then(|g| self.raft.leader_heard(g)) {
+                Some((node, term)) => (Some(node), term),
+                None => (None, 0),
+            },
         }
     }
 
@@ -424,8 +437,12 @@ impl Broker {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         let describe = |t: &Topic| TopicMetadata {
             name: t.name.clone(),
+            topic_id: t.id,
             partitions: (0..t.partitions.len() as u32)
-                .map(|p| PartitionMetadata { partition: p, leader: self.leader_of(t, p), replicas: t.assignment[p as usize].clone() })
+                .map(|p| {
+                    let (leader, leader_term) = self.leader_and_term(t, p);
+                    PartitionMetadata { partition: p, leader, replicas: t.assignment[p as usize].clone(), leader_term }
+                })
                 .collect(),
         };
         let list = match r.topics {

@@ -177,6 +177,10 @@ pub struct Registry {
     /// Groups whose replica here found its log damaged: it never campaigns
     /// and never vouches for itself as leader, so a healthy replica leads.
     aside: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// The groups this node's last tick vouched for as their leader.
+    vouching: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// When this node started: it forgot which leaders vouched before.
+    started: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Registry {
@@ -207,7 +211,7 @@ impl Registry {
                 tick::record(&self.heard, from, beat);
                 return if newer.is_empty() { Answer::Heartbeat } else { Answer::HeartbeatNewer(newer) };
             }
-            Call::Vote(_) if self.vouched_for_by_other(group, from) => {
+            Call::Vote(_) if self.get(group).is_some() && self.refuses_votes(group, from) => {
                 tracing::debug!(node = self.node_id, group, candidate = from, "a live leader vouches for the group: no vote");
                 // Raft's defence against disruptive candidates (thesis
                 // §4.2.3): while a live leader vouches for the group, a
@@ -285,10 +289,24 @@ impl Registry {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether a peer other than `candidate` vouched for `group` as its
-    /// leader within three quarters of the shortest election timeout.
-    fn vouched_for_by_other(&self, group: u64, candidate: u64) -> bool {
+    /// Whether `candidate` gets no vote for `group` now: a peer other than
+    /// `candidate` vouched for the group as its leader within three quarters
+    /// of the shortest election timeout, or this node vouches for it itself,
+    /// or this node started within that window (it forgot who vouched, and
+    /// a leader may hold a lease on its earlier answers).
+    fn refuses_votes(&self, group: u64, candidate: u64) -> bool {
         let window = Duration::from_millis(self.timing.election_min_ms * 3 / 4);
+        let now = tokio::time::Instant::now();
+        now.duration_since(self.started) < window || self.vouches_for(group) || self.vouched_for_by_other(group, candidate, window)
+    }
+
+    fn vouches_for(&self, group: u64) -> bool {
+        self.vouching.lock().unwrap_or_else(|p| p.into_inner()).contains(&group)
+    }
+
+    /// Whether a peer other than `candidate` vouched for `group` as its
+    /// leader within `window`.
+    fn vouched_for_by_other(&self, group: u64, candidate: u64, window: Duration) -> bool {
         let now = tokio::time::Instant::now();
         self.heard
             .lock()
@@ -347,6 +365,8 @@ impl RaftNode {
             acked: Default::default(),
             forward: RwLock::default(),
             aside: Default::default(),
+            vouching: Default::default(),
+            started: tokio::time::Instant::now(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
@@ -408,10 +428,13 @@ impl RaftNode {
     /// dispatch`), so no other leader can exist yet, and this one may
     /// answer reads from its own state. (Hearing from a majority is not
     /// enough: with one direction of a link cut, or a peer that already
-    /// moved to a newer term, the leader still hears them.)
+    /// moved to a newer term, the leader still hears them.) Only while this
+    /// node's last tick vouched for the group: one that stopped vouching
+    /// (stepped aside, or lost its majority) is being replaced.
     pub fn holds_lease(&self, group: u64, term: u64, voters: &[u64]) -> bool {
         voters.len() <= 1
-            || self.registry.acked_by_majority(voters, group, term, Duration::from_millis(self.timing.election_min_ms / 2), true)
+            || self.registry.vouches_for(group)
+                && self.registry.acked_by_majority(voters, group, term, Duration::from_millis(self.timing.election_min_ms / 2), true)
     }
 
     /// Whether a majority of `voters` (this node counted if it is one) has

@@ -141,10 +141,16 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
             if !voters.contains(&me) || registry.is_aside(g) {
                 continue; // learners, and replicas with a damaged log, never campaign
             }
-            // When the leader last vouched for this group in this term, if lately.
+            // When the leader last vouched for this group in this term, if
+            // lately; or else any peer vouching for it lately in this term or
+            // a newer one (this node may not know the newest yet): its voters
+            // would refuse this node, and a campaign only disturbs the group.
             let leader_heard_at = leader
                 .filter(|l| *l != me)
                 .and_then(|l| heard.get(&l).filter(|h| h.leading.get(&g) == Some(&term)).and_then(|h| h.at))
+                .or_else(|| {
+                    heard.iter().filter(|(n, h)| **n != me && h.leading.get(&g).is_some_and(|t| *t >= term)).filter_map(|(_, h)| h.at).max()
+                })
                 .filter(|at| now.duration_since(*at) < fresh_for);
             if let Some(at) = leader_heard_at {
                 // The election timeout runs from the last heartbeat, not from
@@ -164,6 +170,7 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 let _ = raft.trigger().elect().await;
             }
         }
+        *registry.vouching.lock().unwrap_or_else(|p| p.into_inner()) = leading.iter().map(|(g, _)| *g).collect();
         let beat = NodeHeartbeat { leading };
         for peer in registry.peers().known() {
             if peer == me {
