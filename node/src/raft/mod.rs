@@ -770,7 +770,9 @@ impl Group {
     /// purges only what a snapshot covers, so one is built first; the
     /// purge may wait for that, and for replication in flight, and the
     /// next retention pass asks again.
-    pub async fn note_purged(&self, index: u64) {
+    pub async fn note_purged(&self, log_index: u64) {
+        // The log numbers entries from 1, openraft from 0.
+        let Some(index) = log_index.checked_sub(1) else { return };
         let known = self.raft.metrics().borrow().purged.map(|p| p.index);
         if known.is_some_and(|k| k >= index) {
             return;

@@ -4,10 +4,14 @@
 //!
 //! The state is small and derived from the log, so openraft's snapshots are
 //! small: what they cover and where the log starts after them. Installing
-//! one resets the local log to start there ([`PartitionLog::reset`]). The
-//! membership is also kept in a file beside the segments, written when a
-//! membership entry is applied, so a restart knows it even after the entry
-//! is purged.
+//! one resets the local log to start there ([`PartitionLog::reset`]). A
+//! snapshot covers only what retention deleted (the log's purged id, not
+//! the applied one), so a replica that receives it is then sent every entry
+//! the leader still holds: the whole retained log, its records and producer
+//! state applied as on any replica, never a log that starts at the leader's
+//! high watermark. The membership is also kept in a file beside the
+//! segments, written when a membership entry is applied, so a restart knows
+//! it even after the entry is purged.
 
 // openraft's trait signatures fix the error type (`StorageError`, ~200 bytes).
 #![allow(clippy::result_large_err)]
@@ -171,15 +175,34 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        // Where the log's entries start: the purged id and the offset the
+        // first entry after it begins at.
+        let guard = self.log.clone().lock_owned().await;
+        let start = blocking::run(move || {
+            let purged = guard.purged_log_id()?;
+            let first = guard.entry_heads(purged.index + 1..u64::MAX, 1).ok()?.into_iter().next()?;
+            (first.log_id.index == purged.index + 1).then_some((convert::log_id_to_raft(purged), first.base_offset))
+        })
+        .await;
         let mut s = self.lock();
         s.snapshots_built += 1;
-        let meta = SnapshotMeta {
-            last_log_id: s.applied,
-            last_membership: s.membership.clone(),
-            snapshot_id: format!("{}-{}", s.applied.map(|a| a.index).unwrap_or(0), s.snapshots_built),
+        // At the purged point when the membership then was the one applied
+        // now (its entry is not after it) and it was applied; otherwise (no
+        // purge yet, or a membership change since) at the applied point,
+        // as a snapshot of everything applied.
+        let at_start = start.filter(|(purged, _)| {
+            s.applied.is_some_and(|a| a.index >= purged.index) && s.membership.log_id().is_none_or(|m| m.index <= purged.index)
+        });
+        let (last_log_id, next_offset) = match at_start {
+            Some((purged, offset)) => (Some(purged), offset),
+            None => (s.applied, *self.high_watermark.borrow()),
         };
-        let data = postcard::to_stdvec(&SnapshotData { next_offset: *self.high_watermark.borrow() })
-            .expect("postcard encoding of owned data cannot fail");
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: s.membership.clone(),
+            snapshot_id: format!("{}-{}", last_log_id.map(|a| a.index).unwrap_or(0), s.snapshots_built),
+        };
+        let data = postcard::to_stdvec(&SnapshotData { next_offset }).expect("postcard encoding of owned data cannot fail");
         s.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }

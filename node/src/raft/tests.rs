@@ -21,6 +21,16 @@ struct Member {
 }
 
 async fn start(id: u64, dir: &std::path::Path, listener: tokio::net::TcpListener, addrs: &BTreeMap<u64, String>) -> Member {
+    start_with(id, dir, listener, addrs, LogConfig::default()).await
+}
+
+async fn start_with(
+    id: u64,
+    dir: &std::path::Path,
+    listener: tokio::net::TcpListener,
+    addrs: &BTreeMap<u64, String>,
+    config: LogConfig,
+) -> Member {
     let (stop, rx) = crate::tasks::Shutdown::new();
     let node = RaftNode::new(id, FAST, rx.clone());
     node.serve(listener, rx);
@@ -28,7 +38,7 @@ async fn start(id: u64, dir: &std::path::Path, listener: tokio::net::TcpListener
         node.set_address(*n, a.clone());
     }
     let disk: Arc<dyn Disk> = Arc::new(RealDisk::default());
-    let (log, _) = PartitionLog::open(disk.clone(), &dir.join(format!("n{id}")), LogConfig::default(), crate::clock::now()).unwrap();
+    let (log, _) = PartitionLog::open(disk.clone(), &dir.join(format!("n{id}")), config, crate::clock::now()).unwrap();
     let group = node.open_group(7, log, disk).await.unwrap();
     Member { node, group, stop }
 }
@@ -114,6 +124,95 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
             assert_eq!(a.2, b.2, "entry {} differs between replicas", a.0);
         }
     }
+    for m in members.iter().flatten() {
+        m.stop.trigger();
+        m.node.close_group(&m.group).await;
+    }
+}
+
+/// The entries a replica holds after its purged point, with where each
+/// starts, and the offset its log starts at.
+async fn retained(m: &Member) -> (u64, Vec<(u64, u64, Bytes)>) {
+    let log = m.group.log().lock().await;
+    let first = log.purged_log_id().map_or(1, |p| p.index + 1);
+    let last = log.last_log_id().map(|l| l.index).unwrap_or(0);
+    let entries = log.entries(first..last + 1, usize::MAX).unwrap();
+    (log.log_start_offset(), entries.into_iter().map(|e| (e.log_id.index, e.base_offset, e.batches)).collect())
+}
+
+/// A follower down while the leader's retention deletes what it lacks gets
+/// a snapshot of only what was deleted, then every entry the leader still
+/// holds: its log starts where the leader's does, not at the leader's high
+/// watermark (which would lose retained records were it to lead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_receives_the_whole_retained_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes_max: 2048, ..LogConfig::default() };
+    let mut listeners = Vec::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut members = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        members.push(Some(start_with(i as u64 + 1, dir.path(), l, &addrs, config.clone()).await));
+    }
+    members[0].as_ref().unwrap().group.bootstrap(addrs.clone()).await.unwrap();
+    let leader = leader_of(&members).await;
+    let value = "v".repeat(100);
+    let mut next = 0;
+    let propose = |members: &Vec<Option<Member>>, i: u64| {
+        let g = members[leader].as_ref().unwrap().group.clone();
+        let b = batch(&format!("{i} {value}"));
+        async move { g.propose(vec![b]).await.unwrap() }
+    };
+    for i in 0..30 {
+        assert_eq!(propose(&members, i).await.base_offset, next);
+        next += 1;
+    }
+    let behind = (leader + 1) % 3;
+    let gone = members[behind].take().unwrap();
+    gone.stop.trigger();
+    gone.node.close_group(&gone.group).await;
+    drop(gone);
+    for i in 30..90 {
+        assert_eq!(propose(&members, i).await.base_offset, next);
+        next += 1;
+    }
+    // Retention on the leader deletes everything below offset 60, which
+    // the stopped follower never got.
+    let g = members[leader].as_ref().unwrap().group.clone();
+    let purged = {
+        let mut log = g.log().lock().await;
+        assert!(log.purge_prefix(60).unwrap().segments_deleted > 0);
+        log.purged_log_id().unwrap()
+    };
+    let leader_start = g.log().lock().await.log_start_offset();
+    assert!(leader_start > 30 && leader_start <= 60, "retention kept from {leader_start}");
+    // As the retention pass does: asked again until openraft purges (it
+    // waits for the snapshot, and for replication in flight).
+    for _ in 0..100 {
+        g.note_purged(purged.index).await;
+        if g.raft.metrics().borrow().purged.is_some_and(|p| p.index + 1 >= purged.index) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // (openraft numbers entries from 0, the log from 1.)
+    assert!(g.raft.metrics().borrow().purged.is_some_and(|p| p.index + 1 == purged.index), "openraft purged as far");
+
+    let l = tokio::net::TcpListener::bind(&addrs[&(behind as u64 + 1)]).await.unwrap();
+    members[behind] = Some(start_with(behind as u64 + 1, dir.path(), l, &addrs, config.clone()).await);
+    let back = members[behind].as_ref().unwrap();
+    let mut hw = back.group.high_watermark();
+    tokio::time::timeout(Duration::from_secs(10), hw.wait_for(|h| *h >= next)).await.expect("caught up").unwrap();
+    let (start, entries) = retained(back).await;
+    let (reference_start, reference) = retained(members[leader].as_ref().unwrap()).await;
+    assert_eq!(start, reference_start, "the follower's log starts where the leader's does");
+    assert_eq!(start, leader_start);
+    assert_eq!(entries, reference, "the follower holds every entry the leader retains");
     for m in members.iter().flatten() {
         m.stop.trigger();
         m.node.close_group(&m.group).await;
