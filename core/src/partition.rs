@@ -281,6 +281,11 @@ impl PartitionState {
     }
 
     /// Whether batches wait for [`PartitionState::take_proposal`].
+    /// Bytes of the batches queued for the next proposal.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     pub fn has_queued(&self) -> bool {
         !self.queued.is_empty()
     }

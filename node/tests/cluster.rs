@@ -453,3 +453,71 @@ async fn a_recreated_topic_never_inherits_committed_offsets() {
     admin.create_topic(create()).await.unwrap();
     assert_eq!(committed(&client, "g").await.get(&0), None, "the new topic inherited an old offset");
 }
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
+}
+
+/// The offsets log is compacted on every replica in a cluster, not only on
+/// the coordinator's (followers' copies grew forever), and a new
+/// coordinator elected after a kill replays the compacted log to the same
+/// committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_log_is_compacted_on_every_replica_and_survives_a_coordinator_kill() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("weir.toml");
+    std::fs::write(&conf, "offsets_compact_bytes = 8192\npreallocate_bytes = 0\n").unwrap();
+    let mut cluster = Cluster::start_with(3, &["--config", conf.to_str().unwrap()]);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 4, replicas: 3, config: Default::default() })
+        .await
+        .unwrap();
+    let config = GroupConsumerConfig {
+        group_id: "workers".into(),
+        consumer_id: "a".into(),
+        topics: vec!["jobs".into()],
+        auto_commit: false,
+        session_timeout: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut member = GroupConsumer::new(&client, config);
+    // The coordinator may not have applied the topic's creation yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = member.join_group().await {
+        assert!(Instant::now() < deadline && e.code() == Some(weir_net::ErrorCode::UnknownTopic), "join: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 1..=1500u64 {
+        member.commit_offset("jobs", (i % 4) as u32, i).await.unwrap_or_else(|e| panic!("commit {i}: {e}"));
+    }
+    // 1,500 commits of ~100 bytes each would be ~150 KB uncompacted, on
+    // every replica.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sizes: Vec<u64> = cluster.nodes.iter().map(|n| dir_bytes(&n.dir.join("internal/offsets"))).collect();
+        if sizes.iter().all(|s| *s > 0 && *s < 60_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the offsets log was not compacted on every replica: {sizes:?} bytes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    member.leave_group().await.unwrap();
+    let expect = BTreeMap::from([(0, 1500), (1, 1497), (2, 1498), (3, 1499)]);
+    let find = client.request(&Request::FindCoordinator(weir_net::message::FindCoordinatorRequest {})).await.unwrap();
+    let Response::FindCoordinator(f) = find else { panic!("{find:?}") };
+    cluster.nodes[(f.node_id.expect("a coordinator") - 1) as usize].kill9();
+    // Another replica coordinates, from its own compacted copy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(d) = Admin::new(&client).describe_group("workers").await {
+            let committed: BTreeMap<u32, u64> = d.offsets.iter().map(|o| (o.partition, o.committed)).collect();
+            assert_eq!(committed, expect);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator answered within 30 s of the kill");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

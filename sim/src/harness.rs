@@ -162,6 +162,9 @@ fn broker_config(canary: Option<Canary>, i: usize, brokers: usize) -> Config {
     // The harness jumps the broker's clock by hours; producers' clocks stay.
     c.log.timestamp_after_max_ms = Some(48 * 3600 * 1000);
     c.log.segment_age_max_ms = 0;
+    // Groups commit often: the offsets log compacts (on every replica, in a
+    // cluster) many times a run, under the same faults.
+    c.offsets_compact_bytes = 16 << 10;
     c.produce_timeout_max = Duration::from_secs(5);
     c.fetch_wait_max = Duration::from_secs(1);
     c.idle_timeout = Duration::from_secs(120);

@@ -319,8 +319,14 @@ fn regression_seeds() {
 /// alternating in step, the one with the better log always asking in the
 /// term the other had claimed (4976), and an old leader answering a retry
 /// with a sequence gap from its stale producer state, so the producer
-/// sent the batch again under a new id and it was stored twice (4557).
-const CLUSTER_REGRESSIONS: &[u64] = &[5, 19, 124, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4347, 4483, 4557, 4927, 4976];
+/// sent the batch again under a new id and it was stored twice (4557), and
+/// a leader panicking in openraft on a follower whose damaged log was cut
+/// below what it had acknowledged (4047), and followers panicking on
+/// entries that did not follow on, read across segments deleted before
+/// openraft had purged them, once the offsets log compacted (4, 49, 92,
+/// 139).
+const CLUSTER_REGRESSIONS: &[u64] =
+    &[4, 5, 19, 49, 92, 124, 139, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4047, 4347, 4483, 4557, 4927, 4976];
 
 #[test]
 fn cluster_regression_seeds() {

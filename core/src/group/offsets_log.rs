@@ -4,7 +4,11 @@
 //! value. Replaying the log from its start in order rebuilds every group's
 //! offsets; a deletion (`offset: None`) removes one. Compaction writes a
 //! snapshot of the live offsets after the old records and then purges
-//! those, so a crash at any point replays to the same state.
+//! those, so a crash at any point replays to the same state. In a cluster
+//! the snapshot is followed by a marker record ([`encode_compacted`]) naming
+//! where it starts, so every replica purges its own copy of what the
+//! snapshot supersedes once the marker is committed ([`last_compaction`]);
+//! replay skips markers.
 
 use super::{GroupCoordinator, OffsetRecord};
 use crate::batch::{BatchBuilder, ProducerStamp, decode_all};
@@ -14,6 +18,53 @@ use bytes::Bytes;
 
 /// Records per batch when writing a compaction snapshot.
 pub const SNAPSHOT_RECORDS_PER_BATCH: usize = 1000;
+
+/// The key of a compaction marker: no group can have it (group names are
+/// printable), and a build without markers skips its value as unreadable.
+pub const COMPACTED_KEY: &[u8] = b"\0compacted";
+
+/// A marker saying a complete snapshot of the offsets starts at offset
+/// `start`: everything before it is superseded.
+pub fn encode_compacted(start: u64, now: Timestamp) -> Bytes {
+    let mut b = BatchBuilder::new(ProducerStamp::NONE);
+    b.push(now.as_millis(), Some(COMPACTED_KEY), Some(&start.to_le_bytes()), &[]);
+    b.finish()
+}
+
+/// Where the newest snapshot named by a marker below `end` starts, if any
+/// marker is there (scanning the log from its start).
+pub fn last_compaction(log: &PartitionLog, end: u64) -> Result<Option<u64>, LogError> {
+    let mut found = None;
+    visit(log, end, |key, value, _| {
+        if key == COMPACTED_KEY
+            && let Ok(raw) = <[u8; 8]>::try_from(value)
+        {
+            found = Some(u64::from_le_bytes(raw));
+        }
+    })?;
+    Ok(found)
+}
+
+/// Calls `f(key, value, batch base offset)` for every record of `log` from
+/// its start up to `end`, in order.
+fn visit(log: &PartitionLog, end: u64, mut f: impl FnMut(&[u8], &[u8], u64)) -> Result<(), LogError> {
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let r = log.read(offset, 1 << 20, end)?;
+        if r.bytes.is_empty() {
+            break;
+        }
+        for batch in decode_all(r.bytes, usize::MAX) {
+            let batch = batch?;
+            for record in batch.records() {
+                let record = record?;
+                f(record.key.as_deref().unwrap_or_default(), record.value.as_deref().unwrap_or_default(), batch.base_offset());
+            }
+        }
+        offset = r.next_offset;
+    }
+    Ok(())
+}
 
 /// One batch holding `records`, stamped `now`.
 pub fn encode(records: &[OffsetRecord], now: Timestamp) -> Bytes {
@@ -37,31 +88,22 @@ pub struct Replay {
 /// with a reported loss replays up to it.
 pub fn replay(coordinator: &mut GroupCoordinator, log: &PartitionLog, now: Now) -> Result<Replay, LogError> {
     let end = log.loss().map_or(log.flushed_offset(), |l| l.from.min(log.flushed_offset()));
-    let mut offset = log.log_start_offset();
     let mut report = Replay::default();
-    while offset < end {
-        let r = log.read(offset, 1 << 20, end)?;
-        if r.bytes.is_empty() {
-            break;
+    visit(log, end, |key, value, base| {
+        if key == COMPACTED_KEY {
+            return;
         }
-        for batch in decode_all(r.bytes, usize::MAX) {
-            let batch = batch?;
-            for record in batch.records() {
-                let value = record?.value.unwrap_or_default();
-                match postcard::from_bytes::<OffsetRecord>(&value) {
-                    Ok(rec) => {
-                        coordinator.apply(&rec, now);
-                        report.records += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, offset = batch.base_offset(), "skipping an unreadable offsets record");
-                        report.unreadable += 1;
-                    }
-                }
+        match postcard::from_bytes::<OffsetRecord>(value) {
+            Ok(rec) => {
+                coordinator.apply(&rec, now);
+                report.records += 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, offset = base, "skipping an unreadable offsets record");
+                report.unreadable += 1;
             }
         }
-        offset = r.next_offset;
-    }
+    })?;
     Ok(report)
 }
 
@@ -138,6 +180,16 @@ mod tests {
         replay(&mut again, &log, Now::at(0)).unwrap();
         assert_eq!(offsets(&again, "a"), vec![(0, 12)]);
         assert_eq!(offsets(&again, "b"), vec![(0, 7)]);
+        // A marker names where the snapshot starts, and replay skips it.
+        assert_eq!(last_compaction(&log, log.log_end_offset()).unwrap(), None);
+        log.append(&encode_compacted(start, Timestamp(6)), Timestamp(6)).unwrap();
+        log.append(&encode_compacted(start + 1, Timestamp(6)), Timestamp(6)).unwrap();
+        log.flush().unwrap();
+        let marked = log.log_end_offset();
+        assert_eq!(last_compaction(&log, marked).unwrap(), Some(start + 1), "the newest marker");
+        assert_eq!(last_compaction(&log, marked - 1).unwrap(), Some(start), "only below the end given");
+        let mut marked_replay = GroupCoordinator::new(CoordinatorConfig::default(), 2);
+        assert_eq!(replay(&mut marked_replay, &log, Now::at(0)).unwrap(), Replay { records: 2, unreadable: 0 });
         // Unflushed records are not replayed: they were never acknowledged.
         log.append(&encode(&[commit("b", 0, 99)], Timestamp(7)), Timestamp(7)).unwrap();
         let mut third = GroupCoordinator::new(CoordinatorConfig::default(), 3);

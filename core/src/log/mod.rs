@@ -1370,6 +1370,38 @@ impl PartitionLog {
     /// live follower has yet to receive, since a follower behind the
     /// leader's log start could only be sent a snapshot, which skips it.
     pub fn apply_retention_below(&mut self, now: Timestamp, keep_from: u64) -> Result<RetentionReport, LogError> {
+        let doomed = self.retention_doomed(now, keep_from);
+        self.delete_segments(doomed)
+    }
+
+    /// For a replicated log, whose entries only openraft may purge (it
+    /// knows what replication still reads): the last Raft entry of the
+    /// segments [`PartitionLog::apply_retention_below`] would delete, for
+    /// [`PartitionLog::purge_entries`] once openraft purges up to it.
+    pub fn retention_purge_point(&self, now: Timestamp, keep_from: u64) -> Option<LogId> {
+        self.last_entry_of(&self.retention_doomed(now, keep_from))
+    }
+
+    /// As [`PartitionLog::retention_purge_point`], for the segments
+    /// [`PartitionLog::purge_prefix`] would delete.
+    pub fn prefix_purge_point(&self, offset: u64) -> Option<LogId> {
+        let doomed: Vec<u64> = self.segments.iter().rev().skip(1).filter(|(_, s)| s.next_offset <= offset).map(|(b, _)| *b).collect();
+        self.last_entry_of(&doomed)
+    }
+
+    /// The newest Raft entry in the segments starting at `bases`, past what
+    /// is purged already.
+    fn last_entry_of(&self, bases: &[u64]) -> Option<LogId> {
+        bases
+            .iter()
+            .filter_map(|b| self.segments.get(b).and_then(|s| s.last_log_id))
+            .max_by_key(|id| id.index)
+            .filter(|id| index_of(self.purged) < id.index)
+    }
+
+    /// The sealed segments retention deletes at `now`, oldest first, none
+    /// ending past `keep_from`.
+    fn retention_doomed(&self, now: Timestamp, keep_from: u64) -> Vec<u64> {
         let mut doomed = Vec::new();
         let mut total = self.size_bytes();
         let bases: Vec<u64> = self.segments.keys().copied().collect();
@@ -1389,7 +1421,7 @@ impl PartitionLog {
             doomed.push(base);
             total -= size;
         }
-        self.delete_segments(doomed)
+        doomed
     }
 }
 

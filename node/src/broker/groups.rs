@@ -331,6 +331,7 @@ impl Groups {
     /// threshold.
     pub async fn tick(&self) {
         if self.serving().is_none() {
+            self.follow_compaction().await;
             return;
         }
         let now = self.clock.now();
@@ -340,9 +341,7 @@ impl Groups {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
             }
         }
-        // Compaction purges the leader's log only, which a replicated log
-        // cannot do yet (a lagging follower would need the purged entries).
-        let Some(log) = self.log.as_ref().filter(|_| !self.clustered) else { return };
+        let Some(log) = self.log.as_ref() else { return };
         let due = log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
         if due && let Err(e) = self.compact().await {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
@@ -352,6 +351,10 @@ impl Groups {
     /// Rewrites the live offsets into a fresh segment and deletes the older
     /// ones. A crash at any point replays to the same state: before the
     /// purge, old records are followed by the snapshot that supersedes them.
+    /// In a cluster the snapshot goes through the offsets group like any
+    /// commit, then a marker naming where it starts, which the followers
+    /// purge their own copies by ([`Groups::follow_compaction`]); a follower
+    /// behind the leader's purge is sent the retained log, snapshot included.
     pub async fn compact(&self) -> Result<(), WireError> {
         let _order = self.log_order.write().await;
         let log = self.offsets_log()?;
@@ -360,11 +363,53 @@ impl Groups {
         for chunk in live.chunks(offsets_log::SNAPSHOT_RECORDS_PER_BATCH) {
             self.persist(chunk).await?;
         }
+        if self.clustered {
+            let marker = offsets_log::encode_compacted(start, self.clock.now().wall);
+            log.produce(marker, Acks::All, Duration::from_secs(30)).await?;
+        }
         let freed = log.purge_before(start).await?;
         let size = log.size_bytes().await?;
         self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
+    }
+
+    /// On a replica that does not coordinate: once its copy of the offsets
+    /// log has grown past the compaction threshold, purges what the newest
+    /// committed compaction marker says a snapshot supersedes (without it,
+    /// followers' copies grew forever while the leader compacted its own),
+    /// then rolls its segment, so the next marker finds a boundary to purge
+    /// at (segments are purged whole, and this copy's boundaries are its
+    /// own): a copy holds about two thresholds' worth.
+    async fn follow_compaction(&self) {
+        let Some(log) = self.log.as_ref().filter(|_| self.clustered) else { return };
+        let due = log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
+        if !due {
+            return;
+        }
+        let committed = log.high_watermark();
+        let found = log.read_log(move |l| offsets_log::last_compaction(l, committed)).await;
+        let purged = match found {
+            Ok(Ok(Some(start))) => log.purge_before(start.min(committed)).await,
+            Ok(Ok(None)) => Ok(0),
+            Ok(Err(e)) => Err(super::partition::log_error(e)),
+            Err(e) => Err(e),
+        };
+        let purged = match purged {
+            Ok(freed) => log.roll_now().await.map(|_| freed),
+            Err(e) => Err(e),
+        };
+        match purged {
+            Ok(freed) => {
+                if let Ok(size) = log.size_bytes().await {
+                    self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
+                }
+                if freed > 0 {
+                    tracing::info!(freed_bytes = freed, "offsets log purged behind the coordinator's compaction");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e.message, "could not purge the offsets log behind a compaction; retried at the next tick"),
+        }
     }
 
     pub fn join(&self, r: JoinGroupRequest) -> Result<JoinGroupResponse, WireError> {

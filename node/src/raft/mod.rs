@@ -524,7 +524,8 @@ impl RaftNode {
             fault.clone(),
             applied_before,
         );
-        let sm = state_machine::StateMachine::open(log.clone(), disk, hook).await.map_err(|e| e.to_string())?;
+        let purge_target = state_machine::PurgeTarget::default();
+        let sm = state_machine::StateMachine::open(log.clone(), disk, hook, purge_target.clone()).await.map_err(|e| e.to_string())?;
         let high_watermark = sm.high_watermark();
         let network = network::Network { peers: self.registry.peers.clone(), group };
         let raft = Raft::new(self.id, config, network, store, sm).await.map_err(|e| e.to_string())?;
@@ -549,6 +550,7 @@ impl RaftNode {
             canary_serial: Mutex::new(()),
             fault,
             alone,
+            purge_target,
         }))
     }
 
@@ -614,6 +616,8 @@ pub struct Group {
     fault: log_store::StorageFault,
     /// This node is the group's only voter (see [`ApplyHook::durable`]).
     alone: Arc<std::sync::atomic::AtomicBool>,
+    /// Where retention or compaction would purge to ([`Group::note_purged`]).
+    purge_target: state_machine::PurgeTarget,
 }
 
 impl std::fmt::Debug for Group {
@@ -763,21 +767,41 @@ impl Group {
         }
     }
 
-    /// Tells openraft that the log's entries up to `index` are gone (the
-    /// log's retention deleted their segments), so it no longer reads them
-    /// to replicate: a follower behind them is sent a snapshot instead of
-    /// a replication that finds nothing and retries forever. openraft
-    /// purges only what a snapshot covers, so one is built first; the
-    /// purge may wait for that, and for replication in flight, and the
-    /// next retention pass asks again.
-    pub async fn note_purged(&self, log_index: u64) {
+    /// Asks openraft to purge the log's entries up to `upto` (retention or
+    /// compaction would delete their segments): it does once no replication
+    /// reads them, and the log store then deletes the segments
+    /// ([`PartitionLog::purge_entries`]). A follower behind them is sent a
+    /// snapshot, then the rest. openraft purges only what a snapshot covers,
+    /// so one is built at `upto` first; the next pass asks again if the
+    /// purge did not happen.
+    pub async fn note_purged(&self, upto: weir_core::log::LogId) {
         // The log numbers entries from 1, openraft from 0.
-        let Some(index) = log_index.checked_sub(1) else { return };
-        let known = self.raft.metrics().borrow().purged.map(|p| p.index);
-        if known.is_some_and(|k| k >= index) {
+        if upto.index == 0 {
             return;
         }
-        let _ = self.raft.trigger().snapshot().await;
+        let upto = convert::log_id_to_raft(upto);
+        let index = upto.index;
+        // Where the next snapshot is built, so openraft may purge up to it.
+        state_machine::raise_purge_target(&self.purge_target, upto);
+        let (purged, snapshot) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.purged.map(|p| p.index), m.snapshot.map(|s| s.index))
+        };
+        if purged.is_some_and(|k| k >= index) {
+            return;
+        }
+        if snapshot.is_none_or(|s| s < index) {
+            let _ = self.raft.trigger().snapshot().await;
+            // The snapshot is built in the background, and a purge asked
+            // before it exists is dropped: a replica whose openraft still
+            // believed in deleted entries read past the hole once it led,
+            // and its followers panicked on entries that did not follow on.
+            let built = |m: &openraft::RaftMetrics<u64, BasicNode>| m.snapshot.is_some_and(|s| s.index >= index);
+            let _ = self.raft.wait(Some(Duration::from_secs(5))).metrics(built, "snapshot covering the purge").await;
+        }
+        // Once asked, openraft purges as soon as no replication reads the
+        // entries (it tries again at every replication answer).
         let _ = self.raft.trigger().purge_log(index).await;
     }
 

@@ -5,8 +5,9 @@
 //! The state is small and derived from the log, so openraft's snapshots are
 //! small: what they cover and where the log starts after them. Installing
 //! one resets the local log to start there ([`PartitionLog::reset`]). A
-//! snapshot covers only what retention deleted (the log's purged id, not
-//! the applied one), so a replica that receives it is then sent every entry
+//! snapshot covers only what retention or compaction purges (the purge
+//! target, or the log's purged id; not the applied id), so a replica that
+//! receives it is then sent every entry
 //! the leader still holds: the whole retained log, its records and producer
 //! state applied as on any replica, never a log that starts at the leader's
 //! high watermark. The membership is also kept in a file beside the
@@ -43,6 +44,21 @@ fn sm_error(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
 }
 
+/// The newest entry retention or compaction asked openraft to purge up to
+/// (shared with the group): snapshots are built there. The entries stay on
+/// disk until openraft purges them ([`PartitionLog::purge_entries`], when
+/// no replication reads them any more), so a lagging follower is never
+/// sent a log with a hole in it.
+pub type PurgeTarget = Arc<Mutex<Option<openraft::LogId<u64>>>>;
+
+/// Moves the purge target forwards (never back).
+pub fn raise_purge_target(target: &PurgeTarget, upto: openraft::LogId<u64>) {
+    let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
+    if t.is_none_or(|t| t.index < upto.index) {
+        *t = Some(upto);
+    }
+}
+
 /// What a snapshot's bytes hold.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct SnapshotData {
@@ -77,6 +93,7 @@ pub struct StateMachine {
     /// The high watermark, which only apply and snapshot install move.
     high_watermark: watch::Sender<u64>,
     hook: Option<Arc<dyn super::ApplyHook>>,
+    purge_target: PurgeTarget,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -93,6 +110,7 @@ impl StateMachine {
         log: SharedLog,
         disk: Arc<dyn Disk>,
         hook: Option<Arc<dyn super::ApplyHook>>,
+        purge_target: PurgeTarget,
     ) -> std::result::Result<StateMachine, weir_core::log::LogError> {
         let guard = log.clone().lock_owned().await;
         let dir = guard.dir().to_path_buf();
@@ -153,7 +171,7 @@ impl StateMachine {
         .await?;
         let (high_watermark, _) = watch::channel(high_watermark);
         let state = State { applied, membership, snapshot: None, snapshots_built: 0 };
-        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, dir, high_watermark, hook })
+        Ok(StateMachine { state: Arc::new(Mutex::new(state)), log, disk, dir, high_watermark, hook, purge_target })
     }
 
     /// The high watermark: committed and applied records end here.
@@ -175,11 +193,13 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        // Where the log's entries start: the purged id and the offset the
-        // first entry after it begins at.
+        // Where the log's entries start once purged: the purge target (or
+        // the purged id, if further), and the offset the first entry after
+        // it begins at.
+        let target = self.purge_target.lock().unwrap_or_else(|p| p.into_inner()).map(convert::log_id_to_log);
         let guard = self.log.clone().lock_owned().await;
         let start = blocking::run(move || {
-            let purged = guard.purged_log_id()?;
+            let purged = [target, guard.purged_log_id()].into_iter().flatten().max_by_key(|id| id.index)?;
             let first = guard.entry_heads(purged.index + 1..u64::MAX, 1).ok()?.into_iter().next()?;
             (first.log_id.index == purged.index + 1).then_some((convert::log_id_to_raft(purged), first.base_offset))
         })

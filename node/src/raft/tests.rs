@@ -184,24 +184,22 @@ async fn a_follower_behind_the_leaders_log_start_receives_the_whole_retained_log
     // Retention on the leader deletes everything below offset 60, which
     // the stopped follower never got.
     let g = members[leader].as_ref().unwrap().group.clone();
-    let purged = {
-        let mut log = g.log().lock().await;
-        assert!(log.purge_prefix(60).unwrap().segments_deleted > 0);
-        log.purged_log_id().unwrap()
-    };
-    let leader_start = g.log().lock().await.log_start_offset();
-    assert!(leader_start > 30 && leader_start <= 60, "retention kept from {leader_start}");
+    let purged = g.log().lock().await.prefix_purge_point(60).expect("whole segments below 60");
     // As the retention pass does: asked again until openraft purges (it
-    // waits for the snapshot, and for replication in flight).
+    // waits for the snapshot, and for replication in flight), and only
+    // then are the segments deleted.
     for _ in 0..100 {
-        g.note_purged(purged.index).await;
-        if g.raft.metrics().borrow().purged.is_some_and(|p| p.index + 1 >= purged.index) {
+        g.note_purged(purged).await;
+        if g.log().lock().await.purged_log_id() == Some(purged) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(g.log().lock().await.purged_log_id(), Some(purged), "purged through openraft");
     // (openraft numbers entries from 0, the log from 1.)
     assert!(g.raft.metrics().borrow().purged.is_some_and(|p| p.index + 1 == purged.index), "openraft purged as far");
+    let leader_start = g.log().lock().await.log_start_offset();
+    assert!(leader_start > 30 && leader_start <= 60, "retention kept from {leader_start}");
 
     let l = tokio::net::TcpListener::bind(&addrs[&(behind as u64 + 1)]).await.unwrap();
     members[behind] = Some(start_with(behind as u64 + 1, dir.path(), l, &addrs, config.clone()).await);
