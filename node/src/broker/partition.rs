@@ -706,7 +706,7 @@ impl Partition {
     /// task switch when nothing is in flight; whatever it leaves queued goes
     /// when a permit comes back, which wakes the proposer task.
     async fn propose_queued(self: &Arc<Self>, wait: bool) {
-        let _proposing = if wait {
+        let proposing = if wait {
             self.proposing.lock().await
         } else {
             match self.proposing.try_lock() {
@@ -722,7 +722,20 @@ impl Partition {
                 break; // proposed when the entry in flight comes back
             }
             let Ok(permit) = self.in_flight.clone().try_acquire_many_owned(permits) else { break };
-            let Some(proposal) = self.shared.with_state(|s| s.take_proposal(self.batch_bytes_max)) else { break };
+            let Some(proposal) = self.shared.with_state(|s| s.take_proposal(self.batch_bytes_max)) else {
+                // Nothing queued, with a permit free: a produce queued from
+                // now until the lock is dropped finds it held and leaves its
+                // batch to the proposer, and perhaps no entry is in flight
+                // to wake it when it comes back. Wake it now if so (a
+                // single message stood queued until its producer's 30 s
+                // timeout sent it again).
+                drop(permit);
+                drop(proposing);
+                if self.shared.with_state(|s| s.has_queued() && s.serving().is_some()) {
+                    self.shared.wake_proposer.notify_one();
+                }
+                return;
+            };
             // A single voter's permits wait where the apply hook finds
             // them (before the entry can become durable).
             let permit = if alone {
