@@ -324,9 +324,10 @@ fn regression_seeds() {
 /// below what it had acknowledged (4047), and followers panicking on
 /// entries that did not follow on, read across segments deleted before
 /// openraft had purged them, once the offsets log compacted (4, 49, 92,
-/// 139).
+/// 139), and an offsets-log leader whose copy had a bit flip in a sealed
+/// segment leading on without coordinating (14176).
 const CLUSTER_REGRESSIONS: &[u64] =
-    &[4, 5, 19, 49, 92, 124, 139, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4047, 4347, 4483, 4557, 4927, 4976];
+    &[4, 5, 19, 49, 92, 124, 139, 202, 253, 270, 1008, 1104, 1417, 1577, 1858, 1952, 2421, 4047, 4347, 4483, 4557, 4927, 4976, 14176];
 
 #[test]
 fn cluster_regression_seeds() {

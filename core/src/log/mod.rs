@@ -1385,8 +1385,16 @@ impl PartitionLog {
     /// As [`PartitionLog::retention_purge_point`], for the segments
     /// [`PartitionLog::purge_prefix`] would delete.
     pub fn prefix_purge_point(&self, offset: u64) -> Option<LogId> {
-        let doomed: Vec<u64> = self.segments.iter().rev().skip(1).filter(|(_, s)| s.next_offset <= offset).map(|(b, _)| *b).collect();
-        self.last_entry_of(&doomed)
+        self.last_entry_of(&self.prefix_doomed(offset))
+    }
+
+    /// The bytes of the segments [`PartitionLog::purge_prefix`] would delete.
+    pub fn prefix_bytes(&self, offset: u64) -> u64 {
+        self.prefix_doomed(offset).iter().filter_map(|b| self.segments.get(b)).map(|s| s.size).sum()
+    }
+
+    fn prefix_doomed(&self, offset: u64) -> Vec<u64> {
+        self.segments.iter().rev().skip(1).filter(|(_, s)| s.next_offset <= offset).map(|(b, _)| *b).collect()
     }
 
     /// The newest Raft entry in the segments starting at `bases`, past what

@@ -267,7 +267,16 @@ impl Groups {
                 *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
                 tracing::info!(term, records = report.records, "coordinating consumer groups");
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot replay the offsets log: not coordinating"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot replay the offsets log: not coordinating");
+                // Damaged here: let a healthy replica lead and coordinate
+                // (it led on, coordinating nothing, and no group made
+                // progress; 3-broker seed 14176, a bit flip in a sealed
+                // segment of the offsets log).
+                if matches!(e, weir_core::log::LogError::Corruption { .. }) && self.clustered {
+                    log.step_aside();
+                }
+            }
             Err(e) => tracing::warn!(error = %e.message, "cannot read the offsets log: not coordinating yet"),
         }
     }
@@ -368,7 +377,9 @@ impl Groups {
             log.produce(marker, Acks::All, Duration::from_secs(30)).await?;
         }
         let freed = log.purge_before(start).await?;
-        let size = log.size_bytes().await?;
+        // In a cluster openraft deletes them later: count them gone, or
+        // each compaction would raise the next one's threshold.
+        let size = log.size_bytes().await?.saturating_sub(if self.clustered { freed } else { 0 });
         self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
@@ -401,7 +412,8 @@ impl Groups {
         };
         match purged {
             Ok(freed) => {
-                if let Ok(size) = log.size_bytes().await {
+                // What openraft is asked to delete counts as gone already.
+                if let Ok(size) = log.size_bytes().await.map(|s| s.saturating_sub(freed)) {
                     self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
                 }
                 if freed > 0 {

@@ -677,13 +677,14 @@ impl Partition {
     /// Deletes whole segments that end at or before `offset` (committed
     /// records only: the caller's to know); the bytes freed. In a group of
     /// several voters openraft deletes them, as for retention, once no
-    /// replication reads them (0 bytes freed now).
+    /// replication reads them: the bytes it is asked to free.
     pub async fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
         if self.members.len() > 1 {
-            if let Some(upto) = self.read_log(move |log| log.prefix_purge_point(offset)).await? {
+            let (upto, bytes) = self.read_log(move |log| (log.prefix_purge_point(offset), log.prefix_bytes(offset))).await?;
+            if let Some(upto) = upto {
                 self.group().note_purged(upto).await;
             }
-            return Ok(0);
+            return Ok(bytes);
         }
         self.with_log(move |log| log.purge_prefix(offset).map(|r| r.bytes_deleted)).await
     }
@@ -796,6 +797,12 @@ impl Partition {
         }
         drop(held);
         self.shared.wake_proposer.notify_one();
+    }
+
+    /// This replica's log turned out damaged: it steps aside (see
+    /// [`RaftNode::step_aside`]), so a healthy replica leads.
+    pub fn step_aside(&self) {
+        self.raft.step_aside(self.group().id);
     }
 
     /// Final flush and checkpoint, for shutdown: everything committed is

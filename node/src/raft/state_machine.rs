@@ -199,6 +199,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let target = self.purge_target.lock().unwrap_or_else(|p| p.into_inner()).map(convert::log_id_to_log);
         let guard = self.log.clone().lock_owned().await;
         let start = blocking::run(move || {
+            // The target only as the log holds it (an entry of another term
+            // at its index means it was cut and written again since).
+            let held = |id: weir_core::log::LogId| {
+                guard.entry_heads(id.index..id.index + 1, 1).ok().and_then(|e| e.first().map(|e| e.log_id)) == Some(id)
+            };
+            let target = target.filter(|t| held(*t));
             let purged = [target, guard.purged_log_id()].into_iter().flatten().max_by_key(|id| id.index)?;
             let first = guard.entry_heads(purged.index + 1..u64::MAX, 1).ok()?.into_iter().next()?;
             (first.log_id.index == purged.index + 1).then_some((convert::log_id_to_raft(purged), first.base_offset))
