@@ -202,6 +202,19 @@ async fn committed(client: &Client, group: &str) -> BTreeMap<u32, u64> {
     }
 }
 
+/// Member "a" of group "workers" on topic "jobs", with short timeouts.
+fn worker_config() -> GroupConsumerConfig {
+    GroupConsumerConfig {
+        group_id: "workers".into(),
+        consumer_id: "a".into(),
+        topics: vec!["jobs".into()],
+        session_timeout: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(300),
+        max_wait: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_follows_its_coordinator_through_a_kill_and_keeps_its_commits() {
     let mut cluster = Cluster::start(3);
@@ -215,15 +228,7 @@ async fn a_consumer_group_follows_its_coordinator_through_a_kill_and_keeps_its_c
     for i in 0..100 {
         producer.send(ProduceMessage::new("jobs", format!("j{i}")).with_partition(i % 2)).await.unwrap();
     }
-    let config = GroupConsumerConfig {
-        group_id: "workers".into(),
-        consumer_id: "a".into(),
-        topics: vec!["jobs".into()],
-        session_timeout: Duration::from_secs(3),
-        heartbeat_interval: Duration::from_millis(300),
-        max_wait: Duration::from_millis(100),
-        ..Default::default()
-    };
+    let config = worker_config();
     let member_client = cluster.client().await;
     let mut member = GroupConsumer::new(&member_client, config);
     let mut seen: Vec<String> = Vec::new();
@@ -474,15 +479,7 @@ async fn the_offsets_log_is_compacted_on_every_replica_and_survives_a_coordinato
         .create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 4, replicas: 3, config: Default::default() })
         .await
         .unwrap();
-    let config = GroupConsumerConfig {
-        group_id: "workers".into(),
-        consumer_id: "a".into(),
-        topics: vec!["jobs".into()],
-        auto_commit: false,
-        session_timeout: Duration::from_secs(3),
-        heartbeat_interval: Duration::from_millis(300),
-        ..Default::default()
-    };
+    let config = GroupConsumerConfig { auto_commit: false, ..worker_config() };
     let mut member = GroupConsumer::new(&client, config);
     // The coordinator may not have applied the topic's creation yet.
     let deadline = Instant::now() + Duration::from_secs(10);

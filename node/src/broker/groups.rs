@@ -376,11 +376,12 @@ impl Groups {
             let marker = offsets_log::encode_compacted(start, self.clock.now().wall);
             log.produce(marker, Acks::All, Duration::from_secs(30)).await?;
         }
+        // Counted before the purge: in a cluster openraft deletes the
+        // segments later, and the size read now would raise every next
+        // compaction's threshold.
+        let size = log.size_bytes().await?;
         let freed = log.purge_before(start).await?;
-        // In a cluster openraft deletes them later: count them gone, or
-        // each compaction would raise the next one's threshold.
-        let size = log.size_bytes().await?.saturating_sub(if self.clustered { freed } else { 0 });
-        self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
+        self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size.saturating_sub(freed));
         tracing::info!(records = live.len(), freed_bytes = freed, "offsets log compacted");
         Ok(())
     }
@@ -399,23 +400,21 @@ impl Groups {
             return;
         }
         let committed = log.high_watermark();
-        let found = log.read_log(move |l| offsets_log::last_compaction(l, committed)).await;
-        let purged = match found {
-            Ok(Ok(Some(start))) => log.purge_before(start.min(committed)).await,
-            Ok(Ok(None)) => Ok(0),
-            Ok(Err(e)) => Err(super::partition::log_error(e)),
-            Err(e) => Err(e),
-        };
-        let purged = match purged {
-            Ok(freed) => log.roll_now().await.map(|_| freed),
-            Err(e) => Err(e),
-        };
+        let purged: Result<(u64, u64), WireError> = async {
+            // As in `compact`: what openraft is asked to delete counts as gone.
+            let size = log.size_bytes().await?;
+            let start = log.read_log(move |l| offsets_log::last_compaction(l, committed)).await?.map_err(super::partition::log_error)?;
+            let freed = match start {
+                Some(start) => log.purge_before(start.min(committed)).await?,
+                None => 0,
+            };
+            log.roll_now().await?;
+            Ok((size, freed))
+        }
+        .await;
         match purged {
-            Ok(freed) => {
-                // What openraft is asked to delete counts as gone already.
-                if let Ok(size) = log.size_bytes().await.map(|s| s.saturating_sub(freed)) {
-                    self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size);
-                }
+            Ok((size, freed)) => {
+                self.compaction.lock().unwrap_or_else(|p| p.into_inner()).compacted(size.saturating_sub(freed));
                 if freed > 0 {
                     tracing::info!(freed_bytes = freed, "offsets log purged behind the coordinator's compaction");
                 }

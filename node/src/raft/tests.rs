@@ -43,6 +43,23 @@ async fn start_with(
     Member { node, group, stop }
 }
 
+/// Three members of group 7 on loopback, each with its own log under `dir`
+/// (not bootstrapped yet), and their addresses.
+async fn start_three(dir: &std::path::Path, config: LogConfig) -> (Vec<Option<Member>>, BTreeMap<u64, String>) {
+    let mut listeners = Vec::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut members = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        members.push(Some(start_with(i as u64 + 1, dir, l, &addrs, config.clone()).await));
+    }
+    (members, addrs)
+}
+
 async fn leader_of(members: &[Option<Member>]) -> usize {
     for _ in 0..200 {
         if let Some(i) = members.iter().position(|m| m.as_ref().is_some_and(|m| m.group.status().is_leader)) {
@@ -62,17 +79,7 @@ async fn stored(m: &Member) -> Vec<(u64, u64, Bytes)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = Vec::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.insert(id, l.local_addr().unwrap().to_string());
-        listeners.push(l);
-    }
-    let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        members.push(Some(start(i as u64 + 1, dir.path(), l, &addrs).await));
-    }
+    let (mut members, addrs) = start_three(dir.path(), LogConfig::default()).await;
     members[0].as_ref().unwrap().group.bootstrap(addrs.clone()).await.unwrap();
     let leader = leader_of(&members).await;
     let mut next = 0;
@@ -148,17 +155,7 @@ async fn retained(m: &Member) -> (u64, Vec<(u64, u64, Bytes)>) {
 async fn a_follower_behind_the_leaders_log_start_receives_the_whole_retained_log() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { segment_bytes_max: 2048, ..LogConfig::default() };
-    let mut listeners = Vec::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.insert(id, l.local_addr().unwrap().to_string());
-        listeners.push(l);
-    }
-    let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        members.push(Some(start_with(i as u64 + 1, dir.path(), l, &addrs, config.clone()).await));
-    }
+    let (mut members, addrs) = start_three(dir.path(), config.clone()).await;
     members[0].as_ref().unwrap().group.bootstrap(addrs.clone()).await.unwrap();
     let leader = leader_of(&members).await;
     let value = "v".repeat(100);
