@@ -30,6 +30,28 @@ impl Admin {
         expect_response!(r?, DeleteTopic).map(|_| ())
     }
 
+    /// Grows `topic` by `count` partitions; returns its new partition count.
+    /// New partitions are placed as a new topic's would be. Keys map to
+    /// partitions by `hash % partitions`, so once producers see the new
+    /// count (at their next metadata refresh, within
+    /// `ClientConfig::metadata_max_age`) a key may go to another partition
+    /// than before, as in Kafka: order per key holds only within one count.
+    pub async fn add_partitions(&self, topic: &str, count: u32) -> Result<u32> {
+        let current = self.describe_topic(topic).await?.partitions.len() as u32;
+        self.create_partitions(topic, current.saturating_add(count)).await
+    }
+
+    /// Grows `topic` to `total` partitions (never shrinks: a `total` at or
+    /// below the current count is refused with `InvalidPartitions`, so a
+    /// retry of a grow that took effect adds nothing).
+    pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<u32> {
+        // Not retried automatically, like a create: a retry of a grow that
+        // took effect would be refused for asking what is already there.
+        let r = self.client.request_once(&Request::CreatePartitions(CreatePartitionsRequest { name: topic.to_owned(), total })).await;
+        self.client.invalidate_metadata();
+        expect_response!(r?, CreatePartitions).map(|r| r.partitions)
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
         let r = self.client.request(&Request::ListTopics(ListTopicsRequest {})).await?;
         expect_response!(r, ListTopics).map(|r| r.topics)

@@ -23,6 +23,10 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// Largest frame accepted from a broker.
     pub max_frame_bytes: usize,
+    /// How long a topic's cached metadata is used before it is asked for
+    /// again even without an error: how soon producers and consumers see
+    /// partitions added to a topic (Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ClientConfig {
@@ -33,6 +37,7 @@ impl Default for ClientConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(50),
             max_frame_bytes: 64 << 20,
+            metadata_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +68,8 @@ struct Inner {
 struct Cached {
     meta: TopicMetadata,
     stale: bool,
+    /// When it was answered: past `metadata_max_age` it counts as stale.
+    at: tokio::time::Instant,
 }
 
 /// Takes `new` into the cache and returns what is kept: for a partition
@@ -78,7 +85,7 @@ fn merge(cache: &mut BTreeMap<String, Cached>, mut new: TopicMetadata) -> TopicM
             }
         }
     }
-    cache.insert(new.name.clone(), Cached { meta: new.clone(), stale: false });
+    cache.insert(new.name.clone(), Cached { meta: new.clone(), stale: false, at: tokio::time::Instant::now() });
     new
 }
 
@@ -342,7 +349,14 @@ impl Client {
                 return None;
             }
         }
-        let meta = self.topic_metadata(topic).await.ok()?;
+        let mut meta = self.topic_metadata(topic).await.ok()?;
+        if !meta.partitions.iter().any(|p| p.partition == partition) {
+            // Partitions added since the cache was filled: ask again.
+            if let Some(c) = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get_mut(topic) {
+                c.stale = true;
+            }
+            meta = self.topic_metadata(topic).await.ok()?;
+        }
         let brokers = self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner());
         if brokers.len() <= 1 {
             return None;
@@ -433,7 +447,14 @@ impl Client {
 
     /// The cached metadata of `topic`, unless it is stale.
     fn cached(&self, topic: &str) -> Option<TopicMetadata> {
-        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).get(topic).filter(|c| !c.stale).map(|c| c.meta.clone())
+        let max_age = self.inner.config.metadata_max_age;
+        self.inner
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .filter(|c| !c.stale && c.at.elapsed() < max_age)
+            .map(|c| c.meta.clone())
     }
 
     /// Metadata of one topic, from the cache or, when it is missing or

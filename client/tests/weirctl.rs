@@ -116,6 +116,20 @@ fn create_produce_consume_describe_delete() {
     assert_eq!(code, 0);
     assert!(out.contains("HIGH-WATER"), "{out}");
 
+    let (code, out, err) = weirctl(addr, &["topic", "add-partitions", "events", "--count", "2"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "topic events now has 4 partition(s)");
+    let (code, out, _) = weirctl(addr, &["--json", "produce", "events", "--partition", "3", "--message", "new"], None);
+    assert_eq!((code, json_lines(&out)[0]["offset"].as_u64()), (0, Some(0)), "a new partition takes produces at once");
+    let (code, _, err) = weirctl(addr, &["topic", "add-partitions", "events", "--count", "0"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 1"), "{err}");
+    let (code, _, err) = weirctl(addr, &["topic", "add-partitions", "missing", "--count", "1"], None);
+    assert_eq!(code, 3, "unknown topic: {err}");
+    let (code, out, _) = weirctl(addr, &["--json", "topic", "list"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out)[0]["partitions"], 4);
+
     let (code, _, _) = weirctl(addr, &["consume", "missing"], None);
     assert_eq!(code, 3, "unknown topic exit code");
     let (code, _, _) = weirctl(addr, &["topic", "delete", "events"], None);

@@ -246,6 +246,8 @@ apis! {
     DescribeReplicas = 20, DescribeReplicasRequest => DescribeReplicasResponse;
     /// Which broker coordinates consumer groups (group requests go there).
     FindCoordinator = 21, FindCoordinatorRequest => FindCoordinatorResponse;
+    /// Grow a topic to a new total number of partitions (never shrink).
+    CreatePartitions = 22, CreatePartitionsRequest => CreatePartitionsResponse;
 }
 
 macro_rules! no_payload {
@@ -294,7 +296,9 @@ no_payload!(
     DescribeReplicasRequest,
     DescribeReplicasResponse,
     FindCoordinatorRequest,
-    FindCoordinatorResponse
+    FindCoordinatorResponse,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -877,6 +881,24 @@ pub struct FindCoordinatorResponse {
     /// node coordinates (an election of the offsets log is under way).
     pub node_id: Option<u64>,
     pub address: Option<String>,
+}
+
+/// The topic's new partition count, not how many to add: a retry of a
+/// request that took effect is refused (`InvalidPartitions`, the topic
+/// already has them) rather than adding them twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct CreatePartitionsRequest {
+    pub name: String,
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct CreatePartitionsResponse {
+    pub name: String,
+    /// The topic's partition count now.
+    pub partitions: u32,
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<ClusterStatusRequest>().prop_map(Request::ClusterStatus),
         any::<DescribeReplicasRequest>().prop_map(Request::DescribeReplicas),
         any::<FindCoordinatorRequest>().prop_map(Request::FindCoordinator),
+        any::<CreatePartitionsRequest>().prop_map(Request::CreatePartitions),
     ]
 }
 
@@ -56,6 +57,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<ClusterStatusResponse>().prop_map(Response::ClusterStatus),
         any::<DescribeReplicasResponse>().prop_map(Response::DescribeReplicas),
         any::<FindCoordinatorResponse>().prop_map(Response::FindCoordinator),
+        any::<CreatePartitionsResponse>().prop_map(Response::CreatePartitions),
     ]
 }
 

@@ -518,3 +518,51 @@ async fn the_offsets_log_is_compacted_on_every_replica_and_survives_a_coordinato
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Partitions added in a cluster get replica sets on every node, elect
+/// leaders and take acks=all produces, routed by key; a restarted node
+/// replays the grow from the metadata log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_in_a_cluster_are_replicated_and_survive_a_restart() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "grow".into(), partitions: 1, replicas: 3, config: Default::default() }).await.unwrap();
+    let producer = Producer::new(&client);
+    for i in 0..20 {
+        producer.send(ProduceMessage::new("grow", format!("m{i}")).with_key(format!("k{i}"))).await.unwrap();
+    }
+    assert_eq!(admin.add_partitions("grow", 2).await.unwrap(), 3);
+    let refused = admin.create_partitions("grow", 2).await.unwrap_err();
+    assert_eq!(refused.code(), Some(weir_net::ErrorCode::InvalidPartitions), "{refused}");
+    let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+    for i in 20..120 {
+        let r = producer.send(ProduceMessage::new("grow", format!("m{i}")).with_key(format!("k{i}"))).await.unwrap();
+        acked.insert(format!("m{i}"), (r.partition, r.offset));
+    }
+    let used: std::collections::BTreeSet<u32> = acked.values().map(|(p, _)| *p).collect();
+    assert_eq!(used.len(), 3, "keys spread over the grown count: {used:?}");
+
+    // node 3 restarts: it learns of the grow from the metadata log again.
+    cluster.nodes[2].kill9();
+    cluster.nodes[2].restart();
+    let target: Vec<u64> = describe(&cluster.nodes[0], "grow").await.iter().map(|(_, end, _)| *end).collect();
+    assert_eq!(target.len(), 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        loop {
+            let got: Vec<u64> = describe(node, "grow").await.iter().map(|(_, end, _)| *end).collect();
+            if got == target {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica ends differ: {got:?} against {target:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let client = cluster.nodes[2].client().await;
+    for (value, (partition, offset)) in &acked {
+        let records = read_values(&client, "grow", *partition).await;
+        assert!(records.contains(&(*offset, value.clone())), "{value} acked at {partition}/{offset}");
+    }
+}

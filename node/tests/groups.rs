@@ -348,3 +348,47 @@ async fn members_rejoin_a_group_the_restarted_broker_forgot() {
     }
     assert_eq!(idle.assignment(), vec![("jobs".to_owned(), 0)], "alone again, it takes the partition");
 }
+
+/// Partitions added to a topic serve at once, a member of a group on the
+/// topic is rebalanced onto them, and the count survives a kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_takes_partitions_added_to_its_topic_and_the_count_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), None);
+    let client = broker.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 1, config: Default::default() }).await.unwrap();
+    let producer = Producer::new(&client);
+    producer.send_batch((0..20).map(|i| ProduceMessage::new("jobs", format!("m{i}")).with_partition(i % 2)).collect()).await.unwrap();
+    let mut member = GroupConsumer::new(&client, config("a"));
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 20 {
+        seen.extend(member.poll().await.unwrap().into_iter().map(|m| String::from_utf8_lossy(&m.value).into_owned()));
+        assert!(tokio::time::Instant::now() < deadline, "saw {} of 20", seen.len());
+    }
+    assert_eq!(member.assignment().len(), 2);
+
+    assert_eq!(admin.add_partitions("jobs", 2).await.unwrap(), 4);
+    let refused = admin.create_partitions("jobs", 4).await.unwrap_err();
+    assert_eq!(refused.code(), Some(weir_net::ErrorCode::InvalidPartitions), "{refused}");
+    assert!(refused.to_string().contains("can only grow"), "{refused}");
+    producer.send_batch((20..40).map(|i| ProduceMessage::new("jobs", format!("m{i}")).with_partition(i % 4)).collect()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 40 {
+        seen.extend(member.poll().await.unwrap().into_iter().map(|m| String::from_utf8_lossy(&m.value).into_owned()));
+        assert!(tokio::time::Instant::now() < deadline, "saw {} of 40 after the grow: {:?}", seen.len(), member.assignment());
+    }
+    assert_eq!(member.assignment().len(), 4, "the member was rebalanced onto the new partitions");
+    member.commit().await.unwrap();
+    member.leave_group().await.unwrap();
+
+    broker.kill9();
+    broker.restart();
+    let client = broker.client().await;
+    let d = Admin::new(&client).describe_topic("jobs").await.unwrap();
+    assert_eq!(d.partitions.len(), 4, "the grown count is durable");
+    let values: Vec<String> =
+        common::read_all(&client, "jobs", 3).await.iter().map(|m| String::from_utf8_lossy(&m.value).into_owned()).collect();
+    assert_eq!(values, ["m23", "m27", "m31", "m35", "m39"]);
+}

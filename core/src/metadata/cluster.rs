@@ -11,7 +11,7 @@
 //! the state only moves forward with the log.
 
 use super::records::{TopicRecord, TopicSettings};
-use super::{IDS_PER_BLOCK, MetadataError, check_create, effective_log_config};
+use super::{IDS_PER_BLOCK, MetadataError, check_add_partitions, check_create, effective_log_config};
 use crate::Timestamp;
 use crate::batch::{BatchBuilder, ProducerStamp, RecordBatch};
 use crate::log::LogConfig;
@@ -55,6 +55,12 @@ pub enum ClusterCommand {
     AllocateProducerBlock {
         node: u64,
     },
+    /// Grow topic `name` to `total` partitions (added at the end: a log
+    /// written before it existed decodes unchanged).
+    AddPartitions {
+        name: String,
+        total: u32,
+    },
 }
 
 /// A topic with where its replicas live.
@@ -74,6 +80,11 @@ pub enum Outcome {
     Registered(BrokerRecord),
     Created(ClusterTopic),
     Deleted(ClusterTopic),
+    /// The topic as grown: partitions `from..` are new.
+    PartitionsAdded {
+        topic: ClusterTopic,
+        from: u32,
+    },
     /// Producer ids `block << 24 ..` belong to `node`.
     Block {
         node: u64,
@@ -180,6 +191,22 @@ impl ClusterMetadata {
                 Some(t) => Outcome::Deleted(t),
                 None => Outcome::Refused(MetadataError::UnknownTopic(name)),
             },
+            ClusterCommand::AddPartitions { name, total } => {
+                let Some(topic) = self.topics.get_mut(&name) else {
+                    return Outcome::Refused(MetadataError::UnknownTopic(name));
+                };
+                let from = topic.record.partitions;
+                if let Err(e) = check_add_partitions(&name, from, total, self.partitions_max) {
+                    return Outcome::Refused(e);
+                }
+                // Placed as a topic created now with `total` partitions
+                // would place them: the rotation of preferred leaders goes on.
+                let nodes: Vec<u64> = self.brokers.keys().copied().collect();
+                let placed = place(&nodes, topic.record.id, total, topic.record.replicas);
+                topic.assignment.extend(placed.into_iter().skip(from as usize));
+                topic.record.partitions = total;
+                Outcome::PartitionsAdded { topic: topic.clone(), from }
+            }
             ClusterCommand::AllocateProducerBlock { node } => {
                 if self.next_block > super::BLOCK_MAX {
                     return Outcome::Refused(MetadataError::IdsExhausted(self.next_block));
@@ -321,6 +348,27 @@ mod tests {
         assert_eq!((block, next), (0, 1));
         assert!(m.producer_id_is_known(5) && m.producer_id_is_known(IDS_PER_BLOCK + 5) && !m.producer_id_is_known(2 * IDS_PER_BLOCK));
         assert!(m.producer_id_is_known(-1) && !m.producer_id_is_known(-2));
+    }
+
+    #[test]
+    fn added_partitions_are_placed_as_a_new_topic_would_place_them() {
+        let mut m = cluster(3);
+        let Outcome::Created(t) = m.apply(create("a", 2, 2)) else { panic!() };
+        let grow = |total| ClusterCommand::AddPartitions { name: "a".into(), total };
+        let Outcome::PartitionsAdded { topic, from } = m.apply(grow(5)) else { panic!() };
+        assert_eq!(from, 2);
+        assert_eq!(topic.record.partitions, 5);
+        assert_eq!(&topic.assignment[..2], &t.assignment[..], "existing partitions stay where they are");
+        assert_eq!(topic.assignment, place(&[1, 2, 3], t.record.id, 5, 2));
+        assert_eq!(m.topic("a").unwrap(), &topic);
+        assert!(matches!(m.apply(grow(5)), Outcome::Refused(MetadataError::PartitionsCannotShrink { current: 5, got: 5, .. })));
+        assert!(matches!(m.apply(grow(3)), Outcome::Refused(MetadataError::PartitionsCannotShrink { .. })));
+        assert!(matches!(m.apply(grow(101)), Outcome::Refused(MetadataError::InvalidPartitions { got: 101, max: 100 })));
+        assert!(matches!(
+            m.apply(ClusterCommand::AddPartitions { name: "b".into(), total: 2 }),
+            Outcome::Refused(MetadataError::UnknownTopic(_))
+        ));
+        assert_eq!(m.topic("a").unwrap().record.partitions, 5, "refusals change nothing");
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub enum MetadataError {
     Busy(String),
     #[error("topic {0:?} does not exist: create it first (weirctl topic create {0})")]
     UnknownTopic(String),
+    /// A partition count only grows: its records' keys map to partitions.
+    #[error(
+        "topic {name:?} has {current} partition(s): a topic's partition count can only grow, ask for more than {current} (at most {max})"
+    )]
+    PartitionsCannotShrink { name: String, current: u32, got: u32, max: u32 },
     /// Every id block is used (the boot counter reached `BLOCK_MAX`).
     #[error("no ids are left to hand out (block {0} is the last): the data directory's boot counter was pushed to its end")]
     IdsExhausted(u64),
@@ -74,6 +79,9 @@ pub enum Effect {
     /// Create the topic's partitions, then write its record: the record
     /// being durable is the create's commit point.
     CreateTopic(TopicRecord),
+    /// Create partitions `from..record.partitions` of the topic, then write
+    /// its record: the record being durable is the commit point.
+    AddPartitions { record: TopicRecord, from: u32 },
     /// Remove the topic and its data; moving it aside is the commit point.
     DeleteTopic(TopicRecord),
     /// Persist this id block (the boot counter) before any id from it is used.
@@ -217,6 +225,33 @@ impl MetadataState {
         self.pending.remove(name);
     }
 
+    /// Validates growing `name` to `total` partitions and reserves the
+    /// topic. On `Ok`, carry out the effect, then call `partitions_added`
+    /// (or `add_partitions_failed`).
+    pub fn add_partitions(&mut self, name: &str, total: u32) -> Result<Effect, MetadataError> {
+        if self.pending.contains_key(name) {
+            return Err(MetadataError::Busy(name.to_owned()));
+        }
+        let meta = self.topics.get(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        let from = meta.record.partitions;
+        check_add_partitions(name, from, total, self.limits.partitions_max)?;
+        self.pending.insert(name.to_owned(), meta.record.id);
+        Ok(Effect::AddPartitions { record: TopicRecord { partitions: total, ..meta.record.clone() }, from })
+    }
+
+    /// The grown record is durable: the new partitions exist.
+    pub fn partitions_added(&mut self, record: TopicRecord) {
+        assert_eq!(self.pending.remove(&record.name), Some(record.id), "only a reserved change completes");
+        let meta = self.topics.get_mut(&record.name).expect("a reserved topic stays until its change completes");
+        assert!(record.partitions > meta.record.partitions, "partition counts only grow");
+        meta.record = record;
+    }
+
+    /// The grow's effects failed: the topic keeps its partitions.
+    pub fn add_partitions_failed(&mut self, name: &str) {
+        self.pending.remove(name);
+    }
+
     /// Reserves a delete. On `Ok`, carry out the effect, then call `topic_deleted`.
     pub fn delete_topic(&mut self, name: &str) -> Result<Effect, MetadataError> {
         if self.pending.contains_key(name) {
@@ -281,13 +316,31 @@ pub fn check_create(
     defaults: &LogConfig,
 ) -> Result<(), MetadataError> {
     crate::name::validate(name).map_err(|e| MetadataError::InvalidName(e.to_string()))?;
-    if partitions == 0 || partitions > partitions_max {
-        return Err(MetadataError::InvalidPartitions { got: partitions, max: partitions_max });
+    let max = partitions_max.min(PARTITIONS_LIMIT);
+    if partitions == 0 || partitions > max {
+        return Err(MetadataError::InvalidPartitions { got: partitions, max });
     }
     if replicas == 0 || replicas > brokers {
         return Err(MetadataError::InvalidReplication { got: replicas, brokers });
     }
     effective_log_config(defaults, config).map_err(MetadataError::InvalidConfig)?;
+    Ok(())
+}
+
+/// Most partitions a topic can have: a partition's Raft group id holds its
+/// number in 16 bits.
+pub const PARTITIONS_LIMIT: u32 = 1 << 16;
+
+/// What is wrong with growing topic `name` from `current` to `total`
+/// partitions: one check for the single node and the cluster.
+pub fn check_add_partitions(name: &str, current: u32, total: u32, partitions_max: u32) -> Result<(), MetadataError> {
+    let max = partitions_max.min(PARTITIONS_LIMIT);
+    if total <= current {
+        return Err(MetadataError::PartitionsCannotShrink { name: name.to_owned(), current, got: total, max });
+    }
+    if total > max {
+        return Err(MetadataError::InvalidPartitions { got: total, max });
+    }
     Ok(())
 }
 

@@ -31,6 +31,27 @@ fn a_create_is_visible_only_once_its_record_is_durable() {
 }
 
 #[test]
+fn added_partitions_are_visible_only_once_the_grown_record_is_durable() {
+    let mut m = fresh(1);
+    let record = create(&mut m, "orders").unwrap();
+    m.topic_created(record.clone());
+    let Effect::AddPartitions { record: grown, from } = m.add_partitions("orders", 5).unwrap() else { panic!() };
+    assert_eq!((from, grown.partitions, grown.id), (3, 5, record.id));
+    assert_eq!(m.topic("orders").unwrap().record.partitions, 3, "not visible before the record is durable");
+    assert_eq!(m.add_partitions("orders", 6), Err(MetadataError::Busy("orders".into())));
+    assert_eq!(m.delete_topic("orders"), Err(MetadataError::Busy("orders".into())));
+    m.add_partitions_failed("orders");
+    assert_eq!(m.topic("orders").unwrap().record.partitions, 3, "a failed grow changes nothing");
+    let Effect::AddPartitions { record: grown, .. } = m.add_partitions("orders", 5).unwrap() else { panic!() };
+    m.partitions_added(grown.clone());
+    assert_eq!(m.topic("orders").unwrap().record, grown);
+    assert!(matches!(m.add_partitions("orders", 5), Err(MetadataError::PartitionsCannotShrink { current: 5, got: 5, .. })));
+    assert!(matches!(m.add_partitions("orders", 2), Err(MetadataError::PartitionsCannotShrink { .. })));
+    assert_eq!(m.add_partitions("orders", 101), Err(MetadataError::InvalidPartitions { got: 101, max: 100 }));
+    assert!(matches!(m.add_partitions("nope", 2), Err(MetadataError::UnknownTopic(_))));
+}
+
+#[test]
 fn refusals_say_what_is_wrong() {
     let mut m = fresh(1);
     assert!(matches!(m.create_topic("../x", 1, 1, TopicSettings::default()), Err(MetadataError::InvalidName(_))));

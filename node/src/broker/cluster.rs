@@ -327,6 +327,20 @@ impl Broker {
                 }
                 tracing::info!(topic = %t.record.name, id = t.record.id, "topic deleted");
             }
+            Outcome::PartitionsAdded { topic: t, from } => {
+                let Some(old) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(&t.record.name).cloned() else {
+                    tracing::error!(topic = %t.record.name, "partitions were added to a topic this node never opened");
+                    return;
+                };
+                let mut partitions = old.partitions.clone();
+                for p in *from..t.record.partitions {
+                    partitions.push(self.open_cluster_partition(t, p).await);
+                }
+                let grown = Topic { partitions, assignment: t.assignment.clone(), ..(*old).clone() };
+                self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(t.record.name.clone(), Arc::new(grown));
+                self.groups.set_partitions(&t.record.name, Some(t.record.partitions));
+                tracing::info!(topic = %t.record.name, from, partitions = t.record.partitions, assignment = ?&t.assignment[*from as usize..], "partitions added");
+            }
             Outcome::Registered(b) => {
                 if b.id != self.config.node_id && !b.raft_address.is_empty() {
                     self.raft.set_address(b.id, b.raft_address.clone());
@@ -339,14 +353,29 @@ impl Broker {
     /// This node's replicas of a topic's partitions, opened and started. A
     /// replica that cannot open is logged and left out (the others serve).
     async fn open_cluster_topic(&self, t: &ClusterTopic) -> Topic {
-        let me = self.config.node_id;
         let mut partitions = Vec::with_capacity(t.assignment.len());
-        for (p, replicas) in t.assignment.iter().enumerate() {
-            let p = p as u32;
-            if !replicas.contains(&me) {
-                partitions.push(None);
-                continue;
-            }
+        for p in 0..t.assignment.len() as u32 {
+            partitions.push(self.open_cluster_partition(t, p).await);
+        }
+        Topic {
+            id: t.record.id,
+            name: t.record.name.clone(),
+            replicas: t.record.replicas,
+            log_config: t.log_config.clone(),
+            partitions,
+            assignment: t.assignment.clone(),
+        }
+    }
+
+    /// This node's replica of partition `p`, opened and started; `None` if
+    /// it holds none, or if it cannot open (logged: the others serve).
+    async fn open_cluster_partition(&self, t: &ClusterTopic, p: u32) -> Option<Arc<Partition>> {
+        let me = self.config.node_id;
+        let replicas = &t.assignment[p as usize];
+        if !replicas.contains(&me) {
+            return None;
+        }
+        {
             let opened = async {
                 let members = self.raft_addresses(replicas);
                 let dir = replica_dir(&self.config.data_dir, t.record.id, p);
@@ -379,21 +408,13 @@ impl Broker {
                     if replicas.first() == Some(&me) && replicas.len() > 1 && part.status().term == 0 {
                         part.lead_soon(&self.tasks);
                     }
-                    partitions.push(Some(part))
+                    Some(part)
                 }
                 Err(e) => {
                     tracing::error!(topic = %t.record.name, partition = p, error = %e, "cannot open this node's replica: the others serve it");
-                    partitions.push(None);
+                    None
                 }
             }
-        }
-        Topic {
-            id: t.record.id,
-            name: t.record.name.clone(),
-            replicas: t.record.replicas,
-            log_config: t.log_config.clone(),
-            partitions,
-            assignment: t.assignment.clone(),
         }
     }
 

@@ -25,7 +25,7 @@ use weir_core::metadata::{self, Effect, MetadataError, MetadataLimits, MetadataS
 use weir_net::message::*;
 use weir_net::{ErrorCode, Request, Response, WireError};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Topic {
     pub id: u64,
     pub name: String,
@@ -66,7 +66,7 @@ fn disk_error(e: DiskError) -> WireError {
 fn metadata_error(e: MetadataError) -> WireError {
     let code = match &e {
         MetadataError::InvalidName(_) => ErrorCode::InvalidName,
-        MetadataError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        MetadataError::InvalidPartitions { .. } | MetadataError::PartitionsCannotShrink { .. } => ErrorCode::InvalidPartitions,
         MetadataError::InvalidReplication { .. } => ErrorCode::InvalidReplication,
         MetadataError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
         MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
@@ -368,6 +368,10 @@ impl Broker {
             Request::DeleteTopic(r) => {
                 self.to_completion("delete-topic", |b| async move { b.delete_topic(r).await }).await.map(Response::DeleteTopic)
             }
+            Request::CreatePartitions(r) if self.cluster.is_some() => self.cluster_add_partitions(r).await.map(Response::CreatePartitions),
+            Request::CreatePartitions(r) => {
+                self.to_completion("add-partitions", |b| async move { b.add_partitions(r).await }).await.map(Response::CreatePartitions)
+            }
             Request::ListTopics(_) => Ok(Response::ListTopics(self.list_topics())),
             Request::DescribeTopic(r) => self.describe_topic(&r.name).await.map(Response::DescribeTopic),
             Request::Produce(r) => self.produce(r).await.map(Response::Produce),
@@ -474,21 +478,7 @@ impl Broker {
 
     async fn create_topic(&self, r: CreateTopicRequest) -> Result<CreateTopicResponse, WireError> {
         let _guard = self.admin.lock().await;
-        if let Some(limit) = self.config.file_descriptors_max {
-            // Each partition holds one descriptor (its active segment): refuse
-            // up front what the process could not hold open.
-            let held = self.all_partitions().len() as u64 + 1; // + the offsets log
-            let reserved = reserved_descriptors(&self.config);
-            if held + u64::from(r.partitions) + reserved > limit {
-                return Err(WireError::new(
-                    ErrorCode::InvalidPartitions,
-                    format!(
-                        "{} partitions need {} more open files: the broker may open {limit} (RLIMIT_NOFILE), keeps {reserved} for connections and caches and {held} for existing partitions; raise the limit (ulimit -n) or create fewer partitions",
-                        r.partitions, r.partitions
-                    ),
-                ));
-            }
-        }
+        self.check_descriptors(r.partitions)?;
         let effect = self.lock_metadata().create_topic(&r.name, r.partitions, r.replicas, settings(&r.config)).map_err(metadata_error)?;
         let Effect::CreateTopic(record) = effect else { unreachable!("a create's effect is CreateTopic") };
         // Offsets a group kept for an earlier topic of this name would skip
@@ -510,6 +500,94 @@ impl Broker {
                 Err(e)
             }
         }
+    }
+
+    /// Each partition holds one descriptor (its active segment): refuse up
+    /// front `more` partitions the process could not hold open.
+    fn check_descriptors(&self, more: u32) -> Result<(), WireError> {
+        let Some(limit) = self.config.file_descriptors_max else { return Ok(()) };
+        let held = self.all_partitions().len() as u64 + 1; // + the offsets log
+        let reserved = reserved_descriptors(&self.config);
+        if held + u64::from(more) + reserved > limit {
+            return Err(WireError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "{more} partitions need {more} more open files: the broker may open {limit} (RLIMIT_NOFILE), keeps {reserved} for connections and caches and {held} for existing partitions; raise the limit (ulimit -n) or add fewer partitions"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Grows a topic on a single node: open the new partitions, then write
+    /// the grown `topic.json` (the commit point); only then do they serve.
+    async fn add_partitions(&self, r: CreatePartitionsRequest) -> Result<CreatePartitionsResponse, WireError> {
+        let _guard = self.admin.lock().await;
+        let topic = self.topic(&r.name)?;
+        self.check_descriptors(r.total.saturating_sub(topic.partitions.len() as u32))?;
+        let effect = self.lock_metadata().add_partitions(&r.name, r.total).map_err(metadata_error)?;
+        let Effect::AddPartitions { record, from } = effect else { unreachable!("a grow's effect is AddPartitions") };
+        match self.carry_out_add(&topic, &record, from).await {
+            Ok(grown) => {
+                self.lock_metadata().partitions_added(record.clone());
+                self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(r.name.clone(), Arc::new(grown));
+                self.groups.set_partitions(&r.name, Some(record.partitions));
+                tracing::info!(topic = %r.name, from, partitions = record.partitions, "partitions added");
+                Ok(CreatePartitionsResponse { name: r.name, partitions: record.partitions })
+            }
+            Err(e) => {
+                self.lock_metadata().add_partitions_failed(&r.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// A grow's effect: the new partitions' directories and logs, then the
+    /// grown record. Directories left by a grow that never committed hold
+    /// nothing acknowledged (their partitions never served); one that holds
+    /// data anyway is moved to `quarantine/`, never deleted.
+    async fn carry_out_add(&self, topic: &Topic, record: &TopicRecord, from: u32) -> Result<Topic, WireError> {
+        let failed =
+            |e: anyhow::Error| WireError::new(ErrorCode::StorageError, format!("cannot add partitions to topic {:?}: {e:#}", record.name));
+        let (config, disk, record2) = (self.config.clone(), self.disk.clone(), record.clone());
+        let boot = self.lock_metadata().newest_block();
+        crate::blocking::run(move || -> anyhow::Result<()> {
+            for p in from..record2.partitions {
+                let dir = store::partition_dir(&config.data_dir, &record2.name, p);
+                if !disk.exists(&dir) {
+                    continue;
+                }
+                if store::holds_data(&*disk, &dir)? {
+                    let aside = store::move_aside(&*disk, &dir, &store::quarantine_dir(&config.data_dir), &format!("{}-{p}", record2.name), boot)?;
+                    tracing::warn!(topic = %record2.name, partition = p, to = %aside.display(), "a partition directory beyond the topic's count held data: moved to quarantine");
+                } else {
+                    disk.remove_dir_all(&dir)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(failed)?;
+        let mut opened = Vec::new();
+        for p in from..record.partitions {
+            match open_partition(&self.config, &self.disk, record, &topic.log_config, p, &self.tasks, &self.raft).await {
+                Ok(part) => opened.push(part),
+                Err(e) => {
+                    opened.iter().for_each(|p: &Arc<Partition>| p.close());
+                    return Err(failed(e));
+                }
+            }
+        }
+        let (config, disk, record2) = (self.config.clone(), self.disk.clone(), record.clone());
+        if let Err(e) = crate::blocking::run(move || store::write_topic(&*disk, &config.data_dir, &record2)).await {
+            opened.iter().for_each(|p| p.close());
+            return Err(failed(e.into()));
+        }
+        wait_serving(&record.name, &opened).await;
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(opened.into_iter().map(Some));
+        let assignment = vec![vec![self.config.node_id]; partitions.len()];
+        Ok(Topic { partitions, assignment, ..topic.clone() })
     }
 
     /// A create's effect: the partitions' directories and logs, then the
@@ -703,6 +781,18 @@ impl Broker {
         }
     }
 
+    /// A grow in a cluster: a command to the metadata log; every broker
+    /// opens its replicas of the new partitions as it applies it.
+    async fn cluster_add_partitions(&self, r: CreatePartitionsRequest) -> Result<CreatePartitionsResponse, WireError> {
+        let command = weir_core::metadata::cluster::ClusterCommand::AddPartitions { name: r.name.clone(), total: r.total };
+        match self.command(command).await? {
+            weir_core::metadata::cluster::Outcome::PartitionsAdded { topic, .. } => {
+                Ok(CreatePartitionsResponse { name: topic.record.name, partitions: topic.record.partitions })
+            }
+            other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a grow got {other:?}"))),
+        }
+    }
+
     async fn cluster_delete(&self, r: DeleteTopicRequest) -> Result<DeleteTopicResponse, WireError> {
         self.command(weir_core::metadata::cluster::ClusterCommand::DeleteTopic { name: r.name.clone() }).await?;
         if let Err(e) = self.groups.forget_topic(&r.name).await {
@@ -827,20 +917,7 @@ async fn open_topic(
     let log_config = metadata::effective_log_config(&config.log, &record.config).map_err(anyhow::Error::msg)?;
     let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(record.partitions as usize);
     for id in 0..record.partitions {
-        let opened = async {
-            let dir = store::partition_dir(&config.data_dir, &record.name, id);
-            let (disk2, lc) = (disk.clone(), log_config.clone());
-            let (log, report) = crate::blocking::run(move || partition::open_single_voter_log(disk2, &dir, lc)).await?;
-            if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
-                tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
-            }
-            let group = group_id(record.id, id)?;
-            Partition::start(id, config.node_id, group, log, disk.clone(), raft, single_voter(config), tasks)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-        .await;
-        match opened {
+        match open_partition(config, disk, &record, &log_config, id, tasks, raft).await {
             Ok(p) => partitions.push(p),
             Err(e) => {
                 for p in &partitions {
@@ -850,14 +927,7 @@ async fn open_topic(
             }
         }
     }
-    // A single voter elects itself at once: answer only once it serves, so
-    // the first produce after a start or a create is not refused.
-    // An offline partition never serves until its loss is accepted.
-    let online: Vec<&Arc<Partition>> = partitions.iter().filter(|p| !p.is_offline()).collect();
-    let served = futures::future::join_all(online.iter().map(|p| p.wait_serving(PARTITION_START_WAIT))).await;
-    if let Some(p) = served.iter().position(|s| !s).map(|i| online[i].id) {
-        tracing::warn!(topic = %record.name, partition = p, "partition does not serve produces yet (no leader elected): producers retry until it does");
-    }
+    wait_serving(&record.name, &partitions).await;
     let assignment = vec![vec![config.node_id]; partitions.len()];
     Ok(Topic {
         id: record.id,
@@ -867,6 +937,37 @@ async fn open_topic(
         partitions: partitions.into_iter().map(Some).collect(),
         assignment,
     })
+}
+
+/// Opens and starts partition `id` of a single node's topic.
+async fn open_partition(
+    config: &Config,
+    disk: &Arc<dyn Disk>,
+    record: &TopicRecord,
+    log_config: &LogConfig,
+    id: u32,
+    tasks: &Tasks,
+    raft: &Arc<RaftNode>,
+) -> anyhow::Result<Arc<Partition>> {
+    let dir = store::partition_dir(&config.data_dir, &record.name, id);
+    let (disk2, lc) = (disk.clone(), log_config.clone());
+    let (log, report) = crate::blocking::run(move || partition::open_single_voter_log(disk2, &dir, lc)).await?;
+    if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
+        tracing::warn!(topic = %record.name, partition = id, ?report, "partition recovered with repairs");
+    }
+    let group = group_id(record.id, id)?;
+    Partition::start(id, config.node_id, group, log, disk.clone(), raft, single_voter(config), tasks).await.map_err(anyhow::Error::from)
+}
+
+/// A single voter elects itself at once: answer only once it serves, so
+/// the first produce after a start, a create or a grow is not refused. An
+/// offline partition never serves until its loss is accepted.
+async fn wait_serving(topic: &str, partitions: &[Arc<Partition>]) {
+    let online: Vec<&Arc<Partition>> = partitions.iter().filter(|p| !p.is_offline()).collect();
+    let served = futures::future::join_all(online.iter().map(|p| p.wait_serving(PARTITION_START_WAIT))).await;
+    if let Some(p) = served.iter().position(|s| !s).map(|i| online[i].id) {
+        tracing::warn!(topic = %topic, partition = p, "partition does not serve produces yet (no leader elected): producers retry until it does");
+    }
 }
 
 /// How long opening a topic waits for its partitions to serve.

@@ -128,6 +128,14 @@ enum TopicCommand {
     Delete {
         name: String,
     },
+    /// Add partitions (placed as a new topic's; keys may then map to other
+    /// partitions, as in Kafka). Prints the new total.
+    AddPartitions {
+        name: String,
+        /// How many partitions to add.
+        #[arg(long)]
+        count: u32,
+    },
 }
 
 /// `host:port` with a non-empty host and a port number: anything else is a
@@ -243,6 +251,17 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
                 println!("{}", json!({"name": r.name, "partitions": r.partitions}));
             } else {
                 println!("created topic {} with {} partition(s)", r.name, r.partitions);
+            }
+        }
+        TopicCommand::AddPartitions { name, count } => {
+            if count == 0 {
+                anyhow::bail!("--count must be at least 1");
+            }
+            let total = admin.add_partitions(&name, count).await?;
+            if json {
+                println!("{}", json!({"name": name, "partitions": total}));
+            } else {
+                println!("topic {name} now has {total} partition(s)");
             }
         }
         TopicCommand::List => {
