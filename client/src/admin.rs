@@ -63,6 +63,13 @@ impl Admin {
         expect_response!(r, ClusterStatus)
     }
 
+    /// Asks the broker at `addr` to hand the partitions it leads back to
+    /// their preferred replicas (where caught up); answers once it tried.
+    pub async fn balance_leaders_at(&self, addr: &str) -> Result<BalanceLeadersResponse> {
+        let r = self.client.request_at(addr, &Request::BalanceLeaders(BalanceLeadersRequest {})).await?;
+        expect_response!(r, BalanceLeaders)
+    }
+
     /// The replicas of `topic` that the broker at `addr` holds.
     pub async fn describe_replicas_at(&self, addr: &str, topic: &str) -> Result<DescribeReplicasResponse> {
         let r = self.client.request_at(addr, &Request::DescribeReplicas(DescribeReplicasRequest { topic: topic.to_owned() })).await?;

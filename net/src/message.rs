@@ -248,6 +248,9 @@ apis! {
     FindCoordinator = 21, FindCoordinatorRequest => FindCoordinatorResponse;
     /// Grow a topic to a new total number of partitions (never shrink).
     CreatePartitions = 22, CreatePartitionsRequest => CreatePartitionsResponse;
+    /// Hand the partitions this broker leads back to their preferred
+    /// (first) replicas where those are caught up (ask every broker).
+    BalanceLeaders = 23, BalanceLeadersRequest => BalanceLeadersResponse;
 }
 
 macro_rules! no_payload {
@@ -298,7 +301,9 @@ no_payload!(
     FindCoordinatorRequest,
     FindCoordinatorResponse,
     CreatePartitionsRequest,
-    CreatePartitionsResponse
+    CreatePartitionsResponse,
+    BalanceLeadersRequest,
+    BalanceLeadersResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -899,6 +904,20 @@ pub struct CreatePartitionsResponse {
     pub name: String,
     /// The topic's partition count now.
     pub partitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct BalanceLeadersRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct BalanceLeadersResponse {
+    pub node_id: u64,
+    /// Leaderships this broker handed to their preferred replicas.
+    pub moved: u32,
+    /// Hand-offs that did not complete (this broker leads on).
+    pub failed: u32,
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<DescribeReplicasRequest>().prop_map(Request::DescribeReplicas),
         any::<FindCoordinatorRequest>().prop_map(Request::FindCoordinator),
         any::<CreatePartitionsRequest>().prop_map(Request::CreatePartitions),
+        any::<BalanceLeadersRequest>().prop_map(Request::BalanceLeaders),
     ]
 }
 
@@ -58,6 +59,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<DescribeReplicasResponse>().prop_map(Response::DescribeReplicas),
         any::<FindCoordinatorResponse>().prop_map(Response::FindCoordinator),
         any::<CreatePartitionsResponse>().prop_map(Response::CreatePartitions),
+        any::<BalanceLeadersResponse>().prop_map(Response::BalanceLeaders),
     ]
 }
 

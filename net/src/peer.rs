@@ -148,6 +148,10 @@ pub enum Call {
     /// command for the metadata group's leader): opaque to the peer
     /// protocol, at most [`FORWARD_BYTES_MAX`] bytes.
     Forward(Vec<u8>),
+    /// The group's leader hands its leadership to the receiver: campaign
+    /// now (the leader has stopped writing, waited until the receiver holds
+    /// its whole log, and stopped vouching for the group).
+    Elect,
 }
 
 /// The answer to a [`Call`].
@@ -165,6 +169,8 @@ pub enum Answer {
     /// knows a newer term of (group, term): the sender no longer leads
     /// them, whatever it believes. [`Answer::Heartbeat`] when there are none.
     HeartbeatNewer(Vec<(u64, u64)>),
+    /// A [`Call::Elect`] taken: the receiver campaigns.
+    Electing,
 }
 
 /// One message in a frame: which call, to which group.
@@ -212,6 +218,7 @@ enum WireCall {
     Snapshot(SnapshotChunk),
     Heartbeat(NodeHeartbeat),
     Forward(Vec<u8>),
+    Elect,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -317,6 +324,7 @@ impl PeerFrame<Call> {
                     Call::Snapshot(s) => WireCall::Snapshot(s.clone()),
                     Call::Heartbeat(h) => WireCall::Heartbeat(h.clone()),
                     Call::Forward(f) => WireCall::Forward(f.clone()),
+                    Call::Elect => WireCall::Elect,
                 };
                 WireMessage { call_id: m.call_id, group: m.group, body }
             })
@@ -355,6 +363,7 @@ impl PeerFrame<Call> {
                     Call::Snapshot(s)
                 }
                 WireCall::Heartbeat(h) => Call::Heartbeat(h),
+                WireCall::Elect => Call::Elect,
                 WireCall::Forward(f) => {
                     if f.len() > FORWARD_BYTES_MAX {
                         return Err(malformed(format_args!("a forwarded request of {} bytes (at most {FORWARD_BYTES_MAX})", f.len())));
@@ -480,6 +489,7 @@ mod tests {
                 },
                 Message { call_id: 4, group: 0, body: Call::Heartbeat(NodeHeartbeat { leading: vec![(9, 3), (11, 1)] }) },
                 Message { call_id: 5, group: 2, body: Call::Forward(b"command".to_vec()) },
+                Message { call_id: 6, group: 7, body: Call::Elect },
             ],
         }
     }
@@ -505,6 +515,7 @@ mod tests {
                 },
                 Message { call_id: 2, group: 9, body: Answer::Error(WireError::new(ErrorCode::NotLeader, "no such group")) },
                 Message { call_id: 3, group: 2, body: Answer::Forwarded(b"outcome".to_vec()) },
+                Message { call_id: 4, group: 7, body: Answer::Electing },
             ],
         };
         let mut out = BytesMut::new();

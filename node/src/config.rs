@@ -65,6 +65,15 @@ pub struct Config {
     pub raft_heartbeat_ms: u64,
     pub raft_election_min_ms: u64,
     pub raft_election_max_ms: u64,
+    /// How often a cluster node hands partitions it leads back to their
+    /// preferred (first) replica once that one is caught up; `None`: never
+    /// on its own (`weirctl cluster balance-leaders` still does).
+    pub leader_balance_interval: Option<Duration>,
+}
+
+/// `leader_balance_interval_ms`: 0 turns automatic balancing off.
+fn balance_interval(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// Most nodes `initial_members` may list.
@@ -124,6 +133,7 @@ impl Default for Config {
             raft_heartbeat_ms: 100,
             raft_election_min_ms: 1000,
             raft_election_max_ms: 2000,
+            leader_balance_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -179,6 +189,10 @@ pub struct Args {
     pub raft_election_min_ms: Option<u64>,
     #[arg(long, env = "WEIR_RAFT_ELECTION_MAX_MS")]
     pub raft_election_max_ms: Option<u64>,
+    /// How often leaderships return to their preferred replicas (0: only
+    /// when asked, `weirctl cluster balance-leaders`).
+    #[arg(long, env = "WEIR_LEADER_BALANCE_INTERVAL_MS")]
+    pub leader_balance_interval_ms: Option<u64>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -238,6 +252,7 @@ pub struct FileConfig {
     pub raft_heartbeat_ms: Option<u64>,
     pub raft_election_min_ms: Option<u64>,
     pub raft_election_max_ms: Option<u64>,
+    pub leader_balance_interval_ms: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -286,6 +301,9 @@ impl Config {
         set!(raft_heartbeat_ms => c.raft_heartbeat_ms, raft_election_min_ms => c.raft_election_min_ms, raft_election_max_ms => c.raft_election_max_ms);
         if let Some(a) = args.raft_listen {
             c.raft_listen = Some(a);
+        }
+        if let Some(ms) = args.leader_balance_interval_ms {
+            c.leader_balance_interval = balance_interval(ms);
         }
         if let Some(m) = &args.initial_members {
             c.initial_members = parse_members(m).map_err(ConfigError::Invalid)?;
@@ -392,6 +410,9 @@ impl Config {
         }
         if let Some(v) = f.raft_election_max_ms {
             c.raft_election_max_ms = v
+        }
+        if let Some(v) = f.leader_balance_interval_ms {
+            c.leader_balance_interval = balance_interval(v)
         }
         Ok(())
     }

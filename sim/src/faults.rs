@@ -33,6 +33,13 @@ pub struct Swarm {
     /// partition's recovery checkpoint (a lost sealed segment, or a flipped
     /// bit in the active one), which recovery must report, never cut.
     pub loss_at_crash: f64,
+    /// Mean time between leader-balancing passes an operator asks a random
+    /// node for (clusters only): leaderships handed back to preferred
+    /// replicas in the middle of the faults.
+    pub balance_every: Option<Duration>,
+    /// Mean time between graceful restarts (clusters only): a node hands
+    /// off its leaderships, as at SIGTERM, then stops and starts again.
+    pub graceful_every: Option<Duration>,
 }
 
 impl Swarm {
@@ -64,12 +71,18 @@ impl Swarm {
         let clock_jump_every = (rng.u8(0..3) == 0).then(|| every(&mut rng, 2_000, 10_000));
         // Drawn last, so the draws above stay what they were for each seed.
         let loss_at_crash = if rng.u8(0..3) == 0 { 0.3 } else { 0.0 };
+        let partitions = rng.u32(1..=3);
+        let producers = rng.u32(1..=4);
+        let balance_every = on(&mut rng).then(|| every(&mut rng, 1_000, 6_000));
+        let graceful_every = on(&mut rng).then(|| every(&mut rng, 2_000, 8_000));
         Swarm {
             loss_at_crash,
             clock_jump_every,
             group_members,
-            partitions: rng.u32(1..=3),
-            producers: rng.u32(1..=4),
+            partitions,
+            producers,
+            balance_every,
+            graceful_every,
             crash_every,
             power_loss,
             clog_every,

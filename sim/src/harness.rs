@@ -39,6 +39,9 @@ const RAFT_PORT: u16 = 9192;
 
 /// Every broker's client address, for the clients of this run (one run per process).
 static BROKERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The running broker of each node index, for the graceful restarts the
+/// fault loop makes (a killed node's broker is dropped with it).
+static RUNNING: Mutex<std::collections::BTreeMap<usize, std::sync::Weak<Broker>>> = Mutex::new(std::collections::BTreeMap::new());
 
 fn broker_ip(i: usize, brokers: usize) -> IpAddr {
     if brokers == 1 { NODE_IP.parse().expect("ip") } else { IpAddr::from([10, 0, 1, i as u8 + 1]) }
@@ -202,6 +205,7 @@ async fn broker_main(disk: SimDisk, canary: Option<Canary>, i: usize, brokers: u
         }
     }
     let (_shutdown, rx) = weir_node::tasks::Shutdown::new();
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner()).insert(i, Arc::downgrade(&broker));
     broker.start_background();
     weir_node::server::serve(listener, broker, rx).await;
 }
@@ -219,6 +223,36 @@ async fn connect() -> Option<Client> {
             Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(_) => return None,
         }
+    }
+}
+
+/// An operator asking a random node, now and then, to hand leaderships
+/// back to their preferred replicas (`weirctl cluster balance-leaders`):
+/// hand-offs under load and faults. Its own RNG, so the fault loop's draws
+/// stay what they were for each seed.
+async fn balancer(seed: u64, every: Duration, rec: Rec, stop: Arc<AtomicBool>) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4241_4c41);
+    let brokers = BROKERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let admin = Admin::new(&Client::unconnected(ClientConfig {
+        brokers: brokers.clone(),
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        ..Default::default()
+    }));
+    loop {
+        // Woken every 100 ms to see whether the faults ended.
+        let at = tokio::time::Instant::now() + Swarm::next_in(&mut rng, every);
+        while tokio::time::Instant::now() < at && !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let i = rng.usize(0..brokers.len());
+        let r = admin.balance_leaders_at(&brokers[i]).await;
+        let what = r.map_or_else(|e| format!("error {:?}", e.code()), |r| format!("moved {} failed {}", r.moved, r.failed));
+        tracing::info!(node_index = i, %what, "leader balance");
+        rec_lock(&rec).trace.add(&format!("balance {i} {what}"));
     }
 }
 
@@ -585,6 +619,7 @@ async fn setup(seed: u64, opts: &SimOptions) -> World {
     let handle = Handle::current();
     let n = opts.brokers.max(1);
     *BROKERS.lock().unwrap_or_else(|p| p.into_inner()) = (0..n).map(|i| SocketAddr::new(broker_ip(i, n), PORT).to_string()).collect();
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clear();
     // The first disk keeps the seed a single broker always had.
     let disks: Vec<SimDisk> = (0..n).map(|i| SimDisk::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9))).collect();
     let nodes = (0..n)
@@ -641,6 +676,9 @@ async fn start_workload(w: &World) -> Workload {
     if w.swarm.group_members > 0 {
         rec_lock(&w.rec).history.group_processed = Some(Default::default());
     }
+    if let (Some(every), true) = (w.swarm.balance_every, w.nodes.len() > 1) {
+        producers.push(w.client_node.spawn(balancer(w.seed, every, w.rec.clone(), stop_producers.clone())));
+    }
     for i in 0..w.swarm.group_members {
         consumers.push(w.client_node.spawn(group_member(format!("g{i}"), w.rec.clone(), stop_consumers.clone())));
     }
@@ -680,14 +718,32 @@ async fn fault_loop(w: &World) -> Injected {
     let (mut next_crash, mut next_clog, mut next_flip) =
         (next(&mut rng, swarm.crash_every), next(&mut rng, swarm.clog_every), next(&mut rng, swarm.bitflip_every));
     let mut next_jump = next(&mut rng, swarm.clock_jump_every);
+    // Graceful restarts draw from their own RNG: the other faults' draws
+    // stay what they were for each seed.
+    let mut grng = fastrand::Rng::with_seed(w.seed ^ 0x4752_4143);
+    let mut next_graceful = if n > 1 { next(&mut grng, swarm.graceful_every) } else { None };
     loop {
-        let soonest = [next_crash, next_clog, next_flip, next_jump].into_iter().flatten().min().unwrap_or(end).min(end);
+        let soonest = [next_crash, next_clog, next_flip, next_jump, next_graceful].into_iter().flatten().min().unwrap_or(end).min(end);
         tokio::time::sleep_until(soonest).await;
         let now = tokio::time::Instant::now();
         if now >= end {
             break;
         }
-        if next_crash.is_some_and(|t| t <= now) {
+        if next_graceful.is_some_and(|t| t <= now) {
+            let i = grng.usize(0..n);
+            let broker = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).get(&i).and_then(|b| b.upgrade());
+            if let Some(broker) = broker {
+                // As at SIGTERM: hand off, then stop (here without the drain).
+                let handed = w.nodes[i].spawn(async move { broker.hand_off_leaderships().await });
+                let _ = tokio::time::timeout(Duration::from_secs(10), handed).await;
+                handle.kill(w.nodes[i].id());
+                tracing::info!("graceful restart of node index {i}");
+                rec_lock(rec).trace.add(&format!("graceful {i}"));
+                tokio::time::sleep(Duration::from_millis(grng.u64(0..1000))).await;
+                handle.restart(w.nodes[i].id());
+            }
+            next_graceful = next(&mut grng, swarm.graceful_every);
+        } else if next_crash.is_some_and(|t| t <= now) {
             inj.crashes += 1;
             let victims: Vec<usize> = if n == 1 {
                 vec![0]

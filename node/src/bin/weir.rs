@@ -82,6 +82,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     broker.start_background();
     let server = tokio::spawn(server::serve(listener, broker.clone(), rx));
     wait_for_signal().await?;
+    // Still serving: requests meanwhile are answered, or sent to the new leaders.
+    tracing::info!("shutting down: handing off leaderships");
+    broker.hand_off_leaderships().await;
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.trigger();
     let _ = server.await;

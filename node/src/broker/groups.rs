@@ -565,6 +565,11 @@ impl Groups {
         Ok(DeleteGroupResponse {})
     }
 
+    /// This node's replica of the offsets log, if it holds one.
+    pub fn offsets_partition(&self) -> Option<Arc<Partition>> {
+        self.log.clone()
+    }
+
     /// Final flush of the offsets log.
     pub async fn shutdown(&self) {
         let Some(log) = &self.log else { return };

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod leadership;
 pub mod partition;
 pub mod store;
 
@@ -56,6 +57,8 @@ pub struct Broker {
     cluster: Option<cluster::Cluster>,
     /// This start's boot counter (a broker's incarnation).
     boot: u64,
+    /// Leader balancing's memory between passes.
+    balance: leadership::Balance,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -250,6 +253,7 @@ impl Broker {
             raft,
             cluster,
             boot,
+            balance: leadership::Balance::default(),
         });
         Ok(broker)
     }
@@ -259,6 +263,7 @@ impl Broker {
     /// expiry and compaction) and retention. Both stop at `shutdown`.
     pub fn start_background(self: &Arc<Self>) {
         self.start_cluster();
+        self.start_balancing();
         let weak = Arc::downgrade(self);
         self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
             let b = weak.upgrade()?;
@@ -410,6 +415,7 @@ impl Broker {
             Request::DeleteGroup(r) => self.groups.delete(r).await.map(Response::DeleteGroup),
             Request::ClusterStatus(_) => Ok(Response::ClusterStatus(self.cluster_status())),
             Request::DescribeReplicas(r) => self.describe_replicas(&r.topic).await.map(Response::DescribeReplicas),
+            Request::BalanceLeaders(_) => Ok(Response::BalanceLeaders(self.balance_leaders().await)),
         }
     }
 

@@ -299,6 +299,11 @@ impl Partition {
         self.offline.is_some()
     }
 
+    /// The partition's Raft group id.
+    pub fn group_id(&self) -> u64 {
+        self.group().id
+    }
+
     /// The partition's Raft group as it is now.
     fn group(&self) -> Arc<Group> {
         self.group.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -797,6 +802,58 @@ impl Partition {
         }
         drop(held);
         self.shared.wake_proposer.notify_one();
+    }
+
+    /// Hands this replica's leadership to voter `target` within `timeout`
+    /// (see [`RaftNode::hand_off`]): entries in flight commit and are
+    /// answered first; what produces queue meanwhile is proposed here if the
+    /// hand-off fails, else answered `NotLeader` and retried at the new
+    /// leader.
+    pub async fn hand_off(self: &Arc<Self>, target: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Holding every permit keeps the proposer from putting another entry
+        // in flight: the target must not chase new entries.
+        let permits = tokio::time::timeout(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+            self.in_flight.clone().acquire_many_owned(PROPOSALS_IN_FLIGHT_MAX),
+        )
+        .await
+        .map_err(|_| format!("entries of partition {} still in flight after {timeout:?}", self.id))?
+        .map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result = self.raft.hand_off(&self.group(), target, left).await;
+        drop(permits);
+        self.shared.wake_proposer.notify_one();
+        result
+    }
+
+    /// Whom to hand this replica's leadership to: `preferred` if it is
+    /// another voter, heard lately, else the voter heard lately that holds
+    /// the most of the log; `None` if this node does not lead, or leads alone.
+    pub fn hand_off_target(&self, preferred: Option<u64>) -> Option<u64> {
+        let group = self.group();
+        let status = group.status();
+        if !status.is_leader || status.voters.len() < 2 {
+            return None;
+        }
+        let candidates: Vec<(u64, Option<u64>)> =
+            group.matched().into_iter().filter(|(n, _)| *n != self.node_id && self.raft.heard_lately(*n)).collect();
+        if let Some(p) = preferred.filter(|p| candidates.iter().any(|(n, _)| n == p)) {
+            return Some(p);
+        }
+        candidates.into_iter().max_by_key(|(n, matched)| (*matched, std::cmp::Reverse(*n))).map(|(n, _)| n)
+    }
+
+    /// Whether this replica leads its group (with other voters) and `node`,
+    /// another voter, holds the whole log and was heard lately.
+    pub fn leads_and_caught_up(&self, node: u64) -> bool {
+        let group = self.group();
+        let status = group.status();
+        status.is_leader
+            && node != self.node_id
+            && status.voters.contains(&node)
+            && self.raft.heard_lately(node)
+            && group.matched().get(&node).copied().flatten() == status.last_log_index
     }
 
     /// This replica's log turned out damaged: it steps aside (see

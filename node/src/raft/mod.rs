@@ -179,6 +179,10 @@ pub struct Registry {
     aside: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// The groups this node's last tick vouched for as their leader.
     vouching: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Groups whose leadership this node is handing to another voter
+    /// ([`RaftNode::hand_off`]): it does not vouch for them, so their
+    /// voters stop refusing candidates.
+    handing_off: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// When this node started: it forgot which leaders vouched before.
     started: tokio::time::Instant,
 }
@@ -222,6 +226,7 @@ impl Registry {
                     format!("node {} hears a live leader of group {group}: no vote for node {from}", self.node_id),
                 ));
             }
+            Call::Elect => return self.elect_now(from, group),
             Call::Forward(request) => {
                 let handler = self.forward.read().unwrap_or_else(|p| p.into_inner()).clone();
                 return match handler {
@@ -271,6 +276,28 @@ impl Registry {
                 }
             }
         });
+    }
+
+    /// `from`, the group's leader, hands its leadership to this node: it
+    /// campaigns now if it may lead (a voter whose log is not damaged).
+    fn elect_now(&self, from: u64, group: u64) -> Answer {
+        let Some(raft) = self.get(group) else { return peer::no_such_group(self.node_id, group) };
+        let voter = raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == self.node_id);
+        if !voter || self.is_aside(group) {
+            return Answer::Error(WireError::new(
+                ErrorCode::NotLeader,
+                format!("node {} may not lead group {group} (not a voter, or its copy is damaged): hand it to another", self.node_id),
+            ));
+        }
+        tracing::info!(node = self.node_id, group, from, "leadership handed to this node: campaigning");
+        tokio::spawn(async move {
+            let _ = raft.trigger().elect().await;
+        });
+        Answer::Electing
+    }
+
+    fn is_handing_off(&self, group: u64) -> bool {
+        self.handing_off.lock().unwrap_or_else(|p| p.into_inner()).contains(&group)
     }
 
     fn all(&self) -> Vec<(u64, Raft<TypeConfig>)> {
@@ -366,6 +393,7 @@ impl RaftNode {
             forward: RwLock::default(),
             aside: Default::default(),
             vouching: Default::default(),
+            handing_off: Default::default(),
             started: tokio::time::Instant::now(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
@@ -466,16 +494,119 @@ impl RaftNode {
         self.registry.peers.set_address(node, addr);
     }
 
+    /// Hands the leadership of `group`, which this node leads, to voter
+    /// `target` (openraft 0.9 has no transfer call): stop vouching for the
+    /// group, so its voters stop refusing candidates; wait until `target`
+    /// holds the whole log, everything is applied, and nothing was sent for
+    /// openraft's lease (voters refuse candidates for that long after the
+    /// leader's last append); then ask `target` to campaign and wait for the
+    /// new term. The caller stops proposing first (a target chasing new
+    /// entries never catches up). Failing (the target lagging, refusing, or
+    /// losing), this node goes on leading. Elections stay Raft's: the
+    /// target wins only with a majority's votes.
+    pub async fn hand_off(&self, group: &Group, target: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let g = group.id;
+        let start = group.status();
+        if !start.is_leader {
+            return Err(format!("node {} does not lead group {g}", self.id));
+        }
+        if target == self.id || !start.voters.contains(&target) {
+            return Err(format!("node {target} is not another voter of group {g} (voters {:?})", start.voters));
+        }
+        self.registry.handing_off.lock().unwrap_or_else(|p| p.into_inner()).insert(g);
+        self.registry.vouching.lock().unwrap_or_else(|p| p.into_inner()).remove(&g);
+        let result = self.hand_off_steps(group, target, start.term, deadline).await;
+        self.registry.handing_off.lock().unwrap_or_else(|p| p.into_inner()).remove(&g);
+        match &result {
+            Ok(()) => tracing::info!(group = g, from = self.id, to = target, term = start.term, "leadership handed off"),
+            Err(e) => tracing::info!(group = g, to = target, error = %e, "leadership not handed off: leading on"),
+        }
+        result
+    }
+
+    async fn hand_off_steps(&self, group: &Group, target: u64, term: u64, deadline: tokio::time::Instant) -> Result<(), String> {
+        let g = group.id;
+        // Quiet for openraft's lease, plus a tick: the tick's last heartbeat
+        // (sent when the applied end moved) touches the voters' lease too.
+        let quiet = Duration::from_millis(self.openraft_lease_ms() + self.timing.heartbeat_ms + 20);
+        let mut seen = None;
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let s = group.status();
+            if !s.is_leader || s.term != term {
+                // The target may have won on its own (its election timeout).
+                return if s.leader == Some(target) { Ok(()) } else { Err(format!("group {g} changed leader meanwhile")) };
+            }
+            let matched = group.matched().get(&target).copied().flatten();
+            let now_seen = (s.last_log_index, s.last_applied, matched);
+            let now = tokio::time::Instant::now();
+            if seen != Some(now_seen) {
+                seen = Some(now_seen);
+                quiet_since = now;
+            }
+            let caught_up = matched == s.last_log_index && s.last_applied == s.last_log_index;
+            if caught_up && now.duration_since(quiet_since) >= quiet {
+                break;
+            }
+            if now >= deadline {
+                return Err(format!(
+                    "node {target} did not catch up with group {g} in time (it holds {matched:?} of {:?})",
+                    s.last_log_index
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
+        match self.registry.peers.call(target, g, Call::Elect, left).await {
+            Ok(Answer::Electing) => {}
+            Ok(Answer::Error(e)) => return Err(e.message),
+            Ok(other) => return Err(format!("node {target} answered a hand-off with {other:?}")),
+            Err(e) => return Err(format!("cannot reach node {target}: {e}")),
+        }
+        let mut m = group.raft.metrics();
+        let moved = tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), async {
+            loop {
+                if m.borrow_and_update().current_term > term {
+                    return true;
+                }
+                if m.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        match moved {
+            Ok(true) => Ok(()),
+            _ => Err(format!("node {target} did not take over group {g} in time")),
+        }
+    }
+
+    /// How long openraft's voters refuse candidates after their leader's
+    /// last append (its `election_timeout_max`). Our own refusal while a
+    /// leader vouches (`Registry::refuses_votes`) is what guards elections
+    /// and leases; openraft's is kept just above the append timeout, so a
+    /// hand-off waits only that long.
+    fn openraft_lease_ms(&self) -> u64 {
+        self.append_timeout_ms() + 2
+    }
+
+    /// openraft's `heartbeat_interval`: to openraft only its own tick
+    /// period (×1.5) and every AppendEntries' timeout, which must outlast a
+    /// slow follower's fsync of a 4 MiB read: half the election timeout.
+    fn append_timeout_ms(&self) -> u64 {
+        self.timing.heartbeat_ms.max(self.timing.election_min_ms / 2)
+    }
+
     fn config(&self, group: u64) -> Result<Arc<openraft::Config>, String> {
         let config = openraft::Config {
             cluster_name: format!("weir-group-{group}"),
-            // Our node tick sends heartbeats (`timing.heartbeat_ms`); to
-            // openraft this is only its own tick period (×1.5) and every
-            // AppendEntries' timeout, which must outlast a slow follower's
-            // fsync of a 4 MiB read: half the election timeout.
-            heartbeat_interval: self.timing.heartbeat_ms.max(self.timing.election_min_ms / 2),
-            election_timeout_min: self.timing.election_min_ms,
-            election_timeout_max: self.timing.election_max_ms,
+            // Our node tick sends heartbeats (`timing.heartbeat_ms`).
+            heartbeat_interval: self.append_timeout_ms(),
+            // openraft's own elections are off (the node tick runs them);
+            // these set only its vote timeout and its lease (the max).
+            election_timeout_min: self.openraft_lease_ms() - 1,
+            election_timeout_max: self.openraft_lease_ms(),
             // The node tick keeps groups alive and runs their elections
             // (see `tick`): one message per peer per tick, not per group.
             enable_heartbeat: false,

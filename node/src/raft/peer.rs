@@ -388,6 +388,7 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
         // Node heartbeats and forwards are served by the registry, never by a group.
         Call::Heartbeat(_) => Answer::Heartbeat,
         Call::Forward(_) => Answer::Error(WireError::new(ErrorCode::InvalidRequest, "a forward is not a group's call")),
+        Call::Elect => Answer::Error(WireError::new(ErrorCode::InvalidRequest, "a hand-off is the registry's call, not a group's")),
         Call::Snapshot(s) => match raft.install_snapshot(convert::snapshot_from_wire(s)).await {
             Ok(r) => Answer::Snapshot(weir_net::peer::SnapshotReply { vote: convert::vote_to_wire(&r.vote) }),
             Err(e) => failed(&e),

@@ -121,7 +121,12 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 // otherwise keep them from electing another (they refuse
                 // candidates while a leader vouches) though it cannot commit.
                 let answered = registry.acked_by_majority(&voters, g, term, fresh_for, false);
-                if !registry.is_aside(g) && answered && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms)) {
+                // Nor while handing the group to another voter (`RaftNode::hand_off`).
+                if !registry.is_aside(g)
+                    && !registry.is_handing_off(g)
+                    && answered
+                    && (idle || acked_ms.is_some_and(|ms| ms < timing.election_min_ms))
+                {
                     leading.push((g, term));
                 }
                 t.deadline = None;

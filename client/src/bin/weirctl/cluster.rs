@@ -44,6 +44,10 @@ pub enum ClusterCommand {
     /// The metadata leader and term, each node's role and reachability, the
     /// partitions each leads and how many of them are under-replicated.
     Status,
+    /// Hand leaderships back to each partition's preferred (first) replica
+    /// where it is caught up: asks every reachable node. Nodes also do this
+    /// on their own every `leader_balance_interval_ms`.
+    BalanceLeaders,
 }
 
 fn pid_file(dir: &Path, id: u16) -> PathBuf {
@@ -82,6 +86,7 @@ pub async fn run(cmd: ClusterCommand, brokers: &str, timeout: Duration, json: bo
         ClusterCommand::Up { nodes, dir, base_port, detach } => up(nodes, &dir, base_port, detach).await,
         ClusterCommand::Down { dir } => down(&dir),
         ClusterCommand::Status => status(brokers, timeout, json).await,
+        ClusterCommand::BalanceLeaders => balance_leaders(brokers, timeout, json).await,
     }
 }
 
@@ -212,12 +217,9 @@ struct Seen {
     answer: Result<ClusterStatusResponse, String>,
 }
 
-async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {
-    let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
-    let config = ClientConfig { brokers: listed.clone(), timeout: timeout.min(Duration::from_secs(3)), retries: 0, ..Default::default() };
-    // A client without a first connection: every address is asked on its own.
-    let client = Client::unconnected(config);
-    let admin = Admin::new(&client);
+/// Every node reachable from `brokers` (following the nodes each answer
+/// names), with its status or why it did not answer.
+async fn crawl(admin: &Admin, listed: Vec<String>) -> Vec<Seen> {
     let mut seen: Vec<Seen> = Vec::new();
     let mut queue: Vec<(Option<u64>, String)> = listed.into_iter().map(|a| (None, a)).collect();
     while let Some((id, address)) = queue.pop() {
@@ -235,6 +237,50 @@ async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<
         let id = answer.as_ref().ok().map(|a| a.node_id).or(id);
         seen.push(Seen { id, address, answer });
     }
+    seen
+}
+
+/// A client without a first connection: every address is asked on its own.
+fn unconnected(brokers: &str, timeout: Duration) -> anyhow::Result<(Admin, Vec<String>)> {
+    let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
+    let config = ClientConfig { brokers: listed.clone(), timeout, retries: 0, ..Default::default() };
+    Ok((Admin::new(&Client::unconnected(config)), listed))
+}
+
+async fn balance_leaders(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let (admin, listed) = unconnected(brokers, timeout.min(Duration::from_secs(3)))?;
+    let seen = crawl(&admin, listed).await;
+    let reachable: Vec<&Seen> = seen.iter().filter(|s| s.answer.is_ok()).collect();
+    if reachable.is_empty() {
+        bail!("no node answered: is the cluster running? (--broker, WEIR_BROKER)");
+    }
+    // A pass may take a few hand-offs' time (each up to 3 s, 8 at once).
+    let (admin, _) = unconnected(brokers, timeout.max(Duration::from_secs(30)))?;
+    let mut rows = Vec::new();
+    for s in reachable {
+        match admin.balance_leaders_at(&s.address).await {
+            Ok(r) => rows.push(json!({"id": r.node_id, "address": s.address, "moved": r.moved, "failed": r.failed})),
+            Err(e) => rows.push(json!({"id": s.id, "address": s.address, "error": e.to_string()})),
+        }
+    }
+    let moved: u64 = rows.iter().filter_map(|r| r["moved"].as_u64()).sum();
+    if json {
+        println!("{}", json!({"moved": moved, "nodes": rows}));
+    } else {
+        for r in &rows {
+            match r["error"].as_str() {
+                Some(e) => println!("node {} ({}): {e}", r["id"], r["address"].as_str().unwrap_or_default()),
+                None => println!("node {}: {} leadership(s) returned to their preferred replica, {} not", r["id"], r["moved"], r["failed"]),
+            }
+        }
+        println!("{moved} leadership(s) moved");
+    }
+    Ok(())
+}
+
+async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let (admin, listed) = unconnected(brokers, timeout.min(Duration::from_secs(3)))?;
+    let seen = crawl(&admin, listed).await;
     // The newest term anyone answered names the metadata leader.
     let best = seen.iter().filter_map(|s| s.answer.as_ref().ok()).max_by_key(|a| (a.term, a.metadata_leader.is_some()));
     let Some(best) = best else {
