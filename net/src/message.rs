@@ -251,6 +251,8 @@ apis! {
     /// Hand the partitions this broker leads back to their preferred
     /// (first) replicas where those are caught up (ask every broker).
     BalanceLeaders = 23, BalanceLeadersRequest => BalanceLeadersResponse;
+    /// A new node asks to join the cluster (sent to the metadata leader).
+    JoinCluster = 24, JoinClusterRequest => JoinClusterResponse;
 }
 
 macro_rules! no_payload {
@@ -303,7 +305,9 @@ no_payload!(
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     BalanceLeadersRequest,
-    BalanceLeadersResponse
+    BalanceLeadersResponse,
+    JoinClusterRequest,
+    JoinClusterResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -918,6 +922,29 @@ pub struct BalanceLeadersResponse {
     pub moved: u32,
     /// Hand-offs that did not complete (this broker leads on).
     pub failed: u32,
+}
+
+/// `weir --join`: sent by a node with an empty data directory to the
+/// metadata group's leader (others answer `NotLeader`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct JoinClusterRequest {
+    /// The id it wants (`--node-id`), or 0 for a fresh one.
+    pub node_id: u64,
+    pub client_address: String,
+    pub raft_address: String,
+    /// The random id of its data directory: a retried join gets the same answer.
+    pub data_dir_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct JoinClusterResponse {
+    /// The id the node is registered under.
+    pub node_id: u64,
+    /// The cluster's `initial_members` (`ID@HOST:PORT,...`): the layout its
+    /// internal logs were placed by.
+    pub initial_members: String,
 }
 
 #[cfg(test)]

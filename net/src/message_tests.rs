@@ -31,6 +31,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<FindCoordinatorRequest>().prop_map(Request::FindCoordinator),
         any::<CreatePartitionsRequest>().prop_map(Request::CreatePartitions),
         any::<BalanceLeadersRequest>().prop_map(Request::BalanceLeaders),
+        any::<JoinClusterRequest>().prop_map(Request::JoinCluster),
     ]
 }
 
@@ -60,6 +61,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<FindCoordinatorResponse>().prop_map(Response::FindCoordinator),
         any::<CreatePartitionsResponse>().prop_map(Response::CreatePartitions),
         any::<BalanceLeadersResponse>().prop_map(Response::BalanceLeaders),
+        any::<JoinClusterResponse>().prop_map(Response::JoinCluster),
     ]
 }
 

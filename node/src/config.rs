@@ -69,6 +69,14 @@ pub struct Config {
     /// preferred (first) replica once that one is caught up; `None`: never
     /// on its own (`weirctl cluster balance-leaders` still does).
     pub leader_balance_interval: Option<Duration>,
+    /// Client addresses of running members to join through (`--join`): a
+    /// new node with an empty data directory (see `join.rs`).
+    pub join: Vec<String>,
+    /// This node joined a running cluster (it is not one of
+    /// `initial_members`, which then hold the cluster's first voters).
+    pub joined: bool,
+    /// `node_id` was set (flag, variable or file), not the default.
+    pub node_id_explicit: bool,
 }
 
 /// `leader_balance_interval_ms`: 0 turns automatic balancing off.
@@ -134,6 +142,9 @@ impl Default for Config {
             raft_election_min_ms: 1000,
             raft_election_max_ms: 2000,
             leader_balance_interval: Some(Duration::from_secs(30)),
+            join: Vec::new(),
+            joined: false,
+            node_id_explicit: false,
         }
     }
 }
@@ -193,6 +204,11 @@ pub struct Args {
     /// when asked, `weirctl cluster balance-leaders`).
     #[arg(long, env = "WEIR_LEADER_BALANCE_INTERVAL_MS")]
     pub leader_balance_interval_ms: Option<u64>,
+    /// Join a running cluster through a member's client address (repeat,
+    /// or `A,B`): for a new node with an empty data directory. Ignored once
+    /// the node is a member.
+    #[arg(long, env = "WEIR_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -253,6 +269,8 @@ pub struct FileConfig {
     pub raft_election_min_ms: Option<u64>,
     pub raft_election_max_ms: Option<u64>,
     pub leader_balance_interval_ms: Option<u64>,
+    /// Client addresses of members to join through.
+    pub join: Option<Vec<String>>,
 }
 
 /// Why a configuration was refused.
@@ -280,6 +298,10 @@ impl Config {
         }
         macro_rules! set {
             ($($field:ident => $target:expr),*) => { $(if let Some(v) = args.$field.clone() { $target = v; })* };
+        }
+        c.node_id_explicit |= args.node_id.is_some();
+        if !args.join.is_empty() {
+            c.join = args.join.clone();
         }
         set!(node_id => c.node_id, listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
              segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
@@ -328,7 +350,8 @@ impl Config {
     fn apply_file(&mut self, f: FileConfig) -> Result<(), String> {
         let c = self;
         if let Some(v) = f.node_id {
-            c.node_id = v
+            c.node_id = v;
+            c.node_id_explicit = true;
         }
         if let Some(v) = f.listen {
             c.listen = v
@@ -414,6 +437,9 @@ impl Config {
         if let Some(v) = f.leader_balance_interval_ms {
             c.leader_balance_interval = balance_interval(v)
         }
+        if let Some(v) = f.join {
+            c.join = v
+        }
         Ok(())
     }
 
@@ -468,8 +494,21 @@ impl Config {
                 self.initial_members.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
-        if self.initial_members.is_empty() && self.raft_listen.is_some() {
-            return bad("raft_listen needs initial_members (the cluster's voters); without them the broker runs alone");
+        if !self.join.is_empty() {
+            if !self.initial_members.is_empty() {
+                return bad("join and initial_members exclude each other: a joining node learns the members from the cluster");
+            }
+            if self.join.len() > MEMBERS_MAX {
+                return bad("join lists too many addresses");
+            }
+            for a in &self.join {
+                if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0)) {
+                    return Err(ConfigError::Invalid(format!("join address {a:?} is not HOST:PORT (a member's client address)")));
+                }
+            }
+            if self.raft_listen.is_none_or(|a| a.ip().is_unspecified()) {
+                return bad("a joining node needs raft_listen (--raft-listen IP:PORT) with an address its peers can reach");
+            }
         }
         if self.raft_heartbeat_ms < 10
             || self.raft_election_min_ms < 3 * self.raft_heartbeat_ms
@@ -563,7 +602,7 @@ mod tests {
         assert_eq!(c.raft_listen, Some("127.0.0.1:9193".parse().unwrap()), "defaults to its own member address");
         let err = Config::resolve(&Args { node_id: Some(4), initial_members: members.clone(), ..Args::default() }).unwrap_err();
         assert!(err.to_string().contains("not in initial_members"), "{err}");
-        let err = Config::resolve(&Args { node_id: Some(3), initial_members: members, ..Args::default() }).unwrap_err();
+        let err = Config::resolve(&Args { node_id: Some(3), initial_members: members.clone(), ..Args::default() }).unwrap_err();
         assert!(err.to_string().contains("set raft_listen"), "{err}");
         for (list, needle) in [
             ("1@a:1,1@b:2", "twice"),
@@ -575,8 +614,17 @@ mod tests {
             let err = parse_members(list).unwrap_err();
             assert!(err.contains(needle), "{list}: {err}");
         }
-        let err = Config::resolve(&Args { raft_listen: Some("127.0.0.1:1".parse().unwrap()), ..Args::default() }).unwrap_err();
-        assert!(err.to_string().contains("needs initial_members"), "{err}");
+        let join = vec!["127.0.0.1:9092".to_owned()];
+        let err = Config::resolve(&Args { join: join.clone(), initial_members: members.clone(), ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("exclude each other"), "{err}");
+        let err = Config::resolve(&Args { join: join.clone(), ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("needs raft_listen"), "{err}");
+        let err =
+            Config::resolve(&Args { join: vec!["nohost".into()], raft_listen: Some("127.0.0.1:1".parse().unwrap()), ..Args::default() })
+                .unwrap_err();
+        assert!(err.to_string().contains("not HOST:PORT"), "{err}");
+        let c = Config::resolve(&Args { join, raft_listen: Some("127.0.0.1:1".parse().unwrap()), ..Args::default() }).unwrap();
+        assert!(!c.node_id_explicit && c.join.len() == 1);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
         std::fs::write(

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod disk;
+pub mod join;
 pub mod lock;
 pub mod raft;
 pub mod server;

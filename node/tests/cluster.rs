@@ -671,3 +671,71 @@ async fn a_rolling_restart_under_load_fails_no_request_and_leaders_balance_back(
         assert_eq!(values.len(), records.len(), "partition {p} holds a record twice");
     }
 }
+
+/// `weir --join`: a fourth and a fifth node join a running cluster, are
+/// promoted to voters of the metadata group once caught up, host replicas
+/// of topics created after, and restart as members without `--join`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_a_running_cluster_become_voters_and_host_replicas() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let ports = free_ports(2);
+    let raft = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let mut dirs = Vec::new();
+    for i in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let raft_listen = raft(i);
+        // Joins through a member that need not be the metadata leader.
+        let node = Broker::start_with(dir.path(), None, &["--join", &cluster.nodes[i + 1].addr, "--raft-listen", &raft_listen]);
+        cluster.nodes.push(node);
+        dirs.push(dir);
+    }
+    // Every node sees five, and the newcomers end as voters.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ok = true;
+        for node in &cluster.nodes {
+            let s = Admin::new(&node.client().await).cluster_status_at(&node.addr).await.unwrap();
+            ok &= s.nodes.len() == 5 && s.role != "learner" && s.metadata_leader.is_some();
+        }
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the joined nodes did not become voters within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ids: Vec<u64> = {
+        let s = Admin::new(&cluster.nodes[3].client().await).cluster_status_at(&cluster.nodes[3].addr).await.unwrap();
+        vec![s.node_id, Admin::new(&cluster.nodes[4].client().await).cluster_status_at(&cluster.nodes[4].addr).await.unwrap().node_id]
+    };
+    assert_eq!(ids, [4, 5], "fresh ids above the members'");
+
+    // A topic created now is placed over all five.
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "wide".into(), partitions: 5, replicas: 3, config: Default::default() }).await.unwrap();
+    let d = admin.describe_topic("wide").await.unwrap();
+    for id in [4, 5] {
+        assert!(d.partitions.iter().any(|p| p.replicas.contains(&id)), "node {id} holds a replica: {:?}", d.partitions);
+    }
+    let producer = Producer::new(&client);
+    let mut acked = BTreeMap::new();
+    for i in 0..50u32 {
+        let r = producer.send(ProduceMessage::new("wide", format!("w{i}")).with_partition(i % 5)).await.unwrap();
+        acked.insert(format!("w{i}"), (r.partition, r.offset));
+    }
+    // The newcomer restarts as a member, without --join, and serves its replicas.
+    cluster.nodes[3].kill9();
+    let node4 = &mut cluster.nodes[3];
+    let raft_listen = raft(0);
+    *node4 = Broker::start_with(dirs[0].path(), Some(&node4.addr.clone()), &["--raft-listen", &raft_listen]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while describe(&cluster.nodes[3], "wide").await.len() != 5 {
+        assert!(Instant::now() < deadline, "node 4 did not come back as a member");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client4 = cluster.nodes[3].client().await;
+    for (value, (p, offset)) in &acked {
+        assert!(read_values(&client4, "wide", *p).await.contains(&(*offset, value.clone())), "{value} at {p}/{offset}");
+    }
+}

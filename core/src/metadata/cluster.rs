@@ -61,6 +61,16 @@ pub enum ClusterCommand {
         name: String,
         total: u32,
     },
+    /// A new node joins (`weir --join`): registered under `node_id`, or
+    /// under a fresh id when it is 0. `data_dir_id` is the random id of the
+    /// joining node's data directory: a retried join of the same directory
+    /// gets the same registration, never a second id.
+    JoinBroker {
+        node_id: u64,
+        client_address: String,
+        raft_address: String,
+        data_dir_id: u64,
+    },
 }
 
 /// A topic with where its replicas live.
@@ -105,13 +115,27 @@ pub struct ClusterMetadata {
     next_topic_id: u64,
     /// The next producer-id block.
     next_block: u64,
+    /// The node id a join without one gets: above every id ever registered
+    /// (never reused, even once a node is removed).
+    next_broker_id: u64,
+    /// Which node each joined data directory became.
+    joined: BTreeMap<u64, u64>,
 }
 
 impl ClusterMetadata {
     /// An empty cluster. `defaults` and `partitions_max` must be the same on
     /// every broker (they are part of what applying means).
     pub fn new(defaults: LogConfig, partitions_max: u32) -> Self {
-        ClusterMetadata { defaults, partitions_max, brokers: BTreeMap::new(), topics: BTreeMap::new(), next_topic_id: 1, next_block: 0 }
+        ClusterMetadata {
+            defaults,
+            partitions_max,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            next_topic_id: 1,
+            next_block: 0,
+            next_broker_id: 1,
+            joined: BTreeMap::new(),
+        }
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
@@ -143,21 +167,46 @@ impl ClusterMetadata {
         self.clone().apply(command.clone()).refused().map_or(Ok(()), Err)
     }
 
+    /// Which node joined from data directory `data_dir_id`, if one did.
+    pub fn joined_from(&self, data_dir_id: u64) -> Option<u64> {
+        self.joined.get(&data_dir_id).copied()
+    }
+
+    /// Registers `b` if it may be: ids 1..=2^32-1, short addresses, at most
+    /// [`BROKERS_MAX`] brokers.
+    fn register(&mut self, b: BrokerRecord) -> Outcome {
+        if b.id == 0 || b.id > u64::from(u32::MAX) {
+            return Outcome::Refused(MetadataError::InvalidConfig(format!("broker id {} is not 1..={}", b.id, u32::MAX)));
+        }
+        if b.client_address.len() > ADDRESS_BYTES_MAX || b.raft_address.len() > ADDRESS_BYTES_MAX {
+            return Outcome::Refused(MetadataError::InvalidConfig(format!("broker {}'s addresses are too long", b.id)));
+        }
+        if !self.brokers.contains_key(&b.id) && self.brokers.len() >= BROKERS_MAX {
+            return Outcome::Refused(MetadataError::InvalidConfig(format!("a cluster holds at most {BROKERS_MAX} brokers")));
+        }
+        self.next_broker_id = self.next_broker_id.max(b.id + 1);
+        self.brokers.insert(b.id, b.clone());
+        Outcome::Registered(b)
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, command: ClusterCommand) -> Outcome {
         match command {
-            ClusterCommand::RegisterBroker(b) => {
-                if b.id == 0 || b.id > u64::from(u32::MAX) {
-                    return Outcome::Refused(MetadataError::InvalidConfig(format!("broker id {} is not 1..={}", b.id, u32::MAX)));
+            ClusterCommand::RegisterBroker(b) => self.register(b),
+            ClusterCommand::JoinBroker { node_id, client_address, raft_address, data_dir_id } => {
+                if let Some(b) = self.joined.get(&data_dir_id).and_then(|id| self.brokers.get(id)) {
+                    // A retried join: the registration it already got.
+                    return Outcome::Registered(b.clone());
                 }
-                if b.client_address.len() > ADDRESS_BYTES_MAX || b.raft_address.len() > ADDRESS_BYTES_MAX {
-                    return Outcome::Refused(MetadataError::InvalidConfig(format!("broker {}'s addresses are too long", b.id)));
+                if node_id != 0 && self.brokers.contains_key(&node_id) {
+                    return Outcome::Refused(MetadataError::NodeExists(node_id));
                 }
-                if !self.brokers.contains_key(&b.id) && self.brokers.len() >= BROKERS_MAX {
-                    return Outcome::Refused(MetadataError::InvalidConfig(format!("a cluster holds at most {BROKERS_MAX} brokers")));
+                let id = if node_id == 0 { self.next_broker_id } else { node_id };
+                let outcome = self.register(BrokerRecord { id, client_address, raft_address, incarnation: 0 });
+                if matches!(outcome, Outcome::Registered(_)) {
+                    self.joined.insert(data_dir_id, id);
                 }
-                self.brokers.insert(b.id, b.clone());
-                Outcome::Registered(b)
+                outcome
             }
             ClusterCommand::CreateTopic { name, partitions, replicas, config } => {
                 let brokers = self.brokers.len().min(usize::from(u16::MAX)) as u16;
@@ -369,6 +418,27 @@ mod tests {
             Outcome::Refused(MetadataError::UnknownTopic(_))
         ));
         assert_eq!(m.topic("a").unwrap().record.partitions, 5, "refusals change nothing");
+    }
+
+    #[test]
+    fn a_join_gets_a_fresh_id_once_and_a_taken_id_is_refused() {
+        let mut m = cluster(3);
+        let join = |node_id, dir| ClusterCommand::JoinBroker {
+            node_id,
+            client_address: "127.0.0.1:9095".into(),
+            raft_address: "127.0.0.1:9195".into(),
+            data_dir_id: dir,
+        };
+        let Outcome::Registered(b) = m.apply(join(0, 77)) else { panic!() };
+        assert_eq!(b.id, 4, "above every registered id");
+        assert_eq!(m.apply(join(0, 77)), Outcome::Registered(b.clone()), "a retried join gets the same id");
+        assert_eq!(m.joined_from(77), Some(4));
+        assert_eq!(m.apply(join(2, 78)), Outcome::Refused(MetadataError::NodeExists(2)));
+        let Outcome::Registered(c) = m.apply(join(9, 79)) else { panic!() };
+        assert_eq!(c.id, 9);
+        let Outcome::Registered(d) = m.apply(join(0, 80)) else { panic!() };
+        assert_eq!(d.id, 10, "ids are never reused or handed out twice");
+        assert_eq!(m.brokers().count(), 6);
     }
 
     #[test]

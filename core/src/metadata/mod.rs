@@ -63,6 +63,8 @@ pub enum MetadataError {
     Busy(String),
     #[error("topic {0:?} does not exist: create it first (weirctl topic create {0})")]
     UnknownTopic(String),
+    #[error("node {0} is already a member of the cluster: join with another --node-id, or without one to get a fresh id")]
+    NodeExists(u64),
     /// A partition count only grows: its records' keys map to partitions.
     #[error(
         "topic {name:?} has {current} partition(s): a topic's partition count can only grow, ask for more than {current} (at most {max})"

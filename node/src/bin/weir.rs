@@ -61,13 +61,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let raft_listen = config.raft_listen;
     let data_dir = config.data_dir.clone();
     let _lock = weir_node::lock::DataDirLock::acquire(&data_dir)?;
-    let broker = Broker::open(config, Arc::new(RealDisk::default()))
-        .await
-        .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    // Bound first: a joining node registers the address it really has.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}: is another process using the port, or is the address not one of this machine's? choose another with --listen"))?;
     let bound = listener.local_addr()?;
+    let mut config = config;
+    let disk = RealDisk::default();
+    weir_node::join::prepare(&mut config, &disk, bound).await?;
+    let broker =
+        Broker::open(config, Arc::new(disk)).await.with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
     broker.set_advertised(bound);
     if let Some(raft_listen) = raft_listen {
         let peers = tokio::net::TcpListener::bind(raft_listen).await.with_context(|| {

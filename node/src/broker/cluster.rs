@@ -155,7 +155,14 @@ impl Broker {
                     client_address: b.client_address_to_register(),
                     // The address the cluster was configured with: it reaches
                     // this node (a listen address may be 0.0.0.0).
-                    raft_address: b.config.initial_members.get(&b.config.node_id).cloned().unwrap_or_default(),
+                    // (A node that joined: the Raft address it joined with.)
+                    raft_address: b
+                        .config
+                        .initial_members
+                        .get(&b.config.node_id)
+                        .cloned()
+                        .or_else(|| b.config.raft_listen.map(|a| a.to_string()))
+                        .unwrap_or_default(),
                     incarnation: b.boot,
                 };
                 match b.command(ClusterCommand::RegisterBroker(record)).await {
@@ -189,7 +196,12 @@ impl Broker {
         if !bound.ip().is_unspecified() {
             return bound.to_string();
         }
-        let host = self.config.initial_members.get(&self.config.node_id).and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned()));
+        let host = self
+            .config
+            .initial_members
+            .get(&self.config.node_id)
+            .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned()))
+            .or_else(|| self.config.raft_listen.map(|r| r.ip().to_string()));
         match host {
             Some(h) => format!("{h}:{}", bound.port()),
             None => bound.to_string(),

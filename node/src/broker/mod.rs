@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod groups;
 pub mod leadership;
+pub mod membership;
 pub mod partition;
 pub mod store;
 
@@ -72,7 +73,7 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::InvalidPartitions { .. } | MetadataError::PartitionsCannotShrink { .. } => ErrorCode::InvalidPartitions,
         MetadataError::InvalidReplication { .. } => ErrorCode::InvalidReplication,
         MetadataError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
-        MetadataError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        MetadataError::InvalidConfig(_) | MetadataError::NodeExists(_) => ErrorCode::InvalidConfig,
         MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
         MetadataError::Busy(_) => ErrorCode::Busy,
         MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
@@ -218,23 +219,16 @@ impl Broker {
         groups.start_following(&tasks);
         let cluster = if config.clustered() {
             let dir = data_dir.join("internal").join("metadata");
-            let single = config.initial_members.len() == 1;
+            let single = config.initial_members.len() == 1 && !config.joined;
             let (mut log, _) = partition::open_replica_log(disk.clone(), &dir, offsets_log_config(&config), single)?;
             if !single {
                 partition::give_up_leadership(&mut log, config.node_id)?;
             }
-            let log = Partition::start(
-                0,
-                config.node_id,
-                cluster::METADATA_GROUP,
-                log,
-                disk.clone(),
-                &raft,
-                config.initial_members.clone(),
-                &tasks,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the metadata log: {}", e.message))?;
+            // A node that joined gets the membership from the leader with the log.
+            let first_voters = if config.joined { BTreeMap::new() } else { config.initial_members.clone() };
+            let log = Partition::start(0, config.node_id, cluster::METADATA_GROUP, log, disk.clone(), &raft, first_voters, &tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the metadata log: {}", e.message))?;
             Some(cluster::Cluster::new(log, weir_core::metadata::cluster::ClusterMetadata::new(config.log.clone(), config.partitions_max)))
         } else {
             None
@@ -264,6 +258,7 @@ impl Broker {
     pub fn start_background(self: &Arc<Self>) {
         self.start_cluster();
         self.start_balancing();
+        self.start_membership();
         let weak = Arc::downgrade(self);
         self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
             let b = weak.upgrade()?;
@@ -416,6 +411,7 @@ impl Broker {
             Request::ClusterStatus(_) => Ok(Response::ClusterStatus(self.cluster_status())),
             Request::DescribeReplicas(r) => self.describe_replicas(&r.topic).await.map(Response::DescribeReplicas),
             Request::BalanceLeaders(_) => Ok(Response::BalanceLeaders(self.balance_leaders().await)),
+            Request::JoinCluster(r) => self.join_cluster(r).await.map(Response::JoinCluster),
         }
     }
 

@@ -309,6 +309,11 @@ impl Partition {
         self.group.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The partition's Raft group (membership changes are made on it).
+    pub fn raft_group(&self) -> Arc<Group> {
+        self.group()
+    }
+
     /// Opens the group again after a storage fault stopped it (a full disk,
     /// a failed write or sync): the log is reopened from disk, so recovery
     /// sees what really reached it, and the group continues from there.

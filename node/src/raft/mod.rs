@@ -158,6 +158,14 @@ impl ProposeError {
 /// in, the answer's bytes out. Opaque to the Raft layer.
 pub type ForwardHandler = Arc<dyn Fn(u64, Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> + Send + Sync>;
 
+/// A random id from the runtime's RNG (madsim's under simulation, so a
+/// seed replays).
+pub fn random_u64() -> u64 {
+    use openraft::AsyncRuntime;
+    use rand::Rng;
+    runtime::Runtime::thread_rng().r#gen()
+}
+
 /// How many terms a node skips at most to outrun a candidate with an
 /// older log (see `Registry::outrun`); a term further ahead is left to
 /// the election timeout.
@@ -761,6 +769,10 @@ impl Group {
     /// Makes a new group's first membership: `members` (node id → Raft
     /// address) as voters. A group that already has one is left alone.
     pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
+        if members.is_empty() {
+            // A joining replica: its leader sends the membership with the log.
+            return Ok(());
+        }
         // Asked first: openraft logs a refused initialize as an error.
         if self.raft.is_initialized().await.map_err(|e| e.to_string())? {
             return Ok(());
@@ -947,6 +959,16 @@ impl Group {
         })
     }
 
+    /// On the leader: the last entry index every other member (voters and
+    /// learners) holds; empty on any other replica.
+    pub fn progress(&self) -> BTreeMap<u64, Option<u64>> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.replication
+            .as_ref()
+            .map_or_else(BTreeMap::new, |r| r.iter().filter(|(n, _)| **n != self.node).map(|(n, l)| (*n, l.map(|l| l.index))).collect())
+    }
+
     /// The group's core stopped (a storage fault; see
     /// [`Group::storage_fault`]): it takes nothing until it is opened again.
     pub fn stopped(&self) -> bool {
@@ -985,6 +1007,35 @@ impl Group {
             let _ = self.raft.trigger().elect().await;
             tokio::time::sleep(every).await;
         }
+    }
+
+    /// On the leader: adds `node` (reached at `addr`) as a learner, which
+    /// receives the whole log; returns once the change is committed.
+    pub async fn add_learner(&self, node: u64, addr: String) -> Result<(), String> {
+        self.raft.add_learner(node, BasicNode { addr }, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// On the leader: makes learner `node` a voter, through openraft's
+    /// joint consensus (the joint configuration commits on a majority of
+    /// the old and of the new voters, then the new one alone).
+    pub async fn add_voter(&self, node: u64) -> Result<(), String> {
+        let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([node]));
+        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The group's members that are not voters, with their Raft addresses.
+    pub fn learners(&self) -> BTreeMap<u64, String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership.nodes().filter(|(id, _)| !voters.contains(id)).map(|(id, n)| (*id, n.addr.clone())).collect()
+    }
+
+    /// Whether the newest membership the log holds is joint (a change is
+    /// under way): no other change may start.
+    pub fn changing_membership(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().get_joint_config().len() > 1
     }
 
     /// Waits until the group has a leader (this node or another), up to `timeout`.
