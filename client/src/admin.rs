@@ -63,6 +63,16 @@ impl Admin {
         expect_response!(r, ClusterStatus)
     }
 
+    /// Moves partition `partition` of `topic` onto `replicas` (the first
+    /// preferred as leader). Returns once the move is recorded (false: the
+    /// replicas are those already); it completes in the background, and
+    /// `describe_topic` shows the new replicas when it has.
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: Vec<u64>) -> Result<bool> {
+        let req = ReassignPartitionRequest { name: topic.to_owned(), partition, replicas };
+        let r = self.client.request_once(&Request::ReassignPartition(req)).await;
+        expect_response!(r?, ReassignPartition).map(|r| r.started)
+    }
+
     /// Asks the broker at `addr` to hand the partitions it leads back to
     /// their preferred replicas (where caught up); answers once it tried.
     pub async fn balance_leaders_at(&self, addr: &str) -> Result<BalanceLeadersResponse> {

@@ -78,6 +78,9 @@ codes! {
     NotEnoughReplicas = 33, true, "too few replicas are live for this request (replication factor above the live brokers, or a leader without a majority): bring brokers back or lower the replication factor";
     LeaderNotAvailable = 34, true, "the partition has no leader right now (an election is under way): refresh metadata and retry";
     NotCoordinator = 35, true, "this broker is not the group coordinator: find the coordinator again and retry";
+    InvalidReplicaAssignment = 36, false, "the replica list is invalid (an unknown node, a node twice, or another replication factor): list the topic's replication factor of distinct registered nodes";
+    ReassignmentInProgress = 37, false, "the partition is being reassigned already: wait for it to finish (weirctl topic reassign --wait), then retry";
+    NodeNotFound = 38, false, "no such node is registered in the cluster: check weirctl cluster status";
 }
 
 impl std::fmt::Display for ErrorCode {

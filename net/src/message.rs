@@ -253,6 +253,9 @@ apis! {
     BalanceLeaders = 23, BalanceLeadersRequest => BalanceLeadersResponse;
     /// A new node asks to join the cluster (sent to the metadata leader).
     JoinCluster = 24, JoinClusterRequest => JoinClusterResponse;
+    /// Move a partition's replicas onto other nodes (answered once the move
+    /// is recorded; it completes in the background: watch DescribeTopic).
+    ReassignPartition = 25, ReassignPartitionRequest => ReassignPartitionResponse;
 }
 
 macro_rules! no_payload {
@@ -307,7 +310,9 @@ no_payload!(
     BalanceLeadersRequest,
     BalanceLeadersResponse,
     JoinClusterRequest,
-    JoinClusterResponse
+    JoinClusterResponse,
+    ReassignPartitionRequest,
+    ReassignPartitionResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -945,6 +950,23 @@ pub struct JoinClusterResponse {
     /// The cluster's `initial_members` (`ID@HOST:PORT,...`): the layout its
     /// internal logs were placed by.
     pub initial_members: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ReassignPartitionRequest {
+    pub name: String,
+    pub partition: u32,
+    /// The replicas to be, the first preferred as leader; as many as the
+    /// topic's replication factor.
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ReassignPartitionResponse {
+    /// False when the partition is on those replicas already.
+    pub started: bool,
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<CreatePartitionsRequest>().prop_map(Request::CreatePartitions),
         any::<BalanceLeadersRequest>().prop_map(Request::BalanceLeaders),
         any::<JoinClusterRequest>().prop_map(Request::JoinCluster),
+        any::<ReassignPartitionRequest>().prop_map(Request::ReassignPartition),
     ]
 }
 
@@ -62,6 +63,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<CreatePartitionsResponse>().prop_map(Response::CreatePartitions),
         any::<BalanceLeadersResponse>().prop_map(Response::BalanceLeaders),
         any::<JoinClusterResponse>().prop_map(Response::JoinCluster),
+        any::<ReassignPartitionResponse>().prop_map(Response::ReassignPartition),
     ]
 }
 

@@ -739,3 +739,85 @@ async fn nodes_join_a_running_cluster_become_voters_and_host_replicas() {
         assert!(read_values(&client4, "wide", *p).await.contains(&(*offset, value.clone())), "{value} at {p}/{offset}");
     }
 }
+
+/// `weirctl topic reassign --wait` moves a partition onto another node
+/// under acks=all load: the new replica catches up from the whole log, the
+/// old one's data is deleted, and every acknowledged record stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
+    let cluster = Cluster::start(4);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "mv".into(), partitions: 1, replicas: 3, config: Default::default() }).await.unwrap();
+    let old = admin.describe_topic("mv").await.unwrap().partitions[0].replicas.clone();
+    let spare = (1..=4u64).find(|n| !old.contains(n)).unwrap();
+    let leaving = old[2];
+    let to = vec![spare, old[0], old[1]];
+    // Refusals say what is wrong, and change nothing.
+    for (bad, code) in [
+        (vec![old[0], old[0], old[1]], weir_net::ErrorCode::InvalidReplicaAssignment),
+        (vec![old[0], old[1]], weir_net::ErrorCode::InvalidReplicaAssignment),
+        (vec![old[0], old[1], 9], weir_net::ErrorCode::NodeNotFound),
+    ] {
+        let e = admin.reassign_partition("mv", 0, bad.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Some(code), "{bad:?}: {e}");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = Producer::new(&client);
+            let mut acked = BTreeMap::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 200 {
+                let r = producer.send(ProduceMessage::new("mv", format!("m{i}")).with_partition(0)).await;
+                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed during the reassignment: {e}"));
+                acked.insert(format!("m{i}"), r.offset);
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    let list: Vec<String> = to.iter().map(|n| n.to_string()).collect();
+    let out = Command::new(&weirctl_path)
+        .args(["--broker", &cluster.brokers().join(","), "topic", "reassign", "mv", "--partition", "0", "--replicas", &list.join(","), "--wait"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("is on {to:?}")), "{text}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = load.await.unwrap();
+    assert_eq!(admin.describe_topic("mv").await.unwrap().partitions[0].replicas, to);
+
+    // The new replica holds everything; the old one's data is gone.
+    let topic_id = match client.request(&Request::Metadata(MetadataRequest { topics: Some(vec!["mv".into()]) })).await.unwrap() {
+        Response::Metadata(m) => m.topics[0].topic_id,
+        other => panic!("{other:?}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = cluster._dirs[(leaving - 1) as usize].path().join("replicas").join(topic_id.to_string()).join("0");
+    while gone.exists() {
+        assert!(Instant::now() < deadline, "{} still exists", gone.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spare_client = cluster.nodes[(spare - 1) as usize].client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = Admin::new(&spare_client).describe_replicas_at(&cluster.nodes[(spare - 1) as usize].addr, "mv").await.unwrap();
+        let hw = admin.describe_topic("mv").await.unwrap().partitions[0].high_watermark;
+        if r.replicas.first().is_some_and(|r| r.log_end_offset >= hw) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new replica did not catch up: {r:?} against {hw}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let values = read_values(&client, "mv", 0).await;
+    for (value, offset) in &acked {
+        assert!(values.contains(&(*offset, value.clone())), "{value} acked at {offset}");
+    }
+    eprintln!("{} records acknowledged while partition 0 moved from {old:?} to {to:?}", acked.len());
+}

@@ -61,6 +61,22 @@ pub enum ClusterCommand {
         name: String,
         total: u32,
     },
+    /// Move partition `partition` of topic `name` onto `replicas` (same
+    /// count, registered nodes, the first preferred as leader). The
+    /// partition's leader carries it out in its Raft group (learners, then
+    /// joint consensus) and reports [`ClusterCommand::ReassignmentDone`].
+    ReassignPartition {
+        name: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
+    /// The partition's group now has exactly `replicas` as voters: the
+    /// reassignment is done (old replicas may delete their data).
+    ReassignmentDone {
+        topic_id: u64,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
     /// A new node joins (`weir --join`): registered under `node_id`, or
     /// under a fresh id when it is 0. `data_dir_id` is the random id of the
     /// joining node's data directory: a retried join of the same directory
@@ -79,6 +95,8 @@ pub struct ClusterTopic {
     pub record: TopicRecord,
     /// Per partition, its replicas' node ids; the first is preferred leader.
     pub assignment: Vec<Vec<u64>>,
+    /// Per partition, the replicas it is being moved onto, if it is.
+    pub moving: BTreeMap<u32, Vec<u64>>,
     /// The topic's settings over the cluster's defaults.
     pub log_config: LogConfig,
 }
@@ -90,6 +108,18 @@ pub enum Outcome {
     Registered(BrokerRecord),
     Created(ClusterTopic),
     Deleted(ClusterTopic),
+    /// A reassignment started: `to` are the partition's replicas to be.
+    ReassignmentStarted {
+        topic: ClusterTopic,
+        partition: u32,
+        to: Vec<u64>,
+    },
+    /// A reassignment finished: the partition's replicas were `from`, are `to`.
+    Reassigned {
+        topic: ClusterTopic,
+        partition: u32,
+        from: Vec<u64>,
+    },
     /// The topic as grown: partitions `from..` are new.
     PartitionsAdded {
         topic: ClusterTopic,
@@ -193,6 +223,33 @@ impl ClusterMetadata {
     pub fn apply(&mut self, command: ClusterCommand) -> Outcome {
         match command {
             ClusterCommand::RegisterBroker(b) => self.register(b),
+            ClusterCommand::ReassignPartition { name, partition, replicas } => {
+                let Some(topic) = self.topics.get(&name) else { return Outcome::Refused(MetadataError::UnknownTopic(name)) };
+                if let Err(e) = check_reassignment(topic, partition, &replicas, &self.brokers) {
+                    return Outcome::Refused(e);
+                }
+                if topic.assignment[partition as usize] == replicas {
+                    // Already there: nothing to move.
+                    return Outcome::Reassigned { topic: topic.clone(), partition, from: replicas };
+                }
+                let topic = self.topics.get_mut(&name).expect("checked above");
+                topic.moving.insert(partition, replicas.clone());
+                Outcome::ReassignmentStarted { topic: topic.clone(), partition, to: replicas }
+            }
+            ClusterCommand::ReassignmentDone { topic_id, partition, replicas } => {
+                let Some(topic) = self.topics.values_mut().find(|t| t.record.id == topic_id) else {
+                    return Outcome::Refused(MetadataError::UnknownTopic(format!("id {topic_id}")));
+                };
+                if topic.moving.get(&partition) != Some(&replicas) {
+                    return Outcome::Refused(MetadataError::InvalidReplicaAssignment(format!(
+                        "partition {partition} of topic {:?} is not being moved onto {replicas:?}",
+                        topic.record.name
+                    )));
+                }
+                topic.moving.remove(&partition);
+                let from = std::mem::replace(&mut topic.assignment[partition as usize], replicas);
+                Outcome::Reassigned { topic: topic.clone(), partition, from }
+            }
             ClusterCommand::JoinBroker { node_id, client_address, raft_address, data_dir_id } => {
                 if let Some(b) = self.joined.get(&data_dir_id).and_then(|id| self.brokers.get(id)) {
                     // A retried join: the registration it already got.
@@ -231,8 +288,12 @@ impl ClusterMetadata {
                 self.next_topic_id += 1;
                 let nodes: Vec<u64> = self.brokers.keys().copied().collect();
                 let assignment = place(&nodes, id, partitions, replicas);
-                let topic =
-                    ClusterTopic { record: TopicRecord { id, name: name.clone(), partitions, replicas, config }, assignment, log_config };
+                let topic = ClusterTopic {
+                    record: TopicRecord { id, name: name.clone(), partitions, replicas, config },
+                    assignment,
+                    moving: BTreeMap::new(),
+                    log_config,
+                };
                 self.topics.insert(name, topic.clone());
                 Outcome::Created(topic)
             }
@@ -275,6 +336,40 @@ impl Outcome {
             _ => None,
         }
     }
+}
+
+/// What is wrong with moving partition `partition` of `topic` onto
+/// `replicas`: the partition must exist and not be moving already, the list
+/// must keep the replication factor and name distinct registered brokers.
+fn check_reassignment(topic: &ClusterTopic, partition: u32, replicas: &[u64], brokers: &BTreeMap<u64, BrokerRecord>) -> Result<(), MetadataError> {
+    let name = &topic.record.name;
+    if partition >= topic.record.partitions {
+        return Err(MetadataError::InvalidReplicaAssignment(format!(
+            "topic {name:?} has partitions 0..{}, not {partition}",
+            topic.record.partitions
+        )));
+    }
+    if let Some(to) = topic.moving.get(&partition) {
+        return Err(MetadataError::ReassignmentInProgress { topic: name.clone(), partition, to: to.clone() });
+    }
+    if replicas.len() != usize::from(topic.record.replicas) {
+        return Err(MetadataError::InvalidReplicaAssignment(format!(
+            "topic {name:?} has replication factor {}, and {} replicas were listed: list exactly {} nodes",
+            topic.record.replicas,
+            replicas.len(),
+            topic.record.replicas
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for n in replicas {
+        if !seen.insert(*n) {
+            return Err(MetadataError::InvalidReplicaAssignment(format!("node {n} is listed twice: list distinct nodes")));
+        }
+        if !brokers.contains_key(n) {
+            return Err(MetadataError::NodeNotFound(*n));
+        }
+    }
+    Ok(())
 }
 
 /// Replica sets for a new topic over `nodes` (sorted ids): partition `p`
@@ -439,6 +534,34 @@ mod tests {
         let Outcome::Registered(d) = m.apply(join(0, 80)) else { panic!() };
         assert_eq!(d.id, 10, "ids are never reused or handed out twice");
         assert_eq!(m.brokers().count(), 6);
+    }
+
+    #[test]
+    fn a_reassignment_is_checked_started_once_and_finished_by_its_exact_list() {
+        let mut m = cluster(4);
+        let Outcome::Created(t) = m.apply(create("a", 2, 3)) else { panic!() };
+        let old = t.assignment[0].clone();
+        let spare = (1..=4).find(|n| !old.contains(n)).unwrap();
+        let to = vec![spare, old[0], old[1]];
+        let move_to = |replicas: Vec<u64>| ClusterCommand::ReassignPartition { name: "a".into(), partition: 0, replicas };
+        assert!(matches!(m.apply(move_to(vec![1, 2])), Outcome::Refused(MetadataError::InvalidReplicaAssignment(_))), "R changed");
+        assert!(matches!(m.apply(move_to(vec![1, 1, 2])), Outcome::Refused(MetadataError::InvalidReplicaAssignment(_))), "a node twice");
+        assert_eq!(m.apply(move_to(vec![1, 2, 9])), Outcome::Refused(MetadataError::NodeNotFound(9)));
+        assert!(matches!(
+            m.apply(ClusterCommand::ReassignPartition { name: "a".into(), partition: 5, replicas: to.clone() }),
+            Outcome::Refused(MetadataError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(m.apply(move_to(old.clone())), Outcome::Reassigned { .. }), "already there: nothing to do");
+        let Outcome::ReassignmentStarted { to: started, .. } = m.apply(move_to(to.clone())) else { panic!() };
+        assert_eq!(started, to);
+        assert_eq!(m.topic("a").unwrap().assignment[0], old, "the assignment changes only when done");
+        assert!(matches!(m.apply(move_to(to.clone())), Outcome::Refused(MetadataError::ReassignmentInProgress { .. })));
+        let done = |replicas| ClusterCommand::ReassignmentDone { topic_id: t.record.id, partition: 0, replicas };
+        assert!(matches!(m.apply(done(old.clone())), Outcome::Refused(_)), "only the list being moved to finishes it");
+        let Outcome::Reassigned { from, topic, .. } = m.apply(done(to.clone())) else { panic!() };
+        assert_eq!((from, topic.assignment[0].clone()), (old, to.clone()));
+        assert!(m.topic("a").unwrap().moving.is_empty());
+        assert!(matches!(m.apply(done(to)), Outcome::Refused(_)), "finished once");
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub enum MetadataError {
     UnknownTopic(String),
     #[error("node {0} is already a member of the cluster: join with another --node-id, or without one to get a fresh id")]
     NodeExists(u64),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("partition {partition} of topic {topic:?} is being moved to nodes {to:?} already: wait for that to finish, then retry")]
+    ReassignmentInProgress { topic: String, partition: u32, to: Vec<u64> },
+    #[error("node {0} is not registered in the cluster: check weirctl cluster status")]
+    NodeNotFound(u64),
     /// A partition count only grows: its records' keys map to partitions.
     #[error(
         "topic {name:?} has {current} partition(s): a topic's partition count can only grow, ask for more than {current} (at most {max})"

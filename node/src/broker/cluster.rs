@@ -353,6 +353,8 @@ impl Broker {
                 self.groups.set_partitions(&t.record.name, Some(t.record.partitions));
                 tracing::info!(topic = %t.record.name, from, partitions = t.record.partitions, assignment = ?&t.assignment[*from as usize..], "partitions added");
             }
+            Outcome::ReassignmentStarted { topic, partition, .. } => self.replica_added(topic, *partition).await,
+            Outcome::Reassigned { topic, partition, from } => self.replica_moved(topic, *partition, from).await,
             Outcome::Registered(b) => {
                 if b.id != self.config.node_id && !b.raft_address.is_empty() {
                     self.raft.set_address(b.id, b.raft_address.clone());
@@ -381,17 +383,20 @@ impl Broker {
 
     /// This node's replica of partition `p`, opened and started; `None` if
     /// it holds none, or if it cannot open (logged: the others serve).
-    async fn open_cluster_partition(&self, t: &ClusterTopic, p: u32) -> Option<Arc<Partition>> {
+    pub(super) async fn open_cluster_partition(&self, t: &ClusterTopic, p: u32) -> Option<Arc<Partition>> {
         let me = self.config.node_id;
         let replicas = &t.assignment[p as usize];
-        if !replicas.contains(&me) {
+        // A replica a reassignment adds: its leader sends the membership
+        // with the log (it must not bootstrap one of its own).
+        let joining = !replicas.contains(&me) && t.moving.get(&p).is_some_and(|to| to.contains(&me));
+        if !replicas.contains(&me) && !joining {
             return None;
         }
         {
             let opened = async {
-                let members = self.raft_addresses(replicas);
+                let members = if joining { BTreeMap::new() } else { self.raft_addresses(replicas) };
                 let dir = replica_dir(&self.config.data_dir, t.record.id, p);
-                let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1);
+                let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1 && !joining);
                 let me2 = me;
                 let (log, report) = blocking::run(move || {
                     let (mut log, report) = partition::open_replica_log(disk, &dir, lc, single)?;
@@ -417,7 +422,7 @@ impl Broker {
             match opened {
                 Ok(part) => {
                     // The preferred replica of a group nobody led yet elects itself at once.
-                    if replicas.first() == Some(&me) && replicas.len() > 1 && part.status().term == 0 {
+                    if !joining && replicas.first() == Some(&me) && replicas.len() > 1 && part.status().term == 0 {
                         part.lead_soon(&self.tasks);
                     }
                     Some(part)
@@ -432,7 +437,7 @@ impl Broker {
 
     /// Raft addresses of `nodes`, from the registered brokers (else the
     /// initial members).
-    fn raft_addresses(&self, nodes: &[u64]) -> BTreeMap<u64, String> {
+    pub(super) fn raft_addresses(&self, nodes: &[u64]) -> BTreeMap<u64, String> {
         let cluster = self.cluster.as_ref().expect("clustered");
         let state = cluster.state();
         nodes

@@ -10,6 +10,7 @@ pub mod groups;
 pub mod leadership;
 pub mod membership;
 pub mod partition;
+pub mod reassign;
 pub mod store;
 
 use crate::config::Config;
@@ -74,6 +75,9 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::InvalidReplication { .. } => ErrorCode::InvalidReplication,
         MetadataError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
         MetadataError::InvalidConfig(_) | MetadataError::NodeExists(_) => ErrorCode::InvalidConfig,
+        MetadataError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
+        MetadataError::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
+        MetadataError::NodeNotFound(_) => ErrorCode::NodeNotFound,
         MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
         MetadataError::Busy(_) => ErrorCode::Busy,
         MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
@@ -259,6 +263,7 @@ impl Broker {
         self.start_cluster();
         self.start_balancing();
         self.start_membership();
+        self.start_reassigning();
         let weak = Arc::downgrade(self);
         self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
             let b = weak.upgrade()?;
@@ -412,6 +417,7 @@ impl Broker {
             Request::DescribeReplicas(r) => self.describe_replicas(&r.topic).await.map(Response::DescribeReplicas),
             Request::BalanceLeaders(_) => Ok(Response::BalanceLeaders(self.balance_leaders().await)),
             Request::JoinCluster(r) => self.join_cluster(r).await.map(Response::JoinCluster),
+            Request::ReassignPartition(r) => self.reassign_partition(r).await.map(Response::ReassignPartition),
         }
     }
 

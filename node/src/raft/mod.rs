@@ -1023,6 +1023,13 @@ impl Group {
         self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
+    /// On the leader: makes `voters` (learners already, or voters) the
+    /// group's voters, through joint consensus; members left out are
+    /// removed from the group.
+    pub async fn replace_voters(&self, voters: std::collections::BTreeSet<u64>) -> Result<(), String> {
+        self.raft.change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
     /// The group's members that are not voters, with their Raft addresses.
     pub fn learners(&self) -> BTreeMap<u64, String> {
         let m = self.raft.metrics();

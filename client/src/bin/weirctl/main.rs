@@ -128,6 +128,20 @@ enum TopicCommand {
     Delete {
         name: String,
     },
+    /// Move a partition's replicas (a cluster): new replicas catch up from
+    /// the leader's whole log, then replace the old ones, whose data is
+    /// deleted. `--wait` shows progress until done.
+    Reassign {
+        name: String,
+        #[arg(long)]
+        partition: u32,
+        /// The replicas to be, `1,2,4`: as many as the replication factor,
+        /// the first preferred as leader.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
     /// Add partitions (placed as a new topic's; keys may then map to other
     /// partitions, as in Kafka). Prints the new total.
     AddPartitions {
@@ -241,6 +255,45 @@ async fn replica_status(client: &Client, topic: &str) -> std::collections::BTree
     out
 }
 
+/// Waits until partition `partition` of `topic` is on `to`, printing each
+/// new replica's progress (its log end against the leader's) every second.
+async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition: u32, to: &[u64], json: bool) -> anyhow::Result<()> {
+    let mut last = String::new();
+    loop {
+        let d = admin.describe_topic(topic).await?;
+        let p = d.partitions.iter().find(|p| p.partition == partition).context("the partition is gone")?;
+        if p.replicas == to {
+            if json {
+                println!("{}", json!({"topic": topic, "partition": partition, "replicas": to, "done": true}));
+            } else {
+                println!("{topic}/{partition} is on {to:?}");
+            }
+            return Ok(());
+        }
+        let status = replica_status(client, topic).await;
+        let rows: Vec<(u64, Option<u64>)> =
+            to.iter().filter(|n| !p.replicas.contains(n)).map(|n| (*n, status.get(&(*n, partition)).map(|r| r.log_end_offset))).collect();
+        let line = if json {
+            let nodes: Vec<_> = rows.iter().map(|(n, end)| json!({"node": n, "log_end_offset": end, "leader_log_end_offset": p.log_end_offset})).collect();
+            json!({"topic": topic, "partition": partition, "replicas": to, "done": false, "new_replicas": nodes}).to_string()
+        } else {
+            let parts: Vec<String> = rows
+                .iter()
+                .map(|(n, end)| match end {
+                    Some(e) => format!("node {n}: {e} of {} offsets ({} to go)", p.log_end_offset, p.log_end_offset.saturating_sub(*e)),
+                    None => format!("node {n}: not started"),
+                })
+                .collect();
+            format!("moving: {}", parts.join("; "))
+        };
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result<()> {
     let admin = Admin::new(client);
     match cmd {
@@ -251,6 +304,17 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
                 println!("{}", json!({"name": r.name, "partitions": r.partitions}));
             } else {
                 println!("created topic {} with {} partition(s)", r.name, r.partitions);
+            }
+        }
+        TopicCommand::Reassign { name, partition, replicas, wait } => {
+            let started = admin.reassign_partition(&name, partition, replicas.clone()).await?;
+            if !started {
+                println!("{name}/{partition} is on {replicas:?} already");
+                return Ok(());
+            }
+            println!("moving {name}/{partition} onto {replicas:?}");
+            if wait {
+                wait_reassigned(client, &admin, &name, partition, &replicas, json).await?;
             }
         }
         TopicCommand::AddPartitions { name, count } => {

@@ -1,0 +1,177 @@
+//! Moving a partition's replicas (`weirctl topic reassign`). The metadata
+//! log records the target (`ReassignPartition`); the partition's leader
+//! carries it out in the partition's Raft group, one idempotent step per
+//! pass, so whichever node leads next picks up where the last one stopped:
+//!
+//! 1. every new replica opens an empty copy (its node applied the target)
+//!    and the leader adds it as a learner: it receives the whole retained
+//!    log;
+//! 2. once every new replica is within [`CATCH_UP_ENTRIES`] of the log end,
+//!    the leader replaces the voters through openraft's joint consensus
+//!    (the joint configuration needs a majority of the old *and* of the
+//!    new set, so no moment lets a majority of either be lost);
+//! 3. a leader that is not in the new set hands its leadership to one that
+//!    is; a leader in the new set reports `ReassignmentDone`, on which the
+//!    old replicas close and delete their copies.
+
+use super::Broker;
+use super::cluster::{Cluster, replica_dir};
+use super::leadership::HAND_OFF_TIMEOUT;
+use crate::blocking;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_core::metadata::cluster::{ClusterCommand, ClusterTopic, Outcome};
+use weir_net::message::{ReassignPartitionRequest, ReassignPartitionResponse};
+use weir_net::{ErrorCode, WireError};
+
+/// How often each node drives the reassignments of partitions it leads.
+pub const DRIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// How far behind the log end a new replica may be when the voters are
+/// replaced: under load it never is exactly at the end, and the joint
+/// configuration waits for it anyway.
+pub const CATCH_UP_ENTRIES: u64 = 64;
+
+/// One partition on the move, as the metadata says.
+struct Moving {
+    topic: String,
+    topic_id: u64,
+    partition: u32,
+    to: Vec<u64>,
+}
+
+fn moving(cluster: &Cluster) -> Vec<Moving> {
+    cluster
+        .state()
+        .topics()
+        .flat_map(|t| {
+            t.moving.iter().map(|(p, to)| Moving { topic: t.record.name.clone(), topic_id: t.record.id, partition: *p, to: to.clone() })
+        })
+        .collect()
+}
+
+impl Broker {
+    /// Records a reassignment in the metadata log (any broker forwards it).
+    pub(super) async fn reassign_partition(&self, r: ReassignPartitionRequest) -> Result<ReassignPartitionResponse, WireError> {
+        if self.cluster.is_none() {
+            return Err(WireError::new(ErrorCode::InvalidRequest, "this broker runs alone: its partitions have one replica, on it"));
+        }
+        let command = ClusterCommand::ReassignPartition { name: r.name, partition: r.partition, replicas: r.replicas };
+        match self.command(command).await? {
+            Outcome::ReassignmentStarted { .. } => Ok(ReassignPartitionResponse { started: true }),
+            Outcome::Reassigned { .. } => Ok(ReassignPartitionResponse { started: false }),
+            other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a reassignment got {other:?}"))),
+        }
+    }
+
+    /// A reassignment that adds this node started: open its empty replica
+    /// (no bootstrap: the leader sends the membership with the log).
+    pub(super) async fn replica_added(&self, t: &ClusterTopic, p: u32) {
+        let Some(old) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(&t.record.name).cloned() else { return };
+        let mut topic = (*old).clone();
+        if topic.partitions.get(p as usize).is_some_and(|r| r.is_none())
+            && let Some(part) = self.open_cluster_partition(t, p).await
+        {
+            topic.partitions[p as usize] = Some(part);
+            tracing::info!(topic = %t.record.name, partition = p, to = ?t.moving.get(&p), "opened a replica for a reassignment");
+        }
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(t.record.name.clone(), Arc::new(topic));
+    }
+
+    /// A reassignment finished: the new assignment holds, and a replica of
+    /// this node that left the set closes and deletes its copy (the group's
+    /// voters were replaced before this was committed).
+    pub(super) async fn replica_moved(&self, t: &ClusterTopic, p: u32, from: &[u64]) {
+        let me = self.config.node_id;
+        let Some(old) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(&t.record.name).cloned() else { return };
+        let mut topic = (*old).clone();
+        topic.assignment = t.assignment.clone();
+        let now = &t.assignment[p as usize];
+        let mut removed = None;
+        if !now.contains(&me) {
+            removed = topic.partitions.get_mut(p as usize).and_then(|r| r.take());
+        } else if topic.partitions.get(p as usize).is_some_and(|r| r.is_none()) {
+            topic.partitions[p as usize] = self.open_cluster_partition(t, p).await;
+        }
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(t.record.name.clone(), Arc::new(topic));
+        tracing::info!(topic = %t.record.name, partition = p, ?from, to = ?now, "partition reassigned");
+        if from.contains(&me) && !now.contains(&me) {
+            if let Some(part) = removed {
+                part.close();
+            }
+            let (disk, dir) = (self.disk.clone(), replica_dir(&self.config.data_dir, t.record.id, p));
+            if let Err(e) = blocking::run(move || if disk.exists(&dir) { disk.remove_dir_all(&dir) } else { Ok(()) }).await {
+                tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; remove it by hand");
+            }
+        }
+    }
+
+    /// One step of every reassignment whose partition this node leads.
+    async fn drive_reassignments(&self) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        for m in moving(cluster) {
+            let replica = self
+                .topics
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&m.topic)
+                .and_then(|t| t.partitions.get(m.partition as usize).cloned().flatten());
+            let Some(part) = replica else { continue };
+            let group = part.raft_group();
+            let status = group.status();
+            if !status.is_leader || group.changing_membership() {
+                continue;
+            }
+            let what = format!("{}/{}", m.topic, m.partition);
+            let learners = group.learners();
+            let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
+            let target: BTreeSet<u64> = m.to.iter().copied().collect();
+            // 1. New replicas become learners.
+            if let Some(n) = m.to.iter().find(|n| !voters.contains(n) && !learners.contains_key(n)) {
+                let addr = self.raft_addresses(&[*n]).remove(n).unwrap_or_default();
+                match group.add_learner(*n, addr).await {
+                    Ok(()) => tracing::info!(what = %what, node = n, "reassignment: added a new replica as a learner"),
+                    Err(e) => tracing::warn!(what = %what, node = n, error = %e, "reassignment: could not add a learner yet"),
+                }
+                continue;
+            }
+            // 2. Caught up: the new set replaces the voters (joint consensus).
+            if voters != target {
+                let progress = group.progress();
+                let end = status.last_log_index.unwrap_or(0);
+                let caught_up =
+                    m.to.iter().filter(|n| !voters.contains(n)).all(|n| progress.get(n).copied().flatten().unwrap_or(0) + CATCH_UP_ENTRIES >= end);
+                if caught_up {
+                    match group.replace_voters(target.clone()).await {
+                        Ok(()) => tracing::info!(what = %what, to = ?m.to, "reassignment: the new replicas are the voters"),
+                        Err(e) => tracing::warn!(what = %what, error = %e, "reassignment: could not replace the voters yet"),
+                    }
+                }
+                continue;
+            }
+            // 3. A leader outside the new set hands over; one inside reports.
+            if !target.contains(&self.config.node_id) {
+                if let Some(to) = part.hand_off_target(m.to.first().copied()) {
+                    let _ = part.hand_off(to, HAND_OFF_TIMEOUT).await;
+                }
+                continue;
+            }
+            let done = ClusterCommand::ReassignmentDone { topic_id: m.topic_id, partition: m.partition, replicas: m.to.clone() };
+            if let Err(e) = self.command(done).await {
+                tracing::warn!(what = %what, error = %e.message, "reassignment: could not record it done yet");
+            }
+        }
+    }
+
+    /// Runs the reassignment driver (clusters only).
+    pub(super) fn start_reassigning(self: &Arc<Self>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.tasks.every("reassign", DRIVE_INTERVAL, move || {
+            let b = weak.upgrade()?;
+            Some(async move { b.drive_reassignments().await })
+        });
+    }
+}
