@@ -73,6 +73,15 @@ impl Admin {
         expect_response!(r?, ReassignPartition).map(|r| r.started)
     }
 
+    /// Removes node `node_id`: every replica on it moves to another node,
+    /// then it leaves the cluster. Returns how many partitions started
+    /// moving; the rest happens in the background (`cluster_status_at`
+    /// stops listing the node once it is gone).
+    pub async fn remove_node(&self, node_id: u64) -> Result<u32> {
+        let r = self.client.request_once(&Request::RemoveNode(RemoveNodeRequest { node_id })).await;
+        expect_response!(r?, RemoveNode).map(|r| r.moves)
+    }
+
     /// Asks the broker at `addr` to hand the partitions it leads back to
     /// their preferred replicas (where caught up); answers once it tried.
     pub async fn balance_leaders_at(&self, addr: &str) -> Result<BalanceLeadersResponse> {

@@ -256,6 +256,9 @@ apis! {
     /// Move a partition's replicas onto other nodes (answered once the move
     /// is recorded; it completes in the background: watch DescribeTopic).
     ReassignPartition = 25, ReassignPartitionRequest => ReassignPartitionResponse;
+    /// Move every replica off a node, then remove it from the cluster
+    /// (answered once recorded; watch ClusterStatus for it to go).
+    RemoveNode = 26, RemoveNodeRequest => RemoveNodeResponse;
 }
 
 macro_rules! no_payload {
@@ -312,7 +315,9 @@ no_payload!(
     JoinClusterRequest,
     JoinClusterResponse,
     ReassignPartitionRequest,
-    ReassignPartitionResponse
+    ReassignPartitionResponse,
+    RemoveNodeRequest,
+    RemoveNodeResponse
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -967,6 +972,19 @@ pub struct ReassignPartitionRequest {
 pub struct ReassignPartitionResponse {
     /// False when the partition is on those replicas already.
     pub started: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct RemoveNodeRequest {
+    pub node_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct RemoveNodeResponse {
+    /// Partitions whose replica on the node started moving (0 when asked again).
+    pub moves: u32,
 }
 
 #[cfg(test)]

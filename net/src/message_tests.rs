@@ -33,6 +33,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<BalanceLeadersRequest>().prop_map(Request::BalanceLeaders),
         any::<JoinClusterRequest>().prop_map(Request::JoinCluster),
         any::<ReassignPartitionRequest>().prop_map(Request::ReassignPartition),
+        any::<RemoveNodeRequest>().prop_map(Request::RemoveNode),
     ]
 }
 
@@ -64,6 +65,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<BalanceLeadersResponse>().prop_map(Response::BalanceLeaders),
         any::<JoinClusterResponse>().prop_map(Response::JoinCluster),
         any::<ReassignPartitionResponse>().prop_map(Response::ReassignPartition),
+        any::<RemoveNodeResponse>().prop_map(Response::RemoveNode),
     ]
 }
 

@@ -783,7 +783,18 @@ async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
     let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
     let list: Vec<String> = to.iter().map(|n| n.to_string()).collect();
     let out = Command::new(&weirctl_path)
-        .args(["--broker", &cluster.brokers().join(","), "topic", "reassign", "mv", "--partition", "0", "--replicas", &list.join(","), "--wait"])
+        .args([
+            "--broker",
+            &cluster.brokers().join(","),
+            "topic",
+            "reassign",
+            "mv",
+            "--partition",
+            "0",
+            "--replicas",
+            &list.join(","),
+            "--wait",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -820,4 +831,72 @@ async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
         assert!(values.contains(&(*offset, value.clone())), "{value} acked at {offset}");
     }
     eprintln!("{} records acknowledged while partition 0 moved from {old:?} to {to:?}", acked.len());
+}
+
+/// `weirctl cluster remove-node 4 --wait` under load: every replica on
+/// node 4 moves to the others, node 4 leaves the cluster, its copies are
+/// deleted and no acknowledged record is lost; a removal that would leave
+/// too few nodes for a topic is refused; the removed node coming back is
+/// refused by its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_hands_its_replicas_over_and_is_refused_when_it_returns() {
+    let mut cluster = Cluster::start(4);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "rm".into(), partitions: 4, replicas: 3, config: Default::default() }).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = Producer::new(&client);
+            let mut acked = BTreeMap::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 100 {
+                let r = producer.send(ProduceMessage::new("rm", format!("m{i}")).with_partition(i % 4)).await;
+                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed during the removal: {e}"));
+                acked.insert(format!("m{i}"), (r.partition, r.offset));
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    let out = Command::new(&weirctl_path)
+        .args(["--broker", &cluster.brokers()[..3].join(","), "cluster", "remove-node", "4", "--wait"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("node 4 is removed"), "{text}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = load.await.unwrap();
+    let d = admin.describe_topic("rm").await.unwrap();
+    assert!(d.partitions.iter().all(|p| !p.replicas.contains(&4) && p.replicas.len() == 3), "{:?}", d.partitions);
+    let replicas_dir = cluster._dirs[3].path().join("replicas");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&replicas_dir)
+        .map(|d| d.flatten().any(|t| std::fs::read_dir(t.path()).is_ok_and(|mut p| p.next().is_some())))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "node 4 still holds replica data in {}", replicas_dir.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in 0..4 {
+        let values = read_values(&client, "rm", p).await;
+        for (value, (_, offset)) in acked.iter().filter(|(_, (q, _))| *q == p) {
+            assert!(values.contains(&(*offset, value.clone())), "{value} acked at {p}/{offset}");
+        }
+    }
+    // Three nodes cannot lose one more with an R = 3 topic.
+    let e = admin.remove_node(3).await.unwrap_err();
+    assert_eq!(e.code(), Some(weir_net::ErrorCode::NotEnoughReplicas), "{e}");
+    // Node 4 comes back: the others do not take it in again.
+    cluster.nodes[3].kill9();
+    cluster.nodes[3].restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = admin.cluster_status_at(&cluster.nodes[0].addr).await.unwrap();
+    assert!(s.nodes.iter().all(|n| n.id != 4), "{:?}", s.nodes);
+    assert!(admin.describe_topic("rm").await.unwrap().partitions.iter().all(|p| !p.replicas.contains(&4)));
 }

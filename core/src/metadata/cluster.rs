@@ -77,6 +77,16 @@ pub enum ClusterCommand {
         partition: u32,
         replicas: Vec<u64>,
     },
+    /// Node `id` leaves: every partition with a replica on it is moved to
+    /// another node (as a reassignment each), and new topics avoid it.
+    RemoveBroker {
+        id: u64,
+    },
+    /// Node `id` holds no replica any more and has left the metadata
+    /// group: it is forgotten, and refused should it come back.
+    BrokerRemoved {
+        id: u64,
+    },
     /// A new node joins (`weir --join`): registered under `node_id`, or
     /// under a fresh id when it is 0. `data_dir_id` is the random id of the
     /// joining node's data directory: a retried join of the same directory
@@ -120,6 +130,14 @@ pub enum Outcome {
         partition: u32,
         from: Vec<u64>,
     },
+    /// Node `id` is leaving: `moves` are the reassignments that take its
+    /// replicas elsewhere (each as `ReassignmentStarted` would be).
+    Removing {
+        id: u64,
+        moves: Vec<(ClusterTopic, u32, Vec<u64>)>,
+    },
+    /// Node `id` was removed.
+    Removed(u64),
     /// The topic as grown: partitions `from..` are new.
     PartitionsAdded {
         topic: ClusterTopic,
@@ -150,6 +168,10 @@ pub struct ClusterMetadata {
     next_broker_id: u64,
     /// Which node each joined data directory became.
     joined: BTreeMap<u64, u64>,
+    /// Nodes being removed: their replicas move away, new topics avoid them.
+    leaving: std::collections::BTreeSet<u64>,
+    /// Nodes removed: never registered again under that id.
+    removed: std::collections::BTreeSet<u64>,
 }
 
 impl ClusterMetadata {
@@ -165,6 +187,8 @@ impl ClusterMetadata {
             next_block: 0,
             next_broker_id: 1,
             joined: BTreeMap::new(),
+            leaving: Default::default(),
+            removed: Default::default(),
         }
     }
 
@@ -197,6 +221,26 @@ impl ClusterMetadata {
         self.clone().apply(command.clone()).refused().map_or(Ok(()), Err)
     }
 
+    /// Registered nodes that new replicas may go to (not leaving).
+    fn placeable(&self) -> Vec<u64> {
+        self.brokers.keys().copied().filter(|n| !self.leaving.contains(n)).collect()
+    }
+
+    /// Nodes being removed.
+    pub fn leaving(&self) -> impl Iterator<Item = u64> + '_ {
+        self.leaving.iter().copied()
+    }
+
+    /// Whether node `id` was removed from the cluster.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// Whether any partition has (or is moving) a replica on node `id`.
+    pub fn holds_replicas(&self, id: u64) -> bool {
+        self.topics.values().any(|t| t.assignment.iter().any(|r| r.contains(&id)) || t.moving.values().any(|r| r.contains(&id)))
+    }
+
     /// Which node joined from data directory `data_dir_id`, if one did.
     pub fn joined_from(&self, data_dir_id: u64) -> Option<u64> {
         self.joined.get(&data_dir_id).copied()
@@ -205,6 +249,9 @@ impl ClusterMetadata {
     /// Registers `b` if it may be: ids 1..=2^32-1, short addresses, at most
     /// [`BROKERS_MAX`] brokers.
     fn register(&mut self, b: BrokerRecord) -> Outcome {
+        if self.removed.contains(&b.id) {
+            return Outcome::Refused(MetadataError::NodeRemoved(b.id));
+        }
         if b.id == 0 || b.id > u64::from(u32::MAX) {
             return Outcome::Refused(MetadataError::InvalidConfig(format!("broker id {} is not 1..={}", b.id, u32::MAX)));
         }
@@ -250,6 +297,19 @@ impl ClusterMetadata {
                 let from = std::mem::replace(&mut topic.assignment[partition as usize], replicas);
                 Outcome::Reassigned { topic: topic.clone(), partition, from }
             }
+            ClusterCommand::RemoveBroker { id } => self.remove(id),
+            ClusterCommand::BrokerRemoved { id } => {
+                if !self.leaving.contains(&id) {
+                    return Outcome::Refused(MetadataError::NodeNotFound(id));
+                }
+                if self.holds_replicas(id) {
+                    return Outcome::Refused(MetadataError::InvalidReplicaAssignment(format!("node {id} still holds replicas")));
+                }
+                self.leaving.remove(&id);
+                self.brokers.remove(&id);
+                self.removed.insert(id);
+                Outcome::Removed(id)
+            }
             ClusterCommand::JoinBroker { node_id, client_address, raft_address, data_dir_id } => {
                 if let Some(b) = self.joined.get(&data_dir_id).and_then(|id| self.brokers.get(id)) {
                     // A retried join: the registration it already got.
@@ -266,7 +326,7 @@ impl ClusterMetadata {
                 outcome
             }
             ClusterCommand::CreateTopic { name, partitions, replicas, config } => {
-                let brokers = self.brokers.len().min(usize::from(u16::MAX)) as u16;
+                let brokers = self.placeable().len().min(usize::from(u16::MAX)) as u16;
                 if replicas > brokers && replicas > 0 {
                     return Outcome::Refused(MetadataError::NotEnoughReplicas { got: replicas, brokers });
                 }
@@ -286,7 +346,7 @@ impl ClusterMetadata {
                     return Outcome::Refused(MetadataError::IdsExhausted(id));
                 }
                 self.next_topic_id += 1;
-                let nodes: Vec<u64> = self.brokers.keys().copied().collect();
+                let nodes = self.placeable();
                 let assignment = place(&nodes, id, partitions, replicas);
                 let topic = ClusterTopic {
                     record: TopicRecord { id, name: name.clone(), partitions, replicas, config },
@@ -302,6 +362,7 @@ impl ClusterMetadata {
                 None => Outcome::Refused(MetadataError::UnknownTopic(name)),
             },
             ClusterCommand::AddPartitions { name, total } => {
+                let nodes = self.placeable();
                 let Some(topic) = self.topics.get_mut(&name) else {
                     return Outcome::Refused(MetadataError::UnknownTopic(name));
                 };
@@ -311,7 +372,6 @@ impl ClusterMetadata {
                 }
                 // Placed as a topic created now with `total` partitions
                 // would place them: the rotation of preferred leaders goes on.
-                let nodes: Vec<u64> = self.brokers.keys().copied().collect();
                 let placed = place(&nodes, topic.record.id, total, topic.record.replicas);
                 topic.assignment.extend(placed.into_iter().skip(from as usize));
                 topic.record.partitions = total;
@@ -329,6 +389,69 @@ impl ClusterMetadata {
     }
 }
 
+impl ClusterMetadata {
+    /// Starts removing node `id`: each partition with a replica on it moves
+    /// to the least loaded other node (fewest replicas, then lowest id) not
+    /// already in its set, in its place in the list.
+    fn remove(&mut self, id: u64) -> Outcome {
+        if !self.brokers.contains_key(&id) {
+            return Outcome::Refused(if self.removed.contains(&id) {
+                MetadataError::NodeRemoved(id)
+            } else {
+                MetadataError::NodeNotFound(id)
+            });
+        }
+        if self.leaving.contains(&id) {
+            // Asked again (a retry, or after a crash): it is under way.
+            return Outcome::Removing { id, moves: Vec::new() };
+        }
+        let remaining: Vec<u64> = self.placeable().into_iter().filter(|n| *n != id).collect();
+        if remaining.is_empty() {
+            return Outcome::Refused(MetadataError::InvalidConfig(format!("node {id} is the cluster's last node: it cannot be removed")));
+        }
+        let mut load: BTreeMap<u64, usize> = remaining.iter().map(|n| (*n, 0)).collect();
+        for t in self.topics.values() {
+            for (p, r) in t.assignment.iter().enumerate() {
+                if r.contains(&id) && t.moving.contains_key(&(p as u32)) {
+                    return Outcome::Refused(MetadataError::ReassignmentInProgress {
+                        topic: t.record.name.clone(),
+                        partition: p as u32,
+                        to: t.moving[&(p as u32)].clone(),
+                    });
+                }
+                if r.contains(&id) && usize::from(t.record.replicas) > remaining.len() {
+                    return Outcome::Refused(MetadataError::NotEnoughReplicas {
+                        got: t.record.replicas,
+                        brokers: remaining.len().min(usize::from(u16::MAX)) as u16,
+                    });
+                }
+                for n in t.moving.get(&(p as u32)).unwrap_or(r) {
+                    if let Some(l) = load.get_mut(n) {
+                        *l += 1;
+                    }
+                }
+            }
+        }
+        let mut moves = Vec::new();
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let t = self.topics.get_mut(&name).expect("listed");
+            for p in 0..t.assignment.len() {
+                let r = &t.assignment[p];
+                let Some(at) = r.iter().position(|n| *n == id) else { continue };
+                let Some((&with, _)) = load.iter().filter(|(n, _)| !r.contains(n)).min_by_key(|(n, l)| (**l, **n)) else { continue };
+                *load.get_mut(&with).expect("a remaining node") += 1;
+                let mut to = r.clone();
+                to[at] = with;
+                t.moving.insert(p as u32, to.clone());
+                moves.push((t.clone(), p as u32, to));
+            }
+        }
+        self.leaving.insert(id);
+        Outcome::Removing { id, moves }
+    }
+}
+
 impl Outcome {
     pub fn refused(self) -> Option<MetadataError> {
         match self {
@@ -341,7 +464,12 @@ impl Outcome {
 /// What is wrong with moving partition `partition` of `topic` onto
 /// `replicas`: the partition must exist and not be moving already, the list
 /// must keep the replication factor and name distinct registered brokers.
-fn check_reassignment(topic: &ClusterTopic, partition: u32, replicas: &[u64], brokers: &BTreeMap<u64, BrokerRecord>) -> Result<(), MetadataError> {
+fn check_reassignment(
+    topic: &ClusterTopic,
+    partition: u32,
+    replicas: &[u64],
+    brokers: &BTreeMap<u64, BrokerRecord>,
+) -> Result<(), MetadataError> {
     let name = &topic.record.name;
     if partition >= topic.record.partitions {
         return Err(MetadataError::InvalidReplicaAssignment(format!(
@@ -562,6 +690,47 @@ mod tests {
         assert_eq!((from, topic.assignment[0].clone()), (old, to.clone()));
         assert!(m.topic("a").unwrap().moving.is_empty());
         assert!(matches!(m.apply(done(to)), Outcome::Refused(_)), "finished once");
+    }
+
+    #[test]
+    fn a_removal_moves_every_replica_to_the_least_loaded_others_and_refuses_what_cannot_hold() {
+        let mut m = cluster(4);
+        let Outcome::Created(_) = m.apply(create("a", 4, 3)) else { panic!() };
+        let Outcome::Created(_) = m.apply(create("b", 1, 4)) else { panic!() };
+        assert_eq!(
+            m.apply(ClusterCommand::RemoveBroker { id: 2 }),
+            Outcome::Refused(MetadataError::NotEnoughReplicas { got: 4, brokers: 3 }),
+            "topic b needs 4 nodes"
+        );
+        let Outcome::Deleted(_) = m.apply(ClusterCommand::DeleteTopic { name: "b".into() }) else { panic!() };
+        let Outcome::Removing { id, moves } = m.apply(ClusterCommand::RemoveBroker { id: 2 }) else { panic!() };
+        assert_eq!(id, 2);
+        assert_eq!(moves.len(), 3, "node 2 held three of a's four partitions");
+        for (t, p, to) in &moves {
+            assert!(!to.contains(&2) && to.len() == 3, "{to:?}");
+            let mut set = to.clone();
+            set.sort();
+            set.dedup();
+            assert_eq!(set.len(), 3, "distinct");
+            assert_eq!(t.moving.get(p), Some(to));
+        }
+        assert!(matches!(m.apply(ClusterCommand::RemoveBroker { id: 2 }), Outcome::Removing { moves, .. } if moves.is_empty()), "a retry");
+        assert!(matches!(m.apply(ClusterCommand::BrokerRemoved { id: 2 }), Outcome::Refused(_)), "still holds replicas");
+        let Outcome::Created(c) = m.apply(create("c", 3, 3)) else { panic!() };
+        assert!(c.assignment.iter().all(|r| !r.contains(&2)), "new topics avoid a leaving node");
+        let a = m.topic("a").unwrap().clone();
+        for (p, to) in a.moving.clone() {
+            m.apply(ClusterCommand::ReassignmentDone { topic_id: a.record.id, partition: p, replicas: to });
+        }
+        assert!(!m.holds_replicas(2));
+        assert_eq!(m.apply(ClusterCommand::BrokerRemoved { id: 2 }), Outcome::Removed(2));
+        assert_eq!(m.apply(broker(2)), Outcome::Refused(MetadataError::NodeRemoved(2)), "a removed node is refused");
+        assert_eq!(m.apply(ClusterCommand::RemoveBroker { id: 2 }), Outcome::Refused(MetadataError::NodeRemoved(2)));
+        let mut one = cluster(1);
+        assert!(
+            matches!(one.apply(ClusterCommand::RemoveBroker { id: 1 }), Outcome::Refused(MetadataError::InvalidConfig(_))),
+            "the last node"
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum MetadataError {
     ReassignmentInProgress { topic: String, partition: u32, to: Vec<u64> },
     #[error("node {0} is not registered in the cluster: check weirctl cluster status")]
     NodeNotFound(u64),
+    #[error("node {0} was removed from the cluster: wipe its data directory and join it again (weir --join) to use the machine")]
+    NodeRemoved(u64),
     /// A partition count only grows: its records' keys map to partitions.
     #[error(
         "topic {name:?} has {current} partition(s): a topic's partition count can only grow, ask for more than {current} (at most {max})"

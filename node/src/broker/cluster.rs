@@ -355,6 +355,23 @@ impl Broker {
             }
             Outcome::ReassignmentStarted { topic, partition, .. } => self.replica_added(topic, *partition).await,
             Outcome::Reassigned { topic, partition, from } => self.replica_moved(topic, *partition, from).await,
+            Outcome::Removing { id, moves } => {
+                tracing::info!(node = id, moves = moves.len(), "a node is being removed: its replicas move");
+                for (t, p, _) in moves {
+                    self.replica_added(t, *p).await;
+                }
+            }
+            Outcome::Removed(id) => {
+                if *id == self.config.node_id {
+                    tracing::error!(
+                        node = id,
+                        "this node was removed from the cluster: stop it; to use the machine again, wipe its data directory and join (weir --join)"
+                    );
+                } else {
+                    self.raft.forget_node(*id);
+                    tracing::info!(node = id, "a node was removed from the cluster");
+                }
+            }
             Outcome::Registered(b) => {
                 if b.id != self.config.node_id && !b.raft_address.is_empty() {
                     self.raft.set_address(b.id, b.raft_address.clone());
@@ -494,6 +511,8 @@ impl Broker {
             .iter()
             .map(|(id, raft)| (*id, ClusterNode { id: *id, address: String::new(), raft_address: raft.clone(), heard_ms_ago: None }))
             .collect();
+        // A removed initial member is no node of the cluster any more.
+        nodes.retain(|id, _| !cluster.state().is_removed(*id));
         for b in cluster.state().brokers() {
             let n = nodes.entry(b.id).or_insert(ClusterNode {
                 id: b.id,

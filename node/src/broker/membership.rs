@@ -94,8 +94,40 @@ impl Broker {
             return;
         }
         let learners = group.learners();
-        let registered: Vec<(u64, String)> = cluster.state().brokers().map(|b| (b.id, b.raft_address.clone())).collect();
+        let (registered, leaving): (Vec<(u64, String)>, Vec<(u64, bool)>) = {
+            let state = cluster.state();
+            (
+                state.brokers().map(|b| (b.id, b.raft_address.clone())).collect(),
+                state.leaving().map(|id| (id, state.holds_replicas(id))).collect(),
+            )
+        };
+        // A leaving node with no replica left leaves the group, then the cluster.
+        for (id, holds) in &leaving {
+            if *holds {
+                continue;
+            }
+            let member = status.voters.contains(id) || learners.contains_key(id);
+            if *id == self.config.node_id {
+                // The leader itself: another voter takes over, and removes it.
+                if let Some(to) = cluster.log.hand_off_target(None) {
+                    let _ = cluster.log.hand_off(to, super::leadership::HAND_OFF_TIMEOUT).await;
+                }
+                return;
+            }
+            if member {
+                match group.remove_member(*id).await {
+                    Ok(()) => tracing::info!(node = id, "removed a leaving node from the metadata group"),
+                    Err(e) => tracing::warn!(node = id, error = %e, "could not remove a leaving node from the metadata group yet"),
+                }
+            } else if let Err(e) = self.command(ClusterCommand::BrokerRemoved { id: *id }).await {
+                tracing::warn!(node = id, error = %e.message, "could not record a node's removal yet");
+            }
+            return;
+        }
         for (id, addr) in &registered {
+            if leaving.iter().any(|(l, _)| l == id) {
+                continue;
+            }
             if !status.voters.contains(id) && !learners.contains_key(id) && !addr.is_empty() {
                 match group.add_learner(*id, addr.clone()).await {
                     Ok(()) => {

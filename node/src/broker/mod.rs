@@ -77,7 +77,7 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::InvalidConfig(_) | MetadataError::NodeExists(_) => ErrorCode::InvalidConfig,
         MetadataError::InvalidReplicaAssignment(_) => ErrorCode::InvalidReplicaAssignment,
         MetadataError::ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
-        MetadataError::NodeNotFound(_) => ErrorCode::NodeNotFound,
+        MetadataError::NodeNotFound(_) | MetadataError::NodeRemoved(_) => ErrorCode::NodeNotFound,
         MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => ErrorCode::TopicAlreadyExists,
         MetadataError::Busy(_) => ErrorCode::Busy,
         MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
@@ -418,6 +418,7 @@ impl Broker {
             Request::BalanceLeaders(_) => Ok(Response::BalanceLeaders(self.balance_leaders().await)),
             Request::JoinCluster(r) => self.join_cluster(r).await.map(Response::JoinCluster),
             Request::ReassignPartition(r) => self.reassign_partition(r).await.map(Response::ReassignPartition),
+            Request::RemoveNode(r) => self.remove_node(r).await.map(Response::RemoveNode),
         }
     }
 

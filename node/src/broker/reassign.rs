@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_core::metadata::cluster::{ClusterCommand, ClusterTopic, Outcome};
-use weir_net::message::{ReassignPartitionRequest, ReassignPartitionResponse};
+use weir_net::message::{ReassignPartitionRequest, ReassignPartitionResponse, RemoveNodeRequest, RemoveNodeResponse};
 use weir_net::{ErrorCode, WireError};
 
 /// How often each node drives the reassignments of partitions it leads.
@@ -61,6 +61,17 @@ impl Broker {
             Outcome::ReassignmentStarted { .. } => Ok(ReassignPartitionResponse { started: true }),
             Outcome::Reassigned { .. } => Ok(ReassignPartitionResponse { started: false }),
             other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a reassignment got {other:?}"))),
+        }
+    }
+
+    /// Records a node's removal: its replicas start moving.
+    pub(super) async fn remove_node(&self, r: RemoveNodeRequest) -> Result<RemoveNodeResponse, WireError> {
+        if self.cluster.is_none() {
+            return Err(WireError::new(ErrorCode::InvalidRequest, "this broker runs alone: there is no other node to move to"));
+        }
+        match self.command(ClusterCommand::RemoveBroker { id: r.node_id }).await? {
+            Outcome::Removing { moves, .. } => Ok(RemoveNodeResponse { moves: moves.len() as u32 }),
+            other => Err(WireError::new(ErrorCode::InvalidRequest, format!("a removal got {other:?}"))),
         }
     }
 
@@ -140,7 +151,9 @@ impl Broker {
                 let progress = group.progress();
                 let end = status.last_log_index.unwrap_or(0);
                 let caught_up =
-                    m.to.iter().filter(|n| !voters.contains(n)).all(|n| progress.get(n).copied().flatten().unwrap_or(0) + CATCH_UP_ENTRIES >= end);
+                    m.to.iter()
+                        .filter(|n| !voters.contains(n))
+                        .all(|n| progress.get(n).copied().flatten().unwrap_or(0) + CATCH_UP_ENTRIES >= end);
                 if caught_up {
                     match group.replace_voters(target.clone()).await {
                         Ok(()) => tracing::info!(what = %what, to = ?m.to, "reassignment: the new replicas are the voters"),

@@ -187,6 +187,8 @@ pub struct Registry {
     aside: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// The groups this node's last tick vouched for as their leader.
     vouching: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Nodes removed from the cluster: their calls are refused.
+    removed: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Groups whose leadership this node is handing to another voter
     /// ([`RaftNode::hand_off`]): it does not vouch for them, so their
     /// voters stop refusing candidates.
@@ -213,6 +215,12 @@ impl Registry {
 
     /// Serves one peer call from node `from`.
     pub async fn dispatch(&self, from: u64, group: u64, call: Call) -> Answer {
+        if self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(&from) {
+            return Answer::Error(WireError::new(
+                ErrorCode::NodeNotFound,
+                format!("node {from} was removed from the cluster: wipe its data directory and join it again (weir --join)"),
+            ));
+        }
         let call = match call {
             Call::Heartbeat(beat) => {
                 let newer: Vec<(u64, u64)> = beat
@@ -402,6 +410,7 @@ impl RaftNode {
             aside: Default::default(),
             vouching: Default::default(),
             handing_off: Default::default(),
+            removed: Default::default(),
             started: tokio::time::Instant::now(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
@@ -495,6 +504,13 @@ impl RaftNode {
     pub fn heard_ms_ago(&self) -> BTreeMap<u64, u64> {
         let now = tokio::time::Instant::now();
         self.registry.heard().into_iter().filter_map(|(n, h)| Some((n, now.duration_since(h.at?).as_millis() as u64))).collect()
+    }
+
+    /// Node `node` was removed from the cluster: its calls are refused and
+    /// it gets no more heartbeats.
+    pub fn forget_node(&self, node: u64) {
+        self.registry.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(node);
+        self.registry.peers.forget(node);
     }
 
     /// Records a node's Raft address.
@@ -1028,6 +1044,15 @@ impl Group {
     /// removed from the group.
     pub async fn replace_voters(&self, voters: std::collections::BTreeSet<u64>) -> Result<(), String> {
         self.raft.change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// On the leader: removes `node` from the group (a voter through joint
+    /// consensus, or a learner).
+    pub async fn remove_member(&self, node: u64) -> Result<(), String> {
+        let set = std::collections::BTreeSet::from([node]);
+        let voter = self.status().voters.contains(&node);
+        let change = if voter { openraft::ChangeMembers::RemoveVoters(set) } else { openraft::ChangeMembers::RemoveNodes(set) };
+        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// The group's members that are not voters, with their Raft addresses.

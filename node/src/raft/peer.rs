@@ -97,6 +97,12 @@ impl Peers {
         }
     }
 
+    /// Forgets `node`'s address and connection (a removed node).
+    pub fn forget(&self, node: u64) {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+    }
+
     /// Every node with a known address.
     pub fn known(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();

@@ -48,6 +48,15 @@ pub enum ClusterCommand {
     /// where it is caught up: asks every reachable node. Nodes also do this
     /// on their own every `leader_balance_interval_ms`.
     BalanceLeaders,
+    /// Move every replica off node ID (each partition keeps its replication
+    /// factor), then remove it from the cluster. Safe to run again after a
+    /// crash of any node: it resumes. A removed node is refused if it comes back.
+    RemoveNode {
+        id: u64,
+        /// Show progress until the node is gone.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 fn pid_file(dir: &Path, id: u16) -> PathBuf {
@@ -87,6 +96,7 @@ pub async fn run(cmd: ClusterCommand, brokers: &str, timeout: Duration, json: bo
         ClusterCommand::Down { dir } => down(&dir),
         ClusterCommand::Status => status(brokers, timeout, json).await,
         ClusterCommand::BalanceLeaders => balance_leaders(brokers, timeout, json).await,
+        ClusterCommand::RemoveNode { id, wait } => remove_node(brokers, timeout, id, wait, json).await,
     }
 }
 
@@ -276,6 +286,49 @@ async fn balance_leaders(brokers: &str, timeout: Duration, json: bool) -> anyhow
         println!("{moved} leadership(s) moved");
     }
     Ok(())
+}
+
+async fn remove_node(brokers: &str, timeout: Duration, id: u64, wait: bool, json: bool) -> anyhow::Result<()> {
+    let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
+    let client = Client::connect(ClientConfig { brokers: listed, timeout, ..Default::default() }).await?;
+    let admin = Admin::new(&client);
+    let moves = admin.remove_node(id).await?;
+    if json {
+        println!("{}", json!({"node": id, "moves": moves}));
+    } else {
+        println!("removing node {id}: {moves} partition(s) start moving off it");
+    }
+    if !wait {
+        return Ok(());
+    }
+    let mut last = String::new();
+    loop {
+        // Partitions still on the node, from the metadata.
+        let r = client.request(&weir_net::Request::Metadata(weir_net::message::MetadataRequest { topics: None })).await?;
+        let weir_net::Response::Metadata(m) = r else { bail!("a metadata request got another answer") };
+        let on: usize = m.topics.iter().map(|t| t.partitions.iter().filter(|p| p.replicas.contains(&id)).count()).sum();
+        let listed = m.brokers.iter().any(|b| b.node_id == id);
+        if !listed && on == 0 {
+            if json {
+                println!("{}", json!({"node": id, "removed": true}));
+            } else {
+                println!("node {id} is removed");
+            }
+            return Ok(());
+        }
+        let line = if json {
+            json!({"node": id, "removed": false, "partitions_on_node": on}).to_string()
+        } else if on > 0 {
+            format!("{on} partition(s) still on node {id}")
+        } else {
+            format!("node {id} holds no replica; leaving the metadata group")
+        };
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<()> {

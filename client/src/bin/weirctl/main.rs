@@ -274,7 +274,8 @@ async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition:
         let rows: Vec<(u64, Option<u64>)> =
             to.iter().filter(|n| !p.replicas.contains(n)).map(|n| (*n, status.get(&(*n, partition)).map(|r| r.log_end_offset))).collect();
         let line = if json {
-            let nodes: Vec<_> = rows.iter().map(|(n, end)| json!({"node": n, "log_end_offset": end, "leader_log_end_offset": p.log_end_offset})).collect();
+            let nodes: Vec<_> =
+                rows.iter().map(|(n, end)| json!({"node": n, "log_end_offset": end, "leader_log_end_offset": p.log_end_offset})).collect();
             json!({"topic": topic, "partition": partition, "replicas": to, "done": false, "new_replicas": nodes}).to_string()
         } else {
             let parts: Vec<String> = rows
