@@ -94,12 +94,10 @@ impl Broker {
             return;
         }
         let learners = group.learners();
-        let (registered, leaving): (Vec<(u64, String)>, Vec<(u64, bool)>) = {
+        let registered: Vec<(u64, String)> = cluster.state().brokers().map(|b| (b.id, b.raft_address.clone())).collect();
+        let leaving: Vec<(u64, bool)> = {
             let state = cluster.state();
-            (
-                state.brokers().map(|b| (b.id, b.raft_address.clone())).collect(),
-                state.leaving().map(|id| (id, state.holds_replicas(id))).collect(),
-            )
+            state.leaving().map(|id| (id, state.holds_replicas(id))).collect()
         };
         // A leaving node with no replica left leaves the group, then the cluster.
         for (id, holds) in &leaving {
