@@ -40,6 +40,9 @@ pub struct Swarm {
     /// Mean time between graceful restarts (clusters only): a node hands
     /// off its leaderships, as at SIGTERM, then stops and starts again.
     pub graceful_every: Option<Duration>,
+    /// Mean time between partition reassignments an operator asks for
+    /// (clusters only): replicas moved onto a random set of nodes.
+    pub reassign_every: Option<Duration>,
 }
 
 impl Swarm {
@@ -75,6 +78,7 @@ impl Swarm {
         let producers = rng.u32(1..=4);
         let balance_every = on(&mut rng).then(|| every(&mut rng, 1_000, 6_000));
         let graceful_every = on(&mut rng).then(|| every(&mut rng, 2_000, 8_000));
+        let reassign_every = on(&mut rng).then(|| every(&mut rng, 2_000, 8_000));
         Swarm {
             loss_at_crash,
             clock_jump_every,
@@ -83,6 +87,7 @@ impl Swarm {
             producers,
             balance_every,
             graceful_every,
+            reassign_every,
             crash_every,
             power_loss,
             clog_every,

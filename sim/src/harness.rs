@@ -256,6 +256,37 @@ async fn balancer(seed: u64, every: Duration, rec: Rec, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Sleeps about `every` (exponentially drawn), waking every 100 ms to see
+/// whether the faults ended; false once they did.
+async fn pause_unless_stopped(rng: &mut fastrand::Rng, every: Duration, stop: &AtomicBool) -> bool {
+    let at = tokio::time::Instant::now() + Swarm::next_in(rng, every);
+    while tokio::time::Instant::now() < at && !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+/// An operator moving a random partition onto a random set of nodes
+/// (`weirctl topic reassign`), now and then, under the faults: learners,
+/// joint consensus and old replicas deleting their copies, all while
+/// producers write and nodes die.
+async fn mover(seed: u64, every: Duration, partitions: u32, replicas: usize, rec: Rec, stop: Arc<AtomicBool>) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4d4f_5645);
+    let n = BROKERS.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let Some(client) = connect().await else { return };
+    let admin = Admin::new(&client);
+    while pause_unless_stopped(&mut rng, every, &stop).await {
+        let p = rng.u32(0..partitions);
+        let mut nodes: Vec<u64> = (1..=n as u64).collect();
+        rng.shuffle(&mut nodes);
+        nodes.truncate(replicas);
+        let r = admin.reassign_partition(TOPIC, p, nodes.clone()).await;
+        let what = r.map_or_else(|e| format!("error {:?}", e.code()), |started| format!("started {started}"));
+        tracing::info!(partition = p, to = ?nodes, %what, "reassign");
+        rec_lock(&rec).trace.add(&format!("reassign {p} {nodes:?} {what}"));
+    }
+}
+
 /// How a producer picks partitions: every path a user takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Routing {
@@ -679,6 +710,10 @@ async fn start_workload(w: &World) -> Workload {
     if let (Some(every), true) = (w.swarm.balance_every, w.nodes.len() > 1) {
         producers.push(w.client_node.spawn(balancer(w.seed, every, w.rec.clone(), stop_producers.clone())));
     }
+    if let (Some(every), true) = (w.swarm.reassign_every, w.nodes.len() > 3) {
+        let replicas = w.nodes.len().min(3);
+        producers.push(w.client_node.spawn(mover(w.seed, every, w.partitions, replicas, w.rec.clone(), stop_producers.clone())));
+    }
     for i in 0..w.swarm.group_members {
         consumers.push(w.client_node.spawn(group_member(format!("g{i}"), w.rec.clone(), stop_consumers.clone())));
     }
@@ -951,6 +986,7 @@ async fn final_read(w: &World) {
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
+                tracing::info!(p, start, end, reads = reads.len(), "final read");
                 let mut r = rec_lock(&rec3);
                 r.history.final_starts.insert(p, start);
                 r.history.final_reads.insert(p, reads);

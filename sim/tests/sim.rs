@@ -336,6 +336,23 @@ fn cluster_regression_seeds() {
     }
 }
 
+/// Seeds that failed as 5-broker clusters once reassignments ran under the
+/// faults: a replica a reassignment added (no first voters of its own)
+/// taken for a single broker's partition and answering reads from its
+/// empty log (51056, 51174, 51192), and a restarted node replaying the
+/// metadata log deleting a replica it had moved away and back again, then
+/// a follower truncating a committed membership (50005), and a replica
+/// directory half deleted by a power cut, whose log then opened offline and
+/// whose role task spun on its stopped group, freezing simulated time (52298).
+const FIVE_BROKER_REGRESSIONS: &[u64] = &[50005, 51056, 51174, 51192, 52298];
+
+#[test]
+fn five_broker_regression_seeds() {
+    for r in run_seeds(FIVE_BROKER_REGRESSIONS, Some(Kind::Brokers(5)), None) {
+        assert!(r.anomalies.is_empty(), "5-broker regression seed {}: {:?}", r.seed, r.anomalies);
+    }
+}
+
 /// Seeds that found bugs while the harness was written: an index write
 /// failure half-appending a batch (duplicates on retry), a producer reusing
 /// a sequence after giving up on a batch (acknowledged data answered as a

@@ -301,6 +301,78 @@ impl Broker {
         false
     }
 
+    /// What of an outcome replayed after a restart is carried out at once:
+    /// addresses and removals; replicas wait for [`Broker::reconcile_all`].
+    fn reconcile_replayed(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Registered(b) if b.id != self.config.node_id && !b.raft_address.is_empty() => {
+                self.raft.set_address(b.id, b.raft_address.clone())
+            }
+            Outcome::Removed(id) if *id != self.config.node_id => self.raft.forget_node(*id),
+            _ => {}
+        }
+    }
+
+    /// After the replay: opens this node's replicas of every topic as the
+    /// state has them (in a partition's set, or joining it), and deletes
+    /// replica data the state no longer places here (deleted topics,
+    /// partitions moved away).
+    async fn reconcile_all(&self) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        let topics: Vec<ClusterTopic> = cluster.state().topics().cloned().collect();
+        for t in &topics {
+            if self.topics.read().unwrap_or_else(|p| p.into_inner()).contains_key(&t.record.name) {
+                continue;
+            }
+            let topic = self.open_cluster_topic(t).await;
+            self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(t.record.name.clone(), Arc::new(topic));
+            self.groups.set_partitions(&t.record.name, Some(t.record.partitions));
+        }
+        let me = self.config.node_id;
+        let keep: BTreeMap<u64, Vec<u32>> = topics
+            .iter()
+            .map(|t| {
+                let here = (0..t.record.partitions)
+                    .filter(|p| t.assignment[*p as usize].contains(&me) || t.moving.get(p).is_some_and(|to| to.contains(&me)))
+                    .collect();
+                (t.record.id, here)
+            })
+            .collect();
+        let (disk, root, data_dir, boot) =
+            (self.disk.clone(), replicas_dir(&self.config.data_dir), self.config.data_dir.clone(), self.boot);
+        let removed = blocking::run(move || -> Result<Vec<String>, weir_core::disk::DiskError> {
+            let mut removed = Vec::new();
+            if !disk.exists(&root) {
+                return Ok(removed);
+            }
+            for topic in disk.list_dir(&root)? {
+                let Ok(id) = topic.parse::<u64>() else { continue };
+                let dir = root.join(&topic);
+                match keep.get(&id) {
+                    None => {
+                        super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)?;
+                        removed.push(format!("topic {id} (deleted)"));
+                    }
+                    Some(here) => {
+                        for p in disk.list_dir(&dir)? {
+                            if p.parse::<u32>().is_ok_and(|p| !here.contains(&p)) {
+                                super::store::remove_via_trash(&*disk, &data_dir, &dir.join(&p), &format!("replica-{id}-{p}"), boot)?;
+                                removed.push(format!("topic {id} partition {p} (moved away)"));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await;
+        match removed {
+            Ok(r) if !r.is_empty() => tracing::info!(removed = ?r, "removed replica data the metadata no longer places on this node"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not remove replica data the metadata no longer places here"),
+        }
+    }
+
     /// Carries out one applied outcome on this node.
     async fn reconcile(&self, outcome: &Outcome) {
         match outcome {
@@ -332,8 +404,12 @@ impl Broker {
                         p.close();
                     }
                 }
-                let (disk, dir) = (self.disk.clone(), replicas_dir(&self.config.data_dir).join(t.record.id.to_string()));
-                let removed = blocking::run(move || if disk.exists(&dir) { disk.remove_dir_all(&dir) } else { Ok(()) }).await;
+                let (disk, data_dir, boot, id) = (self.disk.clone(), self.config.data_dir.clone(), self.boot, t.record.id);
+                let removed = blocking::run(move || {
+                    let dir = replicas_dir(&data_dir).join(id.to_string());
+                    super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)
+                })
+                .await;
                 if let Err(e) = removed {
                     tracing::warn!(topic = %t.record.name, error = %e, "could not remove a deleted topic's data; the next start removes it");
                 }
@@ -579,9 +655,23 @@ impl Broker {
 /// Applies the committed metadata log, in order, as it grows.
 async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool>) {
     let mut offset = 0;
+    // After a restart the replicas on disk reflect the newest state this
+    // node applied, not the states the log passes through on the way: the
+    // log up to where it ended at the start is replayed into the state
+    // alone (a replica moved away and back would otherwise be deleted
+    // half-way), then this node's replicas are reconciled with the result.
+    let replay_end = match broker.upgrade() {
+        Some(b) => b.cluster.as_ref().expect("clustered").log.read_log(|l| l.log_end_offset()).await.unwrap_or(0),
+        None => return,
+    };
+    let mut replaying = true;
     loop {
         let Some(b) = broker.upgrade() else { return };
         let cluster = b.cluster.as_ref().expect("clustered");
+        if replaying && (offset >= replay_end || cluster.synced()) {
+            replaying = false;
+            b.reconcile_all().await;
+        }
         let read = tokio::select! {
             biased;
             _ = crate::tasks::stopped(&mut stop) => return,
@@ -622,7 +712,11 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
                         if let Outcome::Refused(e) = &outcome {
                             tracing::debug!(offset = base, error = %e, "metadata command refused");
                         }
-                        b.reconcile(&outcome).await;
+                        if replaying {
+                            b.reconcile_replayed(&outcome);
+                        } else {
+                            b.reconcile(&outcome).await;
+                        }
                         let mut outcomes = cluster.outcomes.lock().unwrap_or_else(|p| p.into_inner());
                         outcomes.insert(base, outcome);
                         while outcomes.len() > OUTCOMES_MAX {

@@ -299,6 +299,13 @@ impl Partition {
         self.offline.is_some()
     }
 
+    /// Whether other nodes hold replicas: not a single broker's partition.
+    /// A replica that joined a group (no first voters of its own: a
+    /// reassignment added it) counts as replicated, whatever its log says yet.
+    fn replicated(&self) -> bool {
+        self.members.len() != 1
+    }
+
     /// The partition's Raft group id.
     pub fn group_id(&self) -> u64 {
         self.group().id
@@ -376,7 +383,7 @@ impl Partition {
     /// would miss what was acknowledged, or, asking past it, be told its
     /// position is out of range and reset (seed 4347).
     pub fn check_leads_reads(&self) -> Result<(), WireError> {
-        if self.members.len() <= 1 || (self.serving_term().is_some() && self.holds_lease()) {
+        if !self.replicated() || (self.serving_term().is_some() && self.holds_lease()) {
             return Ok(());
         }
         Err(match self.leader().filter(|l| *l != self.node_id) {
@@ -535,7 +542,7 @@ impl Partition {
     /// replaced judges by a state its successor moved past, and the batch
     /// it calls out of order may be stored already (seed 4557: stored twice).
     fn produce_refusal(&self, e: ProduceError) -> WireError {
-        if matches!(e, ProduceError::OutOfOrder { .. }) && self.members.len() > 1 && !self.holds_lease() {
+        if matches!(e, ProduceError::OutOfOrder { .. }) && self.replicated() && !self.holds_lease() {
             tracing::debug!(partition = self.id, error = %e, "a sequence gap seen without the lease: answered as no leader");
             return WireError::new(
                 ErrorCode::LeaderNotAvailable,
@@ -628,7 +635,7 @@ impl Partition {
             tracing::warn!(partition = self.id, "retention skipped: the partition's storage is not answering");
             return;
         };
-        let replicated = self.members.len() > 1;
+        let replicated = self.replicated();
         let purged = blocking::run(move || {
             let mut log = log;
             // The offset after the least a live follower holds (0 if it is
@@ -689,7 +696,7 @@ impl Partition {
     /// several voters openraft deletes them, as for retention, once no
     /// replication reads them: the bytes it is asked to free.
     pub async fn purge_before(&self, offset: u64) -> Result<u64, WireError> {
-        if self.members.len() > 1 {
+        if self.replicated() {
             let (upto, bytes) = self.read_log(move |log| (log.prefix_purge_point(offset), log.prefix_bytes(offset))).await?;
             if let Some(upto) = upto {
                 self.group().note_purged(upto).await;
@@ -910,9 +917,24 @@ async fn role(p: Arc<Partition>, mut stop: watch::Receiver<bool>) {
     let mut watch = group.watch();
     let mut pause = REOPEN_PAUSE_MIN;
     loop {
+        if group.stopped() && p.offline.is_some() {
+            // An offline log (recovery found a loss) stopped its group at its
+            // first append: nothing to reopen until an operator accepts the
+            // loss. Wait for the close, not in a loop on the dead watch.
+            p.shared.with_state(|s| s.handle_role(None));
+            if p.replicated() {
+                p.raft.step_aside(group.id);
+            }
+            tokio::select! {
+                biased;
+                _ = crate::tasks::stopped(&mut closed) => {}
+                _ = crate::tasks::stopped(&mut stop) => {}
+            }
+            break;
+        }
         if group.stopped() && p.offline.is_none() {
             p.shared.with_state(|s| s.handle_role(None));
-            if p.members.len() > 1 && group.storage_fault().is_none() {
+            if p.replicated() && group.storage_fault().is_none() {
                 // Stopped by what it read (corruption), not by a failed write:
                 // its peers hold the data intact, so they lead from now on.
                 p.raft.step_aside(group.id);

@@ -110,8 +110,9 @@ impl Broker {
             if let Some(part) = removed {
                 part.close();
             }
-            let (disk, dir) = (self.disk.clone(), replica_dir(&self.config.data_dir, t.record.id, p));
-            if let Err(e) = blocking::run(move || if disk.exists(&dir) { disk.remove_dir_all(&dir) } else { Ok(()) }).await {
+            let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
+            let (dir, name) = (replica_dir(&data_dir, t.record.id, p), format!("replica-{}-{p}", t.record.id));
+            if let Err(e) = blocking::run(move || super::store::remove_via_trash(&*disk, &data_dir, &dir, &name, boot)).await {
                 tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; remove it by hand");
             }
         }

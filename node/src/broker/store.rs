@@ -89,6 +89,20 @@ pub fn holds_data(disk: &dyn Disk, dir: &Path) -> Result<bool, DiskError> {
     Ok(false)
 }
 
+/// Deletes directory `dir` so that a crash at any instant leaves it whole
+/// or gone: it is renamed into `trash/` first (which the next start
+/// empties), then removed. A directory half deleted would look to
+/// recovery like a log that lost data.
+pub fn remove_via_trash(disk: &dyn Disk, data_dir: &Path, dir: &Path, name: &str, boot: u64) -> Result<(), DiskError> {
+    if !disk.exists(dir) {
+        return Ok(());
+    }
+    let trash = trash_dir(data_dir);
+    let moved = move_aside(disk, dir, &trash, name, boot)?;
+    disk.remove_dir_all(&moved)?;
+    disk.sync_dir(&trash)
+}
+
 /// Moves `from` to a fresh name `<name>.<boot>[.<n>]` under `into`, durably.
 pub fn move_aside(disk: &dyn Disk, from: &Path, into: &Path, name: &str, boot: u64) -> Result<PathBuf, DiskError> {
     ensure_dir(disk, into)?;
