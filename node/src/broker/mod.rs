@@ -697,7 +697,9 @@ impl Broker {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (i, p) in t.partitions.iter().enumerate() {
             partitions.push(match p {
-                Some(p) => p.describe().await,
+                // The replicas as the metadata places them, the preferred
+                // first (the group's voters differ while a move is under way).
+                Some(p) => PartitionDescription { replicas: t.assignment[i].clone(), ..p.describe().await },
                 // Held by other nodes only: what this node knows of it.
                 None => PartitionDescription {
                     partition: i as u32,
