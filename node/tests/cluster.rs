@@ -900,3 +900,119 @@ async fn a_removed_node_hands_its_replicas_over_and_is_refused_when_it_returns()
     assert!(s.nodes.iter().all(|n| n.id != 4), "{:?}", s.nodes);
     assert!(admin.describe_topic("rm").await.unwrap().partitions.iter().all(|p| !p.replicas.contains(&4)));
 }
+
+/// The operations of a cluster's life, in one run under acks=all load:
+/// a fourth node joins and a partition moves onto it, a topic with a
+/// running consumer group grows, node 4 is removed again, and every node
+/// restarts in turn (SIGTERM). Every acknowledged record stays where it was
+/// acknowledged, the group processes every record, and three healthy nodes
+/// remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_move_grow_remove_and_roll_under_load_lose_nothing() {
+    let mut cluster = Cluster::start_with(3, &["--leader-balance-interval-ms", "0"]);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 3, config: Default::default() }).await.unwrap();
+    // Load: acks=all, keyed (so the grow changes where keys go).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = Producer::new(&client);
+            let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = producer.send(ProduceMessage::new("jobs", format!("m{i}")).with_key(format!("k{i}"))).await;
+                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed: {e}"));
+                acked.insert(format!("m{i}"), (r.partition, r.offset));
+                i += 1;
+            }
+            acked
+        })
+    };
+    // A group member processing everything.
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Default::default();
+    let member = {
+        let (client, stop, seen) = (cluster.client().await, stop.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut gc = GroupConsumer::new(&client, worker_config());
+            let mut idle_after_stop = 0;
+            loop {
+                match gc.poll().await {
+                    Ok(messages) => {
+                        let empty = messages.is_empty();
+                        seen.lock().unwrap().extend(messages.into_iter().map(|m| String::from_utf8_lossy(&m.value).into_owned()));
+                        let _ = gc.commit().await;
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) && empty {
+                            idle_after_stop += 1;
+                            if idle_after_stop > 50 {
+                                return gc.assignment().len();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        assert!(e.is_retriable(), "the group member failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let weirctl = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    let three = cluster.brokers()[..3].join(",");
+    let ctl = |args: &[&str]| {
+        let out = Command::new(&weirctl).args(["--broker", &three]).args(args).output().unwrap();
+        assert!(out.status.success(), "weirctl {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // 1. Node 4 joins; partition 0 moves onto it.
+    let dir4 = tempfile::tempdir().unwrap();
+    let raft4 = format!("127.0.0.1:{}", free_ports(1)[0]);
+    cluster.nodes.push(Broker::start_with(dir4.path(), None, &["--join", &cluster.nodes[0].addr, "--raft-listen", &raft4]));
+    let old = admin.describe_topic("jobs").await.unwrap().partitions[0].replicas.clone();
+    let to = format!("4,{},{}", old[0], old[1]);
+    ctl(&["topic", "reassign", "jobs", "--partition", "0", "--replicas", &to, "--wait"]);
+    // 2. The topic grows while the group runs.
+    assert!(ctl(&["topic", "add-partitions", "jobs", "--count", "2"]).contains("now has 4"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 3. Node 4 leaves again.
+    assert!(ctl(&["cluster", "remove-node", "4", "--wait"]).contains("node 4 is removed"));
+    cluster.nodes[3].terminate();
+    // 4. A rolling restart of the rest.
+    for i in 0..3 {
+        assert_eq!(cluster.nodes[i].terminate(), Some(0));
+        cluster.nodes[i].restart();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while describe(&cluster.nodes[i], "jobs").await.len() != 4 {
+            assert!(Instant::now() < deadline, "node {} did not come back", i + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = load.await.unwrap();
+    let assigned = tokio::time::timeout(Duration::from_secs(90), member).await.expect("the member finishes").unwrap();
+    assert_eq!(assigned, 4, "the member took the new partitions too");
+
+    let mut stored: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+    for p in 0..4 {
+        stored.insert(p, read_values(&client, "jobs", p).await);
+    }
+    for (value, (p, offset)) in &acked {
+        assert!(stored[p].contains(&(*offset, value.clone())), "{value} acked at {p}/{offset}");
+    }
+    for (p, records) in &stored {
+        for (i, (offset, _)) in records.iter().enumerate() {
+            assert_eq!(*offset, i as u64, "partition {p}'s offsets are dense");
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    let missed: Vec<&String> = acked.keys().filter(|v| !seen.contains(*v)).collect();
+    assert!(missed.is_empty(), "the group never processed {} records, e.g. {:?}", missed.len(), &missed[..missed.len().min(5)]);
+    let s = admin.cluster_status_at(&cluster.nodes[0].addr).await.unwrap();
+    assert_eq!(s.nodes.len(), 3, "{:?}", s.nodes);
+    eprintln!("{} records acknowledged through join, move, grow, remove and a rolling restart", acked.len());
+}
