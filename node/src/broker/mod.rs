@@ -533,9 +533,13 @@ impl Broker {
     async fn add_partitions(&self, r: CreatePartitionsRequest) -> Result<CreatePartitionsResponse, WireError> {
         let _guard = self.admin.lock().await;
         let topic = self.topic(&r.name)?;
-        self.check_descriptors(r.total.saturating_sub(topic.partitions.len() as u32))?;
+        // The count's own limits first, then what the process can hold open.
         let effect = self.lock_metadata().add_partitions(&r.name, r.total).map_err(metadata_error)?;
         let Effect::AddPartitions { record, from } = effect else { unreachable!("a grow's effect is AddPartitions") };
+        if let Err(e) = self.check_descriptors(r.total.saturating_sub(topic.partitions.len() as u32)) {
+            self.lock_metadata().add_partitions_failed(&r.name);
+            return Err(e);
+        }
         match self.carry_out_add(&topic, &record, from).await {
             Ok(grown) => {
                 self.lock_metadata().partitions_added(record.clone());
