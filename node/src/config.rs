@@ -87,6 +87,15 @@ fn balance_interval(ms: u64) -> Option<Duration> {
 /// Most nodes `initial_members` may list.
 pub const MEMBERS_MAX: usize = 64;
 
+/// Whether `addr` is `HOST:PORT`: a host of 1–253 characters without
+/// whitespace, and a port 1–65535. One rule for every address a node is
+/// given or registers.
+pub fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && host.len() <= 253 && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
+}
+
 /// Parses `ID@HOST:PORT,...` (the cluster's first voters and their Raft
 /// addresses): ids 1..=2^32-1, each once, at most [`MEMBERS_MAX`].
 pub fn parse_members(list: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -98,8 +107,7 @@ pub fn parse_members(list: &str) -> Result<BTreeMap<u64, String>, String> {
         if id == 0 || id > u64::from(u32::MAX) {
             return Err(format!("initial_members: node id {id} is not between 1 and {}", u32::MAX));
         }
-        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) || port.parse::<u16>().map_or(true, |p| p == 0) {
+        if !is_host_port(addr) {
             return Err(bad());
         }
         if members.insert(id, addr.to_owned()).is_some() {
@@ -502,7 +510,7 @@ impl Config {
                 return bad("join lists too many addresses");
             }
             for a in &self.join {
-                if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0)) {
+                if !is_host_port(a) {
                     return Err(ConfigError::Invalid(format!("join address {a:?} is not HOST:PORT (a member's client address)")));
                 }
             }

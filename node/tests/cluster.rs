@@ -194,6 +194,59 @@ async fn a_three_node_cluster_survives_a_leader_kill_without_losing_or_duplicati
 }
 
 /// The group's committed offsets, by partition, from its coordinator.
+/// Records acknowledged by a background load: value → (partition, offset).
+type Acked = BTreeMap<String, (u32, u64)>;
+
+/// acks=all load in the background: `m0`, `m1`, ... to `topic`, one at a
+/// time, each routed by `route`, until stopped (and at least `min`). A
+/// produce that fails fails the test.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(Acked, Duration)>,
+}
+
+impl Load {
+    fn start(
+        client: &Client,
+        topic: &'static str,
+        min: u32,
+        route: impl Fn(ProduceMessage, u32) -> ProduceMessage + Send + 'static,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, flag) = (client.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let producer = Producer::new(&client);
+            let (mut acked, mut slowest) = (Acked::new(), Duration::ZERO);
+            let mut i = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) || i < min {
+                let started = Instant::now();
+                let r = producer.send(route(ProduceMessage::new(topic, format!("m{i}")), i)).await;
+                let r = r.unwrap_or_else(|e| panic!("produce m{i} to {topic} failed: {e}"));
+                slowest = slowest.max(started.elapsed());
+                acked.insert(format!("m{i}"), (r.partition, r.offset));
+                i += 1;
+            }
+            (acked, slowest)
+        });
+        Load { stop, task }
+    }
+
+    /// Stops the load: what was acknowledged, and the slowest produce.
+    async fn finish(self) -> (Acked, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// Runs weirctl (built beside weir) against `brokers`; its stdout, once it succeeded.
+fn weirctl(brokers: &str, args: &[&str]) -> String {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    let out = Command::new(&path).args(["--broker", brokers]).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "weirctl {args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 async fn committed(client: &Client, group: &str) -> BTreeMap<u32, u64> {
     let req = Request::OffsetFetch(weir_net::message::OffsetFetchRequest { group: group.into(), partitions: vec![] });
     match client.request(&req).await.unwrap() {
@@ -598,25 +651,7 @@ async fn a_rolling_restart_under_load_fails_no_request_and_leaders_balance_back(
     }
 
     // Load: one producer, every partition in turn, acks=all.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let producer = Producer::new(&client);
-            let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-            let mut slowest = Duration::ZERO;
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let started = Instant::now();
-                let r = producer.send(ProduceMessage::new("roll", format!("m{i}")).with_partition(i % 30)).await;
-                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed during the rolling restart: {e}"));
-                slowest = slowest.max(started.elapsed());
-                acked.insert(format!("m{i}"), (r.partition, r.offset));
-                i += 1;
-            }
-            (acked, slowest)
-        })
-    };
+    let load = Load::start(&client, "roll", 0, |m, i| m.with_partition(i % 30));
     tokio::time::sleep(Duration::from_millis(500)).await;
     for victim in 0..3 {
         let led = leaders_per_node(&cluster).await[victim];
@@ -636,23 +671,19 @@ async fn a_rolling_restart_under_load_fails_no_request_and_leaders_balance_back(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (acked, slowest) = load.await.unwrap();
+    let (acked, slowest) = load.finish().await;
     eprintln!("{} records acknowledged through the rolling restart; slowest produce {slowest:?}", acked.len());
     assert!(acked.len() > 100, "the load ran: {} records", acked.len());
 
     // Leaders return to their preferred replicas on demand.
-    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out =
-            Command::new(&weirctl_path).args(["--broker", &cluster.brokers().join(","), "cluster", "balance-leaders"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = weirctl(&cluster.brokers().join(","), &["cluster", "balance-leaders"]);
         let led = leaders_per_node(&cluster).await;
         if led.iter().all(|n| n.abs_diff(10) <= 1) && led.iter().sum::<u32>() == 30 {
             break;
         }
-        assert!(Instant::now() < deadline, "leaders did not balance: {led:?}; {}", String::from_utf8_lossy(&out.stdout));
+        assert!(Instant::now() < deadline, "leaders did not balance: {led:?}; {out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -763,45 +794,13 @@ async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
         let e = admin.reassign_partition("mv", 0, bad.clone()).await.unwrap_err();
         assert_eq!(e.code(), Some(code), "{bad:?}: {e}");
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let producer = Producer::new(&client);
-            let mut acked = BTreeMap::new();
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 200 {
-                let r = producer.send(ProduceMessage::new("mv", format!("m{i}")).with_partition(0)).await;
-                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed during the reassignment: {e}"));
-                acked.insert(format!("m{i}"), r.offset);
-                i += 1;
-            }
-            acked
-        })
-    };
+    let load = Load::start(&client, "mv", 200, |m, _| m.with_partition(0));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
     let list: Vec<String> = to.iter().map(|n| n.to_string()).collect();
-    let out = Command::new(&weirctl_path)
-        .args([
-            "--broker",
-            &cluster.brokers().join(","),
-            "topic",
-            "reassign",
-            "mv",
-            "--partition",
-            "0",
-            "--replicas",
-            &list.join(","),
-            "--wait",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let text =
+        weirctl(&cluster.brokers().join(","), &["topic", "reassign", "mv", "--partition", "0", "--replicas", &list.join(","), "--wait"]);
     assert!(text.contains(&format!("is on {to:?}")), "{text}");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let acked = load.await.unwrap();
+    let (acked, _) = load.finish().await;
     assert_eq!(admin.describe_topic("mv").await.unwrap().partitions[0].replicas, to);
 
     // The new replica holds everything; the old one's data is gone.
@@ -827,7 +826,7 @@ async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let values = read_values(&client, "mv", 0).await;
-    for (value, offset) in &acked {
+    for (value, (_, offset)) in &acked {
         assert!(values.contains(&(*offset, value.clone())), "{value} acked at {offset}");
     }
     eprintln!("{} records acknowledged while partition 0 moved from {old:?} to {to:?}", acked.len());
@@ -845,33 +844,11 @@ async fn a_removed_node_hands_its_replicas_over_and_is_refused_when_it_returns()
     let client = cluster.client().await;
     let admin = Admin::new(&client);
     admin.create_topic(CreateTopicRequest { name: "rm".into(), partitions: 4, replicas: 3, config: Default::default() }).await.unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let producer = Producer::new(&client);
-            let mut acked = BTreeMap::new();
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) || i < 100 {
-                let r = producer.send(ProduceMessage::new("rm", format!("m{i}")).with_partition(i % 4)).await;
-                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed during the removal: {e}"));
-                acked.insert(format!("m{i}"), (r.partition, r.offset));
-                i += 1;
-            }
-            acked
-        })
-    };
+    let load = Load::start(&client, "rm", 100, |m, i| m.with_partition(i % 4));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let weirctl_path = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
-    let out = Command::new(&weirctl_path)
-        .args(["--broker", &cluster.brokers()[..3].join(","), "cluster", "remove-node", "4", "--wait"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let text = weirctl(&cluster.brokers()[..3].join(","), &["cluster", "remove-node", "4", "--wait"]);
     assert!(text.contains("node 4 is removed"), "{text}");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let acked = load.await.unwrap();
+    let (acked, _) = load.finish().await;
     let d = admin.describe_topic("rm").await.unwrap();
     assert!(d.partitions.iter().all(|p| !p.replicas.contains(&4) && p.replicas.len() == 3), "{:?}", d.partitions);
     let replicas_dir = cluster._dirs[3].path().join("replicas");
@@ -915,26 +892,11 @@ async fn join_move_grow_remove_and_roll_under_load_lose_nothing() {
     let admin = Admin::new(&client);
     admin.create_topic(CreateTopicRequest { name: "jobs".into(), partitions: 2, replicas: 3, config: Default::default() }).await.unwrap();
     // Load: acks=all, keyed (so the grow changes where keys go).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (client, stop) = (client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let producer = Producer::new(&client);
-            let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
-            let mut i = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let r = producer.send(ProduceMessage::new("jobs", format!("m{i}")).with_key(format!("k{i}"))).await;
-                let r = r.unwrap_or_else(|e| panic!("produce m{i} failed: {e}"));
-                acked.insert(format!("m{i}"), (r.partition, r.offset));
-                i += 1;
-            }
-            acked
-        })
-    };
-    // A group member processing everything.
+    let load = Load::start(&client, "jobs", 0, |m, i| m.with_key(format!("k{i}")));
+    // A group member processing everything, until the load stopped and it is idle.
     let seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Default::default();
     let member = {
-        let (client, stop, seen) = (cluster.client().await, stop.clone(), seen.clone());
+        let (client, stop, seen) = (cluster.client().await, load.stop.clone(), seen.clone());
         tokio::spawn(async move {
             let mut gc = GroupConsumer::new(&client, worker_config());
             let mut idle_after_stop = 0;
@@ -960,13 +922,8 @@ async fn join_move_grow_remove_and_roll_under_load_lose_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let weirctl = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
     let three = cluster.brokers()[..3].join(",");
-    let ctl = |args: &[&str]| {
-        let out = Command::new(&weirctl).args(["--broker", &three]).args(args).output().unwrap();
-        assert!(out.status.success(), "weirctl {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctl = |args: &[&str]| weirctl(&three, args);
 
     // 1. Node 4 joins; partition 0 moves onto it.
     let dir4 = tempfile::tempdir().unwrap();
@@ -992,8 +949,7 @@ async fn join_move_grow_remove_and_roll_under_load_lose_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let acked = load.await.unwrap();
+    let (acked, _) = load.finish().await;
     let assigned = tokio::time::timeout(Duration::from_secs(90), member).await.expect("the member finishes").unwrap();
     assert_eq!(assigned, 4, "the member took the new partitions too");
 

@@ -239,15 +239,7 @@ async fn balancer(seed: u64, every: Duration, rec: Rec, stop: Arc<AtomicBool>) {
         retries: 0,
         ..Default::default()
     }));
-    loop {
-        // Woken every 100 ms to see whether the faults ended.
-        let at = tokio::time::Instant::now() + Swarm::next_in(&mut rng, every);
-        while tokio::time::Instant::now() < at && !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
+    while pause_unless_stopped(&mut rng, every, &stop).await {
         let i = rng.usize(0..brokers.len());
         let r = admin.balance_leaders_at(&brokers[i]).await;
         let what = r.map_or_else(|e| format!("error {:?}", e.code()), |r| format!("moved {} failed {}", r.moved, r.failed));

@@ -128,16 +128,4 @@ impl Broker {
         let moved = results.iter().filter(|ok| **ok).count() as u32;
         BalanceLeadersResponse { node_id: self.config.node_id, moved, failed: results.len() as u32 - moved }
     }
-
-    /// Starts the periodic balancing pass, if configured (clusters only).
-    pub(super) fn start_balancing(self: &Arc<Self>) {
-        let (Some(every), Some(_)) = (self.config.leader_balance_interval, &self.cluster) else { return };
-        let weak = Arc::downgrade(self);
-        self.tasks.every("leader-balance", every, move || {
-            let b = weak.upgrade()?;
-            Some(async move {
-                b.balance_leaders().await;
-            })
-        });
-    }
 }

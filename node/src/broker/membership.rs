@@ -11,7 +11,6 @@
 use super::Broker;
 use super::cluster::METADATA_GROUP;
 use super::metadata_error;
-use std::sync::Arc;
 use std::time::Duration;
 use weir_core::metadata::cluster::{ClusterCommand, Outcome};
 use weir_net::message::{JoinClusterRequest, JoinClusterResponse};
@@ -29,11 +28,7 @@ pub fn format_members(members: &std::collections::BTreeMap<u64, String>) -> Stri
 }
 
 fn check_address(what: &str, addr: &str) -> Result<(), WireError> {
-    let ok = addr.len() <= 256
-        && addr
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if ok {
+    if crate::config::is_host_port(addr) {
         Ok(())
     } else {
         Err(WireError::new(
@@ -86,7 +81,7 @@ impl Broker {
     /// leader: a registered broker the group lacks becomes a learner; a
     /// learner that holds the whole log becomes a voter while there are
     /// fewer than [`METADATA_VOTERS_MAX`]. One change per pass.
-    async fn reconcile_membership(&self) {
+    pub(super) async fn reconcile_membership(&self) {
         let Some(cluster) = self.cluster.as_ref() else { return };
         let group = cluster.log.raft_group();
         let status = group.status();
@@ -151,17 +146,5 @@ impl Broker {
                 Err(e) => tracing::warn!(node = id, error = %e, "could not promote a learner to voter"),
             }
         }
-    }
-
-    /// Runs the membership reconciler (clusters only).
-    pub(super) fn start_membership(self: &Arc<Self>) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        self.tasks.every("metadata-membership", RECONCILE_INTERVAL, move || {
-            let b = weak.upgrade()?;
-            Some(async move { b.reconcile_membership().await })
-        });
     }
 }

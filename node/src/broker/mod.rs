@@ -261,20 +261,29 @@ impl Broker {
     /// expiry and compaction) and retention. Both stop at `shutdown`.
     pub fn start_background(self: &Arc<Self>) {
         self.start_cluster();
-        self.start_balancing();
-        self.start_membership();
-        self.start_reassigning();
+        self.every("group-ticker", groups::TICK_INTERVAL, |b| async move { b.groups.tick().await });
+        // Each partition's retention runs its file deletions on a blocking thread.
+        self.every("retention", self.config.retention_check_interval, |b| async move { b.apply_retention().await });
+        if self.cluster.is_some() {
+            self.every("metadata-membership", membership::RECONCILE_INTERVAL, |b| async move { b.reconcile_membership().await });
+            self.every("reassign", reassign::DRIVE_INTERVAL, |b| async move { b.drive_reassignments().await });
+            if let Some(every) = self.config.leader_balance_interval {
+                self.every("leader-balance", every, |b| async move {
+                    b.balance_leaders().await;
+                });
+            }
+        }
+    }
+
+    /// Runs `tick` with this broker every `interval` under the supervisor,
+    /// until shutdown or the broker is gone (the task holds it weakly).
+    fn every<F, Fut>(self: &Arc<Self>, name: &'static str, interval: Duration, tick: F)
+    where
+        F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(self);
-        self.tasks.every("group-ticker", groups::TICK_INTERVAL, move || {
-            let b = weak.upgrade()?;
-            Some(async move { b.groups.tick().await })
-        });
-        let weak = Arc::downgrade(self);
-        self.tasks.every("retention", self.config.retention_check_interval, move || {
-            let b = weak.upgrade()?;
-            // Each partition's retention runs its file deletions on a blocking thread.
-            Some(async move { b.apply_retention().await })
-        });
+        self.tasks.every(name, interval, move || weak.upgrade().map(&tick));
     }
 
     pub fn config(&self) -> &Config {

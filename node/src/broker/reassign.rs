@@ -119,7 +119,7 @@ impl Broker {
     }
 
     /// One step of every reassignment whose partition this node leads.
-    async fn drive_reassignments(&self) {
+    pub(super) async fn drive_reassignments(&self) {
         let Some(cluster) = self.cluster.as_ref() else { return };
         for m in moving(cluster) {
             let replica = self
@@ -175,17 +175,5 @@ impl Broker {
                 tracing::warn!(what = %what, error = %e.message, "reassignment: could not record it done yet");
             }
         }
-    }
-
-    /// Runs the reassignment driver (clusters only).
-    pub(super) fn start_reassigning(self: &Arc<Self>) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let weak = Arc::downgrade(self);
-        self.tasks.every("reassign", DRIVE_INTERVAL, move || {
-            let b = weak.upgrade()?;
-            Some(async move { b.drive_reassignments().await })
-        });
     }
 }

@@ -967,12 +967,8 @@ impl Group {
     /// On the leader: the last entry index each other voter holds (`None`
     /// for one that holds nothing yet); empty on any other replica.
     pub fn matched(&self) -> BTreeMap<u64, Option<u64>> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        m.replication.as_ref().map_or_else(BTreeMap::new, |r| {
-            r.iter().filter(|(n, _)| **n != self.node && voters.contains(n)).map(|(n, l)| (*n, l.map(|l| l.index))).collect()
-        })
+        let voters = self.status().voters;
+        self.progress().into_iter().filter(|(n, _)| voters.contains(n)).collect()
     }
 
     /// On the leader: the last entry index every other member (voters and
