@@ -322,6 +322,41 @@ async fn a_consumer_group_follows_its_coordinator_through_a_kill_and_keeps_its_c
     assert_eq!(now.values().sum::<u64>(), 200);
 }
 
+/// A topic created through one broker is at once known to every other: a
+/// broker whose copy of the metadata is a moment behind waits for it
+/// instead of answering "no such topic" (a flake of the group test above:
+/// its first produce, routed by a follower's metadata, was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_through_one_broker_is_known_at_once_to_every_other() {
+    let cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let creator = cluster.nodes[0].client().await;
+    let others = [&cluster.nodes[1].addr, &cluster.nodes[2].addr];
+    for i in 0..20 {
+        let name = format!("fresh-{i}");
+        Admin::new(&creator)
+            .create_topic(CreateTopicRequest { name: name.clone(), partitions: 1, replicas: 3, config: Default::default() })
+            .await
+            .unwrap();
+        for other in &others {
+            let answer = creator.request_at(other, &Request::Metadata(MetadataRequest { topics: Some(vec![name.clone()]) })).await;
+            assert!(matches!(answer, Ok(Response::Metadata(_))), "{name} just created: {answer:?}");
+        }
+        Admin::new(&creator).add_partitions(&name, 1).await.unwrap();
+        // The new partition is known (led there or elsewhere), not unknown.
+        for other in &others {
+            let ask =
+                weir_net::message::ListOffsetsRequest { topic: name.clone(), partition: 1, spec: weir_net::message::OffsetSpec::Latest };
+            let answer = creator.request_at(other, &Request::ListOffsets(ask)).await;
+            let unknown = matches!(&answer, Err(e) if matches!(e.code(), Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)));
+            assert!(!unknown, "{name}'s partition 1 just added: {answer:?}");
+        }
+    }
+    // A topic nobody created is still refused, with what to do.
+    let answer = creator.request_at(others[0], &Request::Metadata(MetadataRequest { topics: Some(vec!["never-made".into()]) })).await;
+    assert!(matches!(&answer, Err(e) if e.code() == Some(ErrorCode::UnknownTopic)), "{answer:?}");
+}
+
 /// A data directory is one broker's or one cluster node's: started the
 /// other way, the broker refuses with what to do, instead of starting
 /// without the topics it holds.

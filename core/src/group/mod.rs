@@ -79,6 +79,10 @@ pub enum GroupError {
     NotEmpty(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// An offset for a topic or partition the coordinator does not know:
+    /// it would outlive the topic and apply to a new one of the same name.
+    #[error("topic {topic:?} has no partition {partition}: nothing was committed")]
+    UnknownPartition { topic: String, partition: u32 },
     /// A change to the group's offsets that excludes this one is not yet
     /// durable (a deletion or expiry, or commits before a deletion).
     #[error("group {0:?} has a change to its offsets in progress (a commit, deletion or expiry): retry shortly")]
@@ -441,7 +445,7 @@ impl GroupCoordinator {
         // An offset for a topic that does not exist (or no longer does) would
         // outlive it and apply to a new topic of the same name.
         if let Some((tp, _, _)) = offsets.iter().find(|(tp, _, _)| self.partitions.get(&tp.topic).is_none_or(|n| tp.partition >= *n)) {
-            return Err(GroupError::Invalid(format!("topic {:?} has no partition {}: nothing was committed", tp.topic, tp.partition)));
+            return Err(GroupError::UnknownPartition { topic: tp.topic.clone(), partition: tp.partition });
         }
         let records = offsets
             .iter()

@@ -307,8 +307,11 @@ fn offsets_of_a_deleted_topic_are_forgotten_and_commits_to_unknown_topics_refuse
     let p = c.commit("g", None, &[(tp.clone(), 3, String::new()), (TopicPartition::new("b", 1), 5, String::new())], now).unwrap();
     c.apply_commit(&p, now);
     c.set_partitions("a", None, now);
-    assert!(matches!(c.commit("g", None, &[(tp.clone(), 4, String::new())], now), Err(GroupError::Invalid(_))));
-    assert!(matches!(c.commit("g", None, &[(TopicPartition::new("b", 9), 1, String::new())], now), Err(GroupError::Invalid(_))));
+    assert!(matches!(c.commit("g", None, &[(tp.clone(), 4, String::new())], now), Err(GroupError::UnknownPartition { .. })));
+    assert!(matches!(
+        c.commit("g", None, &[(TopicPartition::new("b", 9), 1, String::new())], now),
+        Err(GroupError::UnknownPartition { .. })
+    ));
     let forget = c.forget_topic("a");
     assert_eq!(forget.len(), 1);
     assert_eq!(c.fetch_offsets("g", &[]).len(), 2, "visible until durable");

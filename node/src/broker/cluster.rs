@@ -34,8 +34,19 @@ use weir_net::{ErrorCode, WireError};
 pub const METADATA_GROUP: u64 = 2;
 /// How long an admin write waits for its command to commit and apply.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a read barrier waits for the leader's answer and the applier.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Outcomes kept for proposers that have not collected them yet.
 const OUTCOMES_MAX: usize = 4096;
+
+/// What one broker asks the metadata leader over `Call::Forward`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Forwarded {
+    /// Propose this command; the answer is the offset it committed at.
+    Command(ClusterCommand),
+    /// The metadata log's committed end (a read barrier).
+    Committed,
+}
 
 /// A clustered broker's view of the metadata.
 #[derive(Debug)]
@@ -133,10 +144,11 @@ impl Broker {
         self.raft.on_forward(Arc::new(move |from, request| {
             let weak = weak.clone();
             Box::pin(async move {
-                let answer: Result<u64, WireError> = match (weak.upgrade(), postcard::from_bytes::<ClusterCommand>(&request)) {
+                let answer: Result<u64, WireError> = match (weak.upgrade(), postcard::from_bytes::<Forwarded>(&request)) {
                     (None, _) => Err(WireError::new(ErrorCode::ShuttingDown, "the broker is stopping")),
                     (_, Err(e)) => Err(WireError::new(ErrorCode::InvalidRequest, format!("node {from} forwarded no command: {e}"))),
-                    (Some(b), Ok(command)) => b.propose_here(&command).await,
+                    (Some(b), Ok(Forwarded::Command(command))) => b.propose_here(&command).await,
+                    (Some(b), Ok(Forwarded::Committed)) => b.committed_here(),
                 };
                 postcard::to_stdvec(&answer).expect("answers serialise")
             })
@@ -221,7 +233,7 @@ impl Broker {
                         "the metadata group has no leader (an election is under way, or a majority of the cluster is down): retry",
                     ));
                 };
-                let request = postcard::to_stdvec(&command).expect("commands serialise");
+                let request = postcard::to_stdvec(&Forwarded::Command(command)).expect("commands serialise");
                 let answer = self.raft.forward(leader, request, COMMAND_TIMEOUT).await?;
                 let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
                     .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no outcome: {e}")))?;
@@ -241,6 +253,43 @@ impl Broker {
             Some(o) => Ok(o),
             None => Err(WireError::new(ErrorCode::Timeout, "the metadata change's outcome is no longer known: check with topic list")),
         }
+    }
+
+    /// Waits (a bounded while) until this broker has applied everything
+    /// the metadata leader had committed when asked: a read barrier. A
+    /// broker that answered "no such topic" from a copy a few milliseconds
+    /// behind the leader made a client that had just created the topic (or
+    /// grown it) give up on it; run before such an answer is final.
+    pub(super) async fn metadata_barrier(&self) -> Result<(), WireError> {
+        let cluster = self.cluster()?;
+        let committed = match self.committed_here() {
+            Err(e) if matches!(e.code(), ErrorCode::NotLeader) => {
+                let Some(leader) = cluster.log.leader().filter(|l| *l != self.config.node_id) else {
+                    return Err(WireError::new(ErrorCode::LeaderNotAvailable, "the metadata group has no leader: retry"));
+                };
+                let request = postcard::to_stdvec(&Forwarded::Committed).expect("requests serialise");
+                let answer = self.raft.forward(leader, request, BARRIER_TIMEOUT).await?;
+                let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
+                    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no offset: {e}")))?;
+                answer?
+            }
+            other => other?,
+        };
+        let mut rx = cluster.applied.subscribe();
+        match tokio::time::timeout(BARRIER_TIMEOUT, rx.wait_for(|a| *a >= committed)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(WireError::new(ErrorCode::Timeout, "this broker's metadata is behind the cluster's: retry")),
+        }
+    }
+
+    /// The metadata log's committed end, on its serving leader: what a
+    /// [`Broker::metadata_barrier`] waits for.
+    fn committed_here(&self) -> Result<u64, WireError> {
+        let cluster = self.cluster()?;
+        if cluster.log.serving_term().is_none() {
+            return Err(WireError::new(ErrorCode::NotLeader, "this node does not lead the metadata group"));
+        }
+        Ok(cluster.log.high_watermark())
     }
 
     /// Proposes `command` to the metadata group on this node; the offset

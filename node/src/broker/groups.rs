@@ -90,6 +90,7 @@ pub fn group_error(e: GroupError) -> WireError {
         GroupError::InconsistentAssignors { .. } => ErrorCode::InconsistentAssignors,
         GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
         GroupError::Invalid(_) => ErrorCode::InvalidRequest,
+        GroupError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         GroupError::ChangePending(_) => ErrorCode::Busy,
     };
     WireError::new(code, e.to_string())

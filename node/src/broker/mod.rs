@@ -362,8 +362,38 @@ impl Broker {
         })
     }
 
-    /// Answers one request.
+    /// Answers one request. In a cluster, a request about a topic or
+    /// partition this broker does not know is answered again after a read
+    /// barrier: the topic may have been created (or grown) a moment ago
+    /// and not reached this broker's copy of the metadata yet. Only
+    /// requests that change nothing when refused are answered twice.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
+        let again = match &request {
+            Request::Metadata(_)
+            | Request::Produce(_)
+            | Request::Fetch(_)
+            | Request::ListOffsets(_)
+            | Request::DescribeTopic(_)
+            | Request::OffsetCommit(_)
+                if self.cluster.is_some() =>
+            {
+                Some(request.clone())
+            }
+            _ => None,
+        };
+        match (self.answer(request).await, again) {
+            (Err(e), Some(request)) if matches!(e.code(), ErrorCode::UnknownTopic | ErrorCode::UnknownPartition) => {
+                if let Err(b) = self.metadata_barrier().await {
+                    tracing::debug!(error = %b.message, "metadata barrier failed; answering from this broker's copy");
+                    return Err(e);
+                }
+                self.answer(request).await
+            }
+            (r, _) => r,
+        }
+    }
+
+    async fn answer(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
         match request {
             Request::ApiVersions(r) => {
                 tracing::debug!(client = %r.client, "handshake");
