@@ -81,6 +81,8 @@ codes! {
     InvalidReplicaAssignment = 36, false, "the replica list is invalid (an unknown node, a node twice, or another replication factor): list the topic's replication factor of distinct registered nodes";
     ReassignmentInProgress = 37, false, "the partition is being reassigned already: wait for it to finish (weirctl topic reassign --wait), then retry";
     NodeNotFound = 38, false, "no such node is registered in the cluster: check weirctl cluster status";
+    StaleIncarnation = 39, false, "the node's data directory is not the one the cluster registered for it (it was wiped or replaced, so the node could vote twice): remove the node (weirctl cluster remove-node ID) and join it again with an empty data directory (weir --join)";
+    WrongCluster = 40, false, "the node belongs to another cluster (its data directory holds another cluster's id): give it this cluster's data directory, or an empty one and weir --join";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// The API key of peer frames (far from the client APIs' keys).
 pub const PEER_API_KEY: u16 = 0x5752;
 /// Version of the peer protocol spoken by this build.
-pub const PEER_VERSION: u16 = 1;
+pub const PEER_VERSION: u16 = 2;
 /// Most messages one frame may carry.
 pub const MESSAGES_PER_FRAME_MAX: usize = 1024;
 /// Most entries one Append may carry.
@@ -181,10 +181,23 @@ pub struct Message<T> {
     pub body: T,
 }
 
+/// Who sends a frame, beyond its node id: the cluster it belongs to and
+/// the data directory it runs on. Every frame carries it, both ways, so a
+/// node whose directory was wiped or swapped (it could vote twice in one
+/// term) or that belongs to another cluster is refused at once, as caller
+/// and as answerer. 0 means not known yet (a new cluster has no id until
+/// its first metadata leader picks one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Identity {
+    pub cluster: u64,
+    pub incarnation: u64,
+}
+
 /// Every message of one frame, from node `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerFrame<T> {
     pub from: u64,
+    pub identity: Identity,
     pub messages: Vec<Message<T>>,
 }
 
@@ -231,6 +244,7 @@ struct WireMessage<T> {
 #[derive(Serialize, Deserialize)]
 struct WireFrame<T> {
     from: u64,
+    identity: Identity,
     messages: Vec<WireMessage<T>>,
 }
 
@@ -329,7 +343,8 @@ impl PeerFrame<Call> {
                 WireMessage { call_id: m.call_id, group: m.group, body }
             })
             .collect();
-        let body = postcard::to_stdvec(&WireFrame { from: self.from, messages }).expect("postcard encoding of owned data cannot fail");
+        let body = postcard::to_stdvec(&WireFrame { from: self.from, identity: self.identity, messages })
+            .expect("postcard encoding of owned data cannot fail");
         let payload_len = payload.iter().map(|b| b.len()).sum();
         frame::encode_head(out, header(Kind::Request), &body, payload_len);
         payload
@@ -415,7 +430,7 @@ impl PeerFrame<Call> {
         if !payload.is_empty() {
             return Err(malformed(format_args!("{} bytes after the last batch", payload.len())));
         }
-        Ok(PeerFrame { from: wire.from, messages })
+        Ok(PeerFrame { from: wire.from, identity: wire.identity, messages })
     }
 }
 
@@ -423,7 +438,8 @@ impl PeerFrame<Answer> {
     pub fn encode(&self, out: &mut BytesMut) {
         let messages: Vec<WireMessage<&Answer>> =
             self.messages.iter().map(|m| WireMessage { call_id: m.call_id, group: m.group, body: &m.body }).collect();
-        let body = postcard::to_stdvec(&WireFrame { from: self.from, messages }).expect("postcard encoding of owned data cannot fail");
+        let body = postcard::to_stdvec(&WireFrame { from: self.from, identity: self.identity, messages })
+            .expect("postcard encoding of owned data cannot fail");
         frame::encode(out, header(Kind::Response), &body, &[]);
     }
 
@@ -438,7 +454,7 @@ impl PeerFrame<Answer> {
             return Err(malformed(format_args!("{} answers in one frame (at most {MESSAGES_PER_FRAME_MAX})", wire.messages.len())));
         }
         let messages = wire.messages.into_iter().map(|m| Message { call_id: m.call_id, group: m.group, body: m.body }).collect();
-        Ok(PeerFrame { from: wire.from, messages })
+        Ok(PeerFrame { from: wire.from, identity: wire.identity, messages })
     }
 }
 
@@ -470,6 +486,7 @@ mod tests {
         ];
         PeerFrame {
             from: 2,
+            identity: Identity { cluster: 7, incarnation: 9 },
             messages: vec![
                 Message {
                     call_id: 1,
@@ -507,6 +524,7 @@ mod tests {
     fn answers_round_trip() {
         let f = PeerFrame {
             from: 1,
+            identity: Identity { cluster: 7, incarnation: 9 },
             messages: vec![
                 Message {
                     call_id: 1,
@@ -544,10 +562,11 @@ mod tests {
         let vote = Vote { term: 1, node: Some(1), committed: false };
         let beat = |n| Message { call_id: n, group: 0, body: Call::Heartbeat(NodeHeartbeat::default()) };
         let cases = [
-            PeerFrame { from: 1, messages: (0..MESSAGES_PER_FRAME_MAX as u64 + 1).map(beat).collect() },
-            PeerFrame { from: NODE_ID_MAX + 1, messages: vec![beat(1)] },
+            PeerFrame { from: 1, identity: Identity::default(), messages: (0..MESSAGES_PER_FRAME_MAX as u64 + 1).map(beat).collect() },
+            PeerFrame { from: NODE_ID_MAX + 1, identity: Identity::default(), messages: vec![beat(1)] },
             PeerFrame {
                 from: 1,
+                identity: Identity { cluster: 7, incarnation: 9 },
                 messages: vec![Message {
                     call_id: 1,
                     group: 1,
@@ -556,6 +575,7 @@ mod tests {
             },
             PeerFrame {
                 from: 1,
+                identity: Identity { cluster: 7, incarnation: 9 },
                 messages: vec![Message {
                     call_id: 1,
                     group: 1,

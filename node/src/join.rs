@@ -14,7 +14,7 @@
 use crate::config::{Config, parse_members};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use weir_client::{Admin, Client, ClientConfig, ClientError};
 use weir_core::disk::{Disk, read_small, write_atomic};
@@ -24,7 +24,6 @@ use weir_net::{ErrorCode, Request};
 /// How long a join keeps trying the listed members.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CLUSTER_FILE: &str = "cluster.json";
-const DATA_DIR_ID_FILE: &str = "data-dir-id";
 
 /// What a joined node keeps of its join (`meta/cluster.json`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +53,19 @@ pub async fn prepare(config: &mut Config, disk: &dyn Disk, client_address: std::
         if config.initial_members.is_empty() && config.raft_listen.is_some() {
             bail!("raft_listen needs initial_members (the cluster's voters) or join; without them the broker runs alone");
         }
+        let single_topics = config.data_dir.join("topics");
+        let single = disk.exists(&single_topics) && !disk.list_dir(&single_topics)?.is_empty();
+        // (A single broker's directory is refused when it opens.)
+        if !config.initial_members.is_empty() && !single {
+            // An initial member records which cluster it was started in:
+            // its data directory then refuses to start in another.
+            // The directory must be this node's before it is marked so.
+            crate::broker::store::claim_node_id(disk, &config.data_dir, config.node_id)?;
+            let joined =
+                Joined { node_id: config.node_id, initial_members: crate::broker::membership::format_members(&config.initial_members) };
+            crate::broker::store::ensure_dir(disk, &meta)?;
+            write_atomic(disk, &meta, CLUSTER_FILE, &serde_json::to_vec_pretty(&joined).expect("serialises"))?;
+        }
         return Ok(());
     }
     for inner in ["topics", "replicas", "internal"] {
@@ -66,7 +78,7 @@ pub async fn prepare(config: &mut Config, disk: &dyn Disk, client_address: std::
             );
         }
     }
-    let data_dir_id = data_dir_id(disk, &meta)?;
+    let data_dir_id = crate::broker::store::data_dir_id(disk, &config.data_dir)?;
     let raft_address = config.raft_listen.map(|a| a.to_string()).unwrap_or_default();
     let request = JoinClusterRequest {
         node_id: if config.node_id_explicit { config.node_id } else { 0 },
@@ -102,9 +114,19 @@ fn adopt(config: &mut Config, joined: Joined, restart: bool) -> anyhow::Result<(
     }
     let members = parse_members(&joined.initial_members).map_err(anyhow::Error::msg)?;
     if !config.initial_members.is_empty() && config.initial_members != members {
-        bail!("initial_members differ from the cluster this node joined ({}): leave them out", joined.initial_members);
+        bail!(
+            "{} belongs to the cluster whose initial members are {}, and this broker was started with {}: it is another cluster's data directory; start it with that cluster's initial_members (or none), or give this node an empty --data-dir",
+            config.data_dir.display(),
+            joined.initial_members,
+            crate::broker::membership::format_members(&config.initial_members)
+        );
     }
     if config.raft_listen.is_none() {
+        // An initial member restarted without its flags listens where the
+        // cluster expects it.
+        config.raft_listen = members.get(&joined.node_id).and_then(|a| a.parse().ok());
+    }
+    if config.raft_listen.is_none() && !members.contains_key(&joined.node_id) {
         bail!("node {} joined its cluster with a Raft address: start it with --raft-listen again", joined.node_id);
     }
     config.node_id = joined.node_id;
@@ -112,19 +134,6 @@ fn adopt(config: &mut Config, joined: Joined, restart: bool) -> anyhow::Result<(
     config.joined = !config.initial_members.contains_key(&joined.node_id);
     config.join.clear();
     Ok(())
-}
-
-/// The data directory's random id, made durable on first use.
-fn data_dir_id(disk: &dyn Disk, meta: &Path) -> anyhow::Result<u64> {
-    let path = meta.join(DATA_DIR_ID_FILE);
-    if let Some(raw) = read_small(disk, &path, 64)? {
-        let text = String::from_utf8_lossy(&raw).trim().to_owned();
-        return text.parse().with_context(|| format!("{} holds {text:?}, not an id: remove it", path.display()));
-    }
-    let id = crate::raft::random_u64().max(1);
-    crate::broker::store::ensure_dir(disk, meta)?;
-    write_atomic(disk, meta, DATA_DIR_ID_FILE, id.to_string().as_bytes())?;
-    Ok(id)
 }
 
 /// Asks the metadata leader, found through any of `members`, to take this
@@ -187,6 +196,7 @@ async fn ask_one(client: &Client, admin: &Admin, addr: &str, request: &JoinClust
 mod tests {
     use super::*;
     use crate::disk::RealDisk;
+    use std::path::Path;
 
     fn config(dir: &Path) -> Config {
         Config { data_dir: dir.to_path_buf(), raft_listen: Some("127.0.0.1:9195".parse().unwrap()), ..Config::default() }
@@ -210,6 +220,32 @@ mod tests {
         let mut c = Config { raft_listen: None, ..config(dir.path()) };
         let err = prepare(&mut c, &disk, bound).await.unwrap_err();
         assert!(err.to_string().contains("--raft-listen"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_initial_members_data_dir_refuses_another_cluster_and_restarts_without_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = RealDisk::default();
+        let bound = "127.0.0.1:9095".parse().unwrap();
+        let members = parse_members("1@127.0.0.1:9192,2@127.0.0.1:9193").unwrap();
+        let mut c = Config { node_id: 2, node_id_explicit: true, initial_members: members.clone(), ..config(dir.path()) };
+        prepare(&mut c, &disk, bound).await.unwrap();
+        assert!(!c.joined);
+        // Restarted with nothing but its data directory: the same node.
+        let mut c = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        prepare(&mut c, &disk, bound).await.unwrap();
+        assert_eq!((c.node_id, c.joined, &c.initial_members), (2, false, &members));
+        assert_eq!(c.raft_listen, Some("127.0.0.1:9193".parse().unwrap()));
+        // Started in another cluster (other members): refused, saying why.
+        let other = parse_members("1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003").unwrap();
+        let mut c = Config { node_id: 2, node_id_explicit: true, initial_members: other, ..config(dir.path()) };
+        let err = prepare(&mut c, &disk, bound).await.unwrap_err().to_string();
+        assert!(err.contains("another cluster's data directory") && err.contains("127.0.0.1:9193"), "{err}");
+        // Another node's directory is refused before anything is written to it.
+        let mut c = Config { node_id: 1, node_id_explicit: true, initial_members: members, ..config(dir.path()) };
+        assert!(prepare(&mut c, &disk, bound).await.is_err());
+        let kept: Joined = serde_json::from_slice(&std::fs::read(dir.path().join("meta").join(CLUSTER_FILE)).unwrap()).unwrap();
+        assert_eq!(kept.node_id, 2);
     }
 
     #[tokio::test]

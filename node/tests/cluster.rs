@@ -357,6 +357,87 @@ async fn a_topic_created_through_one_broker_is_known_at_once_to_every_other() {
     assert!(matches!(&answer, Err(e) if e.code() == Some(ErrorCode::UnknownTopic)), "{answer:?}");
 }
 
+fn empty_dir(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { std::fs::remove_dir_all(path).unwrap() } else { std::fs::remove_file(path).unwrap() }
+    }
+}
+
+/// A node whose data directory was wiped comes back as a stranger that
+/// could vote twice in a term it already voted in: its peers refuse it,
+/// both its calls and its answers, so it learns nothing and counts for
+/// nothing, until it is removed and joins again as a new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_is_refused_until_it_is_removed_and_joins_again() {
+    let mut cluster = Cluster::start(4);
+    cluster.wait_registered(0).await;
+    // The first metadata leader names the cluster; every member keeps the id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.nodes.iter().all(|n| n.dir.join("meta").join("cluster-id").exists()) {
+        assert!(Instant::now() < deadline, "the members did not record a cluster id within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivors = Client::connect(ClientConfig {
+        brokers: cluster.nodes[..3].iter().map(|n| n.addr.clone()).collect(),
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    Admin::new(&survivors)
+        .create_topic(CreateTopicRequest { name: "kept".into(), partitions: 4, replicas: 3, config: Default::default() })
+        .await
+        .unwrap();
+    let producer = Producer::new(&survivors);
+    let mut acked = BTreeMap::new();
+    for i in 0..30u32 {
+        let r = producer.send(ProduceMessage::new("kept", format!("k{i}")).with_partition(i % 4)).await.unwrap();
+        acked.insert(format!("k{i}"), (r.partition, r.offset));
+    }
+
+    cluster.nodes[3].kill9();
+    empty_dir(&cluster.nodes[3].dir.clone());
+    cluster.nodes[3].restart();
+    // Its peers do not hear it (its heartbeats are refused) and it learns nothing.
+    let restarted = Instant::now();
+    let until = restarted + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert!(describe(&cluster.nodes[3], "kept").await.is_empty(), "the wiped node was taken back: it learnt the topic");
+        assert!(!cluster.nodes[3].dir.join("meta").join("cluster-id").exists(), "the wiped node learnt the cluster id");
+        let s = Admin::new(&survivors).cluster_status_at(&cluster.nodes[0].addr).await.unwrap();
+        let heard = s.nodes.iter().find(|n| n.id == 4).and_then(|n| n.heard_ms_ago);
+        let since = restarted.elapsed().as_millis() as u64;
+        assert!(heard.is_none_or(|ms| ms >= since), "node 1 heard the wiped node {heard:?} ms ago, {since} ms after its restart");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for i in 30..60u32 {
+        let r = producer.send(ProduceMessage::new("kept", format!("k{i}")).with_partition(i % 4)).await.unwrap();
+        acked.insert(format!("k{i}"), (r.partition, r.offset));
+    }
+
+    let brokers = format!("{},{}", cluster.nodes[0].addr, cluster.nodes[1].addr);
+    weirctl(&brokers, &["cluster", "remove-node", "4", "--wait"]);
+    cluster.nodes[3].kill9();
+    empty_dir(&cluster.nodes[3].dir.clone());
+    let raft = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let dir = cluster.nodes[3].dir.clone();
+    cluster.nodes[3] = Broker::start_with(&dir, None, &["--join", &cluster.nodes[0].addr, "--raft-listen", &raft]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = Admin::new(&survivors).cluster_status_at(&cluster.nodes[0].addr).await.unwrap();
+        let ids: Vec<u64> = s.nodes.iter().map(|n| n.id).collect();
+        if ids == [1, 2, 3, 5] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the re-joined node is not node 5 of 1, 2, 3, 5: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (value, (p, offset)) in &acked {
+        assert!(read_values(&survivors, "kept", *p).await.contains(&(*offset, value.clone())), "{value} at {p}/{offset}");
+    }
+}
+
 /// A data directory is one broker's or one cluster node's: started the
 /// other way, the broker refuses with what to do, instead of starting
 /// without the topics it holds.
@@ -391,9 +472,18 @@ async fn a_data_dir_of_the_other_mode_is_refused_with_a_clear_message() {
     let node_dir = tempfile::tempdir().unwrap();
     let mut node = Broker::start_with(node_dir.path(), None, &["--initial-members", &members]);
     node.terminate();
+    // Started without flags, a member's directory says what it is.
+    let mut again = Broker::start(node_dir.path(), None);
+    let status = Admin::new(&again.client().await).cluster_status_at(&again.addr).await.unwrap();
+    assert!(status.clustered && status.node_id == 1, "{status:?}");
+    again.terminate();
+    // One from before members recorded themselves is refused, saying what to do.
+    std::fs::remove_file(node_dir.path().join("meta").join("cluster.json")).unwrap();
     let (code, err) = run(node_dir.path(), &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("belongs to a cluster node"), "{err}");
+    // Nor does a single broker's directory become a member's by being tried as one.
+    assert!(!dir.path().join("meta").join("cluster.json").exists());
 }
 
 /// A cluster of one (a lone voter elects itself at once) coordinates its

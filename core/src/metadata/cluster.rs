@@ -97,6 +97,19 @@ pub enum ClusterCommand {
         raft_address: String,
         data_dir_id: u64,
     },
+    /// A node (re)announces itself at start (as `RegisterBroker`), with the
+    /// random id of its data directory. The first registration binds the
+    /// node to that directory; a later one from another directory (wiped,
+    /// or another node's) is refused: its votes and log are not the node's.
+    RegisterNode {
+        record: BrokerRecord,
+        data_dir_id: u64,
+    },
+    /// The cluster's random id, proposed by a metadata leader that finds
+    /// none: the first applied stays, later ones change nothing.
+    SetClusterId {
+        cluster_id: u64,
+    },
 }
 
 /// A topic with where its replicas live.
@@ -116,6 +129,8 @@ pub struct ClusterTopic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Registered(BrokerRecord),
+    /// The cluster's id (set now, or already).
+    ClusterId(u64),
     Created(ClusterTopic),
     Deleted(ClusterTopic),
     /// A reassignment started: `to` are the partition's replicas to be.
@@ -172,6 +187,10 @@ pub struct ClusterMetadata {
     leaving: std::collections::BTreeSet<u64>,
     /// Nodes removed: never registered again under that id.
     removed: std::collections::BTreeSet<u64>,
+    /// The data directory each node is bound to (its first registration
+    /// with one, or its join).
+    data_dirs: BTreeMap<u64, u64>,
+    cluster_id: Option<u64>,
 }
 
 impl ClusterMetadata {
@@ -189,6 +208,8 @@ impl ClusterMetadata {
             joined: BTreeMap::new(),
             leaving: Default::default(),
             removed: Default::default(),
+            data_dirs: BTreeMap::new(),
+            cluster_id: None,
         }
     }
 
@@ -241,6 +262,16 @@ impl ClusterMetadata {
         self.topics.values().any(|t| t.assignment.iter().any(|r| r.contains(&id)) || t.moving.values().any(|r| r.contains(&id)))
     }
 
+    /// The data directory each node is bound to.
+    pub fn data_dirs(&self) -> &BTreeMap<u64, u64> {
+        &self.data_dirs
+    }
+
+    /// The cluster's id, once its first metadata leader picked one.
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id
+    }
+
     /// Which node joined from data directory `data_dir_id`, if one did.
     pub fn joined_from(&self, data_dir_id: u64) -> Option<u64> {
         self.joined.get(&data_dir_id).copied()
@@ -270,6 +301,28 @@ impl ClusterMetadata {
     pub fn apply(&mut self, command: ClusterCommand) -> Outcome {
         match command {
             ClusterCommand::RegisterBroker(b) => self.register(b),
+            ClusterCommand::RegisterNode { record, data_dir_id } => {
+                let id = record.id;
+                if let Some(&bound) = self.data_dirs.get(&id).filter(|d| **d != data_dir_id) {
+                    return Outcome::Refused(MetadataError::StaleIncarnation { node: id, registered: bound, presented: data_dir_id });
+                }
+                if let Some((&other, _)) = self.data_dirs.iter().find(|(n, d)| **d == data_dir_id && **n != id) {
+                    return Outcome::Refused(MetadataError::InvalidConfig(format!(
+                        "data directory {data_dir_id:016x} is node {other}'s, and node {id} presented it: start node {id} on its own data directory"
+                    )));
+                }
+                let outcome = self.register(record);
+                if matches!(outcome, Outcome::Registered(_)) {
+                    self.data_dirs.insert(id, data_dir_id);
+                }
+                outcome
+            }
+            ClusterCommand::SetClusterId { cluster_id } => {
+                if cluster_id == 0 {
+                    return Outcome::Refused(MetadataError::InvalidConfig("a cluster id is never 0".into()));
+                }
+                Outcome::ClusterId(*self.cluster_id.get_or_insert(cluster_id))
+            }
             ClusterCommand::ReassignPartition { name, partition, replicas } => {
                 let Some(topic) = self.topics.get(&name) else { return Outcome::Refused(MetadataError::UnknownTopic(name)) };
                 if let Err(e) = check_reassignment(topic, partition, &replicas, &self.brokers) {
@@ -307,6 +360,7 @@ impl ClusterMetadata {
                 }
                 self.leaving.remove(&id);
                 self.brokers.remove(&id);
+                self.data_dirs.remove(&id);
                 self.removed.insert(id);
                 Outcome::Removed(id)
             }
@@ -322,6 +376,7 @@ impl ClusterMetadata {
                 let outcome = self.register(BrokerRecord { id, client_address, raft_address, incarnation: 0 });
                 if matches!(outcome, Outcome::Registered(_)) {
                     self.joined.insert(data_dir_id, id);
+                    self.data_dirs.insert(id, data_dir_id);
                 }
                 outcome
             }
@@ -558,6 +613,42 @@ mod tests {
             assert!(matches!(m.apply(broker(id)), Outcome::Registered(_)));
         }
         m
+    }
+
+    fn register_from(id: u64, data_dir_id: u64) -> ClusterCommand {
+        let ClusterCommand::RegisterBroker(record) = broker(id) else { unreachable!() };
+        ClusterCommand::RegisterNode { record, data_dir_id }
+    }
+
+    #[test]
+    fn a_node_is_bound_to_its_first_data_directory_and_another_is_refused() {
+        let mut m = cluster(0);
+        assert!(matches!(m.apply(register_from(1, 0xa)), Outcome::Registered(_)));
+        assert!(matches!(m.apply(register_from(1, 0xa)), Outcome::Registered(_)), "a restart on the same directory");
+        let wiped = m.apply(register_from(1, 0xb)).refused();
+        assert_eq!(wiped, Some(MetadataError::StaleIncarnation { node: 1, registered: 0xa, presented: 0xb }));
+        assert!(wiped.unwrap().to_string().contains("remove-node 1"), "says what to do");
+        assert!(matches!(m.apply(register_from(2, 0xa)), Outcome::Refused(MetadataError::InvalidConfig(_))), "node 1's directory");
+        assert_eq!(m.data_dirs(), &BTreeMap::from([(1, 0xa)]));
+        // A registration without a directory (older brokers) binds nothing.
+        assert!(matches!(m.apply(broker(2)), Outcome::Registered(_)));
+        assert!(matches!(m.apply(register_from(2, 0xc)), Outcome::Registered(_)), "the first binding");
+        // A joined node is bound to the directory it joined from.
+        let join = ClusterCommand::JoinBroker { node_id: 0, client_address: "h:1".into(), raft_address: "h:2".into(), data_dir_id: 0xd };
+        let Outcome::Registered(joined) = m.apply(join) else { panic!() };
+        assert_eq!(m.data_dirs().get(&joined.id), Some(&0xd));
+        let rejoined = ClusterCommand::RegisterNode { record: joined.clone(), data_dir_id: 0xe };
+        assert!(matches!(m.apply(rejoined), Outcome::Refused(MetadataError::StaleIncarnation { .. })));
+    }
+
+    #[test]
+    fn the_first_cluster_id_applied_stays() {
+        let mut m = cluster(1);
+        assert_eq!(m.cluster_id(), None);
+        assert_eq!(m.apply(ClusterCommand::SetClusterId { cluster_id: 5 }), Outcome::ClusterId(5));
+        assert_eq!(m.apply(ClusterCommand::SetClusterId { cluster_id: 6 }), Outcome::ClusterId(5), "a racing leader's id loses");
+        assert!(m.apply(ClusterCommand::SetClusterId { cluster_id: 0 }).refused().is_some());
+        assert_eq!(m.cluster_id(), Some(5));
     }
 
     #[test]

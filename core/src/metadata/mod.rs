@@ -73,6 +73,10 @@ pub enum MetadataError {
     NodeNotFound(u64),
     #[error("node {0} was removed from the cluster: wipe its data directory and join it again (weir --join) to use the machine")]
     NodeRemoved(u64),
+    #[error(
+        "node {node} presented data directory {presented:016x}, but the cluster registered {registered:016x} for it: its data was wiped or replaced, so it could vote twice; remove the node (weirctl cluster remove-node {node}) and join it again with an empty data directory (weir --join)"
+    )]
+    StaleIncarnation { node: u64, registered: u64, presented: u64 },
     /// A partition count only grows: its records' keys map to partitions.
     #[error(
         "topic {name:?} has {current} partition(s): a topic's partition count can only grow, ask for more than {current} (at most {max})"

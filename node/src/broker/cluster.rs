@@ -177,7 +177,8 @@ impl Broker {
                         .unwrap_or_default(),
                     incarnation: b.boot,
                 };
-                match b.command(ClusterCommand::RegisterBroker(record)).await {
+                let register = ClusterCommand::RegisterNode { record, data_dir_id: b.raft.identity().incarnation };
+                match b.command(register).await {
                     Ok(_) => {
                         tracing::info!(node = b.config.node_id, "registered with the cluster");
                         // A block of producer ids now, so InitProducerId does not
@@ -186,6 +187,9 @@ impl Broker {
                             tracing::debug!(error = %e.message, "no producer-id block yet; the first InitProducerId asks");
                         }
                         return;
+                    }
+                    Err(e) if e.code() == ErrorCode::StaleIncarnation || e.code() == ErrorCode::InvalidConfig => {
+                        tracing::error!(error = %e.message, "the cluster refuses this node's registration");
                     }
                     Err(e) => tracing::debug!(error = %e.message, "registration not committed yet; retrying"),
                 }
@@ -198,6 +202,37 @@ impl Broker {
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         });
+    }
+
+    /// Every peer must present the data directory the metadata bound it to.
+    fn bind_data_dirs(&self) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        let bound = cluster.state().data_dirs().clone();
+        self.raft.set_bindings(bound);
+    }
+
+    /// The cluster's id, as applied: presented on every peer frame from now
+    /// on and kept in `meta/cluster-id`, so that a data directory carried
+    /// to another cluster is refused there (by its peers, and they by it).
+    fn adopt_cluster_id(&self, id: u64) {
+        let mut identity = self.raft.identity();
+        if identity.cluster == id {
+            return;
+        }
+        if identity.cluster != 0 {
+            tracing::error!(
+                kept = format_args!("{:016x}", identity.cluster),
+                applied = format_args!("{id:016x}"),
+                "this data directory's meta/cluster-id differs from its own metadata log's: it was assembled from two clusters' directories; presenting the kept id"
+            );
+            return;
+        }
+        if let Err(e) = super::store::write_cluster_id(&*self.disk, &self.config.data_dir, id) {
+            tracing::warn!(error = %e, "could not record the cluster id in meta/cluster-id (the metadata log still holds it)");
+        }
+        identity.cluster = id;
+        self.raft.set_identity(identity);
+        tracing::info!(cluster = format_args!("{id:016x}"), "cluster id known");
     }
 
     /// Where clients reach this node: the bound client address, with an
@@ -354,9 +389,13 @@ impl Broker {
     /// addresses and removals; replicas wait for [`Broker::reconcile_all`].
     fn reconcile_replayed(&self, outcome: &Outcome) {
         match outcome {
-            Outcome::Registered(b) if b.id != self.config.node_id && !b.raft_address.is_empty() => {
-                self.raft.set_address(b.id, b.raft_address.clone())
+            Outcome::Registered(b) => {
+                if b.id != self.config.node_id && !b.raft_address.is_empty() {
+                    self.raft.set_address(b.id, b.raft_address.clone());
+                }
+                self.bind_data_dirs();
             }
+            Outcome::ClusterId(id) => self.adopt_cluster_id(*id),
             Outcome::Removed(id) if *id != self.config.node_id => self.raft.forget_node(*id),
             _ => {}
         }
@@ -501,7 +540,9 @@ impl Broker {
                 if b.id != self.config.node_id && !b.raft_address.is_empty() {
                     self.raft.set_address(b.id, b.raft_address.clone());
                 }
+                self.bind_data_dirs();
             }
+            Outcome::ClusterId(id) => self.adopt_cluster_id(*id),
             Outcome::Block { .. } | Outcome::Refused(_) => {}
         }
     }

@@ -88,6 +88,15 @@ impl Broker {
         if !status.is_leader || group.changing_membership() {
             return;
         }
+        if cluster.state().cluster_id().is_none() && cluster.synced() {
+            // A new cluster's first leader names it (a racing second
+            // proposal changes nothing: the first applied stays).
+            let cluster_id = crate::raft::random_u64().max(1);
+            if let Err(e) = self.command(ClusterCommand::SetClusterId { cluster_id }).await {
+                tracing::debug!(error = %e.message, "could not record the cluster id yet");
+            }
+            return;
+        }
         let learners = group.learners();
         let registered: Vec<(u64, String)> = cluster.state().brokers().map(|b| (b.id, b.raft_address.clone())).collect();
         let leaving: Vec<(u64, bool)> = {

@@ -82,6 +82,7 @@ fn metadata_error(e: MetadataError) -> WireError {
         MetadataError::Busy(_) => ErrorCode::Busy,
         MetadataError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         MetadataError::IdsExhausted(_) => ErrorCode::StorageError,
+        MetadataError::StaleIncarnation { .. } => ErrorCode::StaleIncarnation,
     };
     WireError::new(code, e.to_string())
 }
@@ -116,6 +117,11 @@ impl Broker {
         }
         let data_dir = config.data_dir.clone();
         store::claim_node_id(&*disk, &data_dir, config.node_id)?;
+        if config.clustered() {
+            let incarnation = store::data_dir_id(&*disk, &data_dir)?;
+            let cluster = store::read_cluster_id(&*disk, &data_dir)?.unwrap_or(0);
+            raft.set_identity(weir_net::peer::Identity { cluster, incarnation });
+        }
         let topics_dir = store::topics_dir(&data_dir);
         store::ensure_dir(&*disk, &topics_dir)?;
         // Deleted topics whose removal a crash interrupted.

@@ -38,6 +38,9 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
     topic_dir(data_dir, topic).join(partition.to_string())
 }
 
+const DATA_DIR_ID_FILE: &str = "data-dir-id";
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
 /// Creates `dir` (and parents) durably.
 pub fn ensure_dir(disk: &dyn Disk, dir: &Path) -> Result<(), DiskError> {
     weir_core::disk::create_dir_durably(disk, dir)
@@ -166,6 +169,44 @@ pub fn claim_node_id(disk: &dyn Disk, data_dir: &Path, node_id: u64) -> Result<(
     }
     write_atomic(disk, &dir, "node", node_id.to_string().as_bytes())?;
     Ok(())
+}
+
+/// The data directory's random id (`meta/data-dir-id`), made durable on
+/// first use: the incarnation a cluster binds its node to, so a wiped or
+/// swapped directory is told apart from the one that voted.
+pub fn data_dir_id(disk: &dyn Disk, data_dir: &Path) -> anyhow::Result<u64> {
+    let meta = data_dir.join("meta");
+    let path = meta.join(DATA_DIR_ID_FILE);
+    if disk.exists(&path) {
+        let raw = read_small(disk, &path)?;
+        let text = String::from_utf8_lossy(&raw).trim().to_owned();
+        return text.parse().map_err(|_| {
+            anyhow::anyhow!("{} holds {text:?}, not an id: restore it, or remove the node and join it again", path.display())
+        });
+    }
+    let id = crate::raft::random_u64().max(1);
+    ensure_dir(disk, &meta)?;
+    write_atomic(disk, &meta, DATA_DIR_ID_FILE, id.to_string().as_bytes())?;
+    Ok(id)
+}
+
+/// The cluster id this data directory was last part of (`meta/cluster-id`), if known.
+pub fn read_cluster_id(disk: &dyn Disk, data_dir: &Path) -> anyhow::Result<Option<u64>> {
+    let path = data_dir.join("meta").join(CLUSTER_ID_FILE);
+    if !disk.exists(&path) {
+        return Ok(None);
+    }
+    let raw = read_small(disk, &path)?;
+    let text = String::from_utf8_lossy(&raw).trim().to_owned();
+    u64::from_str_radix(&text, 16)
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{} holds {text:?}, not a cluster id: restore it (the hex id other members log)", path.display()))
+}
+
+pub fn write_cluster_id(disk: &dyn Disk, data_dir: &Path, id: u64) -> Result<(), DiskError> {
+    let meta = data_dir.join("meta");
+    ensure_dir(disk, &meta)?;
+    write_atomic(disk, &meta, CLUSTER_ID_FILE, format!("{id:016x}").as_bytes())
 }
 
 pub fn next_boot(disk: &dyn Disk, data_dir: &Path, floor: u64) -> Result<u64, DiskError> {

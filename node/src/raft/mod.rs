@@ -513,6 +513,22 @@ impl RaftNode {
         self.registry.peers.forget(node);
     }
 
+    /// This node's cluster id (0 until known) and data directory id, as
+    /// every frame it sends presents them.
+    pub fn set_identity(&self, identity: weir_net::peer::Identity) {
+        self.registry.peers.set_identity(identity);
+    }
+
+    pub fn identity(&self) -> weir_net::peer::Identity {
+        self.registry.peers.vetting().own()
+    }
+
+    /// The data directory each registered node must present (from the
+    /// metadata): a peer presenting another is refused both ways.
+    pub fn set_bindings(&self, bound: std::collections::BTreeMap<u64, u64>) {
+        self.registry.peers.set_bindings(bound);
+    }
+
     /// Records a node's Raft address.
     pub fn set_address(&self, node: u64, addr: String) {
         self.registry.peers.set_address(node, addr);

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use weir_net::frame::{self, READ_CHUNK_BYTES};
-use weir_net::peer::{Answer, Call, MESSAGES_PER_FRAME_MAX, Message, PeerFrame};
+use weir_net::peer::{Answer, Call, Identity, MESSAGES_PER_FRAME_MAX, Message, PeerFrame};
 use weir_net::{ErrorCode, WireError};
 
 /// Largest peer frame (bytes after the length field): a replication read of
@@ -74,10 +74,53 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// Who this node is on the wire, and which data directory each peer must
+/// run on (from the metadata): checked on every frame, both ways.
+#[derive(Debug, Default)]
+pub struct Vetting {
+    own: Mutex<Identity>,
+    bound: Mutex<std::collections::BTreeMap<u64, u64>>,
+}
+
+impl Vetting {
+    pub fn own(&self) -> Identity {
+        *self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether node `node`, presenting `theirs`, may be heard: same cluster
+    /// (when both know theirs), and the data directory the cluster
+    /// registered for it.
+    pub fn check(&self, node: u64, theirs: Identity) -> Result<(), WireError> {
+        let own = self.own();
+        if own.cluster != 0 && theirs.cluster != 0 && own.cluster != theirs.cluster {
+            return Err(WireError::new(
+                ErrorCode::WrongCluster,
+                format!(
+                    "node {node} belongs to cluster {:016x}, this node to cluster {:016x}: it was started on another cluster's data directory; give it its own, or an empty one and weir --join",
+                    theirs.cluster, own.cluster
+                ),
+            ));
+        }
+        if let Some(&bound) = self.bound.lock().unwrap_or_else(|p| p.into_inner()).get(&node)
+            && bound != theirs.incarnation
+        {
+            return Err(WireError::new(
+                ErrorCode::StaleIncarnation,
+                format!(
+                    "node {node} runs on data directory {:016x}, but the cluster registered {bound:016x} for it: its data was wiped or replaced, so it could vote twice; remove it (weirctl cluster remove-node {node}) and join it again with an empty data directory (weir --join)",
+                    theirs.incarnation
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Every peer connection of this node.
 #[derive(Debug)]
 pub struct Peers {
     node_id: u64,
+    vetting: Arc<Vetting>,
     addrs: Mutex<HashMap<u64, String>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_call: AtomicU64,
@@ -85,7 +128,21 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(node_id: u64) -> Arc<Peers> {
-        Arc::new(Peers { node_id, addrs: Mutex::default(), conns: Mutex::default(), next_call: AtomicU64::new(1) })
+        Arc::new(Peers { node_id, vetting: Arc::default(), addrs: Mutex::default(), conns: Mutex::default(), next_call: AtomicU64::new(1) })
+    }
+
+    pub fn vetting(&self) -> &Vetting {
+        &self.vetting
+    }
+
+    /// This node's cluster id (0 until known) and data directory id.
+    pub fn set_identity(&self, identity: Identity) {
+        *self.vetting.own.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+    }
+
+    /// The data directory every registered node is bound to.
+    pub fn set_bindings(&self, bound: std::collections::BTreeMap<u64, u64>) {
+        *self.vetting.bound.lock().unwrap_or_else(|p| p.into_inner()) = bound;
     }
 
     /// Records (or changes) a node's Raft address.
@@ -118,7 +175,7 @@ impl Peers {
         let addr = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&node).cloned().ok_or(PeerError::UnknownNode(node))?;
         let (tx, rx) = mpsc::channel(QUEUED_CALLS_MAX);
         let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
-        tokio::spawn(run_conn(self.node_id, node, addr, rx, pending.clone()));
+        tokio::spawn(run_conn(self.node_id, self.vetting.clone(), node, addr, rx, pending.clone()));
         let c = Arc::new(Conn { queue: tx, pending });
         conns.insert(node, c.clone());
         Ok(c)
@@ -147,7 +204,14 @@ impl Peers {
 
 /// Connects, then writes queued calls (coalesced) and routes answers to
 /// their waiters until the connection fails or every caller is gone.
-async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Outgoing>, pending: Arc<Mutex<HashMap<u64, Waiter>>>) {
+async fn run_conn(
+    from: u64,
+    vetting: Arc<Vetting>,
+    node: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Outgoing>,
+    pending: Arc<Mutex<HashMap<u64, Waiter>>>,
+) {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -162,16 +226,24 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let reader_pending = pending.clone();
+    let reader_vetting = vetting.clone();
     let mut reader = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let mut told = false;
         loop {
             match read_frame(&mut rd, &mut buf).await {
                 Ok(Some(f)) => match PeerFrame::<Answer>::decode(&f) {
                     Ok(answers) => {
+                        // An answer from a node on the wrong data directory
+                        // (or cluster) counts for nothing: not even a vote.
+                        let refused = reader_vetting.check(node, answers.identity).err();
                         let mut p = reader_pending.lock().unwrap_or_else(|e| e.into_inner());
                         for m in answers.messages {
+                            if !told {
+                                told = tell_refusal(node, refused.as_ref(), &m.body);
+                            }
                             if let Some(w) = p.remove(&m.call_id) {
-                                let _ = w.send(m.body);
+                                let _ = w.send(refused.clone().map_or(m.body, Answer::Error));
                             }
                         }
                     }
@@ -221,7 +293,7 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
             continue;
         }
         out.clear();
-        let payload = PeerFrame { from, messages }.encode_head(&mut out);
+        let payload = PeerFrame { from, identity: vetting.own(), messages }.encode_head(&mut out);
         if let Err(e) = write_pieces(&mut wr, &out, &payload).await {
             tracing::debug!(node, error = %e, "peer connection write failed");
             break;
@@ -229,6 +301,22 @@ async fn run_conn(from: u64, node: u64, addr: String, mut rx: mpsc::Receiver<Out
     }
     reader.abort();
     pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Logs, once per connection, that `node` is refused (`refused`) or
+/// refuses this node (an identity error in `answer`); whether it did.
+fn tell_refusal(node: u64, refused: Option<&WireError>, answer: &Answer) -> bool {
+    if let Some(e) = refused {
+        tracing::error!(node, error = %e.message, "refusing a peer's answers");
+        return true;
+    }
+    match answer {
+        Answer::Error(e) if matches!(e.code(), ErrorCode::StaleIncarnation | ErrorCode::WrongCluster) => {
+            tracing::error!(node, error = %e.message, "a peer refuses this node");
+            true
+        }
+        _ => false,
+    }
 }
 
 /// `first` and whatever else is queued, as one frame's worth: at most
@@ -313,6 +401,7 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Message<Answer>>(SERVED_PER_CONNECTION_MAX);
     let me = registry.node_id();
+    let writer_registry = registry.clone();
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
         // Answers carry no batches: the count alone bounds a frame.
@@ -323,7 +412,7 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
         } {
             let messages = coalesce(first, &mut rx, &mut carried, |_| 0);
             out.clear();
-            PeerFrame { from: me, messages }.encode(&mut out);
+            PeerFrame { from: me, identity: writer_registry.peers.vetting().own(), messages }.encode(&mut out);
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
@@ -331,6 +420,7 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
     });
     let serving = Arc::new(Semaphore::new(SERVED_PER_CONNECTION_MAX));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut refused = false;
     loop {
         let next = tokio::select! {
             biased;
@@ -360,6 +450,18 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
                 break;
             }
         };
+        if let Err(e) = registry.peers.vetting().check(calls.from, calls.identity) {
+            if !refused {
+                tracing::error!(%addr, node = calls.from, error = %e.message, "refusing a peer's calls");
+                refused = true;
+            }
+            for m in calls.messages {
+                if tx.send(Message { call_id: m.call_id, group: m.group, body: Answer::Error(e.clone()) }).await.is_err() {
+                    break;
+                }
+            }
+            continue;
+        }
         for m in calls.messages {
             let Ok(permit) = serving.clone().acquire_owned().await else { break };
             let (registry, tx) = (registry.clone(), tx.clone());
@@ -399,5 +501,26 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
             Ok(r) => Answer::Snapshot(weir_net::peer::SnapshotReply { vote: convert::vote_to_wire(&r.vote) }),
             Err(e) => failed(&e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_on_another_data_directory_or_cluster_is_refused() {
+        let v = Vetting::default();
+        let them = |cluster, incarnation| Identity { cluster, incarnation };
+        assert!(v.check(2, them(0, 5)).is_ok(), "nothing known yet: heard");
+        *v.own.lock().unwrap() = them(0xc1, 0xd1);
+        *v.bound.lock().unwrap() = [(2, 5)].into();
+        assert!(v.check(2, them(0xc1, 5)).is_ok());
+        assert!(v.check(2, them(0, 5)).is_ok(), "a member that has not learnt the cluster id yet");
+        let wiped = v.check(2, them(0xc1, 6)).unwrap_err();
+        assert_eq!(wiped.code(), ErrorCode::StaleIncarnation);
+        assert!(wiped.message.contains("remove-node 2"), "{}", wiped.message);
+        assert_eq!(v.check(2, them(0xc2, 5)).unwrap_err().code(), ErrorCode::WrongCluster);
+        assert!(v.check(3, them(0xc1, 9)).is_ok(), "a node not registered yet is bound at registration");
     }
 }
