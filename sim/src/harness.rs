@@ -930,8 +930,14 @@ async fn offset_until_answered(consumer: &Consumer, partition: u32, spec: StartO
     loop {
         match consumer.offset_for(TOPIC, partition, spec).await {
             Ok(o) => return Some(o),
-            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(_) => return None,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(partition, error = %e, "final read: no offset yet");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => {
+                tracing::info!(partition, error = %e, "final read: no offset within 30 s");
+                return None;
+            }
         }
     }
 }

@@ -750,15 +750,23 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
     // log up to where it ended at the start is replayed into the state
     // alone (a replica moved away and back would otherwise be deleted
     // half-way), then this node's replicas are reconciled with the result.
-    let replay_end = match broker.upgrade() {
-        Some(b) => b.cluster.as_ref().expect("clustered").log.read_log(|l| l.log_end_offset()).await.unwrap_or(0),
-        None => return,
-    };
+    // Until the replay reaches the log end of the start (or the lowest
+    // end since: an uncommitted tail a new leader cut). Not "until synced":
+    // right after a start the known commit index may be far below the end,
+    // and the history past it, carried out live, deleted the data of
+    // replicas that moved away and back (seed 61 of five brokers).
+    let mut replay_end = u64::MAX;
     let mut replaying = true;
     loop {
         let Some(b) = broker.upgrade() else { return };
         let cluster = b.cluster.as_ref().expect("clustered");
-        if replaying && (offset >= replay_end || cluster.synced()) {
+        if replaying {
+            match cluster.log.read_log(|l| l.log_end_offset()).await {
+                Ok(end) => replay_end = replay_end.min(end),
+                Err(e) => tracing::debug!(error = %e.message, "cannot read the metadata log's end yet"),
+            }
+        }
+        if replaying && offset >= replay_end {
             replaying = false;
             b.reconcile_all().await;
         }

@@ -174,7 +174,11 @@ const OUTRUN_TERMS_MAX: u64 = 3;
 /// The groups this node runs, by id: where peer calls are dispatched.
 pub struct Registry {
     node_id: u64,
-    groups: RwLock<HashMap<u64, Raft<TypeConfig>>>,
+    /// Each group with the serial of its instance: a group closed and
+    /// opened again (a replica moved away and back) is a new instance, and
+    /// the old one's closing must not unregister it.
+    groups: RwLock<HashMap<u64, (u64, Raft<TypeConfig>)>>,
+    next_instance: std::sync::atomic::AtomicU64,
     peers: Arc<Peers>,
     timing: Timing,
     /// The last node heartbeat from each peer.
@@ -210,7 +214,7 @@ impl Registry {
     }
 
     fn get(&self, group: u64) -> Option<Raft<TypeConfig>> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).map(|(_, r)| r.clone())
     }
 
     /// Serves one peer call from node `from`.
@@ -318,7 +322,7 @@ impl Registry {
 
     fn all(&self) -> Vec<(u64, Raft<TypeConfig>)> {
         let mut all: Vec<(u64, Raft<TypeConfig>)> =
-            self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(g, r)| (*g, r.clone())).collect();
+            self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(g, (_, r))| (*g, r.clone())).collect();
         // In id order: a simulation replays the same sequence of calls.
         all.sort_unstable_by_key(|(g, _)| *g);
         all
@@ -402,6 +406,7 @@ impl RaftNode {
         let registry = Arc::new(Registry {
             node_id: id,
             groups: RwLock::default(),
+            next_instance: std::sync::atomic::AtomicU64::new(1),
             peers: peers.clone(),
             timing,
             heard: Default::default(),
@@ -709,9 +714,11 @@ impl RaftNode {
             let voters: Vec<u64> = mem.voter_ids().collect();
             alone.store(mem.get_joint_config().len() == 1 && voters == [self.id], std::sync::atomic::Ordering::SeqCst);
         }
-        self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, raft.clone());
+        let instance = self.registry.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, (instance, raft.clone()));
         Ok(Arc::new(Group {
             id: group,
+            instance,
             node: self.id,
             raft,
             high_watermark,
@@ -727,7 +734,12 @@ impl RaftNode {
 
     /// Stops a group and forgets it.
     pub async fn close_group(&self, group: &Group) {
-        self.registry.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group.id);
+        {
+            let mut groups = self.registry.groups.write().unwrap_or_else(|p| p.into_inner());
+            if groups.get(&group.id).is_some_and(|(instance, _)| *instance == group.instance) {
+                groups.remove(&group.id);
+            }
+        }
         let _ = group.raft.shutdown().await;
     }
 }
@@ -776,6 +788,8 @@ impl StatusWatch {
 /// One replicated log on this node.
 pub struct Group {
     pub id: u64,
+    /// Which opening of the group this is (see `Registry::groups`).
+    instance: u64,
     node: u64,
     raft: Raft<TypeConfig>,
     high_watermark: watch::Receiver<u64>,
