@@ -2,8 +2,8 @@
 
 use crate::client::{Client, expect_response};
 use crate::error::Result;
-use weir_net::Request;
 use weir_net::message::*;
+use weir_net::{ErrorCode, Request, Response};
 
 /// Administrative operations. Get one with [`Admin::new`].
 #[derive(Debug, Clone)]
@@ -16,16 +16,40 @@ impl Admin {
         Admin { client: client.clone() }
     }
 
+    /// Sends a metadata change once, and again (with backoff, within the
+    /// client's timeout) while the cluster answers that its metadata group
+    /// has no leader (an election: it usually refused before writing).
+    /// As in Kafka's admin client, a change that a leader wrote just before
+    /// it lost its leadership may then be reported by the retry as done
+    /// already (`TopicAlreadyExists`, `PartitionsCannotShrink`).
+    async fn command(&self, req: &Request) -> Result<Response> {
+        let config = self.client.config();
+        let deadline = tokio::time::Instant::now() + config.timeout;
+        let mut backoff = config.retry_backoff;
+        loop {
+            match self.client.request_once(req).await {
+                Err(e) if e.code() == Some(ErrorCode::LeaderNotAvailable) && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "metadata change refused while the metadata leader is elected: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates a topic. Not retried automatically on a lost answer: a retry
-    /// could report `TopicAlreadyExists` for the caller's own create.
+    /// could report `TopicAlreadyExists` for the caller's own create. (A
+    /// cluster electing its metadata leader refuses it: that is retried,
+    /// see [`Admin::command`].)
     pub async fn create_topic(&self, req: CreateTopicRequest) -> Result<CreateTopicResponse> {
-        let r = self.client.request_once(&Request::CreateTopic(req)).await;
+        let r = self.command(&Request::CreateTopic(req)).await;
         self.client.invalidate_metadata();
         expect_response!(r?, CreateTopic)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let r = self.client.request_once(&Request::DeleteTopic(DeleteTopicRequest { name: name.to_owned() })).await;
+        let r = self.command(&Request::DeleteTopic(DeleteTopicRequest { name: name.to_owned() })).await;
         self.client.invalidate_metadata();
         expect_response!(r?, DeleteTopic).map(|_| ())
     }
@@ -47,7 +71,7 @@ impl Admin {
     pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<u32> {
         // Not retried automatically, like a create: a retry of a grow that
         // took effect would be refused for asking what is already there.
-        let r = self.client.request_once(&Request::CreatePartitions(CreatePartitionsRequest { name: topic.to_owned(), total })).await;
+        let r = self.command(&Request::CreatePartitions(CreatePartitionsRequest { name: topic.to_owned(), total })).await;
         self.client.invalidate_metadata();
         expect_response!(r?, CreatePartitions).map(|r| r.partitions)
     }
@@ -69,7 +93,7 @@ impl Admin {
     /// `describe_topic` shows the new replicas when it has.
     pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: Vec<u64>) -> Result<bool> {
         let req = ReassignPartitionRequest { name: topic.to_owned(), partition, replicas };
-        let r = self.client.request_once(&Request::ReassignPartition(req)).await;
+        let r = self.command(&Request::ReassignPartition(req)).await;
         expect_response!(r?, ReassignPartition).map(|r| r.started)
     }
 
@@ -78,7 +102,7 @@ impl Admin {
     /// moving; the rest happens in the background (`cluster_status_at`
     /// stops listing the node once it is gone).
     pub async fn remove_node(&self, node_id: u64) -> Result<u32> {
-        let r = self.client.request_once(&Request::RemoveNode(RemoveNodeRequest { node_id })).await;
+        let r = self.command(&Request::RemoveNode(RemoveNodeRequest { node_id })).await;
         expect_response!(r?, RemoveNode).map(|r| r.moves)
     }
 

@@ -666,7 +666,22 @@ async fn the_offsets_log_is_compacted_on_every_replica_and_survives_a_coordinato
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 1..=1500u64 {
-        member.commit_offset("jobs", (i % 4) as u32, i).await.unwrap_or_else(|e| panic!("commit {i}: {e}"));
+        // On a loaded machine the offsets log may elect a new leader, a new
+        // coordinator that knows no members: rejoin, as an application does.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = member.commit_offset("jobs", (i % 4) as u32, i).await {
+            let rejoin = matches!(
+                e.code(),
+                Some(
+                    weir_net::ErrorCode::UnknownMember | weir_net::ErrorCode::IllegalGeneration | weir_net::ErrorCode::RebalanceInProgress
+                )
+            );
+            assert!(Instant::now() < deadline && (rejoin || e.is_retriable()), "commit {i}: {e}");
+            if rejoin {
+                let _ = member.join_group().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     // 1,500 commits of ~100 bytes each would be ~150 KB uncompacted, on
     // every replica.

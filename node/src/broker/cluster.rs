@@ -831,7 +831,12 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
             offset = next;
             cluster.applied.send_replace(offset);
         }
-        cluster.note_progress(&b.raft);
+        // Not while replaying: this node's replicas are not open yet, and a
+        // broker that believed itself caught up told producers that topics
+        // it had not reconciled did not exist.
+        if !replaying {
+            cluster.note_progress(&b.raft);
+        }
         if stalled {
             drop(b);
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -478,9 +478,17 @@ impl Broker {
     fn leader_and_term(&self, t: &Topic, partition: u32) -> (Option<u64>, u64) {
         match t.partitions.get(partition as usize) {
             // No leader in a term is news too: an election is under way.
+            // A replica that knows no leader (electing, or still joining
+            // the group) names the one the heartbeats say leads, if newer:
+            // a client told "no leader" by its bootstrap broker asked it
+            // again and again (5-broker seed 61).
             Some(Some(p)) => {
                 let s = p.status();
-                (s.leader, s.term)
+                let heard = || group_id(t.id, partition).ok().and_then(|g| self.raft.leader_heard(g));
+                match s.leader {
+                    None => heard().filter(|(_, term)| *term >= s.term).map_or((None, s.term), |(node, term)| (Some(node), term)),
+                    leader => (leader, s.term),
+                }
             }
             _ => match group_id(t.id, partition).ok().and_then(|g| self.raft.leader_heard(g)) {
                 Some((node, term)) => (Some(node), term),

@@ -80,11 +80,31 @@ impl std::fmt::Debug for Conn {
 pub struct Vetting {
     own: Mutex<Identity>,
     bound: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Peers whose answers were refused: no more calls go to them (a
+    /// wiped node would otherwise still be sent the logs) until a frame of
+    /// theirs passes again (their directory was put back).
+    refused: Mutex<std::collections::BTreeMap<u64, WireError>>,
 }
 
 impl Vetting {
     pub fn own(&self) -> Identity {
         *self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// As [`Vetting::check`], remembering the outcome for calls to `node`.
+    fn vet(&self, node: u64, theirs: Identity) -> Result<(), WireError> {
+        let checked = self.check(node, theirs);
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match &checked {
+            Ok(()) => refused.remove(&node),
+            Err(e) => refused.insert(node, e.clone()),
+        };
+        checked
+    }
+
+    /// Why calls to `node` are not sent, if they are not.
+    fn refusal(&self, node: u64) -> Option<WireError> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).get(&node).cloned()
     }
 
     /// Whether node `node`, presenting `theirs`, may be heard: same cluster
@@ -183,6 +203,9 @@ impl Peers {
 
     /// Sends `call` to `group` on `node` and waits up to `timeout` for the answer.
     pub async fn call(self: &Arc<Self>, node: u64, group: u64, call: Call, timeout: Duration) -> Result<Answer, PeerError> {
+        if let Some(e) = self.vetting.refusal(node) {
+            return Ok(Answer::Error(e));
+        }
         let conn = self.conn(node)?;
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
@@ -236,7 +259,7 @@ async fn run_conn(
                     Ok(answers) => {
                         // An answer from a node on the wrong data directory
                         // (or cluster) counts for nothing: not even a vote.
-                        let refused = reader_vetting.check(node, answers.identity).err();
+                        let refused = reader_vetting.vet(node, answers.identity).err();
                         let mut p = reader_pending.lock().unwrap_or_else(|e| e.into_inner());
                         for m in answers.messages {
                             if !told {
@@ -450,7 +473,7 @@ async fn serve_conn(stream: TcpStream, addr: std::net::SocketAddr, registry: Arc
                 break;
             }
         };
-        if let Err(e) = registry.peers.vetting().check(calls.from, calls.identity) {
+        if let Err(e) = registry.peers.vetting.vet(calls.from, calls.identity) {
             if !refused {
                 tracing::error!(%addr, node = calls.from, error = %e.message, "refusing a peer's calls");
                 refused = true;
@@ -522,5 +545,10 @@ mod tests {
         assert!(wiped.message.contains("remove-node 2"), "{}", wiped.message);
         assert_eq!(v.check(2, them(0xc2, 5)).unwrap_err().code(), ErrorCode::WrongCluster);
         assert!(v.check(3, them(0xc1, 9)).is_ok(), "a node not registered yet is bound at registration");
+        // A refused peer gets no calls until a frame of its passes again.
+        assert!(v.vet(2, them(0xc1, 6)).is_err());
+        assert_eq!(v.refusal(2).map(|e| e.code()), Some(ErrorCode::StaleIncarnation));
+        assert!(v.vet(2, them(0xc1, 5)).is_ok());
+        assert!(v.refusal(2).is_none(), "its directory was put back");
     }
 }
