@@ -29,7 +29,11 @@ where
         match tokio::task::spawn_blocking(f).await {
             Ok(r) => r,
             // The closure panicked: surface it where the caller awaits.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and never ran it (a
+            // vote save at exit panicked here). Nothing was done, and this
+            // caller is about to be dropped with the runtime: wait for that.
+            Err(_) => std::future::pending().await,
         }
     }
     #[cfg(madsim)]
