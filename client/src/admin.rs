@@ -1,7 +1,7 @@
 //! Topic administration: create, delete, list, describe.
 
 use crate::client::{Client, expect_response};
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 use weir_net::message::*;
 use weir_net::{ErrorCode, Request, Response};
 
@@ -23,19 +23,8 @@ impl Admin {
     /// it lost its leadership may then be reported by the retry as done
     /// already (`TopicAlreadyExists`, `PartitionsCannotShrink`).
     async fn command(&self, req: &Request) -> Result<Response> {
-        let config = self.client.config();
-        let deadline = tokio::time::Instant::now() + config.timeout;
-        let mut backoff = config.retry_backoff;
-        loop {
-            match self.client.request_once(req).await {
-                Err(e) if e.code() == Some(ErrorCode::LeaderNotAvailable) && tokio::time::Instant::now() + backoff < deadline => {
-                    tracing::debug!(error = %e, "metadata change refused while the metadata leader is elected: retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-                }
-                other => return other,
-            }
-        }
+        let unwritten = |e: &ClientError| e.code() == Some(ErrorCode::LeaderNotAvailable);
+        self.client.with_retries_if(unwritten, |left| self.client.request_within(req, left)).await
     }
 
     /// Creates a topic. Not retried automatically on a lost answer: a retry

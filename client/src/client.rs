@@ -373,7 +373,7 @@ impl Client {
         self.request_within(req, self.inner.config.timeout).await
     }
 
-    async fn request_within(&self, req: &Request, timeout: Duration) -> Result<Response> {
+    pub(crate) async fn request_within(&self, req: &Request, timeout: Duration) -> Result<Response> {
         let conn = self.connection_for(req).await?;
         let result = conn.request(req, timeout).await;
         if for_coordinator(req)
@@ -421,7 +421,17 @@ impl Client {
     /// Runs `once` (given the time left) until it succeeds, fails for good,
     /// or the request timeout is spent: a caller's timeout bounds the whole
     /// request, every attempt included.
-    async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Response>
+    async fn with_retries<F, Fut>(&self, once: F) -> Result<Response>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Response>>,
+    {
+        self.with_retries_if(ClientError::is_retriable, once).await
+    }
+
+    /// As [`Client::with_retries`], retrying only the failures `retry`
+    /// picks (a metadata change is retried only when refused unwritten).
+    pub(crate) async fn with_retries_if<F, Fut>(&self, retry: impl Fn(&ClientError) -> bool, mut once: F) -> Result<Response>
     where
         F: FnMut(Duration) -> Fut,
         Fut: std::future::Future<Output = Result<Response>>,
@@ -431,7 +441,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
         loop {
             match once(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
-                Err(e) if e.is_retriable() && attempt < self.inner.config.retries && tokio::time::Instant::now() + backoff < deadline => {
+                Err(e) if retry(&e) && attempt < self.inner.config.retries && tokio::time::Instant::now() + backoff < deadline => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying");
                     if e.code() == Some(ErrorCode::NotLeader) {

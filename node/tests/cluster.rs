@@ -197,6 +197,15 @@ async fn a_three_node_cluster_survives_a_leader_kill_without_losing_or_duplicati
 /// Records acknowledged by a background load: value → (partition, offset).
 type Acked = BTreeMap<String, (u32, u64)>;
 
+/// Sends `{prefix}{i}` for every `i` of `range` to partition `i % partitions`
+/// of `topic`, recording where each was acknowledged.
+async fn send_round_robin(producer: &Producer, topic: &str, prefix: &str, range: std::ops::Range<u32>, partitions: u32, acked: &mut Acked) {
+    for i in range {
+        let r = producer.send(ProduceMessage::new(topic, format!("{prefix}{i}")).with_partition(i % partitions)).await.unwrap();
+        acked.insert(format!("{prefix}{i}"), (r.partition, r.offset));
+    }
+}
+
 /// acks=all load in the background: `m0`, `m1`, ... to `topic`, one at a
 /// time, each routed by `route`, until stopped (and at least `min`). A
 /// produce that fails fails the test.
@@ -390,11 +399,8 @@ async fn a_wiped_node_is_refused_until_it_is_removed_and_joins_again() {
         .await
         .unwrap();
     let producer = Producer::new(&survivors);
-    let mut acked = BTreeMap::new();
-    for i in 0..30u32 {
-        let r = producer.send(ProduceMessage::new("kept", format!("k{i}")).with_partition(i % 4)).await.unwrap();
-        acked.insert(format!("k{i}"), (r.partition, r.offset));
-    }
+    let mut acked = Acked::new();
+    send_round_robin(&producer, "kept", "k", 0..30, 4, &mut acked).await;
 
     cluster.nodes[3].kill9();
     empty_dir(&cluster.nodes[3].dir.clone());
@@ -411,10 +417,7 @@ async fn a_wiped_node_is_refused_until_it_is_removed_and_joins_again() {
         assert!(heard.is_none_or(|ms| ms >= since), "node 1 heard the wiped node {heard:?} ms ago, {since} ms after its restart");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for i in 30..60u32 {
-        let r = producer.send(ProduceMessage::new("kept", format!("k{i}")).with_partition(i % 4)).await.unwrap();
-        acked.insert(format!("k{i}"), (r.partition, r.offset));
-    }
+    send_round_robin(&producer, "kept", "k", 30..60, 4, &mut acked).await;
 
     let brokers = format!("{},{}", cluster.nodes[0].addr, cluster.nodes[1].addr);
     weirctl(&brokers, &["cluster", "remove-node", "4", "--wait"]);
@@ -890,11 +893,8 @@ async fn nodes_join_a_running_cluster_become_voters_and_host_replicas() {
         assert!(d.partitions.iter().any(|p| p.replicas.contains(&id)), "node {id} holds a replica: {:?}", d.partitions);
     }
     let producer = Producer::new(&client);
-    let mut acked = BTreeMap::new();
-    for i in 0..50u32 {
-        let r = producer.send(ProduceMessage::new("wide", format!("w{i}")).with_partition(i % 5)).await.unwrap();
-        acked.insert(format!("w{i}"), (r.partition, r.offset));
-    }
+    let mut acked = Acked::new();
+    send_round_robin(&producer, "wide", "w", 0..50, 5, &mut acked).await;
     // The newcomer restarts as a member, without --join, and serves its replicas.
     cluster.nodes[3].kill9();
     let node4 = &mut cluster.nodes[3];

@@ -181,14 +181,12 @@ pub struct ClusterMetadata {
     /// The node id a join without one gets: above every id ever registered
     /// (never reused, even once a node is removed).
     next_broker_id: u64,
-    /// Which node each joined data directory became.
-    joined: BTreeMap<u64, u64>,
     /// Nodes being removed: their replicas move away, new topics avoid them.
     leaving: std::collections::BTreeSet<u64>,
     /// Nodes removed: never registered again under that id.
     removed: std::collections::BTreeSet<u64>,
     /// The data directory each node is bound to (its first registration
-    /// with one, or its join).
+    /// with one, or its join): also which node a joining directory became.
     data_dirs: BTreeMap<u64, u64>,
     cluster_id: Option<u64>,
 }
@@ -205,7 +203,6 @@ impl ClusterMetadata {
             next_topic_id: 1,
             next_block: 0,
             next_broker_id: 1,
-            joined: BTreeMap::new(),
             leaving: Default::default(),
             removed: Default::default(),
             data_dirs: BTreeMap::new(),
@@ -272,9 +269,9 @@ impl ClusterMetadata {
         self.cluster_id
     }
 
-    /// Which node joined from data directory `data_dir_id`, if one did.
-    pub fn joined_from(&self, data_dir_id: u64) -> Option<u64> {
-        self.joined.get(&data_dir_id).copied()
+    /// Which node data directory `data_dir_id` is bound to, if any.
+    pub fn node_of_data_dir(&self, data_dir_id: u64) -> Option<u64> {
+        self.data_dirs.iter().find(|(_, d)| **d == data_dir_id).map(|(n, _)| *n)
     }
 
     /// Registers `b` if it may be: ids 1..=2^32-1, short addresses, at most
@@ -306,7 +303,7 @@ impl ClusterMetadata {
                 if let Some(&bound) = self.data_dirs.get(&id).filter(|d| **d != data_dir_id) {
                     return Outcome::Refused(MetadataError::StaleIncarnation { node: id, registered: bound, presented: data_dir_id });
                 }
-                if let Some((&other, _)) = self.data_dirs.iter().find(|(n, d)| **d == data_dir_id && **n != id) {
+                if let Some(other) = self.node_of_data_dir(data_dir_id).filter(|n| *n != id) {
                     return Outcome::Refused(MetadataError::InvalidConfig(format!(
                         "data directory {data_dir_id:016x} is node {other}'s, and node {id} presented it: start node {id} on its own data directory"
                     )));
@@ -365,7 +362,7 @@ impl ClusterMetadata {
                 Outcome::Removed(id)
             }
             ClusterCommand::JoinBroker { node_id, client_address, raft_address, data_dir_id } => {
-                if let Some(b) = self.joined.get(&data_dir_id).and_then(|id| self.brokers.get(id)) {
+                if let Some(b) = self.node_of_data_dir(data_dir_id).and_then(|id| self.brokers.get(&id)) {
                     // A retried join: the registration it already got.
                     return Outcome::Registered(b.clone());
                 }
@@ -375,7 +372,6 @@ impl ClusterMetadata {
                 let id = if node_id == 0 { self.next_broker_id } else { node_id };
                 let outcome = self.register(BrokerRecord { id, client_address, raft_address, incarnation: 0 });
                 if matches!(outcome, Outcome::Registered(_)) {
-                    self.joined.insert(data_dir_id, id);
                     self.data_dirs.insert(id, data_dir_id);
                 }
                 outcome
@@ -746,7 +742,7 @@ mod tests {
         let Outcome::Registered(b) = m.apply(join(0, 77)) else { panic!() };
         assert_eq!(b.id, 4, "above every registered id");
         assert_eq!(m.apply(join(0, 77)), Outcome::Registered(b.clone()), "a retried join gets the same id");
-        assert_eq!(m.joined_from(77), Some(4));
+        assert_eq!(m.node_of_data_dir(77), Some(4));
         assert_eq!(m.apply(join(2, 78)), Outcome::Refused(MetadataError::NodeExists(2)));
         let Outcome::Registered(c) = m.apply(join(9, 79)) else { panic!() };
         assert_eq!(c.id, 9);

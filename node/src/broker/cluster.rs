@@ -262,17 +262,7 @@ impl Broker {
         let cluster = self.cluster()?;
         let offset = match self.propose_here(&command).await {
             Err(e) if matches!(e.code(), ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable) => {
-                let Some(leader) = cluster.log.leader().filter(|l| *l != self.config.node_id) else {
-                    return Err(WireError::new(
-                        ErrorCode::LeaderNotAvailable,
-                        "the metadata group has no leader (an election is under way, or a majority of the cluster is down): retry",
-                    ));
-                };
-                let request = postcard::to_stdvec(&Forwarded::Command(command)).expect("commands serialise");
-                let answer = self.raft.forward(leader, request, COMMAND_TIMEOUT).await?;
-                let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
-                    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no outcome: {e}")))?;
-                answer?
+                self.ask_leader(Forwarded::Command(command), COMMAND_TIMEOUT).await?
             }
             other => other?,
         };
@@ -298,16 +288,7 @@ impl Broker {
     pub(super) async fn metadata_barrier(&self) -> Result<(), WireError> {
         let cluster = self.cluster()?;
         let committed = match self.committed_here() {
-            Err(e) if matches!(e.code(), ErrorCode::NotLeader) => {
-                let Some(leader) = cluster.log.leader().filter(|l| *l != self.config.node_id) else {
-                    return Err(WireError::new(ErrorCode::LeaderNotAvailable, "the metadata group has no leader: retry"));
-                };
-                let request = postcard::to_stdvec(&Forwarded::Committed).expect("requests serialise");
-                let answer = self.raft.forward(leader, request, BARRIER_TIMEOUT).await?;
-                let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
-                    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no offset: {e}")))?;
-                answer?
-            }
+            Err(e) if matches!(e.code(), ErrorCode::NotLeader) => self.ask_leader(Forwarded::Committed, BARRIER_TIMEOUT).await?,
             other => other?,
         };
         let mut rx = cluster.applied.subscribe();
@@ -315,6 +296,23 @@ impl Broker {
             Ok(Ok(_)) => Ok(()),
             _ => Err(WireError::new(ErrorCode::Timeout, "this broker's metadata is behind the cluster's: retry")),
         }
+    }
+
+    /// Sends `what` to the metadata group's leader (another node) and
+    /// returns its answer: a command's offset, or the committed end.
+    async fn ask_leader(&self, what: Forwarded, timeout: Duration) -> Result<u64, WireError> {
+        let cluster = self.cluster()?;
+        let Some(leader) = cluster.log.leader().filter(|l| *l != self.config.node_id) else {
+            return Err(WireError::new(
+                ErrorCode::LeaderNotAvailable,
+                "the metadata group has no leader (an election is under way, or a majority of the cluster is down): retry",
+            ));
+        };
+        let request = postcard::to_stdvec(&what).expect("forwarded requests serialise");
+        let answer = self.raft.forward(leader, request, timeout).await?;
+        let answer: Result<u64, WireError> = postcard::from_bytes(&answer)
+            .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("node {leader} answered no offset: {e}")))?;
+        answer
     }
 
     /// The metadata log's committed end, on its serving leader: what a

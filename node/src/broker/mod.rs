@@ -368,34 +368,35 @@ impl Broker {
         })
     }
 
-    /// Answers one request. In a cluster, a request about a topic or
-    /// partition this broker does not know is answered again after a read
-    /// barrier: the topic may have been created (or grown) a moment ago
-    /// and not reached this broker's copy of the metadata yet. Only
-    /// requests that change nothing when refused are answered twice.
+    /// Answers one request. In a cluster, a request naming a topic or
+    /// partition this broker does not know waits for a read barrier first:
+    /// the topic may have been created (or grown) a moment ago and not
+    /// reached this broker's copy of the metadata yet.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
-        let again = match &request {
-            Request::Metadata(_)
-            | Request::Produce(_)
-            | Request::Fetch(_)
-            | Request::ListOffsets(_)
-            | Request::DescribeTopic(_)
-            | Request::OffsetCommit(_)
-                if self.cluster.is_some() =>
-            {
-                Some(request.clone())
-            }
-            _ => None,
+        if self.cluster.is_some()
+            && self.names_unknown(&request)
+            && let Err(b) = self.metadata_barrier().await
+        {
+            tracing::debug!(error = %b.message, "metadata barrier failed; answering from this broker's copy");
+        }
+        self.answer(request).await
+    }
+
+    /// Whether `request` names a topic, or a partition of one, that this
+    /// broker does not hold in its metadata.
+    fn names_unknown(&self, request: &Request) -> bool {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let unknown = |topic: &str, partition: Option<u32>| {
+            topics.get(topic).is_none_or(|t| partition.is_some_and(|p| p as usize >= t.partitions.len()))
         };
-        match (self.answer(request).await, again) {
-            (Err(e), Some(request)) if matches!(e.code(), ErrorCode::UnknownTopic | ErrorCode::UnknownPartition) => {
-                if let Err(b) = self.metadata_barrier().await {
-                    tracing::debug!(error = %b.message, "metadata barrier failed; answering from this broker's copy");
-                    return Err(e);
-                }
-                self.answer(request).await
-            }
-            (r, _) => r,
+        match request {
+            Request::Metadata(r) => r.topics.iter().flatten().any(|t| unknown(t, None)),
+            Request::Produce(r) => unknown(&r.topic, Some(r.partition)),
+            Request::Fetch(r) => unknown(&r.topic, Some(r.partition)),
+            Request::ListOffsets(r) => unknown(&r.topic, Some(r.partition)),
+            Request::DescribeTopic(r) => unknown(&r.name, None),
+            Request::OffsetCommit(r) => r.offsets.iter().any(|o| unknown(&o.topic, Some(o.partition))),
+            _ => false,
         }
     }
 

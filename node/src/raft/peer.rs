@@ -110,7 +110,7 @@ impl Vetting {
     /// Whether node `node`, presenting `theirs`, may be heard: same cluster
     /// (when both know theirs), and the data directory the cluster
     /// registered for it.
-    pub fn check(&self, node: u64, theirs: Identity) -> Result<(), WireError> {
+    fn check(&self, node: u64, theirs: Identity) -> Result<(), WireError> {
         let own = self.own();
         if own.cluster != 0 && theirs.cluster != 0 && own.cluster != theirs.cluster {
             return Err(WireError::new(
