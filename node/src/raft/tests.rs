@@ -282,3 +282,37 @@ async fn garbage_on_the_raft_port_closes_the_connection_and_peers_still_get_answ
         .unwrap();
     assert!(matches!(answer, weir_net::peer::Answer::Error(e) if e.message.contains("no Raft group 99")));
 }
+
+/// A replica that is not a voter of its own newest membership (a fresh one
+/// being added, whose data may have been deleted when it was moved off
+/// before) refuses every vote; once its membership names it, it votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_outside_its_membership_refuses_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs: BTreeMap<u64, String> = [(1, l.local_addr().unwrap().to_string()), (2, "127.0.0.1:1".to_string())].into();
+    let m = start(1, dir.path(), l, &addrs).await;
+    let ask = |term| {
+        weir_net::peer::Call::Vote(weir_net::peer::VoteRequest {
+            vote: weir_net::peer::Vote { term, node: Some(2), committed: false },
+            last_log_id: Some(weir_net::peer::LogId { term: 9, index: 100 }),
+        })
+    };
+    let granted = |a: weir_net::peer::Answer| match a {
+        weir_net::peer::Answer::Vote(v) => v.granted,
+        other => panic!("not a vote answer: {other:?}"),
+    };
+    assert!(!granted(peer::serve_call(&m.group.raft, ask(5)).await), "an empty replica must not vote");
+    m.group.bootstrap(addrs.clone()).await.unwrap();
+    let mut voted = false;
+    for _ in 0..100 {
+        // Metrics follow the membership entry a moment after it is stored.
+        if granted(peer::serve_call(&m.group.raft, ask(50)).await) {
+            voted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(voted, "a voter of its membership votes for a candidate with a longer log");
+    drop(m.stop);
+}
