@@ -70,6 +70,12 @@ impl Admin {
         expect_response!(r, ListTopics).map(|r| r.topics)
     }
 
+    /// The cluster as some broker sees it (answered without a quorum).
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {
+        let r = self.client.request(&Request::ClusterStatus(ClusterStatusRequest {})).await?;
+        expect_response!(r, ClusterStatus)
+    }
+
     /// The cluster as the broker at `addr` sees it (answered without a quorum).
     pub async fn cluster_status_at(&self, addr: &str) -> Result<ClusterStatusResponse> {
         let r = self.client.request_at(addr, &Request::ClusterStatus(ClusterStatusRequest {})).await?;

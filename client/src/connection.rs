@@ -36,7 +36,8 @@ pub struct Connection {
     max_frame_bytes: usize,
     /// The newest Metadata version both sides speak (1 until the handshake
     /// says more): older brokers answer without leader terms.
-    metadata_version: std::sync::atomic::AtomicU16,
+    /// Per API key, the version requests go at (see `set_versions`).
+    versions: Vec<std::sync::atomic::AtomicU16>,
 }
 
 impl Connection {
@@ -162,22 +163,23 @@ impl Connection {
             closed,
             close_reason,
             max_frame_bytes,
-            metadata_version: std::sync::atomic::AtomicU16::new(VERSION_MIN),
+            versions: (0..=ApiKey::ALL.iter().map(|k| *k as usize).max().unwrap_or(0))
+                .map(|_| std::sync::atomic::AtomicU16::new(VERSION_MIN))
+                .collect(),
         })
     }
 
     /// Takes the versions the broker's handshake named: each request goes
     /// at the newest version both sides speak.
     pub fn set_versions(&self, versions: &ApiVersionsResponse) {
-        let broker = versions.apis.iter().find(|r| r.api_key == ApiKey::Metadata as u16).map_or(VERSION_MIN, |r| r.max);
-        self.metadata_version.store(broker.min(version_max(ApiKey::Metadata)).max(VERSION_MIN), Ordering::Relaxed);
+        for key in ApiKey::ALL {
+            let broker = versions.apis.iter().find(|r| r.api_key == *key as u16).map_or(VERSION_MIN, |r| r.max);
+            self.versions[*key as usize].store(broker.min(version_max(*key)).max(VERSION_MIN), Ordering::Relaxed);
+        }
     }
 
     fn version_for(&self, key: ApiKey) -> u16 {
-        match key {
-            ApiKey::Metadata => self.metadata_version.load(Ordering::Relaxed),
-            _ => VERSION_MIN,
-        }
+        self.versions[key as usize].load(Ordering::Relaxed)
     }
 
     /// Why requests on this closed connection fail.

@@ -96,6 +96,9 @@ macro_rules! apis {
                 if let (Ok(Response::Metadata(m)), 1) = (result, version) {
                     return encode_result(out, header, Ok(&MetadataResponseV1::from(m)));
                 }
+                if let (Ok(Response::ClusterStatus(c)), 1) = (result, version) {
+                    return encode_result(out, header, Ok(&ClusterStatusResponseV1::from(c)));
+                }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result(out, header, Ok(r)),)*
                     Err(e) => encode_result::<ApiVersionsResponse>(out, header, Err(e)),
@@ -109,6 +112,9 @@ macro_rules! apis {
                 let header = FrameHeader { kind: Kind::Response, api_key: key as u16, api_version: version, correlation_id };
                 if let (Ok(Response::Metadata(m)), 1) = (result, version) {
                     return encode_result_head(out, header, Ok(&MetadataResponseV1::from(m)));
+                }
+                if let (Ok(Response::ClusterStatus(c)), 1) = (result, version) {
+                    return encode_result_head(out, header, Ok(&ClusterStatusResponseV1::from(c)));
                 }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result_head(out, header, Ok(r)),)*
@@ -126,6 +132,9 @@ macro_rules! apis {
                 if key == ApiKey::Metadata && h.api_version == 1 {
                     return decode_result::<MetadataResponseV1>(&frame.body).map(|r| r.map(|m| Response::Metadata(m.into())));
                 }
+                if key == ApiKey::ClusterStatus && h.api_version == 1 {
+                    return decode_result::<ClusterStatusResponseV1>(&frame.body).map(|r| r.map(|c| Response::ClusterStatus(c.into())));
+                }
                 match key { $(ApiKey::$name => decode_result(&frame.body).map(|r| r.map(Response::$name)),)* }
             }
         }
@@ -136,10 +145,11 @@ macro_rules! apis {
 pub const VERSION_MIN: u16 = 1;
 
 /// The newest version of `key` this build speaks. Metadata 2 adds each
-/// partition's leader term and each topic's id.
+/// partition's leader term and each topic's id; ClusterStatus 2 each
+/// node's rack.
 pub fn version_max(key: ApiKey) -> u16 {
     match key {
-        ApiKey::Metadata => 2,
+        ApiKey::Metadata | ApiKey::ClusterStatus => 2,
         _ => 1,
     }
 }
@@ -862,6 +872,61 @@ pub struct ClusterNode {
     /// Milliseconds since the answering node last heard its heartbeat
     /// (`None`: never, or it is the answering node).
     pub heard_ms_ago: Option<u64>,
+    /// The rack it registered with (`None`: none, or a version 1 answer).
+    pub rack: Option<String>,
+}
+
+/// A node as ClusterStatus version 1 encodes it: (id, address,
+/// raft_address, heard_ms_ago), no rack.
+type ClusterNodeV1 = (u64, String, String, Option<u64>);
+
+/// ClusterStatus as version 1 encodes it: nodes without racks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ClusterStatusResponseV1 {
+    node_id: u64,
+    clustered: bool,
+    metadata_leader: Option<u64>,
+    term: u64,
+    role: String,
+    nodes: Vec<ClusterNodeV1>,
+    partitions_led: u32,
+    under_replicated: u32,
+}
+
+impl Payload for ClusterStatusResponseV1 {}
+
+impl From<&ClusterStatusResponse> for ClusterStatusResponseV1 {
+    fn from(c: &ClusterStatusResponse) -> Self {
+        ClusterStatusResponseV1 {
+            node_id: c.node_id,
+            clustered: c.clustered,
+            metadata_leader: c.metadata_leader,
+            term: c.term,
+            role: c.role.clone(),
+            nodes: c.nodes.iter().map(|n| (n.id, n.address.clone(), n.raft_address.clone(), n.heard_ms_ago)).collect(),
+            partitions_led: c.partitions_led,
+            under_replicated: c.under_replicated,
+        }
+    }
+}
+
+impl From<ClusterStatusResponseV1> for ClusterStatusResponse {
+    fn from(c: ClusterStatusResponseV1) -> Self {
+        ClusterStatusResponse {
+            node_id: c.node_id,
+            clustered: c.clustered,
+            metadata_leader: c.metadata_leader,
+            term: c.term,
+            role: c.role,
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(|(id, address, raft_address, heard_ms_ago)| ClusterNode { id, address, raft_address, heard_ms_ago, rack: None })
+                .collect(),
+            partitions_led: c.partitions_led,
+            under_replicated: c.under_replicated,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

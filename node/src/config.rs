@@ -77,6 +77,9 @@ pub struct Config {
     pub joined: bool,
     /// `node_id` was set (flag, variable or file), not the default.
     pub node_id_explicit: bool,
+    /// The rack (zone, failure domain) this node is in: placement spreads
+    /// each partition's replicas over racks. `None`: a rack of its own.
+    pub rack: Option<String>,
 }
 
 /// `leader_balance_interval_ms`: 0 turns automatic balancing off.
@@ -153,6 +156,7 @@ impl Default for Config {
             join: Vec::new(),
             joined: false,
             node_id_explicit: false,
+            rack: None,
         }
     }
 }
@@ -217,6 +221,10 @@ pub struct Args {
     /// the node is a member.
     #[arg(long, env = "WEIR_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// The rack (zone, failure domain) of this node: each partition's
+    /// replicas are spread over racks where the nodes allow it.
+    #[arg(long, env = "WEIR_RACK")]
+    pub rack: Option<String>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -279,6 +287,7 @@ pub struct FileConfig {
     pub leader_balance_interval_ms: Option<u64>,
     /// Client addresses of members to join through.
     pub join: Option<Vec<String>>,
+    pub rack: Option<String>,
 }
 
 /// Why a configuration was refused.
@@ -310,6 +319,9 @@ impl Config {
         c.node_id_explicit |= args.node_id.is_some();
         if !args.join.is_empty() {
             c.join = args.join.clone();
+        }
+        if let Some(r) = &args.rack {
+            c.rack = Some(r.clone());
         }
         set!(node_id => c.node_id, listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
              segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
@@ -448,6 +460,9 @@ impl Config {
         if let Some(v) = f.join {
             c.join = v
         }
+        if let Some(v) = f.rack {
+            c.rack = Some(v)
+        }
         Ok(())
     }
 
@@ -528,6 +543,9 @@ impl Config {
         }
         if self.group_session_timeout_min_ms == 0 || self.group_session_timeout_min_ms > self.group_session_timeout_max_ms {
             return bad("group_session_timeout_min_ms must be at least 1 and at most group_session_timeout_max_ms");
+        }
+        if let Some(r) = &self.rack {
+            weir_core::metadata::cluster::check_rack(r).map_err(|why| ConfigError::Invalid(format!("rack: {why}")))?;
         }
         Ok(())
     }
@@ -612,6 +630,10 @@ mod tests {
         assert!(err.to_string().contains("not in initial_members"), "{err}");
         let err = Config::resolve(&Args { node_id: Some(3), initial_members: members.clone(), ..Args::default() }).unwrap_err();
         assert!(err.to_string().contains("set raft_listen"), "{err}");
+        let c = Config::resolve(&Args { rack: Some("eu-1a".into()), ..Args::default() }).unwrap();
+        assert_eq!(c.rack.as_deref(), Some("eu-1a"));
+        let err = Config::resolve(&Args { rack: Some("rack 1".into()), ..Args::default() }).unwrap_err();
+        assert!(err.to_string().contains("rack"), "{err}");
         for (list, needle) in [
             ("1@a:1,1@b:2", "twice"),
             ("0@a:1", "between 1"),

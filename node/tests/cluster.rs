@@ -30,6 +30,11 @@ impl Cluster {
 
     /// As [`Cluster::start`], every node also given `extra` flags.
     fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_each(n, |_| extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// As [`Cluster::start`], node `i` (from 0) also given `extra(i)`.
+    fn start_each(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let ports = free_ports(2 * n);
         let members: Vec<String> = (0..n).map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[n + i])).collect();
         let members = members.join(",");
@@ -38,8 +43,9 @@ impl Cluster {
             .map(|i| {
                 let id = (i + 1).to_string();
                 let addr = format!("127.0.0.1:{}", ports[i]);
+                let own = extra(i);
                 let mut args = vec!["--node-id", &id, "--initial-members", &members];
-                args.extend_from_slice(extra);
+                args.extend(own.iter().map(String::as_str));
                 Broker::start_with(dirs[i].path(), Some(&addr), &args)
             })
             .collect();
@@ -364,6 +370,54 @@ async fn a_topic_created_through_one_broker_is_known_at_once_to_every_other() {
     // A topic nobody created is still refused, with what to do.
     let answer = creator.request_at(others[0], &Request::Metadata(MetadataRequest { topics: Some(vec!["never-made".into()]) })).await;
     assert!(matches!(&answer, Err(e) if e.code() == Some(ErrorCode::UnknownTopic)), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_over_racks_and_cluster_status_shows_them() {
+    let racks = ["east", "east", "west", "west"];
+    let cluster = Cluster::start_each(4, |i| vec!["--rack".into(), racks[i].into()]);
+    cluster.wait_registered(0).await;
+    // Registered with its rack: every node's rack is in the status.
+    let brokers = cluster.brokers().join(",");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let status: serde_json::Value = serde_json::from_str(&weirctl(&brokers, &["cluster", "status", "--json"])).unwrap();
+        let shown: Vec<(u64, String)> = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["id"].as_u64().unwrap(), n["rack"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        if shown.iter().all(|(_, r)| !r.is_empty()) || Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let expected: Vec<(u64, String)> = racks.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.to_string())).collect();
+    assert_eq!(shown, expected);
+    let table = weirctl(&brokers, &["cluster", "status"]);
+    assert!(table.contains("RACK") && table.contains("east") && table.contains("west"), "{table}");
+    // Nodes 1, 2 are east and 3, 4 west: a rack-blind rotation would put
+    // half of the partitions on one rack only.
+    let client = cluster.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "spread".into(), partitions: 8, replicas: 2, config: Default::default() })
+        .await
+        .unwrap();
+    Admin::new(&client).add_partitions("spread", 4).await.unwrap();
+    let Response::Metadata(m) = client.request(&Request::Metadata(MetadataRequest { topics: Some(vec!["spread".into()]) })).await.unwrap()
+    else {
+        panic!("not a metadata answer")
+    };
+    let partitions = &m.topics[0].partitions;
+    assert_eq!(partitions.len(), 12);
+    for p in partitions {
+        let in_racks: std::collections::BTreeSet<&str> = p.replicas.iter().map(|n| racks[*n as usize - 1]).collect();
+        assert_eq!(in_racks.len(), 2, "partition {} on {:?} spans both racks", p.partition, p.replicas);
+    }
+    for n in 1..=4u64 {
+        assert_eq!(partitions.iter().filter(|p| p.replicas.contains(&n)).count(), 6, "24 replicas over 4 nodes");
+    }
 }
 
 fn empty_dir(dir: &std::path::Path) {
@@ -954,6 +1008,9 @@ async fn a_partition_moves_onto_another_node_under_load_and_keeps_every_ack() {
         assert!(Instant::now() < deadline, "{} still exists", gone.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // It left its vote and log end behind (group id: topic id << 16 | partition).
+    let tombstone = cluster._dirs[(leaving - 1) as usize].path().join("meta").join("tombstones").join((topic_id << 16).to_string());
+    assert!(tombstone.exists(), "{} is missing", tombstone.display());
     let spare_client = cluster.nodes[(spare - 1) as usize].client().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

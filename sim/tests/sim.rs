@@ -347,7 +347,7 @@ fn cluster_regression_seeds() {
 /// a replica moved away and back whose old group's closing unregistered
 /// the new one, so its leader could never reach it and the partition
 /// stopped serving (61, after the identity draws moved every schedule).
-const FIVE_BROKER_REGRESSIONS: &[u64] = &[61, 133, 195, 50005, 51056, 51174, 51192, 52298];
+const FIVE_BROKER_REGRESSIONS: &[u64] = &[61, 133, 195, 111, 548, 971, 2424, 50005, 51056, 51174, 51192, 52298];
 
 #[test]
 fn five_broker_regression_seeds() {

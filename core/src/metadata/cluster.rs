@@ -10,6 +10,8 @@
 //! twice: topic ids and producer-id blocks are counters in this state, and
 //! the state only moves forward with the log.
 
+use super::placement::replacement;
+pub use super::placement::{RACK_BYTES_MAX, check_rack, place, racks_spanned};
 use super::records::{TopicRecord, TopicSettings};
 use super::{IDS_PER_BLOCK, MetadataError, check_add_partitions, check_create, effective_log_config};
 use crate::Timestamp;
@@ -101,6 +103,8 @@ pub enum ClusterCommand {
     /// random id of its data directory. The first registration binds the
     /// node to that directory; a later one from another directory (wiped,
     /// or another node's) is refused: its votes and log are not the node's.
+    /// Written by brokers before racks; applied as
+    /// [`ClusterCommand::RegisterNodeInRack`] without a rack.
     RegisterNode {
         record: BrokerRecord,
         data_dir_id: u64,
@@ -109,6 +113,14 @@ pub enum ClusterCommand {
     /// none: the first applied stays, later ones change nothing.
     SetClusterId {
         cluster_id: u64,
+    },
+    /// As [`ClusterCommand::RegisterNode`], with the node's rack (`None`:
+    /// it names none). Placement spreads each partition's replicas over
+    /// racks; a node's rack is what its latest registration said.
+    RegisterNodeInRack {
+        record: BrokerRecord,
+        data_dir_id: u64,
+        rack: Option<String>,
     },
 }
 
@@ -188,6 +200,8 @@ pub struct ClusterMetadata {
     /// The data directory each node is bound to (its first registration
     /// with one, or its join): also which node a joining directory became.
     data_dirs: BTreeMap<u64, u64>,
+    /// The rack each node registered with (nodes without one are absent).
+    racks: BTreeMap<u64, String>,
     cluster_id: Option<u64>,
 }
 
@@ -206,6 +220,7 @@ impl ClusterMetadata {
             leaving: Default::default(),
             removed: Default::default(),
             data_dirs: BTreeMap::new(),
+            racks: BTreeMap::new(),
             cluster_id: None,
         }
     }
@@ -264,6 +279,16 @@ impl ClusterMetadata {
         &self.data_dirs
     }
 
+    /// The rack node `id` registered with, if it named one.
+    pub fn rack(&self, id: u64) -> Option<&str> {
+        self.racks.get(&id).map(String::as_str)
+    }
+
+    /// Every node's rack (nodes without one are absent).
+    pub fn racks(&self) -> &BTreeMap<u64, String> {
+        &self.racks
+    }
+
     /// The cluster's id, once its first metadata leader picked one.
     pub fn cluster_id(&self) -> Option<u64> {
         self.cluster_id
@@ -299,7 +324,13 @@ impl ClusterMetadata {
         match command {
             ClusterCommand::RegisterBroker(b) => self.register(b),
             ClusterCommand::RegisterNode { record, data_dir_id } => {
+                self.apply(ClusterCommand::RegisterNodeInRack { record, data_dir_id, rack: None })
+            }
+            ClusterCommand::RegisterNodeInRack { record, data_dir_id, rack } => {
                 let id = record.id;
+                if let Some(Err(why)) = rack.as_deref().map(check_rack) {
+                    return Outcome::Refused(MetadataError::InvalidConfig(format!("node {id}: {why}")));
+                }
                 if let Some(&bound) = self.data_dirs.get(&id).filter(|d| **d != data_dir_id) {
                     return Outcome::Refused(MetadataError::StaleIncarnation { node: id, registered: bound, presented: data_dir_id });
                 }
@@ -311,6 +342,10 @@ impl ClusterMetadata {
                 let outcome = self.register(record);
                 if matches!(outcome, Outcome::Registered(_)) {
                     self.data_dirs.insert(id, data_dir_id);
+                    match rack {
+                        Some(r) => self.racks.insert(id, r),
+                        None => self.racks.remove(&id),
+                    };
                 }
                 outcome
             }
@@ -358,6 +393,7 @@ impl ClusterMetadata {
                 self.leaving.remove(&id);
                 self.brokers.remove(&id);
                 self.data_dirs.remove(&id);
+                self.racks.remove(&id);
                 self.removed.insert(id);
                 Outcome::Removed(id)
             }
@@ -398,7 +434,7 @@ impl ClusterMetadata {
                 }
                 self.next_topic_id += 1;
                 let nodes = self.placeable();
-                let assignment = place(&nodes, id, partitions, replicas);
+                let assignment = place(&nodes, &self.racks, id, partitions, replicas);
                 let topic = ClusterTopic {
                     record: TopicRecord { id, name: name.clone(), partitions, replicas, config },
                     assignment,
@@ -423,7 +459,7 @@ impl ClusterMetadata {
                 }
                 // Placed as a topic created now with `total` partitions
                 // would place them: the rotation of preferred leaders goes on.
-                let placed = place(&nodes, topic.record.id, total, topic.record.replicas);
+                let placed = place(&nodes, &self.racks, topic.record.id, total, topic.record.replicas);
                 topic.assignment.extend(placed.into_iter().skip(from as usize));
                 topic.record.partitions = total;
                 Outcome::PartitionsAdded { topic: topic.clone(), from }
@@ -442,8 +478,9 @@ impl ClusterMetadata {
 
 impl ClusterMetadata {
     /// Starts removing node `id`: each partition with a replica on it moves
-    /// to the least loaded other node (fewest replicas, then lowest id) not
-    /// already in its set, in its place in the list.
+    /// to another node not already in its set, in its place in the list: in
+    /// a rack the rest of the set lacks if one can be, then the least
+    /// loaded (fewest replicas), then the lowest id.
     fn remove(&mut self, id: u64) -> Outcome {
         if !self.brokers.contains_key(&id) {
             return Outcome::Refused(if self.removed.contains(&id) {
@@ -490,7 +527,7 @@ impl ClusterMetadata {
             for p in 0..t.assignment.len() {
                 let r = &t.assignment[p];
                 let Some(at) = r.iter().position(|n| *n == id) else { continue };
-                let Some((&with, _)) = load.iter().filter(|(n, _)| !r.contains(n)).min_by_key(|(n, l)| (**l, **n)) else { continue };
+                let Some(with) = replacement(r, id, &load, &self.racks) else { continue };
                 *load.get_mut(&with).expect("a remaining node") += 1;
                 let mut to = r.clone();
                 to[at] = with;
@@ -549,19 +586,6 @@ fn check_reassignment(
         }
     }
     Ok(())
-}
-
-/// Replica sets for a new topic over `nodes` (sorted ids): partition `p`
-/// takes `replicas` consecutive nodes starting at `(topic_id + p) mod n`.
-/// Deterministic; preferred leaders (the first replica) rotate over the
-/// nodes, and each node holds the same number of replicas within one.
-pub fn place(nodes: &[u64], topic_id: u64, partitions: u32, replicas: u16) -> Vec<Vec<u64>> {
-    let n = nodes.len();
-    if n == 0 {
-        return vec![Vec::new(); partitions as usize];
-    }
-    let start = (topic_id % n as u64) as usize;
-    (0..partitions as usize).map(|p| (0..usize::from(replicas).min(n)).map(|k| nodes[(start + p + k) % n]).collect()).collect()
 }
 
 /// One command as one batch (its value postcard), stamped `now`.
@@ -637,6 +661,43 @@ mod tests {
         assert!(matches!(m.apply(rejoined), Outcome::Refused(MetadataError::StaleIncarnation { .. })));
     }
 
+    fn register_in(id: u64, rack: Option<&str>) -> ClusterCommand {
+        let ClusterCommand::RegisterBroker(record) = broker(id) else { unreachable!() };
+        ClusterCommand::RegisterNodeInRack { record, data_dir_id: 0x100 + id, rack: rack.map(str::to_owned) }
+    }
+
+    #[test]
+    fn racks_come_with_registration_and_spread_placement_and_removal() {
+        let mut m = cluster(0);
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "c")] {
+            assert!(matches!(m.apply(register_in(id, Some(rack))), Outcome::Registered(_)));
+        }
+        assert_eq!(m.rack(4), Some("b"));
+        assert!(matches!(m.apply(register_in(7, Some("../x"))), Outcome::Refused(MetadataError::InvalidConfig(_))));
+        assert!(m.broker(7).is_none(), "a refused registration registers nothing");
+        let Outcome::Created(t) = m.apply(create("t", 12, 3)) else { panic!() };
+        for set in &t.assignment {
+            assert_eq!(racks_spanned(set, m.racks()), 3, "{set:?} spans the three racks");
+        }
+        let Outcome::PartitionsAdded { topic, .. } = m.apply(ClusterCommand::AddPartitions { name: "t".into(), total: 18 }) else {
+            panic!()
+        };
+        assert!(topic.assignment.iter().all(|set| racks_spanned(set, m.racks()) == 3));
+        // Node 4 (rack b) leaves: each of its sets keeps racks a and c, so
+        // node 5, rack b's other node, takes its place whatever the load.
+        let Outcome::Removing { moves, .. } = m.apply(ClusterCommand::RemoveBroker { id: 4 }) else { panic!() };
+        for (_, _, to) in &moves {
+            assert_eq!(racks_spanned(to, m.racks()), 3, "node 4 (rack b) is replaced by node 5 (rack b): {to:?}");
+            assert!(to.contains(&5));
+        }
+        // A restart without a rack forgets it.
+        assert!(matches!(m.apply(register_in(1, None)), Outcome::Registered(_)));
+        assert_eq!(m.rack(1), None);
+        // Older brokers' registrations name no rack.
+        assert!(matches!(m.apply(register_from(2, 0x102)), Outcome::Registered(_)));
+        assert_eq!(m.rack(2), None);
+    }
+
     #[test]
     fn the_first_cluster_id_applied_stays() {
         let mut m = cluster(1);
@@ -645,28 +706,6 @@ mod tests {
         assert_eq!(m.apply(ClusterCommand::SetClusterId { cluster_id: 6 }), Outcome::ClusterId(5), "a racing leader's id loses");
         assert!(m.apply(ClusterCommand::SetClusterId { cluster_id: 0 }).refused().is_some());
         assert_eq!(m.cluster_id(), Some(5));
-    }
-
-    #[test]
-    fn placement_is_balanced_and_prefers_a_rotating_first_replica() {
-        let nodes = [1, 2, 3];
-        let a = place(&nodes, 7, 6, 3);
-        assert_eq!(a[0], vec![2, 3, 1]);
-        assert_eq!(a[1], vec![3, 1, 2]);
-        for r in &a {
-            let mut sorted = r.clone();
-            sorted.sort();
-            assert_eq!(sorted, vec![1, 2, 3], "three distinct replicas");
-        }
-        let leaders: Vec<u64> = a.iter().map(|r| r[0]).collect();
-        for n in nodes {
-            assert_eq!(leaders.iter().filter(|l| **l == n).count(), 2, "each node prefers two of six");
-        }
-        let b = place(&[1, 2, 3, 4, 5], 1, 10, 2);
-        for n in 1..=5u64 {
-            assert_eq!(b.iter().filter(|r| r.contains(&n)).count(), 4, "20 replicas over 5 nodes");
-        }
-        assert_eq!(place(&nodes, 7, 6, 3), a, "deterministic");
     }
 
     #[test]
@@ -718,7 +757,7 @@ mod tests {
         assert_eq!(from, 2);
         assert_eq!(topic.record.partitions, 5);
         assert_eq!(&topic.assignment[..2], &t.assignment[..], "existing partitions stay where they are");
-        assert_eq!(topic.assignment, place(&[1, 2, 3], t.record.id, 5, 2));
+        assert_eq!(topic.assignment, place(&[1, 2, 3], &BTreeMap::new(), t.record.id, 5, 2));
         assert_eq!(m.topic("a").unwrap(), &topic);
         assert!(matches!(m.apply(grow(5)), Outcome::Refused(MetadataError::PartitionsCannotShrink { current: 5, got: 5, .. })));
         assert!(matches!(m.apply(grow(3)), Outcome::Refused(MetadataError::PartitionsCannotShrink { .. })));

@@ -16,6 +16,7 @@
 //! durable before any id from it is used (see [`IdBlocks`]).
 
 pub mod cluster;
+mod placement;
 mod records;
 #[cfg(test)]
 mod tests;

@@ -177,7 +177,8 @@ impl Broker {
                         .unwrap_or_default(),
                     incarnation: b.boot,
                 };
-                let register = ClusterCommand::RegisterNode { record, data_dir_id: b.raft.identity().incarnation };
+                let register =
+                    ClusterCommand::RegisterNodeInRack { record, data_dir_id: b.raft.identity().incarnation, rack: b.config.rack.clone() };
                 match b.command(register).await {
                     Ok(_) => {
                         tracing::info!(node = b.config.node_id, "registered with the cluster");
@@ -441,9 +442,29 @@ impl Broker {
                     }
                     Some(here) => {
                         for p in disk.list_dir(&dir)? {
-                            if p.parse::<u32>().is_ok_and(|p| !here.contains(&p)) {
-                                super::store::remove_via_trash(&*disk, &data_dir, &dir.join(&p), &format!("replica-{id}-{p}"), boot)?;
-                                removed.push(format!("topic {id} partition {p} (moved away)"));
+                            let Ok(n) = p.parse::<u32>() else { continue };
+                            if here.contains(&n) {
+                                continue;
+                            }
+                            // Its vote and log end first (see `raft::tombstone`);
+                            // a log that cannot be read keeps its data.
+                            let taken = group_id(id, n).map_err(|e| e.to_string()).and_then(|group| {
+                                let (log, _) = weir_core::log::PartitionLog::open(
+                                    disk.clone(),
+                                    &dir.join(&p),
+                                    weir_core::log::LogConfig::default(),
+                                    crate::clock::now(),
+                                )
+                                .map_err(|e| e.to_string())?;
+                                Ok((group, crate::raft::tombstone::Tombstone::of(&log)))
+                            });
+                            match taken {
+                                Ok((group, tombstone)) => {
+                                    crate::raft::tombstone::save(&*disk, &data_dir, group, tombstone)?;
+                                    super::store::remove_via_trash(&*disk, &data_dir, &dir.join(&p), &format!("replica-{id}-{n}"), boot)?;
+                                    removed.push(format!("topic {id} partition {p} (moved away)"));
+                                }
+                                Err(e) => tracing::warn!(topic = id, partition = n, error = %e, "a replica moved away cannot be read: its data stays"),
                             }
                         }
                     }
@@ -491,9 +512,18 @@ impl Broker {
                     }
                 }
                 let (disk, data_dir, boot, id) = (self.disk.clone(), self.config.data_dir.clone(), self.boot, t.record.id);
+                let partitions = t.record.partitions;
                 let removed = blocking::run(move || {
                     let dir = replicas_dir(&data_dir).join(id.to_string());
-                    super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)
+                    super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)?;
+                    // Group ids are never reused: its replicas' tombstones
+                    // have nothing left to guard.
+                    for p in 0..partitions {
+                        if let Ok(group) = group_id(id, p) {
+                            crate::raft::tombstone::remove(&*disk, &data_dir, group)?;
+                        }
+                    }
+                    Ok::<_, weir_core::disk::DiskError>(())
                 })
                 .await;
                 if let Err(e) = removed {
@@ -579,21 +609,28 @@ impl Broker {
                 let dir = replica_dir(&self.config.data_dir, t.record.id, p);
                 let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1 && !joining);
                 let me2 = me;
-                let (log, report) = blocking::run(move || {
-                    let (mut log, report) = partition::open_replica_log(disk, &dir, lc, single)?;
+                let group = group_id(t.record.id, p)?;
+                let data_dir = self.config.data_dir.clone();
+                let (log, report, floor) = blocking::run(move || {
+                    let (mut log, report) = partition::open_replica_log(disk.clone(), &dir, lc, single)?;
                     if !single {
                         // A leader of before a restart must win an election
                         // again: leadership resumed in its old term would serve
                         // from a producer table that entries in flight are not in.
                         partition::give_up_leadership(&mut log, me2)?;
                     }
-                    Ok::<_, weir_core::log::LogError>((log, report))
+                    // A replica deleted here before votes as its former self.
+                    let floor = crate::raft::tombstone::apply(&*disk, &data_dir, group, &mut log)?;
+                    Ok::<_, weir_core::log::LogError>((log, report, floor))
                 })
                 .await?;
                 if report.truncated_reason.is_some() || !report.damaged_segments.is_empty() {
                     tracing::warn!(topic = %t.record.name, partition = p, ?report, "replica recovered with repairs");
                 }
-                let group = group_id(t.record.id, p)?;
+                if let Some(f) = &floor {
+                    tracing::info!(topic = %t.record.name, partition = p, former = ?f, "a replica deleted here before: it votes only for logs reaching its former one");
+                }
+                self.raft.set_vote_floor(group, floor);
                 if !report.damaged_segments.is_empty() && replicas.len() > 1 {
                     self.raft.step_aside(group);
                 }
@@ -663,6 +700,7 @@ impl Broker {
                     address: self.advertised().to_string(),
                     raft_address: String::new(),
                     heard_ms_ago: None,
+                    rack: self.config.rack.clone(),
                 }],
                 partitions_led: led,
                 under_replicated: under,
@@ -673,18 +711,23 @@ impl Broker {
             .config
             .initial_members
             .iter()
-            .map(|(id, raft)| (*id, ClusterNode { id: *id, address: String::new(), raft_address: raft.clone(), heard_ms_ago: None }))
+            .map(|(id, raft)| {
+                (*id, ClusterNode { id: *id, address: String::new(), raft_address: raft.clone(), heard_ms_ago: None, rack: None })
+            })
             .collect();
         // A removed initial member is no node of the cluster any more.
         nodes.retain(|id, _| !cluster.state().is_removed(*id));
-        for b in cluster.state().brokers() {
+        let state = cluster.state();
+        for b in state.brokers() {
             let n = nodes.entry(b.id).or_insert(ClusterNode {
                 id: b.id,
                 address: String::new(),
                 raft_address: String::new(),
                 heard_ms_ago: None,
+                rack: None,
             });
             n.address = b.client_address.clone();
+            n.rack = state.rack(b.id).map(str::to_owned);
             if !b.raft_address.is_empty() {
                 n.raft_address = b.raft_address.clone();
             }

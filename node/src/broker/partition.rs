@@ -250,7 +250,14 @@ impl Partition {
         let canary = log.config().canary;
         let offline = log.loss().cloned();
         let single = members.len() == 1;
-        let (producers, log) = blocking::run(move || (rebuild_applied_producers(&log, single), log)).await;
+        let settle = disk.clone();
+        let (producers, log) = blocking::run(move || {
+            let mut log = log;
+            let producers =
+                crate::raft::commit_applied_membership(&mut log, &*settle).and_then(|()| rebuild_applied_producers(&log, single));
+            (producers, log)
+        })
+        .await;
         let producers = producers.map_err(log_error)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(PartitionState::new(producers, 0)),
@@ -337,12 +344,13 @@ impl Partition {
         // one of its batches must be answered as a duplicate.
         let me = self.node_id;
         let (log, producers, damaged) = blocking::run(move || {
-            let (mut log, report) = open_replica_log(disk, &dir, config, single)?;
+            let (mut log, report) = open_replica_log(disk.clone(), &dir, config, single)?;
             if !single {
                 // It just failed: it must win an election again before it
                 // leads, not resume leadership from its stored vote.
                 give_up_leadership(&mut log, me)?;
             }
+            crate::raft::commit_applied_membership(&mut log, &*disk)?;
             let producers = rebuild_applied_producers(&log, single)?;
             Ok::<_, LogError>((log, producers, !report.damaged_segments.is_empty()))
         })
@@ -709,10 +717,21 @@ impl Partition {
     /// Stops the proposer and role watcher and the group; waiters are
     /// answered at once.
     pub fn close(self: &Arc<Self>) {
-        let _ = self.closed.send(true);
-        self.shared.wake_proposer.notify_one();
+        self.stop_serving();
         let p = self.clone();
         tokio::spawn(async move { p.raft.close_group(&p.group()).await });
+    }
+
+    /// As [`Partition::close`], returning once the group has stopped (its
+    /// log changes no more).
+    pub async fn close_and_wait(self: &Arc<Self>) {
+        self.stop_serving();
+        self.raft.close_group(&self.group()).await;
+    }
+
+    fn stop_serving(&self) {
+        let _ = self.closed.send(true);
+        self.shared.wake_proposer.notify_one();
     }
 
     /// Hands everything queued to the group as one entry, then again while

@@ -107,12 +107,25 @@ impl Broker {
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(t.record.name.clone(), Arc::new(topic));
         tracing::info!(topic = %t.record.name, partition = p, ?from, to = ?now, "partition reassigned");
         if from.contains(&me) && !now.contains(&me) {
-            if let Some(part) = removed {
-                part.close();
-            }
+            // Its vote and log end are kept before its data goes (see
+            // `raft::tombstone`); a replica that is not open here (it
+            // failed to) has no stopped log to take them from, so its data
+            // stays (a replica moved back opens it as it is).
+            let Some(part) = removed else {
+                tracing::warn!(topic = %t.record.name, partition = p, "a moved replica that is not open here keeps its data; remove it by hand");
+                return;
+            };
+            part.close_and_wait().await;
+            let group = part.raft_group();
+            let tombstone = crate::raft::tombstone::Tombstone::of(&*group.log().lock().await);
             let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
             let (dir, name) = (replica_dir(&data_dir, t.record.id, p), format!("replica-{}-{p}", t.record.id));
-            if let Err(e) = blocking::run(move || super::store::remove_via_trash(&*disk, &data_dir, &dir, &name, boot)).await {
+            let deleted = blocking::run(move || {
+                crate::raft::tombstone::save(&*disk, &data_dir, group.id, tombstone)?;
+                super::store::remove_via_trash(&*disk, &data_dir, &dir, &name, boot)
+            })
+            .await;
+            if let Err(e) = deleted {
                 tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; remove it by hand");
             }
         }

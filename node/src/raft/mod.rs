@@ -26,6 +26,8 @@ mod network;
 pub mod peer;
 mod runtime;
 mod state_machine;
+pub mod tombstone;
+pub use state_machine::commit_applied_membership;
 mod tick;
 
 pub use log_store::SharedLog;
@@ -199,6 +201,10 @@ pub struct Registry {
     handing_off: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// When this node started: it forgot which leaders vouched before.
     started: tokio::time::Instant,
+    /// Groups whose replica here was deleted and created again: a
+    /// candidate whose log ends before this id gets no vote (see
+    /// [`tombstone`]).
+    vote_floors: std::sync::Mutex<HashMap<u64, tombstone::Tombstone>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -234,6 +240,21 @@ impl Registry {
                     .collect();
                 tick::record(&self.heard, from, beat);
                 return if newer.is_empty() { Answer::Heartbeat } else { Answer::HeartbeatNewer(newer) };
+            }
+            Call::Vote(v) if self.below_floor(group, v.last_log_id) => {
+                tracing::debug!(
+                    node = self.node_id,
+                    group,
+                    candidate = from,
+                    "no vote: the candidate's log ends before this replica's former one"
+                );
+                return Answer::Error(WireError::new(
+                    ErrorCode::NotLeader,
+                    format!(
+                        "node {}'s replica of group {group} held a longer log before it was moved off and back: no vote for node {from}",
+                        self.node_id
+                    ),
+                ));
             }
             Call::Vote(_) if self.get(group).is_some() && self.refuses_votes(group, from) => {
                 tracing::debug!(node = self.node_id, group, candidate = from, "a live leader vouches for the group: no vote");
@@ -341,6 +362,12 @@ impl Registry {
     /// of the shortest election timeout, or this node vouches for it itself,
     /// or this node started within that window (it forgot who vouched, and
     /// a leader may hold a lease on its earlier answers).
+    /// Whether a candidate of `group` whose log ends at `last` is behind
+    /// the log this node's replica held before it was deleted.
+    fn below_floor(&self, group: u64, last: Option<weir_net::peer::LogId>) -> bool {
+        self.vote_floors.lock().unwrap_or_else(|p| p.into_inner()).get(&group).is_some_and(|t| t.refuses(last))
+    }
+
     fn refuses_votes(&self, group: u64, candidate: u64) -> bool {
         let window = Duration::from_millis(self.timing.election_min_ms * 3 / 4);
         let now = tokio::time::Instant::now();
@@ -417,6 +444,7 @@ impl RaftNode {
             handing_off: Default::default(),
             removed: Default::default(),
             started: tokio::time::Instant::now(),
+            vote_floors: Default::default(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
@@ -432,6 +460,17 @@ impl RaftNode {
     /// (until the process restarts) it follows and votes but never leads,
     /// so a replica whose disk returns corruption never serves it while
     /// its peers can. Repair from the peers is not built yet.
+    /// Candidates of `group` whose log ends before the one `floor` records
+    /// get no vote from this node (`None`: Raft's own rule only). See
+    /// [`tombstone`].
+    pub fn set_vote_floor(&self, group: u64, floor: Option<tombstone::Tombstone>) {
+        let mut floors = self.registry.vote_floors.lock().unwrap_or_else(|p| p.into_inner());
+        match floor {
+            Some(f) => floors.insert(group, f),
+            None => floors.remove(&group),
+        };
+    }
+
     pub fn step_aside(&self, group: u64) {
         if self.registry.aside.lock().unwrap_or_else(|p| p.into_inner()).insert(group) {
             tracing::error!(
@@ -814,6 +853,7 @@ impl std::fmt::Debug for Group {
 impl Group {
     /// Makes a new group's first membership: `members` (node id → Raft
     /// address) as voters. A group that already has one is left alone.
+    /// Every first voter calls it with the same members.
     pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
         if members.is_empty() {
             // A joining replica: its leader sends the membership with the log.

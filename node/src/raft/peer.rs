@@ -512,18 +512,6 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
             Ok(r) => Answer::Append(convert::append_reply_to_wire(&r)),
             Err(e) => failed(&e),
         },
-        Call::Vote(v) if !votes(raft) => {
-            // Not a voter of its own newest membership: a replica being
-            // added (its log is empty or behind) or one removed. Such a
-            // replica must not elect anyone: one whose data was deleted when
-            // it was moved off, and that is now being moved back, would
-            // otherwise vote, with an empty log, for a lagging candidate of
-            // the membership it left, and that candidate's majority of
-            // former members would cut entries the current members committed.
-            let m = raft.metrics().borrow().clone();
-            tracing::debug!(node = m.id, candidate = ?v.vote, "vote refused: not a voter of this group's newest membership");
-            Answer::Vote(weir_net::peer::VoteReply { vote: convert::vote_to_wire(&m.vote), granted: false, last_log_id: None })
-        }
         Call::Vote(v) => match raft.vote(convert::vote_request_from_wire(v)).await {
             Ok(r) => Answer::Vote(convert::vote_reply_to_wire(&r)),
             Err(e) => failed(&e),
@@ -537,14 +525,6 @@ pub async fn serve_call(raft: &openraft::Raft<super::TypeConfig>, call: Call) ->
             Err(e) => failed(&e),
         },
     }
-}
-
-/// Whether `raft`'s node is a voter of the newest membership its log holds
-/// (any config of a joint one).
-fn votes(raft: &openraft::Raft<super::TypeConfig>) -> bool {
-    let m = raft.metrics();
-    let m = m.borrow();
-    m.membership_config.membership().voter_ids().any(|v| v == m.id)
 }
 
 #[cfg(test)]

@@ -102,6 +102,32 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
+/// Saves as the committed id the membership entry the membership file
+/// names when it lies past the committed id saved (and the log reaches it).
+/// The file is written when that entry is applied, so it was committed;
+/// the committed id is saved only now and then. Without this, a restart
+/// applies from the older committed id while the membership it reports is
+/// the newer one, and openraft looks for membership entries only after the
+/// applied id: should damage hide the newer entry from that scan, the
+/// effective membership would be older than the applied one, which
+/// openraft refuses to start with. Everything that derives from the
+/// committed id (applied, producer rebuild, what is read whole) moves with
+/// it, so call it before the log is rebuilt or opened as a group.
+pub fn commit_applied_membership(
+    log: &mut weir_core::log::PartitionLog,
+    disk: &dyn Disk,
+) -> std::result::Result<(), weir_core::log::LogError> {
+    let Some(raw) = disk::read_small(disk, &log.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? else { return Ok(()) };
+    let Ok(file) = postcard::from_bytes::<MembershipFile>(&raw) else { return Ok(()) };
+    let Some(at) = file.log_id.map(convert::log_id_from_wire).map(convert::log_id_to_log) else { return Ok(()) };
+    let committed = log.committed()?;
+    let reached = log.last_log_id().is_some_and(|l| l.index >= at.index);
+    if reached && committed.is_none_or(|c| c.index < at.index) {
+        log.save_committed(at)?;
+    }
+    Ok(())
+}
+
 impl StateMachine {
     /// Recovers the applied state from the log: applied is the committed id
     /// it saved (never past its end), the high watermark the end of that
@@ -229,7 +255,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id: format!("{}-{}", last_log_id.map(|a| a.index).unwrap_or(0), s.snapshots_built),
         };
         let data = postcard::to_stdvec(&SnapshotData { next_offset }).expect("postcard encoding of owned data cannot fail");
-        s.snapshot = Some((meta.clone(), data.clone()));
+        // A snapshot at the purge point can lie below one built earlier at
+        // the applied point. openraft keeps the newer one (the first of equals) as the current
+        // snapshot and sends that one's id, so the one served must stay the
+        // newer too (else a follower acks a snapshot older than the one its
+        // leader sent it, which openraft asserts never happens).
+        if s.snapshot.as_ref().is_none_or(|(held, _)| held.last_log_id < last_log_id) {
+            s.snapshot = Some((meta.clone(), data.clone()));
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -332,5 +365,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
         let s = self.lock();
         Ok(s.snapshot.clone().map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::RealDisk;
+    use weir_core::log::{LogConfig, LogId, PartitionLog};
+
+    /// The committed id saved lags the membership applied (it is saved now
+    /// and then): opening moves it up to that membership, never past the
+    /// log's end, never down.
+    #[test]
+    fn the_committed_id_moves_up_to_the_applied_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(RealDisk::default());
+        let (mut log, _) = PartitionLog::open(disk.clone(), dir.path(), LogConfig::default(), clock::now()).unwrap();
+        let id = |i| LogId { term: 2, node: 0, index: i };
+        for i in 1..=10 {
+            log.append_entry(id(i), &[&weir_core::batch::BatchBuilder::control(0)], clock::now()).unwrap();
+        }
+        log.save_committed(id(3)).unwrap();
+        let membership = |index| {
+            let file = MembershipFile { log_id: Some(peer::LogId { term: 2, index }), membership: peer::Membership::default() };
+            disk::write_atomic(&*disk, dir.path(), MEMBERSHIP_FILE, &postcard::to_stdvec(&file).unwrap()).unwrap();
+        };
+        // openraft index 6 is stored index 7.
+        membership(6);
+        commit_applied_membership(&mut log, &*disk).unwrap();
+        assert_eq!(log.committed().unwrap(), Some(id(7)));
+        membership(2);
+        commit_applied_membership(&mut log, &*disk).unwrap();
+        assert_eq!(log.committed().unwrap(), Some(id(7)), "never down");
+        membership(40);
+        commit_applied_membership(&mut log, &*disk).unwrap();
+        assert_eq!(log.committed().unwrap(), Some(id(7)), "never past the log's end");
     }
 }

@@ -80,7 +80,9 @@ async fn stored(m: &Member) -> Vec<(u64, u64, Bytes)> {
 async fn three_nodes_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let (mut members, addrs) = start_three(dir.path(), LogConfig::default()).await;
-    members[0].as_ref().unwrap().group.bootstrap(addrs.clone()).await.unwrap();
+    for m in members.iter().flatten() {
+        m.group.bootstrap(addrs.clone()).await.unwrap();
+    }
     let leader = leader_of(&members).await;
     let mut next = 0;
     for i in 0..20 {
@@ -156,7 +158,9 @@ async fn a_follower_behind_the_leaders_log_start_receives_the_whole_retained_log
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { segment_bytes_max: 2048, ..LogConfig::default() };
     let (mut members, addrs) = start_three(dir.path(), config.clone()).await;
-    members[0].as_ref().unwrap().group.bootstrap(addrs.clone()).await.unwrap();
+    for m in members.iter().flatten() {
+        m.group.bootstrap(addrs.clone()).await.unwrap();
+    }
     let leader = leader_of(&members).await;
     let value = "v".repeat(100);
     let mut next = 0;
@@ -283,36 +287,34 @@ async fn garbage_on_the_raft_port_closes_the_connection_and_peers_still_get_answ
     assert!(matches!(answer, weir_net::peer::Answer::Error(e) if e.message.contains("no Raft group 99")));
 }
 
-/// A replica that is not a voter of its own newest membership (a fresh one
-/// being added, whose data may have been deleted when it was moved off
-/// before) refuses every vote; once its membership names it, it votes.
+/// A replica created again where one was deleted refuses candidates whose
+/// log ends before the one it held (its tombstone), and leaves the rest to
+/// Raft.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_outside_its_membership_refuses_votes() {
+async fn a_vote_floor_refuses_candidates_behind_the_former_log() {
     let dir = tempfile::tempdir().unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addrs: BTreeMap<u64, String> = [(1, l.local_addr().unwrap().to_string()), (2, "127.0.0.1:1".to_string())].into();
     let m = start(1, dir.path(), l, &addrs).await;
-    let ask = |term| {
+    m.group.bootstrap(addrs.clone()).await.unwrap();
+    let floor = tombstone::Tombstone { vote_term: 3, vote_node: Some(2), last_log_id: Some(weir_net::peer::LogId { term: 5, index: 10 }) };
+    m.node.set_vote_floor(7, Some(floor));
+    let ask = |term, index| {
         weir_net::peer::Call::Vote(weir_net::peer::VoteRequest {
-            vote: weir_net::peer::Vote { term, node: Some(2), committed: false },
-            last_log_id: Some(weir_net::peer::LogId { term: 9, index: 100 }),
+            vote: weir_net::peer::Vote { term: 50, node: Some(2), committed: false },
+            last_log_id: Some(weir_net::peer::LogId { term, index }),
         })
     };
-    let granted = |a: weir_net::peer::Answer| match a {
-        weir_net::peer::Answer::Vote(v) => v.granted,
-        other => panic!("not a vote answer: {other:?}"),
-    };
-    assert!(!granted(peer::serve_call(&m.group.raft, ask(5)).await), "an empty replica must not vote");
-    m.group.bootstrap(addrs.clone()).await.unwrap();
-    let mut voted = false;
-    for _ in 0..100 {
-        // Metrics follow the membership entry a moment after it is stored.
-        if granted(peer::serve_call(&m.group.raft, ask(50)).await) {
-            voted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(voted, "a voter of its membership votes for a candidate with a longer log");
+    let behind = m.node.registry.dispatch(2, 7, ask(5, 9)).await;
+    assert!(matches!(&behind, weir_net::peer::Answer::Error(e) if e.message.contains("longer log")), "{behind:?}");
+    let behind = m.node.registry.dispatch(2, 7, ask(4, 900)).await;
+    assert!(matches!(behind, weir_net::peer::Answer::Error(_)), "an older term is behind");
+    // Not behind: the floor lets it through to the other rules.
+    let floor_refused = |a: &weir_net::peer::Answer| matches!(a, weir_net::peer::Answer::Error(e) if e.message.contains("longer log"));
+    let level = m.node.registry.dispatch(2, 7, ask(5, 10)).await;
+    assert!(!floor_refused(&level), "{level:?}");
+    m.node.set_vote_floor(7, None);
+    let unfloored = m.node.registry.dispatch(2, 7, ask(5, 9)).await;
+    assert!(!floor_refused(&unfloored), "{unfloored:?}");
     drop(m.stop);
 }

@@ -361,13 +361,17 @@ async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<
                 .unwrap_or_default();
             // Registered: the metadata (as the newest answer has applied it) knows its address.
             let registered = best.nodes.iter().any(|n| n.id == *id && !n.address.is_empty());
+            // Its rack as the metadata holds it, else as the node itself says.
+            let rack = best.nodes.iter().chain(own.and_then(|s| s.answer.as_ref().ok()).into_iter().flat_map(|a| a.nodes.iter()))
+                .find(|n| n.id == *id && n.rack.is_some())
+                .and_then(|n| n.rack.clone());
             match own.map(|s| &s.answer) {
-                Some(Ok(a)) => json!({"id": id, "address": address, "role": a.role, "reachable": true, "registered": registered,
+                Some(Ok(a)) => json!({"id": id, "address": address, "rack": rack, "role": a.role, "reachable": true, "registered": registered,
                                       "partitions_led": a.partitions_led, "under_replicated": a.under_replicated}),
                 Some(Err(e)) => {
-                    json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "registered": registered, "error": e})
+                    json!({"id": id, "address": address, "rack": rack, "role": "unreachable", "reachable": false, "registered": registered, "error": e})
                 }
-                None => json!({"id": id, "address": address, "role": "unreachable", "reachable": false, "registered": registered,
+                None => json!({"id": id, "address": address, "rack": rack, "role": "unreachable", "reachable": false, "registered": registered,
                                "error": "not registered yet, or its address is unknown"}),
             }
         })
@@ -380,12 +384,13 @@ async fn status(brokers: &str, timeout: Duration, json: bool) -> anyhow::Result<
         Some(l) => println!("metadata leader: node {l}  term {term}"),
         None => println!("metadata leader: none (no quorum, or an election is under way)  term {term}"),
     }
-    println!("{:>5} {:<22} {:<11} {:>9} {:>10} {:>16}", "NODE", "ADDRESS", "ROLE", "REACHABLE", "LEADS", "UNDER-REPLICATED");
+    println!("{:>5} {:<22} {:<12} {:<11} {:>9} {:>10} {:>16}", "NODE", "ADDRESS", "RACK", "ROLE", "REACHABLE", "LEADS", "UNDER-REPLICATED");
     for r in rows {
         println!(
-            "{:>5} {:<22} {:<11} {:>9} {:>10} {:>16}",
+            "{:>5} {:<22} {:<12} {:<11} {:>9} {:>10} {:>16}",
             r["id"].as_u64().unwrap_or(0),
             r["address"].as_str().unwrap_or(""),
+            r["rack"].as_str().unwrap_or("-"),
             r["role"].as_str().unwrap_or(""),
             if r["reachable"].as_bool() == Some(true) { "yes" } else { "no" },
             r["partitions_led"].as_u64().map_or("-".to_owned(), |v| v.to_string()),

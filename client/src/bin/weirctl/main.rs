@@ -257,6 +257,25 @@ async fn replica_status(client: &Client, topic: &str) -> std::collections::BTree
 
 /// Waits until partition `partition` of `topic` is on `to`, printing each
 /// new replica's progress (its log end against the leader's) every second.
+/// A warning when `replicas` span fewer racks than the cluster's racks
+/// would allow (a node without a rack counts as a rack of its own).
+fn rack_note(status: &weir_net::message::ClusterStatusResponse, replicas: &[u64]) -> Option<String> {
+    let rack = |id: u64| status.nodes.iter().find(|n| n.id == id).and_then(|n| n.rack.clone()).unwrap_or_else(|| format!("node {id}"));
+    if status.nodes.iter().all(|n| n.rack.is_none()) {
+        return None;
+    }
+    let used: std::collections::BTreeSet<String> = replicas.iter().map(|n| rack(*n)).collect();
+    let all: std::collections::BTreeSet<String> = status.nodes.iter().map(|n| rack(n.id)).collect();
+    let possible = replicas.len().min(all.len());
+    (used.len() < possible).then(|| {
+        format!(
+            "note: these replicas span {} rack(s) ({}) where {possible} could be used: losing one rack may lose more than one replica",
+            used.len(),
+            used.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition: u32, to: &[u64], json: bool) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
@@ -314,6 +333,11 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
                 return Ok(());
             }
             println!("moving {name}/{partition} onto {replicas:?}");
+            if let Ok(status) = admin.cluster_status().await
+                && let Some(note) = rack_note(&status, &replicas)
+            {
+                eprintln!("{note}");
+            }
             if wait {
                 wait_reassigned(client, &admin, &name, partition, &replicas, json).await?;
             }
@@ -724,5 +748,44 @@ fn print_message(m: &Message, json: bool) {
             Some(k) => println!("{}/{} [{}] {}", m.partition, m.offset, text(k), text(&m.value)),
             None => println!("{}/{} {}", m.partition, m.offset, text(&m.value)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_net::message::{ClusterNode, ClusterStatusResponse};
+
+    fn status(racks: &[Option<&str>]) -> ClusterStatusResponse {
+        ClusterStatusResponse {
+            node_id: 1,
+            clustered: true,
+            metadata_leader: Some(1),
+            term: 1,
+            role: "leader".into(),
+            nodes: racks
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ClusterNode {
+                    id: i as u64 + 1,
+                    address: String::new(),
+                    raft_address: String::new(),
+                    heard_ms_ago: None,
+                    rack: r.map(str::to_owned),
+                })
+                .collect(),
+            partitions_led: 0,
+            under_replicated: 0,
+        }
+    }
+
+    #[test]
+    fn a_reassignment_within_one_rack_is_noted() {
+        let s = status(&[Some("a"), Some("a"), Some("b"), Some("b")]);
+        let note = rack_note(&s, &[1, 2]).expect("both in rack a");
+        assert!(note.contains("1 rack(s) (a) where 2 could be used"), "{note}");
+        assert_eq!(rack_note(&s, &[1, 3]), None);
+        assert_eq!(rack_note(&status(&[None, None, None]), &[1, 2]), None, "no racks named: nothing to say");
+        assert!(rack_note(&status(&[Some("a"), Some("a"), None]), &[1, 2]).is_some(), "node 3 is a rack of its own");
     }
 }
