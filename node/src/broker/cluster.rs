@@ -177,8 +177,14 @@ impl Broker {
                         .unwrap_or_default(),
                     incarnation: b.boot,
                 };
-                let register =
-                    ClusterCommand::RegisterNodeInRack { record, data_dir_id: b.raft.identity().incarnation, rack: b.config.rack.clone() };
+                let data_dir_id = b.raft.identity().incarnation;
+                // Without a rack, the command brokers before racks decode too
+                // (one that cannot decode a record skips it, and its state
+                // would part from the others').
+                let register = match b.config.rack.clone() {
+                    Some(rack) => ClusterCommand::RegisterNodeInRack { record, data_dir_id, rack: Some(rack) },
+                    None => ClusterCommand::RegisterNode { record, data_dir_id },
+                };
                 match b.command(register).await {
                     Ok(_) => {
                         tracing::info!(node = b.config.node_id, "registered with the cluster");
@@ -438,6 +444,7 @@ impl Broker {
                 match keep.get(&id) {
                     None => {
                         super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)?;
+                        crate::raft::tombstone::remove_topic(&*disk, &data_dir, id)?;
                         removed.push(format!("topic {id} (deleted)"));
                     }
                     Some(here) => {
@@ -458,13 +465,15 @@ impl Broker {
                                 .map_err(|e| e.to_string())?;
                                 Ok((group, crate::raft::tombstone::Tombstone::of(&log)))
                             });
-                            match taken {
-                                Ok((group, tombstone)) => {
-                                    crate::raft::tombstone::save(&*disk, &data_dir, group, tombstone)?;
+                            let saved = taken.and_then(|(group, tombstone)| {
+                                crate::raft::tombstone::save(&*disk, &data_dir, group, tombstone).map_err(|e| e.to_string())
+                            });
+                            match saved {
+                                Ok(()) => {
                                     super::store::remove_via_trash(&*disk, &data_dir, &dir.join(&p), &format!("replica-{id}-{n}"), boot)?;
                                     removed.push(format!("topic {id} partition {p} (moved away)"));
                                 }
-                                Err(e) => tracing::warn!(topic = id, partition = n, error = %e, "a replica moved away cannot be read: its data stays"),
+                                Err(e) => tracing::warn!(topic = id, partition = n, error = %e, "a replica moved away left no tombstone (its log or tombstone cannot be read or written): its data stays"),
                             }
                         }
                     }
@@ -512,18 +521,12 @@ impl Broker {
                     }
                 }
                 let (disk, data_dir, boot, id) = (self.disk.clone(), self.config.data_dir.clone(), self.boot, t.record.id);
-                let partitions = t.record.partitions;
                 let removed = blocking::run(move || {
                     let dir = replicas_dir(&data_dir).join(id.to_string());
                     super::store::remove_via_trash(&*disk, &data_dir, &dir, &format!("replicas-{id}"), boot)?;
                     // Group ids are never reused: its replicas' tombstones
                     // have nothing left to guard.
-                    for p in 0..partitions {
-                        if let Ok(group) = group_id(id, p) {
-                            crate::raft::tombstone::remove(&*disk, &data_dir, group)?;
-                        }
-                    }
-                    Ok::<_, weir_core::disk::DiskError>(())
+                    crate::raft::tombstone::remove_topic(&*disk, &data_dir, id)
                 })
                 .await;
                 if let Err(e) = removed {

@@ -112,7 +112,7 @@ impl Broker {
             // failed to) has no stopped log to take them from, so its data
             // stays (a replica moved back opens it as it is).
             let Some(part) = removed else {
-                tracing::warn!(topic = %t.record.name, partition = p, "a moved replica that is not open here keeps its data; remove it by hand");
+                tracing::warn!(topic = %t.record.name, partition = p, "a moved replica that is not open here keeps its data until the next start, which records its tombstone and removes it");
                 return;
             };
             part.close_and_wait().await;
@@ -126,7 +126,7 @@ impl Broker {
             })
             .await;
             if let Err(e) = deleted {
-                tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; remove it by hand");
+                tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; the next start removes it (do not delete it by hand: it would leave no tombstone)");
             }
         }
     }

@@ -349,12 +349,34 @@ impl Registry {
         all
     }
 
+    /// Whether this node's replica of `group` must not lead: its log is
+    /// damaged ([`RaftNode::step_aside`]), or it was deleted and created
+    /// again and has not applied up to its former log's end yet (a
+    /// [`tombstone`]: with a shorter log than its former self, it could win
+    /// with the votes of old members as far behind). The floor goes once
+    /// it is reached.
     fn is_aside(&self, group: u64) -> bool {
-        self.aside.lock().unwrap_or_else(|p| p.into_inner()).contains(&group)
+        if self.aside.lock().unwrap_or_else(|p| p.into_inner()).contains(&group) {
+            return true;
+        }
+        let Some(floor) = self.vote_floors.lock().unwrap_or_else(|p| p.into_inner()).get(&group).copied() else { return false };
+        let applied = self.get(group).and_then(|r| r.metrics().borrow().last_applied).map(convert::log_id_to_wire);
+        if floor.refuses(applied) {
+            return true;
+        }
+        tracing::info!(node = self.node_id, group, "a re-created replica has applied past its former log: it may lead again");
+        self.vote_floors.lock().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        false
     }
 
     fn heard(&self) -> HashMap<u64, tick::Heard> {
         self.heard.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a candidate of `group` whose log ends at `last` is behind
+    /// the log this node's replica held before it was deleted.
+    fn below_floor(&self, group: u64, last: Option<weir_net::peer::LogId>) -> bool {
+        self.vote_floors.lock().unwrap_or_else(|p| p.into_inner()).get(&group).is_some_and(|t| t.refuses(last))
     }
 
     /// Whether `candidate` gets no vote for `group` now: a peer other than
@@ -362,12 +384,6 @@ impl Registry {
     /// of the shortest election timeout, or this node vouches for it itself,
     /// or this node started within that window (it forgot who vouched, and
     /// a leader may hold a lease on its earlier answers).
-    /// Whether a candidate of `group` whose log ends at `last` is behind
-    /// the log this node's replica held before it was deleted.
-    fn below_floor(&self, group: u64, last: Option<weir_net::peer::LogId>) -> bool {
-        self.vote_floors.lock().unwrap_or_else(|p| p.into_inner()).get(&group).is_some_and(|t| t.refuses(last))
-    }
-
     fn refuses_votes(&self, group: u64, candidate: u64) -> bool {
         let window = Duration::from_millis(self.timing.election_min_ms * 3 / 4);
         let now = tokio::time::Instant::now();
@@ -456,13 +472,9 @@ impl RaftNode {
         tokio::spawn(peer::serve(listener, self.registry.clone(), stop));
     }
 
-    /// This node's replica of `group` found its log damaged: from now on
-    /// (until the process restarts) it follows and votes but never leads,
-    /// so a replica whose disk returns corruption never serves it while
-    /// its peers can. Repair from the peers is not built yet.
     /// Candidates of `group` whose log ends before the one `floor` records
-    /// get no vote from this node (`None`: Raft's own rule only). See
-    /// [`tombstone`].
+    /// get no vote from this node, and it does not lead until it applied
+    /// past that point (`None`: Raft's own rules only). See [`tombstone`].
     pub fn set_vote_floor(&self, group: u64, floor: Option<tombstone::Tombstone>) {
         let mut floors = self.registry.vote_floors.lock().unwrap_or_else(|p| p.into_inner());
         match floor {
@@ -471,6 +483,10 @@ impl RaftNode {
         };
     }
 
+    /// This node's replica of `group` found its log damaged: from now on
+    /// (until the process restarts) it follows and votes but never leads,
+    /// so a replica whose disk returns corruption never serves it while
+    /// its peers can. Repair from the peers is not built yet.
     pub fn step_aside(&self, group: u64) {
         if self.registry.aside.lock().unwrap_or_else(|p| p.into_inner()).insert(group) {
             tracing::error!(

@@ -305,6 +305,7 @@ async fn a_vote_floor_refuses_candidates_behind_the_former_log() {
             last_log_id: Some(weir_net::peer::LogId { term, index }),
         })
     };
+    assert!(m.node.registry.is_aside(7), "behind its former log, it does not campaign either");
     let behind = m.node.registry.dispatch(2, 7, ask(5, 9)).await;
     assert!(matches!(&behind, weir_net::peer::Answer::Error(e) if e.message.contains("longer log")), "{behind:?}");
     let behind = m.node.registry.dispatch(2, 7, ask(4, 900)).await;
@@ -316,5 +317,9 @@ async fn a_vote_floor_refuses_candidates_behind_the_former_log() {
     m.node.set_vote_floor(7, None);
     let unfloored = m.node.registry.dispatch(2, 7, ask(5, 9)).await;
     assert!(!floor_refused(&unfloored), "{unfloored:?}");
+    // A floor its applied log has reached goes at the first look.
+    m.node.set_vote_floor(7, Some(tombstone::Tombstone { vote_term: 0, vote_node: None, last_log_id: None }));
+    assert!(!m.node.registry.is_aside(7));
+    assert!(m.node.registry.vote_floors.lock().unwrap().is_empty(), "reached: forgotten");
     drop(m.stop);
 }

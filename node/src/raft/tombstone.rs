@@ -73,7 +73,9 @@ impl Tombstone {
 pub fn save(disk: &dyn Disk, data_dir: &Path, group: u64, t: Tombstone) -> Result<(), DiskError> {
     let merged = load(disk, data_dir, group)?.map_or(t, |old| old.max(t));
     let dir = dir(data_dir);
-    disk.create_dir_all(&dir)?;
+    // Durably: a first tombstone whose directory a crash forgot would be
+    // lost with the data it stands for already gone.
+    disk::create_dir_durably(disk, &dir)?;
     let bytes = postcard::to_stdvec(&merged).expect("postcard encoding of owned data cannot fail");
     disk::write_atomic(disk, &dir, &name(group), &bytes)
 }
@@ -97,6 +99,22 @@ pub fn remove(disk: &dyn Disk, data_dir: &Path, group: u64) -> Result<(), DiskEr
         Ok(()) | Err(DiskError::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Forgets the tombstones of every partition of topic `topic_id` (group
+/// ids `topic_id << 16 | partition`): the topic is deleted, and group ids
+/// are never reused.
+pub fn remove_topic(disk: &dyn Disk, data_dir: &Path, topic_id: u64) -> Result<(), DiskError> {
+    let dir = dir(data_dir);
+    if !disk.exists(&dir) {
+        return Ok(());
+    }
+    for name in disk.list_dir(&dir)? {
+        if name.parse::<u64>().is_ok_and(|g| g >> 16 == topic_id) {
+            remove(disk, data_dir, name.parse().expect("checked"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Prepares a re-created replica's `log` from the tombstone of its group:
@@ -155,6 +173,13 @@ mod tests {
         assert_eq!(apply(&*disk, data, 9, &mut fresh).unwrap(), None);
         assert_eq!(load(&*disk, data, 9).unwrap(), None);
         assert_eq!(apply(&*disk, data, 10, &mut fresh).unwrap(), None, "no tombstone: nothing to do");
+        // A deleted topic's tombstones go, other topics' stay.
+        for g in [5 << 16, (5 << 16) | 3, 6 << 16] {
+            save(&*disk, data, g, t).unwrap();
+        }
+        remove_topic(&*disk, data, 5).unwrap();
+        assert_eq!((load(&*disk, data, 5 << 16).unwrap(), load(&*disk, data, (5 << 16) | 3).unwrap()), (None, None));
+        assert_eq!(load(&*disk, data, 6 << 16).unwrap(), Some(t));
         std::fs::write(super::dir(data).join("11"), b"\xff\xff\xff").unwrap();
         assert!(load(&*disk, data, 11).is_err(), "an unreadable tombstone is an error, not an absent one");
     }

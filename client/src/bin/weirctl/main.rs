@@ -255,17 +255,17 @@ async fn replica_status(client: &Client, topic: &str) -> std::collections::BTree
     out
 }
 
-/// Waits until partition `partition` of `topic` is on `to`, printing each
-/// new replica's progress (its log end against the leader's) every second.
-/// A warning when `replicas` span fewer racks than the cluster's racks
-/// would allow (a node without a rack counts as a rack of its own).
+/// A warning when `replicas` span fewer racks than the cluster's
+/// registered nodes would allow (a node without a rack counts as a rack of
+/// its own).
 fn rack_note(status: &weir_net::message::ClusterStatusResponse, replicas: &[u64]) -> Option<String> {
     let rack = |id: u64| status.nodes.iter().find(|n| n.id == id).and_then(|n| n.rack.clone()).unwrap_or_else(|| format!("node {id}"));
     if status.nodes.iter().all(|n| n.rack.is_none()) {
         return None;
     }
     let used: std::collections::BTreeSet<String> = replicas.iter().map(|n| rack(*n)).collect();
-    let all: std::collections::BTreeSet<String> = status.nodes.iter().map(|n| rack(n.id)).collect();
+    // Registered nodes only (an initial member that never registered has no address).
+    let all: std::collections::BTreeSet<String> = status.nodes.iter().filter(|n| !n.address.is_empty()).map(|n| rack(n.id)).collect();
     let possible = replicas.len().min(all.len());
     (used.len() < possible).then(|| {
         format!(
@@ -276,6 +276,8 @@ fn rack_note(status: &weir_net::message::ClusterStatusResponse, replicas: &[u64]
     })
 }
 
+/// Waits until partition `partition` of `topic` is on `to`, printing each
+/// new replica's progress (its log end against the leader's) every second.
 async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition: u32, to: &[u64], json: bool) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
@@ -768,7 +770,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, r)| ClusterNode {
                     id: i as u64 + 1,
-                    address: String::new(),
+                    address: format!("h:{}", i + 1),
                     raft_address: String::new(),
                     heard_ms_ago: None,
                     rack: r.map(str::to_owned),
