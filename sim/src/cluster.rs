@@ -172,8 +172,9 @@ async fn node_main(id: u64, nodes: u64, disk: SimDisk, shared: Arc<Shared>, cana
             return;
         }
     };
-    // Every first voter bootstraps itself, as a broker's replicas do.
-    if let Err(e) = group.bootstrap(members).await {
+    if id == 1
+        && let Err(e) = group.bootstrap(members).await
+    {
         tracing::warn!(error = %e, "bootstrap failed");
     }
     // The observer: who leads which term, and each node's progress.
@@ -658,7 +659,9 @@ async fn idle_node(id: u64, nodes: u64, groups: u64, disk: SimDisk, terms: Arc<M
         let dir = PathBuf::from(format!("/weir/group-{g}"));
         let (log, _) = PartitionLog::open(disk.clone(), &dir, log_config(None), weir_node::clock::now()).expect("healthy disk");
         let group = node.open_group(g, log, disk.clone()).await.expect("group");
-        group.bootstrap(members.clone()).await.expect("bootstrap");
+        if g % nodes + 1 == id {
+            group.bootstrap(members.clone()).await.expect("bootstrap");
+        }
         all.push(group);
     }
     loop {
