@@ -102,6 +102,19 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
+/// The membership file in `dir`, if there is a readable one (an
+/// unreadable one is logged: the log's membership entries are used).
+fn read_membership_file(disk: &dyn Disk, dir: &std::path::Path) -> std::result::Result<Option<MembershipFile>, disk::DiskError> {
+    let Some(raw) = disk::read_small(disk, &dir.join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? else { return Ok(None) };
+    match postcard::from_bytes::<MembershipFile>(&raw) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "membership file unreadable: the log's membership entries are used");
+            Ok(None)
+        }
+    }
+}
+
 /// Saves as the committed id the membership entry the membership file
 /// names when it lies past the committed id saved (and the log reaches it).
 /// The file is written when that entry is applied, so it was committed;
@@ -117,8 +130,7 @@ pub fn commit_applied_membership(
     log: &mut weir_core::log::PartitionLog,
     disk: &dyn Disk,
 ) -> std::result::Result<(), weir_core::log::LogError> {
-    let Some(raw) = disk::read_small(disk, &log.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? else { return Ok(()) };
-    let Ok(file) = postcard::from_bytes::<MembershipFile>(&raw) else { return Ok(()) };
+    let Some(file) = read_membership_file(disk, log.dir())? else { return Ok(()) };
     let Some(at) = file.log_id.map(convert::log_id_from_wire).map(convert::log_id_to_log) else { return Ok(()) };
     let committed = log.committed()?;
     let reached = log.last_log_id().is_some_and(|l| l.index >= at.index);
@@ -148,16 +160,7 @@ impl StateMachine {
                 (Some(c), Some(p)) if p.index > c.index => Some(p),
                 (c, p) => c.or(p),
             };
-            let file = match disk::read_small(&*disk2, &guard.dir().join(MEMBERSHIP_FILE), SMALL_FILE_MAX)? {
-                Some(raw) => match postcard::from_bytes::<MembershipFile>(&raw) {
-                    Ok(m) => Some(convert::stored_membership_from_wire(m.log_id, m.membership)),
-                    Err(e) => {
-                        tracing::warn!(dir = %guard.dir().display(), error = %e, "membership file unreadable: the log's membership entries are used");
-                        None
-                    }
-                },
-                None => None,
-            };
+            let file = read_membership_file(&*disk2, guard.dir())?.map(|m| convert::stored_membership_from_wire(m.log_id, m.membership));
             // The file is written when a membership entry is applied; the
             // committed id is saved before entries are applied. A crash in
             // between leaves applied past a membership the file never got,

@@ -109,9 +109,9 @@ pub fn remove_topic(disk: &dyn Disk, data_dir: &Path, topic_id: u64) -> Result<(
     if !disk.exists(&dir) {
         return Ok(());
     }
-    for name in disk.list_dir(&dir)? {
-        if name.parse::<u64>().is_ok_and(|g| g >> 16 == topic_id) {
-            remove(disk, data_dir, name.parse().expect("checked"))?;
+    for group in disk.list_dir(&dir)?.iter().filter_map(|name| name.parse::<u64>().ok()) {
+        if group >> 16 == topic_id {
+            remove(disk, data_dir, group)?;
         }
     }
     Ok(())
