@@ -6,6 +6,7 @@
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_net::message::{ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest, TopicMetadata};
@@ -61,6 +62,9 @@ struct Inner {
     brokers: Mutex<BTreeMap<u64, String>>,
     /// Where consumer-group requests go (the coordinator), once asked.
     coordinator: Mutex<Option<String>>,
+    /// Bootstrap connections given up for answering from stale metadata:
+    /// the next one starts this many candidates further on.
+    passed_over: AtomicUsize,
 }
 
 /// A topic's cached metadata; `stale` once a request found it out of date.
@@ -166,6 +170,7 @@ impl Client {
                 refreshing: tokio::sync::Mutex::default(),
                 brokers: Mutex::default(),
                 coordinator: Mutex::default(),
+                passed_over: AtomicUsize::new(0),
             }),
         }
     }
@@ -190,6 +195,8 @@ impl Client {
                 candidates.push(known.clone());
             }
         }
+        let passed = self.inner.passed_over.load(Ordering::Relaxed) % candidates.len().max(1);
+        candidates.rotate_left(passed);
         let mut last = String::new();
         let mut refused = true;
         for addr in &candidates {
@@ -214,6 +221,28 @@ impl Client {
             }
         }
         Err(ClientError::Connect { brokers: candidates, reason: last, refused })
+    }
+
+    /// Gives up `conn` if it is the bootstrap connection, which answered
+    /// `error`: a broker that names no leader for a partition it holds no
+    /// replica of, has not caught up with the metadata, or was removed
+    /// from the cluster serves metadata no newer than that, and a client
+    /// asking it again would never find the leaders; one that does not
+    /// answer in time may be waiting for metadata it will not get. The next
+    /// request goes to the next broker.
+    async fn pass_over_if_stale(&self, conn: &Arc<Connection>, error: &ClientError) {
+        let stale = matches!(error.code(), Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::NodeRemoved));
+        let others = || self.inner.config.brokers.len() > 1 || self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).len() > 1;
+        let silent = matches!(error, ClientError::Timeout(_)) && others();
+        if !stale && !silent {
+            return;
+        }
+        let mut slot = self.inner.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            tracing::debug!(error = %error, "the bootstrap broker answers from stale metadata: trying the next one");
+            *slot = None;
+            self.inner.passed_over.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Connects to `addr` and handshakes.
@@ -376,6 +405,9 @@ impl Client {
     pub(crate) async fn request_within(&self, req: &Request, timeout: Duration) -> Result<Response> {
         let conn = self.connection_for(req).await?;
         let result = conn.request(req, timeout).await;
+        if let Err(e) = &result {
+            self.pass_over_if_stale(&conn, e).await;
+        }
         if for_coordinator(req)
             && let Err(e) = &result
             && (e.code() == Some(ErrorCode::NotCoordinator) || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
@@ -384,8 +416,10 @@ impl Client {
         }
         if route(req).is_some()
             && let Err(e) = &result
-            && (matches!(e.code(), Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::ShuttingDown))
-                || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
+            && (matches!(
+                e.code(),
+                Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::ShuttingDown | ErrorCode::NodeRemoved)
+            ) || matches!(e, ClientError::Disconnected { .. } | ClientError::Timeout(_)))
         {
             self.invalidate_metadata();
         }
@@ -415,7 +449,15 @@ impl Client {
     /// As [`Client::request`], always to the first reachable broker
     /// (metadata requests, which routing itself depends on).
     async fn request_unrouted(&self, req: &Request) -> Result<Response> {
-        self.with_retries(|left| async move { self.connection().await?.request(req, self.attempt_timeout(req, left)).await }).await
+        self.with_retries(|left| async move {
+            let conn = self.connection().await?;
+            let result = conn.request(req, self.attempt_timeout(req, left)).await;
+            if let Err(e) = &result {
+                self.pass_over_if_stale(&conn, e).await;
+            }
+            result
+        })
+        .await
     }
 
     /// Runs `once` (given the time left) until it succeeds, fails for good,

@@ -235,6 +235,7 @@ impl Connection {
             Ok(r) => r,
             Err(_) => {
                 self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                tracing::debug!(broker = %self.addr, api = ?req.api_key(), id, ?timeout, "request timed out");
                 Err(ClientError::Timeout(timeout))
             }
         }?;

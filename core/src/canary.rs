@@ -21,6 +21,14 @@ pub enum Canary {
     /// Keep the Raft vote in memory only: a restarted node forgets whom it
     /// voted for.
     VoteNotPersisted,
+    /// Record a reassignment done as soon as the new replicas are
+    /// learners, before they caught up and before the voters changed: the
+    /// old replicas delete their copies while the group still counts them.
+    RemoveBeforeCaughtUp,
+    /// A replica a reassignment adds makes the new replica set its group's
+    /// voters on its own (and the first new one campaigns at once), instead
+    /// of waiting to be promoted through joint consensus.
+    PromoteWithoutJointConsensus,
 }
 
 /// Whether `configured` turns on `canary` (always false outside simulation builds).

@@ -83,6 +83,7 @@ codes! {
     NodeNotFound = 38, false, "no such node is registered in the cluster: check weirctl cluster status";
     StaleIncarnation = 39, false, "the node's data directory is not the one the cluster registered for it (it was wiped or replaced, so the node could vote twice): remove the node (weirctl cluster remove-node ID) and join it again with an empty data directory (weir --join)";
     WrongCluster = 40, false, "the node belongs to another cluster (its data directory holds another cluster's id): give it this cluster's data directory, or an empty one and weir --join";
+    NodeRemoved = 41, true, "this broker was removed from the cluster and serves nothing: send to another broker (clients do so on their own) and stop this one";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -1073,6 +1073,18 @@ async fn a_removed_node_hands_its_replicas_over_and_is_refused_when_it_returns()
     let s = admin.cluster_status_at(&cluster.nodes[0].addr).await.unwrap();
     assert!(s.nodes.iter().all(|n| n.id != 4), "{:?}", s.nodes);
     assert!(admin.describe_topic("rm").await.unwrap().partitions.iter().all(|p| !p.replicas.contains(&4)));
+    // It serves clients nothing, so one that lists it first is not misled
+    // by its stale metadata: it goes on to the next broker.
+    let only4 = Client::connect(ClientConfig { brokers: vec![cluster.nodes[3].addr.clone()], ..Default::default() }).await.unwrap();
+    let e = Admin::new(&only4).describe_topic("rm").await.unwrap_err();
+    assert_eq!(e.code(), Some(weir_net::ErrorCode::NodeRemoved), "{e}");
+    let first4 =
+        Client::connect(ClientConfig { brokers: vec![cluster.nodes[3].addr.clone(), cluster.nodes[0].addr.clone()], ..Default::default() })
+            .await
+            .unwrap();
+    assert_eq!(Admin::new(&first4).describe_topic("rm").await.unwrap().partitions.len(), 4);
+    let values = read_values(&first4, "rm", 0).await;
+    assert!(acked.iter().filter(|(_, (q, _))| *q == 0).all(|(v, (_, o))| values.contains(&(*o, v.clone()))));
 }
 
 /// The operations of a cluster's life, in one run under acks=all load:

@@ -32,6 +32,9 @@ pub enum AnomalyKind {
     TwoOwners,
     /// A producer's acknowledged records in a partition are stored out of send order.
     NonmonotonicSend,
+    /// Two nodes led one Raft group in the same term: two majorities that
+    /// do not overlap (a membership change that skipped joint consensus).
+    ElectionSafety,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +96,9 @@ pub struct History {
     pub group_owners: Vec<(u32, u32, String)>,
     /// Values the group's members processed; `None` when no group ran.
     pub group_processed: Option<BTreeSet<String>>,
+    /// Every node seen leading each Raft group, by (group, term), sampled
+    /// through the run (clusters only).
+    pub leaders: BTreeMap<(u64, u64), BTreeSet<u64>>,
 }
 
 /// Whether offset `o` of partition `p` is in a loss the broker reported
@@ -117,10 +123,23 @@ pub fn check(h: &History) -> Vec<Anomaly> {
     for s in &h.stuck {
         out.push(Anomaly { kind: AnomalyKind::NoProgress, detail: s.clone() });
     }
+    election_safety(h, &mut out);
     group_commits_monotonic(h, &mut out);
     group_single_owner(h, &mut out);
     group_unseen(h, &mut out);
     out
+}
+
+/// Raft's election safety (Ongaro's thesis §3.6.3), which membership
+/// changes must keep: at most one leader per term of each group. Two
+/// leaders in a term mean two majorities that share no voter, as a change
+/// from one voter set to another in a single step allows.
+fn election_safety(h: &History, out: &mut Vec<Anomaly>) {
+    for ((group, term), nodes) in &h.leaders {
+        if nodes.len() > 1 {
+            out.push(Anomaly { kind: AnomalyKind::ElectionSafety, detail: format!("group {group} term {term} had leaders {nodes:?}") });
+        }
+    }
 }
 
 /// ARCHITECTURE.md §5 "committed group offsets never move backwards": consumers commit
@@ -413,6 +432,14 @@ mod tests {
         let mut h = good();
         h.group_processed = Some(["a".to_string()].into());
         assert_eq!(kinds(&h), vec![AnomalyKind::Unseen]);
+
+        let mut h = good();
+        h.leaders.insert((7, 3), [1].into());
+        h.leaders.insert((7, 4), [2].into());
+        h.leaders.insert((8, 3), [2].into());
+        assert_eq!(check(&h), vec![], "one leader per term of each group");
+        h.leaders.insert((7, 4), [2, 4].into());
+        assert_eq!(kinds(&h), vec![AnomalyKind::ElectionSafety]);
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub struct Swarm {
     /// Mean time between partition reassignments an operator asks for
     /// (clusters only): replicas moved onto a random set of nodes.
     pub reassign_every: Option<Duration>,
+    /// Mean time between grows of the topic by one or two partitions.
+    pub grow_every: Option<Duration>,
+    /// When a sixth node starts and joins a five-broker cluster.
+    pub join_after: Option<Duration>,
+    /// When an operator removes node [`Swarm::remove_node`] from a
+    /// five-broker cluster (the sixth, if one joined, or any other).
+    pub remove_after: Option<Duration>,
+    pub remove_node: u64,
 }
 
 impl Swarm {
@@ -79,7 +87,15 @@ impl Swarm {
         let balance_every = on(&mut rng).then(|| every(&mut rng, 1_000, 6_000));
         let graceful_every = on(&mut rng).then(|| every(&mut rng, 2_000, 8_000));
         let reassign_every = on(&mut rng).then(|| every(&mut rng, 2_000, 8_000));
+        let grow_every = (rng.u8(0..3) == 0).then(|| every(&mut rng, 3_000, 10_000));
+        let join_after = on(&mut rng).then(|| every(&mut rng, 1_000, 15_000));
+        let remove_after = on(&mut rng).then(|| every(&mut rng, 2_000, 20_000));
+        let remove_node = rng.u64(1..=6);
         Swarm {
+            join_after,
+            remove_after,
+            remove_node,
+            grow_every,
             loss_at_crash,
             clock_jump_every,
             group_members,
@@ -119,5 +135,6 @@ mod tests {
         assert!(draws.iter().any(|s| s.space_left_bytes.is_some()));
         assert!(draws.iter().any(|s| s.clock_jump_every.is_some()));
         assert!(draws.iter().any(|s| s.loss_at_crash > 0.0));
+        assert!(draws.iter().any(|s| s.grow_every.is_some()) && draws.iter().any(|s| s.grow_every.is_none()));
     }
 }

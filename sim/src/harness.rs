@@ -17,7 +17,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_client::{
@@ -39,6 +39,8 @@ const RAFT_PORT: u16 = 9192;
 
 /// Every broker's client address, for the clients of this run (one run per process).
 static BROKERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Whether the node that joins later (index `brokers`) was started.
+static JOINING: AtomicBool = AtomicBool::new(false);
 /// The running broker of each node index, for the graceful restarts the
 /// fault loop makes (a killed node's broker is dropped with it).
 static RUNNING: Mutex<std::collections::BTreeMap<usize, std::sync::Weak<Broker>>> = Mutex::new(std::collections::BTreeMap::new());
@@ -63,6 +65,8 @@ pub struct SimOptions {
     pub force_slow_sync: bool,
     /// Every producer routes by key or round-robin (the send-order canary).
     pub force_unpinned: bool,
+    /// Reassignments every second or so (the membership-change canaries).
+    pub force_reassign: bool,
     /// Brokers in the run: 1, or a cluster of 3 or 5.
     pub brokers: usize,
 }
@@ -77,6 +81,7 @@ impl Default for SimOptions {
             force_crashes: false,
             force_slow_sync: false,
             force_unpinned: false,
+            force_reassign: false,
             brokers: 1,
         }
     }
@@ -148,13 +153,21 @@ pub fn run(seed: u64, opts: &SimOptions) -> SimReport {
     rt.block_on(async move { scenario(seed, opts2).await })
 }
 
-/// Broker `i`'s settings (of `brokers`), with the run's canary (if any) injected.
+/// Broker `i`'s settings (of `brokers` initial members; `i == brokers` is
+/// the node that joins later, through the initial members' client
+/// addresses), with the run's canary (if any) injected.
 fn broker_config(canary: Option<Canary>, i: usize, brokers: usize) -> Config {
     let listen = SocketAddr::new(broker_ip(i, brokers), PORT);
     let mut c = Config { node_id: i as u64 + 1, listen, data_dir: PathBuf::from(DATA_DIR), ..Config::default() };
     if brokers > 1 {
-        c.initial_members = (0..brokers).map(|j| (j as u64 + 1, SocketAddr::new(broker_ip(j, brokers), RAFT_PORT).to_string())).collect();
         c.raft_listen = Some(SocketAddr::new(broker_ip(i, brokers), RAFT_PORT));
+        if i < brokers {
+            c.initial_members =
+                (0..brokers).map(|j| (j as u64 + 1, SocketAddr::new(broker_ip(j, brokers), RAFT_PORT).to_string())).collect();
+        } else {
+            c.join = (0..brokers).map(|j| SocketAddr::new(broker_ip(j, brokers), PORT).to_string()).collect();
+            c.node_id_explicit = true;
+        }
     }
     c.log.canary = canary;
     // Small segments so rolls, sealed segments and index rebuilds happen often.
@@ -178,8 +191,20 @@ fn broker_config(canary: Option<Canary>, i: usize, brokers: usize) -> Config {
 /// broker that cannot open (an injected read error during recovery) exits
 /// and waits for the next restart, as an operator would restart it.
 async fn broker_main(disk: SimDisk, canary: Option<Canary>, i: usize, brokers: usize) {
-    let config = broker_config(canary, i, brokers);
+    if i >= brokers && !JOINING.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut config = broker_config(canary, i, brokers);
     let (listen, raft_listen) = (config.listen, config.raft_listen);
+    if brokers > 1 {
+        // As the binary does before it opens: a member's data directory
+        // records its cluster; a new node asks to join (and retries, with
+        // the same directory id, after a crash mid-way).
+        if let Err(e) = weir_node::join::prepare(&mut config, &disk, listen).await {
+            tracing::warn!(error = %e, "broker failed to prepare its cluster membership");
+            return;
+        }
+    }
     let broker = match Broker::open(config, Arc::new(disk)).await {
         Ok(b) => b,
         Err(e) => {
@@ -248,6 +273,39 @@ async fn balancer(seed: u64, every: Duration, rec: Rec, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Sleeps `d`, waking every 100 ms to see whether the faults ended; false
+/// once they did.
+async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let at = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < at && !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+/// An operator removing node `id` from the cluster (`weirctl cluster
+/// remove-node`) after `after`, asking again until the cluster records
+/// it: its replicas move off it under the faults, then it leaves the
+/// metadata voters and is refused from then on.
+async fn remover(after: Duration, id: u64, rec: Rec, stop: Arc<AtomicBool>) {
+    if !sleep_unless_stopped(after, &stop).await {
+        return;
+    }
+    let Some(client) = connect().await else { return };
+    let admin = Admin::new(&client);
+    while !stop.load(Ordering::SeqCst) {
+        let r = admin.remove_node(id).await;
+        let what = r.as_ref().map_or_else(|e| format!("error {:?}", e.code()), |moves| format!("moving {moves}"));
+        tracing::info!(node = id, %what, "remove node");
+        rec_lock(&rec).trace.add(&format!("remove {id} {what}"));
+        match r {
+            Ok(_) => return,
+            Err(e) if e.code() == Some(ErrorCode::NodeNotFound) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// Sleeps about `every` (exponentially drawn), waking every 100 ms to see
 /// whether the faults ended; false once they did.
 async fn pause_unless_stopped(rng: &mut fastrand::Rng, every: Duration, stop: &AtomicBool) -> bool {
@@ -262,13 +320,13 @@ async fn pause_unless_stopped(rng: &mut fastrand::Rng, every: Duration, stop: &A
 /// (`weirctl topic reassign`), now and then, under the faults: learners,
 /// joint consensus and old replicas deleting their copies, all while
 /// producers write and nodes die.
-async fn mover(seed: u64, every: Duration, partitions: u32, replicas: usize, rec: Rec, stop: Arc<AtomicBool>) {
+async fn mover(seed: u64, every: Duration, partitions: Arc<AtomicU32>, n: usize, rec: Rec, stop: Arc<AtomicBool>) {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x4d4f_5645);
-    let n = BROKERS.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let replicas = 3;
     let Some(client) = connect().await else { return };
     let admin = Admin::new(&client);
     while pause_unless_stopped(&mut rng, every, &stop).await {
-        let p = rng.u32(0..partitions);
+        let p = rng.u32(0..partitions.load(Ordering::SeqCst));
         let mut nodes: Vec<u64> = (1..=n as u64).collect();
         rng.shuffle(&mut nodes);
         nodes.truncate(replicas);
@@ -278,6 +336,78 @@ async fn mover(seed: u64, every: Duration, partitions: u32, replicas: usize, rec
         rec_lock(&rec).trace.add(&format!("reassign {p} {nodes:?} {what}"));
     }
 }
+
+/// Samples, every few milliseconds, which Raft groups each running
+/// broker leads and in which term, for the election-safety check: two
+/// leaders of one group in one term are two disjoint majorities.
+async fn leader_observer(rec: Rec, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let running: Vec<(usize, Arc<Broker>)> =
+            RUNNING.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(|(i, b)| b.upgrade().map(|b| (*i, b))).collect();
+        {
+            let mut r = rec_lock(&rec);
+            for (i, broker) in running {
+                for (group, term) in broker.raft_leaderships() {
+                    r.history.leaders.entry((group, term)).or_default().insert(i as u64 + 1);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An operator growing the topic now and then (`weirctl topic
+/// add-partitions`), up to [`PARTITIONS_MAX`]: new replicas placed and
+/// started under the faults, keyed producers remapped, the group
+/// rebalancing onto them. Its own RNG, as the balancer's.
+async fn grower(seed: u64, every: Duration, partitions: Arc<AtomicU32>, rec: Rec, stop: Arc<AtomicBool>) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x4752_4f57);
+    let Some(client) = connect().await else { return };
+    let admin = Admin::new(&client);
+    while pause_unless_stopped(&mut rng, every, &stop).await {
+        if partitions.load(Ordering::SeqCst) >= PARTITIONS_MAX {
+            return;
+        }
+        let count = rng.u32(1..=2);
+        let r = admin.add_partitions(TOPIC, count).await;
+        if let Ok(total) = r {
+            partitions.fetch_max(total, Ordering::SeqCst);
+        }
+        let what = r.map_or_else(|e| format!("error {:?}", e.code()), |total| format!("total {total}"));
+        tracing::info!(count, %what, "add partitions");
+        rec_lock(&rec).trace.add(&format!("grow {count} {what}"));
+    }
+}
+
+/// The most partitions the grower takes the topic to.
+const PARTITIONS_MAX: u32 = 8;
+
+/// Follows the topic's partition count (what the grower was told, what the
+/// brokers describe, and any partition a keyed producer was acknowledged
+/// in, whose grow answer was lost) and starts a consumer for each new
+/// partition, until `stop`. The consumers go into `spawned`.
+async fn partition_watcher(partitions: Arc<AtomicU32>, spawned: Spawned, rec: Rec, stop: Arc<AtomicBool>) {
+    let Some(client) = connect().await else { return };
+    let admin = Admin::new(&client);
+    let mut following = partitions.load(Ordering::SeqCst);
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Ok(t) = admin.describe_topic(TOPIC).await {
+            partitions.fetch_max(t.partitions.len() as u32, Ordering::SeqCst);
+        }
+        let acked = rec_lock(&rec).history.acks.iter().map(|a| a.partition + 1).max().unwrap_or(0);
+        let now = partitions.fetch_max(acked, Ordering::SeqCst).max(acked);
+        for p in following..now {
+            tracing::info!(partition = p, "following a new partition");
+            let handle = tokio::spawn(consumer_task(p, rec.clone(), stop.clone()));
+            spawned.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+        }
+        following = following.max(now);
+    }
+}
+
+/// Tasks started during the run, awaited when it ends.
+type Spawned = Arc<Mutex<Vec<madsim::task::JoinHandle<()>>>>;
 
 /// How a producer picks partitions: every path a user takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +420,7 @@ enum Routing {
     RoundRobin,
 }
 
-async fn producer_task(id: u32, seed: u64, partitions: u32, opts: &SimOptions, rec: Rec, stop: Arc<AtomicBool>) {
+async fn producer_task(id: u32, seed: u64, partitions: Arc<AtomicU32>, opts: &SimOptions, rec: Rec, stop: Arc<AtomicBool>) {
     let unpinned = opts.force_unpinned;
     let Some(client) = connect().await else {
         rec_lock(&rec).history.stuck.push(format!("producer {id} could not connect"));
@@ -307,7 +437,7 @@ async fn producer_task(id: u32, seed: u64, partitions: u32, opts: &SimOptions, r
     let routing = [Routing::Pinned, Routing::Keyed, Routing::RoundRobin][rng.usize(usize::from(unpinned)..3)];
     let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let partition = rng.u32(0..partitions);
+        let partition = rng.u32(0..partitions.load(Ordering::SeqCst));
         let n = if rng.u8(0..10) < 3 { rng.usize(2..6) } else { 1 };
         let values: Vec<(u64, String)> = (0..n)
             .map(|_| {
@@ -401,7 +531,10 @@ async fn consumer_task(partition: u32, rec: Rec, stop: Arc<AtomicBool>) {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                tracing::debug!(partition, offset, error = %e, "consumer fetch failed");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
 }
@@ -603,7 +736,12 @@ struct World {
     client_node: madsim::runtime::NodeHandle,
     disks: Vec<SimDisk>,
     rec: Rec,
+    /// The topic's partitions at creation (the loss injection's range).
     partitions: u32,
+    /// Its partitions now, as the partition watcher follows them.
+    partitions_now: Arc<AtomicU32>,
+    /// Consumers the partition watcher started.
+    spawned: Spawned,
 }
 
 /// The client tasks, and the flags that stop them.
@@ -639,13 +777,20 @@ async fn setup(seed: u64, opts: &SimOptions) -> World {
     if opts.force_slow_sync {
         swarm.disk.sync_latency_ns = (1_000_000, 20_000_000);
     }
+    if opts.force_reassign {
+        swarm.reassign_every = Some(Duration::from_millis(1000));
+    }
     let handle = Handle::current();
     let n = opts.brokers.max(1);
     *BROKERS.lock().unwrap_or_else(|p| p.into_inner()) = (0..n).map(|i| SocketAddr::new(broker_ip(i, n), PORT).to_string()).collect();
     RUNNING.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    JOINING.store(false, Ordering::SeqCst);
+    // A node that joins later, in five-broker runs that draw one: idle
+    // (its init returns at once) until the joiner starts it.
+    let hosts = n + usize::from(n == 5 && swarm.join_after.is_some());
     // The first disk keeps the seed a single broker always had.
-    let disks: Vec<SimDisk> = (0..n).map(|i| SimDisk::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9))).collect();
-    let nodes = (0..n)
+    let disks: Vec<SimDisk> = (0..hosts).map(|i| SimDisk::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9))).collect();
+    let nodes = (0..hosts)
         .map(|i| {
             handle
                 .create_node()
@@ -678,19 +823,33 @@ async fn setup(seed: u64, opts: &SimOptions) -> World {
         })
         .await
         .expect("create topic");
-    World { seed, opts: opts.clone(), swarm, handle, nodes, client_node, disks, rec: Arc::default(), partitions }
+    let partitions_now = Arc::new(AtomicU32::new(partitions));
+    World {
+        seed,
+        opts: opts.clone(),
+        swarm,
+        handle,
+        nodes,
+        client_node,
+        disks,
+        rec: Arc::default(),
+        partitions,
+        partitions_now,
+        spawned: Arc::default(),
+    }
 }
 
 /// Producers (pinned, keyed, round-robin), a consumer per partition and the group members.
 async fn start_workload(w: &World) -> Workload {
     let (seed, partitions) = (w.seed, w.partitions);
+    let now = &w.partitions_now;
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
     for id in 0..w.swarm.producers {
         let opts = w.opts.clone();
-        let (rec, stop) = (w.rec.clone(), stop_producers.clone());
-        producers.push(w.client_node.spawn(async move { producer_task(id, seed, partitions, &opts, rec, stop).await }));
+        let (rec, stop, now) = (w.rec.clone(), stop_producers.clone(), now.clone());
+        producers.push(w.client_node.spawn(async move { producer_task(id, seed, now, &opts, rec, stop).await }));
     }
     let mut consumers = Vec::new();
     for p in 0..partitions {
@@ -703,8 +862,32 @@ async fn start_workload(w: &World) -> Workload {
         producers.push(w.client_node.spawn(balancer(w.seed, every, w.rec.clone(), stop_producers.clone())));
     }
     if let (Some(every), true) = (w.swarm.reassign_every, w.nodes.len() > 3) {
-        let replicas = w.nodes.len().min(3);
-        producers.push(w.client_node.spawn(mover(w.seed, every, w.partitions, replicas, w.rec.clone(), stop_producers.clone())));
+        producers.push(w.client_node.spawn(mover(w.seed, every, now.clone(), w.nodes.len(), w.rec.clone(), stop_producers.clone())));
+    }
+    if w.nodes.len() > w.opts.brokers
+        && let Some(after) = w.swarm.join_after
+    {
+        let (handle, joiner, stop) = (w.handle.clone(), w.nodes[w.opts.brokers].id(), stop_producers.clone());
+        let rec = w.rec.clone();
+        producers.push(madsim::task::spawn(async move {
+            if sleep_unless_stopped(after, &stop).await {
+                JOINING.store(true, Ordering::SeqCst);
+                handle.restart(joiner);
+                tracing::info!("a new node starts and joins the cluster");
+                rec_lock(&rec).trace.add("join");
+            }
+        }));
+    }
+    if let (Some(after), 5) = (w.swarm.remove_after, w.opts.brokers) {
+        let id = w.swarm.remove_node.min(w.nodes.len() as u64);
+        producers.push(w.client_node.spawn(remover(after, id, w.rec.clone(), stop_producers.clone())));
+    }
+    if let Some(every) = w.swarm.grow_every {
+        producers.push(w.client_node.spawn(grower(w.seed, every, now.clone(), w.rec.clone(), stop_producers.clone())));
+    }
+    consumers.push(w.client_node.spawn(partition_watcher(now.clone(), w.spawned.clone(), w.rec.clone(), stop_consumers.clone())));
+    if w.nodes.len() > 1 {
+        consumers.push(w.client_node.spawn(leader_observer(w.rec.clone(), stop_consumers.clone())));
     }
     for i in 0..w.swarm.group_members {
         consumers.push(w.client_node.spawn(group_member(format!("g{i}"), w.rec.clone(), stop_consumers.clone())));
@@ -868,7 +1051,7 @@ async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std:
         let _ = p.await;
     }
     let deadline = tokio::time::Instant::now() + w.opts.liveness_bound;
-    let (rec2, partitions) = (w.rec.clone(), w.partitions);
+    let (rec2, partitions_now) = (w.rec.clone(), w.partitions_now.clone());
     let corrupted_now = corrupted.clone();
     let caught_up = w
         .client_node
@@ -877,7 +1060,7 @@ async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std:
             let consumer = Consumer::new(&client);
             loop {
                 let mut ends = Vec::new();
-                for p in 0..partitions {
+                for p in 0..partitions_now.load(Ordering::SeqCst) {
                     ends.push(consumer.offset_for(TOPIC, p, StartOffset::Latest).await.ok());
                 }
                 let done = {
@@ -922,6 +1105,10 @@ async fn heal_and_check_liveness(w: &World, workload: Workload, corrupted: &std:
     for c in workload.consumers {
         let _ = c.await;
     }
+    let spawned: Vec<_> = std::mem::take(&mut *w.spawned.lock().unwrap_or_else(|p| p.into_inner()));
+    for c in spawned {
+        let _ = c.await;
+    }
 }
 
 /// A partition's offset, asked until some broker answers (at most 30 s).
@@ -944,7 +1131,7 @@ async fn offset_until_answered(consumer: &Consumer, partition: u32, spec: StartO
 
 /// The final read of every partition from its start, recorded for the checker.
 async fn final_read(w: &World) {
-    let (rec3, partitions) = (w.rec.clone(), w.partitions);
+    let (rec3, partitions) = (w.rec.clone(), w.partitions_now.load(Ordering::SeqCst));
     w.client_node
         .spawn(async move {
             let Some(client) = connect().await else {

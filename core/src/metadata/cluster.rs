@@ -357,7 +357,7 @@ impl ClusterMetadata {
             }
             ClusterCommand::ReassignPartition { name, partition, replicas } => {
                 let Some(topic) = self.topics.get(&name) else { return Outcome::Refused(MetadataError::UnknownTopic(name)) };
-                if let Err(e) = check_reassignment(topic, partition, &replicas, &self.brokers) {
+                if let Err(e) = check_reassignment(topic, partition, &replicas, &self.brokers, &self.leaving) {
                     return Outcome::Refused(e);
                 }
                 if topic.assignment[partition as usize] == replicas {
@@ -551,12 +551,15 @@ impl Outcome {
 
 /// What is wrong with moving partition `partition` of `topic` onto
 /// `replicas`: the partition must exist and not be moving already, the list
-/// must keep the replication factor and name distinct registered brokers.
+/// must keep the replication factor and name distinct registered brokers,
+/// none of them being removed (a replica placed on a leaving node would
+/// keep it from ever leaving, and it no longer follows the metadata).
 fn check_reassignment(
     topic: &ClusterTopic,
     partition: u32,
     replicas: &[u64],
     brokers: &BTreeMap<u64, BrokerRecord>,
+    leaving: &std::collections::BTreeSet<u64>,
 ) -> Result<(), MetadataError> {
     let name = &topic.record.name;
     if partition >= topic.record.partitions {
@@ -583,6 +586,11 @@ fn check_reassignment(
         }
         if !brokers.contains_key(n) {
             return Err(MetadataError::NodeNotFound(*n));
+        }
+        if leaving.contains(n) {
+            return Err(MetadataError::InvalidReplicaAssignment(format!(
+                "node {n} is being removed from the cluster: list nodes that stay"
+            )));
         }
     }
     Ok(())
@@ -844,6 +852,11 @@ mod tests {
         assert!(matches!(m.apply(ClusterCommand::BrokerRemoved { id: 2 }), Outcome::Refused(_)), "still holds replicas");
         let Outcome::Created(c) = m.apply(create("c", 3, 3)) else { panic!() };
         assert!(c.assignment.iter().all(|r| !r.contains(&2)), "new topics avoid a leaving node");
+        let onto_leaving = m.apply(ClusterCommand::ReassignPartition { name: "c".into(), partition: 0, replicas: vec![1, 2, 3] });
+        assert!(
+            matches!(&onto_leaving, Outcome::Refused(MetadataError::InvalidReplicaAssignment(m)) if m.contains("node 2 is being removed")),
+            "{onto_leaving:?}"
+        );
         let a = m.topic("a").unwrap().clone();
         for (p, to) in a.moving.clone() {
             m.apply(ClusterCommand::ReassignmentDone { topic_id: a.record.id, partition: p, replicas: to });

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use weir_core::canary::Canary;
 use weir_core::metadata::IDS_PER_BLOCK;
 use weir_core::metadata::cluster::{self, BrokerRecord, ClusterCommand, ClusterMetadata, ClusterTopic, Outcome};
 use weir_net::message::{Acks, ClusterNode, ClusterStatusResponse, DescribeReplicasResponse, FindCoordinatorResponse, ReplicaInfo};
@@ -608,7 +609,13 @@ impl Broker {
         }
         {
             let opened = async {
-                let members = if joining { BTreeMap::new() } else { self.raft_addresses(replicas) };
+                let members = match t.moving.get(&p) {
+                    Some(to) if joining && weir_core::canary::on(self.config.log.canary, Canary::PromoteWithoutJointConsensus) => {
+                        self.raft_addresses(to)
+                    }
+                    _ if joining => BTreeMap::new(),
+                    _ => self.raft_addresses(replicas),
+                };
                 let dir = replica_dir(&self.config.data_dir, t.record.id, p);
                 let (disk, lc, single) = (self.disk.clone(), t.log_config.clone(), replicas.len() == 1 && !joining);
                 let me2 = me;
@@ -646,6 +653,13 @@ impl Broker {
                     if !joining && replicas.first() == Some(&me) && replicas.len() > 1 && part.status().term == 0 {
                         part.lead_soon(&self.tasks);
                     }
+                    let first_new = t.moving.get(&p).and_then(|to| to.iter().find(|n| !replicas.contains(n)).copied());
+                    if joining
+                        && first_new == Some(me)
+                        && weir_core::canary::on(self.config.log.canary, Canary::PromoteWithoutJointConsensus)
+                    {
+                        part.lead_soon(&self.tasks);
+                    }
                     Some(part)
                 }
                 Err(e) => {
@@ -678,6 +692,12 @@ impl Broker {
 
 impl Broker {
     /// This node's own view of the cluster (no quorum needed).
+    /// Whether the cluster removed this node: it applied its removal, or a
+    /// peer refused it as removed (it was away when the cluster did).
+    pub(super) fn removed_from_cluster(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.state().is_removed(self.config.node_id)) || self.raft.refused_as_removed()
+    }
+
     pub(super) fn cluster_status(&self) -> ClusterStatusResponse {
         let me = self.config.node_id;
         let (mut led, mut under) = (0, 0);

@@ -296,6 +296,12 @@ impl Broker {
         &self.config
     }
 
+    /// The Raft groups this node leads now, with their terms (see
+    /// [`RaftNode::leaderships`]).
+    pub fn raft_leaderships(&self) -> Vec<(u64, u64)> {
+        self.raft.leaderships()
+    }
+
     /// Serves Raft traffic from peers on `listener`, until shutdown.
     pub fn serve_raft(&self, listener: tokio::net::TcpListener) {
         self.raft.serve(listener, self.tasks.signal());
@@ -401,6 +407,17 @@ impl Broker {
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
+        if !matches!(request, Request::ApiVersions(_) | Request::ClusterStatus(_)) && self.removed_from_cluster() {
+            // Its metadata stops where the cluster let it go: a client
+            // that bootstrapped here would chase leaders that moved.
+            return Err(WireError::new(
+                ErrorCode::NodeRemoved,
+                format!(
+                    "node {} was removed from the cluster and serves nothing: send to another broker, and stop this one",
+                    self.config.node_id
+                ),
+            ));
+        }
         match request {
             Request::ApiVersions(r) => {
                 tracing::debug!(client = %r.client, "handshake");

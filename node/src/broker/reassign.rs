@@ -160,8 +160,9 @@ impl Broker {
                 }
                 continue;
             }
+            let skip_to_done = weir_core::canary::on(self.config.log.canary, weir_core::canary::Canary::RemoveBeforeCaughtUp);
             // 2. Caught up: the new set replaces the voters (joint consensus).
-            if voters != target {
+            if voters != target && !skip_to_done {
                 let progress = group.progress();
                 let end = status.last_log_index.unwrap_or(0);
                 let caught_up =
@@ -177,7 +178,7 @@ impl Broker {
                 continue;
             }
             // 3. A leader outside the new set hands over; one inside reports.
-            if !target.contains(&self.config.node_id) {
+            if !target.contains(&self.config.node_id) && !skip_to_done {
                 if let Some(to) = part.hand_off_target(m.to.first().copied()) {
                     let _ = part.hand_off(to, HAND_OFF_TIMEOUT).await;
                 }

@@ -40,6 +40,7 @@ use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
@@ -195,6 +196,10 @@ pub struct Registry {
     vouching: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Nodes removed from the cluster: their calls are refused.
     removed: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Whether a peer refused this node as removed from the cluster: it
+    /// may never apply its own removal (it was down or cut off when the
+    /// cluster committed it), and must not serve clients stale metadata.
+    removed_self: AtomicBool,
     /// Groups whose leadership this node is handing to another voter
     /// ([`RaftNode::hand_off`]): it does not vouch for them, so their
     /// voters stop refusing candidates.
@@ -227,7 +232,7 @@ impl Registry {
     pub async fn dispatch(&self, from: u64, group: u64, call: Call) -> Answer {
         if self.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(&from) {
             return Answer::Error(WireError::new(
-                ErrorCode::NodeNotFound,
+                ErrorCode::NodeRemoved,
                 format!("node {from} was removed from the cluster: wipe its data directory and join it again (weir --join)"),
             ));
         }
@@ -459,12 +464,30 @@ impl RaftNode {
             vouching: Default::default(),
             handing_off: Default::default(),
             removed: Default::default(),
+            removed_self: AtomicBool::new(false),
             started: tokio::time::Instant::now(),
             vote_floors: Default::default(),
         });
         let node = Arc::new(RaftNode { id, timing, registry });
         tokio::spawn(tick::run(Arc::downgrade(&node.registry), timing, stop));
         node
+    }
+
+    /// The groups this node leads now, with their terms, by group id:
+    /// what the simulator's observer samples to check that no term of
+    /// any group ever has two leaders.
+    pub fn leaderships(&self) -> Vec<(u64, u64)> {
+        let groups = self.registry.groups.read().unwrap_or_else(|p| p.into_inner());
+        let mut led: Vec<(u64, u64)> = groups
+            .iter()
+            .filter_map(|(id, (_, raft))| {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (m.state == ServerState::Leader && m.running_state.is_ok()).then_some((*id, m.current_term))
+            })
+            .collect();
+        led.sort_unstable();
+        led
     }
 
     /// Serves peer calls on `listener` until `stop`.
@@ -564,6 +587,11 @@ impl RaftNode {
     pub fn heard_ms_ago(&self) -> BTreeMap<u64, u64> {
         let now = tokio::time::Instant::now();
         self.registry.heard().into_iter().filter_map(|(n, h)| Some((n, now.duration_since(h.at?).as_millis() as u64))).collect()
+    }
+
+    /// Whether a peer refused this node's calls as a removed node's.
+    pub fn refused_as_removed(&self) -> bool {
+        self.registry.removed_self.load(Ordering::Relaxed)
     }
 
     /// Node `node` was removed from the cluster: its calls are refused and

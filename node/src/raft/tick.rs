@@ -17,10 +17,12 @@
 use super::{Registry, Timing};
 use openraft::ServerState;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use weir_net::ErrorCode;
 use weir_net::peer::{Answer, Call, NodeHeartbeat};
 
 /// What one node heard from another.
@@ -143,8 +145,8 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 t.term = term;
                 t.deadline = Some(now + election_timeout(&timing, me, g, t.attempt));
             }
-            if !voters.contains(&me) || registry.is_aside(g) {
-                continue; // learners, and replicas with a damaged log, never campaign
+            if !voters.contains(&me) || registry.is_aside(g) || registry.removed_self.load(Ordering::Relaxed) {
+                continue; // learners, replicas with a damaged log, and a removed node never campaign
             }
             // When the leader last vouched for this group in this term, if
             // lately; or else any peer vouching for it lately in this term or
@@ -189,6 +191,18 @@ pub async fn run(registry: Weak<Registry>, timing: Timing, mut stop: watch::Rece
                 let newer = match peers.call(peer, 0, Call::Heartbeat(beat), fresh_for).await {
                     Ok(Answer::Heartbeat) => HashMap::new(),
                     Ok(Answer::HeartbeatNewer(newer)) => newer.into_iter().collect(),
+                    Ok(Answer::Error(e)) if e.code() == ErrorCode::NodeRemoved => {
+                        if let Some(registry) = registry.upgrade()
+                            && !registry.removed_self.swap(true, Ordering::Relaxed)
+                        {
+                            tracing::error!(
+                                node = me,
+                                peer,
+                                "a peer says the cluster removed this node: it serves clients nothing more; stop it"
+                            );
+                        }
+                        return;
+                    }
                     _ => return,
                 };
                 if let Some(registry) = registry.upgrade() {
