@@ -99,6 +99,9 @@ macro_rules! apis {
                 if let (Ok(Response::ClusterStatus(c)), 1) = (result, version) {
                     return encode_result(out, header, Ok(&ClusterStatusResponseV1::from(c)));
                 }
+                if let (Ok(Response::DescribeReplicas(d)), 1) = (result, version) {
+                    return encode_result(out, header, Ok(&DescribeReplicasResponseV1::from(d)));
+                }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result(out, header, Ok(r)),)*
                     Err(e) => encode_result::<ApiVersionsResponse>(out, header, Err(e)),
@@ -115,6 +118,9 @@ macro_rules! apis {
                 }
                 if let (Ok(Response::ClusterStatus(c)), 1) = (result, version) {
                     return encode_result_head(out, header, Ok(&ClusterStatusResponseV1::from(c)));
+                }
+                if let (Ok(Response::DescribeReplicas(d)), 1) = (result, version) {
+                    return encode_result_head(out, header, Ok(&DescribeReplicasResponseV1::from(d)));
                 }
                 match result {
                     $(Ok(Response::$name(r)) => encode_result_head(out, header, Ok(r)),)*
@@ -135,6 +141,9 @@ macro_rules! apis {
                 if key == ApiKey::ClusterStatus && h.api_version == 1 {
                     return decode_result::<ClusterStatusResponseV1>(&frame.body).map(|r| r.map(|c| Response::ClusterStatus(c.into())));
                 }
+                if key == ApiKey::DescribeReplicas && h.api_version == 1 {
+                    return decode_result::<DescribeReplicasResponseV1>(&frame.body).map(|r| r.map(|d| Response::DescribeReplicas(d.into())));
+                }
                 match key { $(ApiKey::$name => decode_result(&frame.body).map(|r| r.map(Response::$name)),)* }
             }
         }
@@ -146,10 +155,10 @@ pub const VERSION_MIN: u16 = 1;
 
 /// The newest version of `key` this build speaks. Metadata 2 adds each
 /// partition's leader term and each topic's id; ClusterStatus 2 each
-/// node's rack.
+/// node's rack; DescribeReplicas 2 each replica's size on disk.
 pub fn version_max(key: ApiKey) -> u16 {
     match key {
-        ApiKey::Metadata | ApiKey::ClusterStatus => 2,
+        ApiKey::Metadata | ApiKey::ClusterStatus | ApiKey::DescribeReplicas => 2,
         _ => 1,
     }
 }
@@ -952,6 +961,48 @@ pub struct ReplicaInfo {
     pub leader: Option<u64>,
     pub log_end_offset: u64,
     pub high_watermark: u64,
+    /// The replica's log on disk, in bytes (0 in a version 1 answer): a
+    /// moving partition's new replica against its leader is the progress
+    /// of the move.
+    pub size_bytes: u64,
+}
+
+/// A replica as DescribeReplicas version 1 encodes it: (partition, term,
+/// leader, log_end_offset, high_watermark), no size.
+type ReplicaInfoV1 = (u32, u64, Option<u64>, u64, u64);
+
+/// DescribeReplicas as version 1 encodes it: replicas without sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DescribeReplicasResponseV1 {
+    node_id: u64,
+    replicas: Vec<ReplicaInfoV1>,
+}
+
+impl Payload for DescribeReplicasResponseV1 {}
+
+impl From<&DescribeReplicasResponse> for DescribeReplicasResponseV1 {
+    fn from(d: &DescribeReplicasResponse) -> Self {
+        let replicas = d.replicas.iter().map(|r| (r.partition, r.term, r.leader, r.log_end_offset, r.high_watermark)).collect();
+        DescribeReplicasResponseV1 { node_id: d.node_id, replicas }
+    }
+}
+
+impl From<DescribeReplicasResponseV1> for DescribeReplicasResponse {
+    fn from(d: DescribeReplicasResponseV1) -> Self {
+        let replicas = d
+            .replicas
+            .into_iter()
+            .map(|(partition, term, leader, log_end_offset, high_watermark)| ReplicaInfo {
+                partition,
+                term,
+                leader,
+                log_end_offset,
+                high_watermark,
+                size_bytes: 0,
+            })
+            .collect();
+        DescribeReplicasResponse { node_id: d.node_id, replicas }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -197,6 +197,34 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A version 1 DescribeReplicas answer is the old encoding (no sizes):
+    /// an older weirctl decodes it, and a newer one reads sizes of 0.
+    #[test]
+    fn describe_replicas_at_version_1_drops_the_sizes(d: DescribeReplicasResponse, id: u32) {
+        #[derive(Serialize)]
+        struct OldReplica { partition: u32, term: u64, leader: Option<u64>, log_end_offset: u64, high_watermark: u64 }
+        #[derive(Serialize)]
+        struct Old { node_id: u64, replicas: Vec<OldReplica> }
+        let old = Old {
+            node_id: d.node_id,
+            replicas: d.replicas.iter().map(|r| OldReplica {
+                partition: r.partition, term: r.term, leader: r.leader, log_end_offset: r.log_end_offset, high_watermark: r.high_watermark,
+            }).collect(),
+        };
+        let old_body = postcard::to_stdvec(&Ok::<_, WireError>(old)).unwrap();
+        let mut buf = BytesMut::new();
+        Response::encode_at(ApiKey::DescribeReplicas, 1, id, &Ok(Response::DescribeReplicas(d.clone())), &mut buf);
+        let f = one_frame(&mut buf);
+        prop_assert_eq!(&f.body[..], &old_body[..]);
+        let mut expect = d.clone();
+        expect.replicas.iter_mut().for_each(|r| r.size_bytes = 0);
+        prop_assert_eq!(Response::decode(&f).unwrap(), Ok(Response::DescribeReplicas(expect)));
+        Response::encode_at(ApiKey::DescribeReplicas, 2, id, &Ok(Response::DescribeReplicas(d.clone())), &mut buf);
+        prop_assert_eq!(Response::decode(&one_frame(&mut buf)).unwrap(), Ok(Response::DescribeReplicas(d)));
+    }
+}
+
 #[test]
 fn versions_are_checked_per_api() {
     let mut buf = BytesMut::new();
@@ -209,7 +237,7 @@ fn versions_are_checked_per_api() {
     assert_eq!(Request::decode(&one_frame(&mut buf)).unwrap_err().code(), ErrorCode::UnsupportedVersion);
     let v = ApiVersionsResponse::current("x");
     assert!(v.apis.iter().any(|r| r.api_key == ApiKey::Metadata as u16 && r.max == 2));
-    let at_2 = [ApiKey::Metadata as u16, ApiKey::ClusterStatus as u16];
+    let at_2 = [ApiKey::Metadata as u16, ApiKey::ClusterStatus as u16, ApiKey::DescribeReplicas as u16];
     assert!(v.apis.iter().all(|r| r.min == 1 && r.max == if at_2.contains(&r.api_key) { 2 } else { 1 }));
 }
 

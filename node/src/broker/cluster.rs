@@ -800,6 +800,7 @@ impl Broker {
                 leader: status.leader,
                 log_end_offset: d.log_end_offset,
                 high_watermark: d.high_watermark,
+                size_bytes: d.size_bytes,
             });
         }
         Ok(DescribeReplicasResponse { node_id: self.config.node_id, replicas })

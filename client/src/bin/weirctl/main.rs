@@ -277,7 +277,8 @@ fn rack_note(status: &weir_net::message::ClusterStatusResponse, replicas: &[u64]
 }
 
 /// Waits until partition `partition` of `topic` is on `to`, printing each
-/// new replica's progress (its log end against the leader's) every second.
+/// new replica's progress every second: bytes on disk against the
+/// leader's (and offsets, which a broker of an older version alone gives).
 async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition: u32, to: &[u64], json: bool) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
@@ -292,17 +293,49 @@ async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition:
             return Ok(());
         }
         let status = replica_status(client, topic).await;
-        let rows: Vec<(u64, Option<u64>)> =
-            to.iter().filter(|n| !p.replicas.contains(n)).map(|n| (*n, status.get(&(*n, partition)).map(|r| r.log_end_offset))).collect();
+        let rows: Vec<(u64, Option<&ReplicaInfo>)> =
+            to.iter().filter(|n| !p.replicas.contains(n)).map(|n| (*n, status.get(&(*n, partition)))).collect();
+        // Against the leader's own replica: the broker that answered the
+        // describe may be the new replica itself.
+        // (which may not know the leader yet either: then the replicas' newest view).
+        let leader = p.leader.or_else(|| {
+            status
+                .iter()
+                .filter(|((_, q), r)| *q == partition && r.leader.is_some())
+                .max_by_key(|(_, r)| r.term)
+                .and_then(|(_, r)| r.leader)
+        });
+        let (leader_end, leader_size) =
+            leader.and_then(|l| status.get(&(l, partition))).map_or((p.log_end_offset, p.size_bytes), |r| (r.log_end_offset, r.size_bytes));
         let line = if json {
-            let nodes: Vec<_> =
-                rows.iter().map(|(n, end)| json!({"node": n, "log_end_offset": end, "leader_log_end_offset": p.log_end_offset})).collect();
+            let nodes: Vec<_> = rows
+                .iter()
+                .map(|(n, r)| {
+                    json!({"node": n, "log_end_offset": r.map(|r| r.log_end_offset), "size_bytes": r.map(|r| r.size_bytes),
+                        "leader_log_end_offset": leader_end, "leader_size_bytes": leader_size})
+                })
+                .collect();
             json!({"topic": topic, "partition": partition, "replicas": to, "done": false, "new_replicas": nodes}).to_string()
         } else {
+            let mb = |b: u64| b as f64 / 1e6;
             let parts: Vec<String> = rows
                 .iter()
-                .map(|(n, end)| match end {
-                    Some(e) => format!("node {n}: {e} of {} offsets ({} to go)", p.log_end_offset, p.log_end_offset.saturating_sub(*e)),
+                .map(|(n, r)| match r {
+                    // Offsets alone from a broker too old to report sizes, or before the first byte.
+                    Some(r) if r.size_bytes > 0 && leader_size > 0 => format!(
+                        "node {n}: {:.1} of {:.1} MB ({:.1} MB to go), offset {} of {}",
+                        mb(r.size_bytes),
+                        mb(leader_size),
+                        mb(leader_size.saturating_sub(r.size_bytes)),
+                        r.log_end_offset,
+                        leader_end
+                    ),
+                    Some(r) => format!(
+                        "node {n}: {} of {} offsets ({} to go)",
+                        r.log_end_offset,
+                        leader_end,
+                        leader_end.saturating_sub(r.log_end_offset)
+                    ),
                     None => format!("node {n}: not started"),
                 })
                 .collect();
