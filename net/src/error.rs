@@ -131,4 +131,15 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_u16(60000), ErrorCode::Unknown);
     }
+
+    /// Every code is in PROTOCOL.md's table, with its number and whether
+    /// it is retriable, so the document cannot fall behind the code.
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../PROTOCOL.md");
+        for &c in ErrorCode::ALL {
+            let row = format!("| {} | {c:?} | {} |", c as u16, if c.is_retriable() { "yes" } else { "no" });
+            assert!(doc.contains(&row), "net/PROTOCOL.md lacks the row {row}");
+        }
+    }
 }
