@@ -168,7 +168,9 @@ impl Broker {
                 let caught_up =
                     m.to.iter()
                         .filter(|n| !voters.contains(n))
-                        .all(|n| progress.get(n).copied().flatten().unwrap_or(0) + CATCH_UP_ENTRIES >= end);
+                        // A learner that has matched nothing yet is not caught up, however short the log:
+                        // the joint configuration would wait on a replica that may not be reachable.
+                        .all(|n| progress.get(n).copied().flatten().is_some_and(|m| m + CATCH_UP_ENTRIES >= end));
                 if caught_up {
                     match group.replace_voters(target.clone()).await {
                         Ok(()) => tracing::info!(what = %what, to = ?m.to, "reassignment: the new replicas are the voters"),
