@@ -604,15 +604,14 @@ impl Broker {
         // A replica a reassignment adds: its leader sends the membership
         // with the log (it must not bootstrap one of its own).
         let joining = !replicas.contains(&me) && t.moving.get(&p).is_some_and(|to| to.contains(&me));
+        let promote_alone = joining && weir_core::canary::on(self.config.log.canary, Canary::PromoteWithoutJointConsensus);
         if !replicas.contains(&me) && !joining {
             return None;
         }
         {
             let opened = async {
                 let members = match t.moving.get(&p) {
-                    Some(to) if joining && weir_core::canary::on(self.config.log.canary, Canary::PromoteWithoutJointConsensus) => {
-                        self.raft_addresses(to)
-                    }
+                    Some(to) if promote_alone => self.raft_addresses(to),
                     _ if joining => BTreeMap::new(),
                     _ => self.raft_addresses(replicas),
                 };
@@ -654,10 +653,7 @@ impl Broker {
                         part.lead_soon(&self.tasks);
                     }
                     let first_new = t.moving.get(&p).and_then(|to| to.iter().find(|n| !replicas.contains(n)).copied());
-                    if joining
-                        && first_new == Some(me)
-                        && weir_core::canary::on(self.config.log.canary, Canary::PromoteWithoutJointConsensus)
-                    {
+                    if promote_alone && first_new == Some(me) {
                         part.lead_soon(&self.tasks);
                     }
                     Some(part)
@@ -692,12 +688,6 @@ impl Broker {
 
 impl Broker {
     /// This node's own view of the cluster (no quorum needed).
-    /// Whether the cluster removed this node: it applied its removal, or a
-    /// peer refused it as removed (it was away when the cluster did).
-    pub(super) fn removed_from_cluster(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.state().is_removed(self.config.node_id)) || self.raft.refused_as_removed()
-    }
-
     pub(super) fn cluster_status(&self) -> ClusterStatusResponse {
         let me = self.config.node_id;
         let (mut led, mut under) = (0, 0);
@@ -872,6 +862,10 @@ async fn applier(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool
                 match command {
                     Ok(command) => {
                         let outcome = cluster.state().apply(command);
+                        if matches!(outcome, Outcome::Removed(id) if id == b.config.node_id) {
+                            // Replayed at a restart too: a removed node serves nothing.
+                            b.raft.mark_removed();
+                        }
                         if let Outcome::Refused(e) = &outcome {
                             tracing::debug!(offset = base, error = %e, "metadata command refused");
                         }

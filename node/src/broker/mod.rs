@@ -407,7 +407,7 @@ impl Broker {
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Result<Response, WireError> {
-        if !matches!(request, Request::ApiVersions(_) | Request::ClusterStatus(_)) && self.removed_from_cluster() {
+        if !matches!(request, Request::ApiVersions(_) | Request::ClusterStatus(_)) && self.raft.is_removed() {
             // Its metadata stops where the cluster let it go: a client
             // that bootstrapped here would chase leaders that moved.
             return Err(WireError::new(

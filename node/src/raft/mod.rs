@@ -196,9 +196,10 @@ pub struct Registry {
     vouching: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Nodes removed from the cluster: their calls are refused.
     removed: std::sync::Mutex<std::collections::HashSet<u64>>,
-    /// Whether a peer refused this node as removed from the cluster: it
-    /// may never apply its own removal (it was down or cut off when the
-    /// cluster committed it), and must not serve clients stale metadata.
+    /// Whether the cluster removed this node: it applied its own removal,
+    /// or a peer refused it as removed (it may never apply that: it was
+    /// down or cut off when the cluster committed it). It then serves
+    /// clients no stale metadata and never campaigns.
     removed_self: AtomicBool,
     /// Groups whose leadership this node is handing to another voter
     /// ([`RaftNode::hand_off`]): it does not vouch for them, so their
@@ -589,9 +590,14 @@ impl RaftNode {
         self.registry.heard().into_iter().filter_map(|(n, h)| Some((n, now.duration_since(h.at?).as_millis() as u64))).collect()
     }
 
-    /// Whether a peer refused this node's calls as a removed node's.
-    pub fn refused_as_removed(&self) -> bool {
+    /// Whether the cluster removed this node (see [`RaftNode::mark_removed`]).
+    pub fn is_removed(&self) -> bool {
         self.registry.removed_self.load(Ordering::Relaxed)
+    }
+
+    /// This node applied its own removal from the cluster.
+    pub fn mark_removed(&self) {
+        self.registry.removed_self.store(true, Ordering::Relaxed);
     }
 
     /// Node `node` was removed from the cluster: its calls are refused and
