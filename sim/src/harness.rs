@@ -309,11 +309,7 @@ async fn remover(after: Duration, id: u64, rec: Rec, stop: Arc<AtomicBool>) {
 /// Sleeps about `every` (exponentially drawn), waking every 100 ms to see
 /// whether the faults ended; false once they did.
 async fn pause_unless_stopped(rng: &mut fastrand::Rng, every: Duration, stop: &AtomicBool) -> bool {
-    let at = tokio::time::Instant::now() + Swarm::next_in(rng, every);
-    while tokio::time::Instant::now() < at && !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    !stop.load(Ordering::SeqCst)
+    sleep_unless_stopped(Swarm::next_in(rng, every), stop).await
 }
 
 /// An operator moving a random partition onto a random set of nodes

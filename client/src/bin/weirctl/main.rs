@@ -296,8 +296,8 @@ async fn wait_reassigned(client: &Client, admin: &Admin, topic: &str, partition:
         let rows: Vec<(u64, Option<&ReplicaInfo>)> =
             to.iter().filter(|n| !p.replicas.contains(n)).map(|n| (*n, status.get(&(*n, partition)))).collect();
         // Against the leader's own replica: the broker that answered the
-        // describe may be the new replica itself.
-        // (which may not know the leader yet either: then the replicas' newest view).
+        // describe may be the new replica itself, which may not know the
+        // leader yet either (then the replicas' newest view names it).
         let leader = p.leader.or_else(|| {
             status
                 .iter()
