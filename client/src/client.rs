@@ -232,8 +232,7 @@ impl Client {
     /// request goes to the next broker.
     async fn pass_over_if_stale(&self, conn: &Arc<Connection>, error: &ClientError) {
         let stale = matches!(error.code(), Some(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::NodeRemoved));
-        let others = || self.inner.config.brokers.len() > 1 || self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).len() > 1;
-        let silent = matches!(error, ClientError::Timeout(_)) && others();
+        let silent = matches!(error, ClientError::Timeout(_)) && self.other_brokers_known();
         if !stale && !silent {
             return;
         }
@@ -243,6 +242,12 @@ impl Client {
             *slot = None;
             self.inner.passed_over.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the client knows of more than one broker (from its bootstrap
+    /// list or the cluster's answers): only then can another one help.
+    fn other_brokers_known(&self) -> bool {
+        self.inner.config.brokers.len() > 1 || self.inner.brokers.lock().unwrap_or_else(|p| p.into_inner()).len() > 1
     }
 
     /// Connects to `addr` and handshakes.
@@ -406,6 +411,7 @@ impl Client {
         let conn = self.connection_for(req).await?;
         let result = conn.request(req, timeout).await;
         if let Err(e) = &result {
+            tracing::debug!(broker = %conn.addr(), error = %e, "request failed");
             self.pass_over_if_stale(&conn, e).await;
         }
         if for_coordinator(req)
@@ -483,6 +489,8 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
         loop {
             match once(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+                // A removed broker is retriable only by asking another one.
+                Err(e) if e.code() == Some(ErrorCode::NodeRemoved) && !self.other_brokers_known() => return Err(e),
                 Err(e) if retry(&e) && attempt < self.inner.config.retries && tokio::time::Instant::now() + backoff < deadline => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "retrying");

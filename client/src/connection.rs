@@ -41,6 +41,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     pub async fn connect(addr: &str, timeout: Duration, max_frame_bytes: usize) -> Result<Connection> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await

@@ -122,7 +122,15 @@ pub enum ClusterCommand {
         data_dir_id: u64,
         rack: Option<String>,
     },
+    /// The consumer offsets log's group now has exactly `replicas` as
+    /// voters: its move (planned by a removal) is done.
+    OffsetsLogMoved {
+        replicas: Vec<u64>,
+    },
 }
+
+/// How the consumer offsets log is named where an error names a topic.
+pub const OFFSETS_LOG_NAME: &str = "(the consumer offsets log)";
 
 /// A topic with where its replicas live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +173,11 @@ pub enum Outcome {
     },
     /// Node `id` was removed.
     Removed(u64),
+    /// The consumer offsets log's replicas were `from`, are `to`.
+    OffsetsLogMoved {
+        from: Vec<u64>,
+        to: Vec<u64>,
+    },
     /// The topic as grown: partitions `from..` are new.
     PartitionsAdded {
         topic: ClusterTopic,
@@ -203,6 +216,11 @@ pub struct ClusterMetadata {
     /// The rack each node registered with (nodes without one are absent).
     racks: BTreeMap<u64, String>,
     cluster_id: Option<u64>,
+    /// The consumer offsets log's replicas (a Raft group outside the
+    /// topics): the first initial members until a removal moves it.
+    offsets: Vec<u64>,
+    /// The replicas the offsets log is being moved onto, if it is.
+    offsets_moving: Option<Vec<u64>>,
 }
 
 impl ClusterMetadata {
@@ -222,7 +240,32 @@ impl ClusterMetadata {
             data_dirs: BTreeMap::new(),
             racks: BTreeMap::new(),
             cluster_id: None,
+            offsets: Vec::new(),
+            offsets_moving: None,
         }
+    }
+
+    /// The same, with the consumer offsets log on `replicas` to begin with
+    /// (every broker must give the same: it derives them from the initial
+    /// members).
+    pub fn with_offsets_log(mut self, replicas: Vec<u64>) -> Self {
+        self.offsets = replicas;
+        self
+    }
+
+    /// The consumer offsets log's replicas.
+    pub fn offsets_replicas(&self) -> &[u64] {
+        &self.offsets
+    }
+
+    /// The replicas the offsets log is being moved onto, if it is.
+    pub fn offsets_moving(&self) -> Option<&[u64]> {
+        self.offsets_moving.as_deref()
+    }
+
+    /// Whether node `id` holds (or is getting) a replica of the offsets log.
+    pub fn holds_offsets_log(&self, id: u64) -> bool {
+        self.offsets.contains(&id) || self.offsets_moving.as_ref().is_some_and(|to| to.contains(&id))
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
@@ -271,7 +314,8 @@ impl ClusterMetadata {
 
     /// Whether any partition has (or is moving) a replica on node `id`.
     pub fn holds_replicas(&self, id: u64) -> bool {
-        self.topics.values().any(|t| t.assignment.iter().any(|r| r.contains(&id)) || t.moving.values().any(|r| r.contains(&id)))
+        self.holds_offsets_log(id)
+            || self.topics.values().any(|t| t.assignment.iter().any(|r| r.contains(&id)) || t.moving.values().any(|r| r.contains(&id)))
     }
 
     /// The data directory each node is bound to.
@@ -383,6 +427,16 @@ impl ClusterMetadata {
                 Outcome::Reassigned { topic: topic.clone(), partition, from }
             }
             ClusterCommand::RemoveBroker { id } => self.remove(id),
+            ClusterCommand::OffsetsLogMoved { replicas } => {
+                if self.offsets_moving.as_ref() != Some(&replicas) {
+                    return Outcome::Refused(MetadataError::InvalidReplicaAssignment(format!(
+                        "the consumer offsets log is not being moved onto {replicas:?}"
+                    )));
+                }
+                self.offsets_moving = None;
+                let from = std::mem::replace(&mut self.offsets, replicas.clone());
+                Outcome::OffsetsLogMoved { from, to: replicas }
+            }
             ClusterCommand::BrokerRemoved { id } => {
                 if !self.leaving.contains(&id) {
                     return Outcome::Refused(MetadataError::NodeNotFound(id));
@@ -500,7 +554,10 @@ impl ClusterMetadata {
         let mut load: BTreeMap<u64, usize> = remaining.iter().map(|n| (*n, 0)).collect();
         for t in self.topics.values() {
             for (p, r) in t.assignment.iter().enumerate() {
-                if r.contains(&id) && t.moving.contains_key(&(p as u32)) {
+                // A move onto the node would land after the node's own moves
+                // were planned, leaving a replica on a removed node.
+                let moving_to = t.moving.get(&(p as u32));
+                if moving_to.is_some_and(|to| r.contains(&id) || to.contains(&id)) {
                     return Outcome::Refused(MetadataError::ReassignmentInProgress {
                         topic: t.record.name.clone(),
                         partition: p as u32,
@@ -519,6 +576,24 @@ impl ClusterMetadata {
                     }
                 }
             }
+        }
+        if let Some(to) = self.offsets_moving.as_ref().filter(|to| self.offsets.contains(&id) || to.contains(&id)) {
+            return Outcome::Refused(MetadataError::ReassignmentInProgress {
+                topic: OFFSETS_LOG_NAME.to_owned(),
+                partition: 0,
+                to: to.clone(),
+            });
+        }
+        if let Some(at) = self.offsets.iter().position(|n| *n == id) {
+            // In its place, or (every remaining node holds it already) without it.
+            let mut to = self.offsets.clone();
+            match replacement(&self.offsets, id, &load, &self.racks) {
+                Some(with) => to[at] = with,
+                None => {
+                    to.remove(at);
+                }
+            }
+            self.offsets_moving = Some(to);
         }
         let mut moves = Vec::new();
         let names: Vec<String> = self.topics.keys().cloned().collect();
@@ -870,6 +945,52 @@ mod tests {
             matches!(one.apply(ClusterCommand::RemoveBroker { id: 1 }), Outcome::Refused(MetadataError::InvalidConfig(_))),
             "the last node"
         );
+    }
+
+    #[test]
+    fn a_node_a_move_is_bringing_replicas_onto_is_not_removed_until_it_lands() {
+        let mut m = cluster(4);
+        let Outcome::Created(t) = m.apply(create("a", 1, 3)) else { panic!() };
+        let spare = (1..=4).find(|n| !t.assignment[0].contains(n)).unwrap();
+        let mut to = t.assignment[0].clone();
+        to[0] = spare;
+        let Outcome::ReassignmentStarted { .. } =
+            m.apply(ClusterCommand::ReassignPartition { name: "a".into(), partition: 0, replicas: to.clone() })
+        else {
+            panic!()
+        };
+        let refused = m.apply(ClusterCommand::RemoveBroker { id: spare });
+        assert!(matches!(refused, Outcome::Refused(MetadataError::ReassignmentInProgress { .. })), "{refused:?}");
+        assert!(m.leaving().next().is_none(), "a refusal changes nothing");
+        m.apply(ClusterCommand::ReassignmentDone { topic_id: t.record.id, partition: 0, replicas: to });
+        let Outcome::Removing { moves, .. } = m.apply(ClusterCommand::RemoveBroker { id: spare }) else { panic!() };
+        assert_eq!(moves.len(), 1, "the landed replica moves off again");
+        assert!(!moves[0].2.contains(&spare));
+    }
+
+    #[test]
+    fn removing_a_node_of_the_offsets_log_moves_the_log_and_waits_for_it() {
+        let mut m = cluster(4).with_offsets_log(vec![1, 2, 3]);
+        assert!(m.holds_replicas(1) && !m.holds_replicas(4), "the offsets log is a replica too");
+        let Outcome::Removing { .. } = m.apply(ClusterCommand::RemoveBroker { id: 1 }) else { panic!() };
+        assert_eq!((m.offsets_replicas(), m.offsets_moving()), (&[1, 2, 3][..], Some(&[4, 2, 3][..])), "in its place");
+        assert!(m.holds_offsets_log(4) && m.holds_replicas(1));
+        let refused = m.apply(ClusterCommand::RemoveBroker { id: 4 });
+        assert!(
+            matches!(&refused, Outcome::Refused(MetadataError::ReassignmentInProgress { topic, .. }) if topic == OFFSETS_LOG_NAME),
+            "{refused:?}"
+        );
+        assert!(matches!(m.apply(ClusterCommand::BrokerRemoved { id: 1 }), Outcome::Refused(_)), "the offsets log is still on it");
+        assert!(matches!(m.apply(ClusterCommand::OffsetsLogMoved { replicas: vec![2, 3, 4] }), Outcome::Refused(_)), "the exact list");
+        assert_eq!(
+            m.apply(ClusterCommand::OffsetsLogMoved { replicas: vec![4, 2, 3] }),
+            Outcome::OffsetsLogMoved { from: vec![1, 2, 3], to: vec![4, 2, 3] }
+        );
+        assert_eq!((m.offsets_replicas(), m.offsets_moving()), (&[4, 2, 3][..], None));
+        assert_eq!(m.apply(ClusterCommand::BrokerRemoved { id: 1 }), Outcome::Removed(1));
+        // Three nodes left, all holding it: a removal shrinks it.
+        let Outcome::Removing { .. } = m.apply(ClusterCommand::RemoveBroker { id: 2 }) else { panic!() };
+        assert_eq!(m.offsets_moving(), Some(&[4, 3][..]));
     }
 
     #[test]

@@ -52,7 +52,9 @@ pub enum MetadataError {
     InvalidPartitions { got: u32, max: u32 },
     #[error("replication factor {got} is not possible with {brokers} broker(s): use 1..={brokers}")]
     InvalidReplication { got: u16, brokers: u16 },
-    #[error("replication factor {got} needs {got} brokers but the cluster has {brokers}: add brokers or use at most {brokers}")]
+    #[error(
+        "replication factor {got} needs {got} brokers, and {brokers} can hold replicas (nodes being removed cannot): add brokers, or use at most {brokers}"
+    )]
     NotEnoughReplicas { got: u16, brokers: u16 },
     #[error("{0}")]
     InvalidConfig(String),

@@ -422,6 +422,7 @@ impl Broker {
             self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(t.record.name.clone(), Arc::new(topic));
             self.groups.set_partitions(&t.record.name, Some(t.record.partitions));
         }
+        self.reconcile_offsets().await;
         let me = self.config.node_id;
         let keep: BTreeMap<u64, Vec<u32>> = topics
             .iter()
@@ -556,6 +557,11 @@ impl Broker {
                 for (t, p, _) in moves {
                     self.replica_added(t, *p).await;
                 }
+                self.reconcile_offsets().await;
+            }
+            Outcome::OffsetsLogMoved { from, to } => {
+                tracing::info!(?from, ?to, "the offsets log moved");
+                self.reconcile_offsets().await;
             }
             Outcome::Removed(id) => {
                 if *id == self.config.node_id {
@@ -753,7 +759,8 @@ impl Broker {
             clustered: true,
             metadata_leader: status.leader,
             term: status.term,
-            role: status.role.into(),
+            // A removed node still runs, but is no member: say so.
+            role: if self.raft.is_removed() { "removed".into() } else { status.role.into() },
             nodes: nodes.into_values().collect(),
             partitions_led: led,
             under_replicated: under,

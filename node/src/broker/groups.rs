@@ -7,8 +7,9 @@
 //! partition.
 //!
 //! In a cluster the offsets log is a Raft group of the first three initial
-//! members (fewer if the cluster is smaller), and only the node that leads
-//! it coordinates: once it serves in a term, it replays the log into a
+//! members (fewer if the cluster is smaller) until a node removal moves it
+//! (the metadata records where it is; `reassign.rs` moves it as it moves a
+//! partition), and only the node that leads it coordinates: once it serves in a term, it replays the log into a
 //! fresh coordinator whose generations start from that term, so they never
 //! repeat or go back after a failover. Every other broker answers
 //! `NotCoordinator`, and `FindCoordinator` says who does.
@@ -38,8 +39,9 @@ const OFFSETS_REPLICAS_MAX: usize = 3;
 #[derive(Debug)]
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
-    /// This node's replica of the offsets log (`None`: a cluster placed it elsewhere).
-    log: Option<Arc<Partition>>,
+    /// This node's replica of the offsets log (`None`: a cluster placed it
+    /// elsewhere), opened at start or when a move brings it here.
+    log: Mutex<Option<Arc<Partition>>>,
     /// Whether this node coordinates now: always on a single broker; in a
     /// cluster, the offsets group's term once it replayed the log as leader.
     serving: Mutex<Option<u64>>,
@@ -47,10 +49,10 @@ pub struct Groups {
     /// stops serving and serves again within one term keeps it (a rebuild
     /// in the same term would hand out its generations again).
     built_in: Mutex<Option<u64>>,
-    /// The offsets group's term when this process opened it: the
+    /// The offsets group's term when this process opened its replica: the
     /// coordinator of that term is gone with the old process, so this node
     /// coordinates only in a term it won since.
-    start_term: Option<u64>,
+    start_term: Mutex<Option<u64>>,
     clustered: bool,
     coordinator_config: CoordinatorConfig,
     /// Partition counts of every topic, to give a rebuilt coordinator.
@@ -125,6 +127,7 @@ impl Groups {
         disk: Arc<dyn weir_core::disk::Disk>,
         tasks: &crate::tasks::Tasks,
         raft: &Arc<crate::raft::RaftNode>,
+        moved_off: bool,
     ) -> Result<Groups, WireError> {
         let now = clock.now();
         let node_id = config.node_id;
@@ -137,7 +140,13 @@ impl Groups {
         let clustered = config.clustered();
         let mut coordinator = GroupCoordinator::new(coordinator_config.clone(), boot);
         let (members, serving) = if clustered {
-            (offsets_replicas(&config.initial_members), None)
+            // The initial members bootstrap the group on their first start;
+            // a replica the group moved off once (its tombstone is here)
+            // never bootstraps it again, and a replica opened since takes
+            // its membership from its own log.
+            let initial = offsets_replicas(&config.initial_members);
+            let members = if initial.contains_key(&node_id) && !moved_off { initial } else { BTreeMap::new() };
+            (members, None)
         } else {
             let replay = offsets_log::replay(&mut coordinator, &log, now).map_err(super::partition::log_error)?;
             for (topic, n) in partitions {
@@ -153,7 +162,7 @@ impl Groups {
             // Leadership must be won anew, in a term no coordinator had.
             super::partition::give_up_leadership(&mut log, node_id).map_err(super::partition::log_error)?;
         }
-        let log = if members.contains_key(&node_id) {
+        let log = if members.contains_key(&node_id) || log.last_log_id().is_some() {
             Some(Partition::start(0, node_id, OFFSETS_GROUP, log, disk, raft, members, tasks).await?)
         } else {
             None
@@ -161,10 +170,10 @@ impl Groups {
         let start_term = clustered.then_some(start_term);
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            log,
+            log: Mutex::new(log),
             serving: Mutex::new(serving),
             built_in: Mutex::new(None),
-            start_term,
+            start_term: Mutex::new(start_term),
             clustered,
             coordinator_config,
             topics: Mutex::new(partitions.clone()),
@@ -172,6 +181,27 @@ impl Groups {
             compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
             clock,
         })
+    }
+
+    /// This node's replica of the offsets log, if it holds one.
+    fn replica(&self) -> Option<Arc<Partition>> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a replica opened here since the start (a move brought the
+    /// offsets log onto this node): it coordinates once it leads in a term
+    /// after `start_term`.
+    pub fn adopt_replica(&self, log: Arc<Partition>, start_term: u64) {
+        *self.start_term.lock().unwrap_or_else(|p| p.into_inner()) = Some(start_term);
+        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    }
+
+    /// Gives up this node's replica (the offsets log moved off it): it
+    /// stops coordinating at once; the caller closes and deletes it.
+    pub fn release_replica(&self) -> Option<Arc<Partition>> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        log
     }
 
     fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
@@ -187,7 +217,7 @@ impl Groups {
         // In a cluster, only while no other coordinator can exist: a leader
         // cut off from its peers would answer from a state the new
         // coordinator has moved past (a member would start from old offsets).
-        let leased = !self.clustered || self.log.as_ref().is_some_and(|l| l.holds_lease());
+        let leased = !self.clustered || self.replica().is_some_and(|l| l.holds_lease());
         match self.serving() {
             Some(_) if leased => Ok(()),
             _ => Err(WireError::new(
@@ -204,7 +234,7 @@ impl Groups {
 
     /// The node leading the offsets log, as far as this node's replica knows.
     pub fn offsets_leader(&self) -> Option<u64> {
-        self.log.as_ref().and_then(|l| l.leader())
+        self.replica().and_then(|l| l.leader())
     }
 
     /// Whether this node coordinates consumer groups now.
@@ -215,13 +245,13 @@ impl Groups {
     /// In a cluster: follows the offsets group's leadership, rebuilding the
     /// coordinator from the log each time this node starts to lead it.
     pub fn start_following(self: &Arc<Self>, tasks: &crate::tasks::Tasks) {
-        if !self.clustered || self.log.is_none() {
+        if !self.clustered {
             return;
         }
         let (groups, mut stop) = (self.clone(), tasks.signal());
         tasks.spawn("coordinator", async move {
             loop {
-                let term = groups.log.as_ref().and_then(|l| l.serving_term());
+                let term = groups.replica().and_then(|l| l.serving_term());
                 if term != groups.serving() {
                     groups.become_coordinator(term).await;
                 }
@@ -237,13 +267,13 @@ impl Groups {
     /// Coordinates in `term` (replaying the offsets log first), or stops.
     async fn become_coordinator(&self, term: Option<u64>) {
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let (Some(term), Some(log)) = (term, &self.log) else { return };
+        let (Some(term), Some(log)) = (term, self.replica()) else { return };
         if *self.built_in.lock().unwrap_or_else(|p| p.into_inner()) == Some(term) {
             // Still the only leader of this term: nobody else wrote the log.
             *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
             return;
         }
-        if Some(term) <= self.start_term {
+        if Some(term) <= *self.start_term.lock().unwrap_or_else(|p| p.into_inner()) {
             // A term from before the restart: its coordinator's generations
             // were handed out already (the stored vote was demoted at open,
             // so this node has to win a fresh term, which it will).
@@ -317,8 +347,8 @@ impl Groups {
         self.offsets_log()?.produce(batch, Acks::All, Duration::from_secs(30)).await.map(|_| ())
     }
 
-    fn offsets_log(&self) -> Result<&Arc<Partition>, WireError> {
-        self.log.as_ref().ok_or_else(|| WireError::new(ErrorCode::NotCoordinator, "this broker holds no replica of the offsets log"))
+    fn offsets_log(&self) -> Result<Arc<Partition>, WireError> {
+        self.replica().ok_or_else(|| WireError::new(ErrorCode::NotCoordinator, "this broker holds no replica of the offsets log"))
     }
 
     /// Makes a pending change durable, then applies it; if that fails, or
@@ -351,7 +381,7 @@ impl Groups {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
             }
         }
-        let Some(log) = self.log.as_ref() else { return };
+        let Some(log) = self.replica() else { return };
         let due = log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
         if due && let Err(e) = self.compact().await {
             tracing::warn!(error = %e, "offsets log compaction failed; it is retried at the next tick");
@@ -395,7 +425,7 @@ impl Groups {
     /// at (segments are purged whole, and this copy's boundaries are its
     /// own): a copy holds about two thresholds' worth.
     async fn follow_compaction(&self) {
-        let Some(log) = self.log.as_ref().filter(|_| self.clustered) else { return };
+        let Some(log) = self.replica().filter(|_| self.clustered) else { return };
         let due = log.size_bytes().await.is_ok_and(|size| self.compaction.lock().unwrap_or_else(|p| p.into_inner()).due(size));
         if !due {
             return;
@@ -568,12 +598,12 @@ impl Groups {
 
     /// This node's replica of the offsets log, if it holds one.
     pub fn offsets_partition(&self) -> Option<Arc<Partition>> {
-        self.log.clone()
+        self.replica()
     }
 
     /// Final flush of the offsets log.
     pub async fn shutdown(&self) {
-        let Some(log) = &self.log else { return };
+        let Some(log) = self.replica() else { return };
         if let Err(e) = log.flush_now().await {
             tracing::error!(error = %e, "final flush of the offsets log failed");
         }
@@ -581,7 +611,12 @@ impl Groups {
     }
 }
 
-/// The offsets log's voters in a cluster: the first initial members by id.
+/// Where a node keeps its replica of the offsets log.
+pub fn offsets_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("internal").join("offsets")
+}
+
+/// The offsets log's first voters in a cluster: the first initial members by id.
 pub fn offsets_replicas(members: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
     members.iter().take(OFFSETS_REPLICAS_MAX).map(|(id, addr)| (*id, addr.clone())).collect()
 }

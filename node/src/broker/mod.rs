@@ -213,18 +213,24 @@ impl Broker {
         let counts: BTreeMap<String, u32> = topics.iter().map(|(n, t)| (n.clone(), t.partitions.len() as u32)).collect();
         let offsets_config = offsets_log_config(&config);
         store::ensure_dir(&*disk, &data_dir.join("internal"))?;
-        let offsets_dir = data_dir.join("internal").join("offsets");
+        let offsets_dir = groups::offsets_dir(&data_dir);
         // In a cluster the offsets log has other voters: recovery must not
         // purge past damage (those entries may be uncommitted), and a
         // damaged replica steps aside (see `Groups::open`).
         let offsets_single = !config.clustered() || groups::offsets_replicas(&config.initial_members).len() == 1;
-        let (offsets_log, offsets_report) = partition::open_replica_log(disk.clone(), &offsets_dir, offsets_config, offsets_single)?;
+        let (mut offsets_log, offsets_report) = partition::open_replica_log(disk.clone(), &offsets_dir, offsets_config, offsets_single)?;
         if !offsets_single && !offsets_report.damaged_segments.is_empty() {
             raft.step_aside(groups::OFFSETS_GROUP);
         }
-        let groups = groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
+        // A replica of the offsets log deleted here before (moved off) votes
+        // as its former self, and never bootstraps the group again.
+        let moved_off = crate::raft::tombstone::load(&*disk, &data_dir, groups::OFFSETS_GROUP)?.is_some();
+        let floor = crate::raft::tombstone::apply(&*disk, &data_dir, groups::OFFSETS_GROUP, &mut offsets_log)?;
+        raft.set_vote_floor(groups::OFFSETS_GROUP, floor);
+        let groups =
+            groups::Groups::open(offsets_log, &config, boot, &counts, crate::clock::Clock::new(), disk.clone(), &tasks, &raft, moved_off)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot load consumer offsets: {e}"))?;
         let groups = Arc::new(groups);
         groups.start_following(&tasks);
         let cluster = if config.clustered() {
@@ -239,7 +245,10 @@ impl Broker {
             let log = Partition::start(0, config.node_id, cluster::METADATA_GROUP, log, disk.clone(), &raft, first_voters, &tasks)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open the metadata log: {}", e.message))?;
-            Some(cluster::Cluster::new(log, weir_core::metadata::cluster::ClusterMetadata::new(config.log.clone(), config.partitions_max)))
+            let offsets = groups::offsets_replicas(&config.initial_members).into_keys().collect();
+            let state =
+                weir_core::metadata::cluster::ClusterMetadata::new(config.log.clone(), config.partitions_max).with_offsets_log(offsets);
+            Some(cluster::Cluster::new(log, state))
         } else {
             None
         };

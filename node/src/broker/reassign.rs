@@ -17,6 +17,7 @@
 use super::Broker;
 use super::cluster::{Cluster, replica_dir};
 use super::leadership::HAND_OFF_TIMEOUT;
+use super::partition::Partition;
 use crate::blocking;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -131,7 +132,62 @@ impl Broker {
         }
     }
 
-    /// One step of every reassignment whose partition this node leads.
+    /// Opens or deletes this node's replica of the consumer offsets log as
+    /// the metadata places it: a move onto this node opens an empty copy
+    /// (the leader sends the membership with the log); once the log moved
+    /// off, the copy closes, leaves its tombstone and is deleted.
+    pub(super) async fn reconcile_offsets(&self) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        let me = self.config.node_id;
+        let holds = cluster.state().holds_offsets_log(me);
+        match (holds, self.groups.offsets_partition().is_some()) {
+            (true, false) => match self.open_offsets_replica().await {
+                Ok(()) => tracing::info!(to = ?cluster.state().offsets_moving(), "opened a replica of the offsets log for its move"),
+                Err(e) => tracing::error!(error = %e, "cannot open a replica of the offsets log here: the others serve it"),
+            },
+            (false, true) => {
+                let Some(part) = self.groups.release_replica() else { return };
+                part.close_and_wait().await;
+                let group = part.raft_group();
+                let tombstone = crate::raft::tombstone::Tombstone::of(&*group.log().lock().await);
+                let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
+                let deleted = blocking::run(move || {
+                    crate::raft::tombstone::save(&*disk, &data_dir, group.id, tombstone)?;
+                    super::store::remove_via_trash(&*disk, &data_dir, &super::groups::offsets_dir(&data_dir), "offsets", boot)
+                })
+                .await;
+                match deleted {
+                    Ok(()) => tracing::info!("the offsets log moved off this node: its copy is deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delete this node's copy of the moved offsets log (do not delete it by hand: it would leave no tombstone)")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn open_offsets_replica(&self) -> anyhow::Result<()> {
+        let (disk, data_dir, me) = (self.disk.clone(), self.config.data_dir.clone(), self.config.node_id);
+        let log_config = super::offsets_log_config(&self.config);
+        let group = super::groups::OFFSETS_GROUP;
+        let (log, floor) = blocking::run(move || {
+            let dir = super::groups::offsets_dir(&data_dir);
+            let (mut log, _) = super::partition::open_replica_log(disk.clone(), &dir, log_config, false)?;
+            super::partition::give_up_leadership(&mut log, me)?;
+            let floor = crate::raft::tombstone::apply(&*disk, &data_dir, group, &mut log)?;
+            Ok::<_, weir_core::log::LogError>((log, floor))
+        })
+        .await?;
+        self.raft.set_vote_floor(group, floor);
+        let start_term = log.vote().map_or(0, |v| v.term);
+        let part = Partition::start(0, me, group, log, self.disk.clone(), &self.raft, Default::default(), &self.tasks).await?;
+        self.groups.adopt_replica(part, start_term);
+        Ok(())
+    }
+
+    /// One step of every reassignment whose partition this node leads, and
+    /// of the offsets log's move if this node leads it.
     pub(super) async fn drive_reassignments(&self) {
         let Some(cluster) = self.cluster.as_ref() else { return };
         for m in moving(cluster) {
@@ -142,54 +198,64 @@ impl Broker {
                 .get(&m.topic)
                 .and_then(|t| t.partitions.get(m.partition as usize).cloned().flatten());
             let Some(part) = replica else { continue };
-            let group = part.raft_group();
-            let status = group.status();
-            if !status.is_leader || group.changing_membership() {
-                continue;
-            }
-            let what = format!("{}/{}", m.topic, m.partition);
-            let learners = group.learners();
-            let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
-            let target: BTreeSet<u64> = m.to.iter().copied().collect();
-            // 1. New replicas become learners.
-            if let Some(n) = m.to.iter().find(|n| !voters.contains(n) && !learners.contains_key(n)) {
-                let addr = self.raft_addresses(&[*n]).remove(n).unwrap_or_default();
-                match group.add_learner(*n, addr).await {
-                    Ok(()) => tracing::info!(what = %what, node = n, "reassignment: added a new replica as a learner"),
-                    Err(e) => tracing::warn!(what = %what, node = n, error = %e, "reassignment: could not add a learner yet"),
-                }
-                continue;
-            }
-            let skip_to_done = weir_core::canary::on(self.config.log.canary, weir_core::canary::Canary::RemoveBeforeCaughtUp);
-            // 2. Caught up: the new set replaces the voters (joint consensus).
-            if voters != target && !skip_to_done {
-                let progress = group.progress();
-                let end = status.last_log_index.unwrap_or(0);
-                let caught_up =
-                    m.to.iter()
-                        .filter(|n| !voters.contains(n))
-                        // A learner that has matched nothing yet is not caught up, however short the log:
-                        // the joint configuration would wait on a replica that may not be reachable.
-                        .all(|n| progress.get(n).copied().flatten().is_some_and(|m| m + CATCH_UP_ENTRIES >= end));
-                if caught_up {
-                    match group.replace_voters(target.clone()).await {
-                        Ok(()) => tracing::info!(what = %what, to = ?m.to, "reassignment: the new replicas are the voters"),
-                        Err(e) => tracing::warn!(what = %what, error = %e, "reassignment: could not replace the voters yet"),
-                    }
-                }
-                continue;
-            }
-            // 3. A leader outside the new set hands over; one inside reports.
-            if !target.contains(&self.config.node_id) && !skip_to_done {
-                if let Some(to) = part.hand_off_target(m.to.first().copied()) {
-                    let _ = part.hand_off(to, HAND_OFF_TIMEOUT).await;
-                }
-                continue;
-            }
             let done = ClusterCommand::ReassignmentDone { topic_id: m.topic_id, partition: m.partition, replicas: m.to.clone() };
-            if let Err(e) = self.command(done).await {
-                tracing::warn!(what = %what, error = %e.message, "reassignment: could not record it done yet");
+            self.drive_move(&part, &format!("{}/{}", m.topic, m.partition), &m.to, done).await;
+        }
+        let offsets_to = cluster.state().offsets_moving().map(<[u64]>::to_vec);
+        if let (Some(to), Some(part)) = (offsets_to, self.groups.offsets_partition()) {
+            let done = ClusterCommand::OffsetsLogMoved { replicas: to.clone() };
+            self.drive_move(&part, "the offsets log", &to, done).await;
+        }
+    }
+
+    /// One step of moving `part`'s group onto `to` if this node leads it;
+    /// `done` records it finished.
+    async fn drive_move(&self, part: &Arc<Partition>, what: &str, to: &[u64], done: ClusterCommand) {
+        let group = part.raft_group();
+        let status = group.status();
+        if !status.is_leader || group.changing_membership() {
+            return;
+        }
+        let learners = group.learners();
+        let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
+        let target: BTreeSet<u64> = to.iter().copied().collect();
+        // 1. New replicas become learners.
+        if let Some(n) = to.iter().find(|n| !voters.contains(n) && !learners.contains_key(n)) {
+            let addr = self.raft_addresses(&[*n]).remove(n).unwrap_or_default();
+            match group.add_learner(*n, addr).await {
+                Ok(()) => tracing::info!(what = %what, node = n, "reassignment: added a new replica as a learner"),
+                Err(e) => tracing::warn!(what = %what, node = n, error = %e, "reassignment: could not add a learner yet"),
             }
+            return;
+        }
+        let skip_to_done = weir_core::canary::on(self.config.log.canary, weir_core::canary::Canary::RemoveBeforeCaughtUp);
+        // 2. Caught up: the new set replaces the voters (joint consensus).
+        if voters != target && !skip_to_done {
+            let progress = group.progress();
+            let end = status.last_log_index.unwrap_or(0);
+            let caught_up = to
+                .iter()
+                .filter(|n| !voters.contains(n))
+                // A learner that has matched nothing yet is not caught up, however short the log:
+                // the joint configuration would wait on a replica that may not be reachable.
+                .all(|n| progress.get(n).copied().flatten().is_some_and(|m| m + CATCH_UP_ENTRIES >= end));
+            if caught_up {
+                match group.replace_voters(target.clone()).await {
+                    Ok(()) => tracing::info!(what = %what, ?to, "reassignment: the new replicas are the voters"),
+                    Err(e) => tracing::warn!(what = %what, error = %e, "reassignment: could not replace the voters yet"),
+                }
+            }
+            return;
+        }
+        // 3. A leader outside the new set hands over; one inside reports.
+        if !target.contains(&self.config.node_id) && !skip_to_done {
+            if let Some(next) = part.hand_off_target(to.first().copied()) {
+                let _ = part.hand_off(next, HAND_OFF_TIMEOUT).await;
+            }
+            return;
+        }
+        if let Err(e) = self.command(done).await {
+            tracing::warn!(what = %what, error = %e.message, "reassignment: could not record it done yet");
         }
     }
 }

@@ -1024,10 +1024,15 @@ impl Group {
     pub fn status(&self) -> GroupStatus {
         let m = self.raft.metrics();
         let m = m.borrow();
+        // A stopped group's last metrics may still name a leader, even
+        // itself: it leads nothing now, and naming it sent clients to a
+        // replica that could not serve (5-broker seed 184, a bit flip in a
+        // moved-in replica that had just won an election).
+        let stopped = m.running_state.is_err() || m.state == ServerState::Shutdown;
         GroupStatus {
             term: m.current_term,
-            leader: m.current_leader,
-            is_leader: m.state == ServerState::Leader,
+            leader: m.current_leader.filter(|_| !stopped),
+            is_leader: m.state == ServerState::Leader && !stopped,
             last_applied: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             voters: m.membership_config.membership().voter_ids().collect(),

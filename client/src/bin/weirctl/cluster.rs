@@ -291,6 +291,9 @@ async fn balance_leaders(brokers: &str, timeout: Duration, json: bool) -> anyhow
 async fn remove_node(brokers: &str, timeout: Duration, id: u64, wait: bool, json: bool) -> anyhow::Result<()> {
     let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
     let client = Client::connect(ClientConfig { brokers: listed, timeout, ..Default::default() }).await?;
+    // Learn every broker first: once the node asked is removed it answers
+    // nothing, and --wait must go on asking the others.
+    client.refresh_brokers().await?;
     let admin = Admin::new(&client);
     let moves = admin.remove_node(id).await?;
     if json {

@@ -255,6 +255,25 @@ async fn replica_status(client: &Client, topic: &str) -> std::collections::BTree
     out
 }
 
+/// Completes a partition's description from its replicas' own answers
+/// where the broker that described it holds no replica (it knows the
+/// placement, not the log): the leader as the newest term names it, and
+/// the end, high watermark and size of the leader's replica.
+fn fill_from_replicas(p: &mut PartitionDescription, status: &std::collections::BTreeMap<(u64, u32), ReplicaInfo>) {
+    let views = || status.iter().filter(|((_, q), _)| *q == p.partition).map(|(_, r)| r);
+    if p.leader.is_none() {
+        p.leader = views().filter(|r| r.leader.is_some()).max_by_key(|r| r.term).and_then(|r| r.leader);
+    }
+    let described_here = p.segments > 0 || p.log_end_offset > 0;
+    if let Some(l) = p.leader.and_then(|l| status.get(&(l, p.partition)))
+        && !described_here
+    {
+        p.log_end_offset = l.log_end_offset;
+        p.high_watermark = l.high_watermark;
+        p.size_bytes = l.size_bytes;
+    }
+}
+
 /// A warning when `replicas` span fewer racks than the cluster's
 /// registered nodes would allow (a node without a rack counts as a rack of
 /// its own).
@@ -363,11 +382,16 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
         }
         TopicCommand::Reassign { name, partition, replicas, wait } => {
             let started = admin.reassign_partition(&name, partition, replicas.clone()).await?;
-            if !started {
+            if json {
+                println!("{}", json!({"topic": name, "partition": partition, "replicas": replicas, "started": started}));
+            } else if started {
+                println!("moving {name}/{partition} onto {replicas:?}");
+            } else {
                 println!("{name}/{partition} is on {replicas:?} already");
+            }
+            if !started {
                 return Ok(());
             }
-            println!("moving {name}/{partition} onto {replicas:?}");
             if let Ok(status) = admin.cluster_status().await
                 && let Some(note) = rack_note(&status, &replicas)
             {
@@ -402,8 +426,11 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
             }
         }
         TopicCommand::Describe { name } => {
-            let d = admin.describe_topic(&name).await?;
+            let mut d = admin.describe_topic(&name).await?;
             let replicas = replica_status(client, &name).await;
+            for p in &mut d.partitions {
+                fill_from_replicas(p, &replicas);
+            }
             if json {
                 let parts: Vec<_> = d
                     .partitions
