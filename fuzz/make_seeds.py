@@ -113,3 +113,14 @@ write("peer", "vote_and_append", bytes([0]) + varint(2) + varint(2) + vote_call 
 answers = (varint(2) + varint(7) + varint(0) + varint(1) + some(log_id(3, 11))
            + varint(1) + varint(7) + varint(3) + varint(7) + pstr(b"node 1 runs no Raft group 7"))
 write("peer", "answers", bytes([1]) + varint(1) + varint(2) + answers)
+# Kafka requests (big-endian frames): ApiVersions v0 and v3, Metadata v1 (all
+# topics), v4 and v9 (one topic), as kcat sends them.
+def kafka(key, version, corr, body, flexible=False):
+    head = struct.pack(">hhih", key, version, corr, 4) + b"kcat" + (b"\x00" if flexible else b"")
+    f = head + body
+    return struct.pack(">i", len(f)) + f
+write("kafka_request", "api_versions_v0", kafka(18, 0, 1, b""))
+write("kafka_request", "api_versions_v3", kafka(18, 3, 2, b"\x08librdkf\x062.0.2\x00", flexible=True))
+write("kafka_request", "metadata_v1_all", kafka(3, 1, 3, struct.pack(">i", -1)))
+write("kafka_request", "metadata_v4_one", kafka(3, 4, 4, struct.pack(">ih", 1, 6) + b"orders" + b"\x01"))
+write("kafka_request", "metadata_v9_one", kafka(3, 9, 5, b"\x02\x07orders\x00\x01\x00\x00\x00", flexible=True))

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod kafka;
 pub mod message;
 pub mod peer;
 

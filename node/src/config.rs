@@ -80,6 +80,9 @@ pub struct Config {
     /// The rack (zone, failure domain) this node is in: placement spreads
     /// each partition's replicas over racks. `None`: a rack of its own.
     pub rack: Option<String>,
+    /// Whether the client port answers Kafka clients too (told apart by a
+    /// connection's first bytes).
+    pub kafka_enabled: bool,
 }
 
 /// `leader_balance_interval_ms`: 0 turns automatic balancing off.
@@ -157,6 +160,7 @@ impl Default for Config {
             joined: false,
             node_id_explicit: false,
             rack: None,
+            kafka_enabled: true,
         }
     }
 }
@@ -225,6 +229,9 @@ pub struct Args {
     /// replicas are spread over racks where the nodes allow it.
     #[arg(long, env = "WEIR_RACK")]
     pub rack: Option<String>,
+    /// Answer Kafka clients on the client port too (default true).
+    #[arg(long, env = "WEIR_KAFKA_ENABLED")]
+    pub kafka_enabled: Option<bool>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -288,6 +295,7 @@ pub struct FileConfig {
     /// Client addresses of members to join through.
     pub join: Option<Vec<String>>,
     pub rack: Option<String>,
+    pub kafka_enabled: Option<bool>,
 }
 
 /// Why a configuration was refused.
@@ -322,6 +330,9 @@ impl Config {
         }
         if let Some(r) = &args.rack {
             c.rack = Some(r.clone());
+        }
+        if let Some(k) = args.kafka_enabled {
+            c.kafka_enabled = k;
         }
         set!(node_id => c.node_id, listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
              segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
@@ -462,6 +473,9 @@ impl Config {
         }
         if let Some(v) = f.rack {
             c.rack = Some(v)
+        }
+        if let Some(v) = f.kafka_enabled {
+            c.kafka_enabled = v
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod join;
+pub mod kafka;
 pub mod lock;
 pub mod raft;
 pub mod server;

@@ -94,7 +94,7 @@ impl Drop for AddressSlot {
 const OUT_BUFFER_KEEP: Duration = Duration::from_secs(1);
 
 /// Budget units are KiB, so a permit count fits a u32 for any budget.
-fn kib(bytes: usize) -> u32 {
+pub(crate) fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
 }
 
@@ -198,6 +198,35 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
     let mut first_frame = true;
     let mut last_write = Instant::now();
     tracing::debug!(%peer, "connection opened");
+    if cfg.kafka_enabled {
+        // The first 8 bytes tell a Kafka client from a native one (every
+        // native frame is longer); a peer that sends fewer in time is the
+        // loop's to time out.
+        let first = async {
+            while buf.len() < 8 {
+                if rd.read_buf(&mut buf).await? == 0 {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let deadline = frame_deadline.unwrap_or(idle_deadline);
+        let sniffed = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => return,
+            r = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), first) => r,
+        };
+        match sniffed {
+            Ok(Ok(())) if weir_net::kafka::looks_like_kafka(&buf) => {
+                return crate::kafka::connection(rd, wr, buf, peer, broker, budget, shutdown).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection closed: read failed");
+                return;
+            }
+            _ => {}
+        }
+    }
     loop {
         // Take every whole frame already buffered, up to the bounds.
         while closing.is_none()

@@ -49,6 +49,30 @@ fn a_thousand_sockets_announcing_16_mib_frames_take_no_memory_to_speak_of() {
     assert!(after < before + 400, "RSS went from {before} MiB to {after} MiB");
 }
 
+/// The same through the Kafka path: 1,000 Kafka connections each
+/// announcing a 16 MiB Metadata request and sending 100 KiB of it.
+#[test]
+fn a_thousand_kafka_sockets_announcing_16_mib_frames_take_no_memory_to_speak_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), None, &["--connections-per-ip-max", "2000", "--connections-max", "2000"]);
+    let pid = broker.child.id();
+    let before = rss_mib(pid);
+    let mut socks = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(&broker.addr).unwrap();
+        // Length, Metadata v1, correlation id, no client id, then the rest of the frame.
+        let mut frame = ((16i32 << 20) - 16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff]);
+        frame.extend_from_slice(&vec![0u8; 100 << 10]);
+        s.write_all(&frame).unwrap();
+        socks.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_mib(pid);
+    eprintln!("Kafka announce: RSS {before} -> {after} MiB");
+    assert!(after < before + 400, "RSS went from {before} MiB to {after} MiB");
+}
+
 #[test]
 fn pipelined_fetches_that_are_never_read_are_bounded() {
     let dir = tempfile::tempdir().unwrap();

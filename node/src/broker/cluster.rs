@@ -693,6 +693,17 @@ impl Broker {
 }
 
 impl Broker {
+    /// The cluster's id as Kafka clients see it, and the node leading the
+    /// metadata (Kafka's controller): a single broker is its own cluster,
+    /// named by its data directory's id; a cluster by the id its first
+    /// metadata leader picked (`None` until then).
+    pub fn kafka_identity(&self) -> (Option<String>, Option<u64>) {
+        match &self.cluster {
+            None => (Some(format!("weir-{:016x}", self.raft.identity().incarnation)), Some(self.config.node_id)),
+            Some(c) => (c.state().cluster_id().map(|id| format!("weir-{id:016x}")), c.log.status().leader),
+        }
+    }
+
     /// This node's own view of the cluster (no quorum needed).
     pub(super) fn cluster_status(&self) -> ClusterStatusResponse {
         let me = self.config.node_id;

@@ -288,6 +288,9 @@ async fn balance_leaders(brokers: &str, timeout: Duration, json: bool) -> anyhow
     Ok(())
 }
 
+/// Partitions a waiting `remove-node` shows the progress of.
+const STALLED_SHOWN: usize = 5;
+
 async fn remove_node(brokers: &str, timeout: Duration, id: u64, wait: bool, json: bool) -> anyhow::Result<()> {
     let listed = parse_brokers(brokers).map_err(anyhow::Error::msg)?;
     let client = Client::connect(ClientConfig { brokers: listed, timeout, ..Default::default() }).await?;
@@ -319,10 +322,40 @@ async fn remove_node(brokers: &str, timeout: Duration, id: u64, wait: bool, json
             }
             return Ok(());
         }
+        // Where the first few partitions still on the node stand: a copy
+        // outside its assignment is the replica moving in (none yet: its
+        // node may be down, or the partition has no leader to copy from).
+        let mut stuck = Vec::new();
+        for t in &m.topics {
+            let on_node: Vec<_> = t.partitions.iter().filter(|p| p.replicas.contains(&id)).take(STALLED_SHOWN - stuck.len()).collect();
+            if on_node.is_empty() {
+                continue;
+            }
+            let status = super::replica_status(&client, &t.name).await;
+            for p in on_node {
+                let leader_size = p.leader.and_then(|l| status.get(&(l, p.partition))).map(|r| r.size_bytes);
+                let incoming: Vec<String> = status
+                    .iter()
+                    .filter(|((n, q), _)| *q == p.partition && !p.replicas.contains(n))
+                    .map(|((n, _), r)| match leader_size {
+                        Some(total) => format!("node {n} has {:.1} of {:.1} MB", r.size_bytes as f64 / 1e6, total as f64 / 1e6),
+                        None => format!("node {n} has {:.1} MB (no leader now)", r.size_bytes as f64 / 1e6),
+                    })
+                    .collect();
+                stuck.push(if incoming.is_empty() {
+                    format!("{}/{}: no new replica copying yet", t.name, p.partition)
+                } else {
+                    format!("{}/{}: {}", t.name, p.partition, incoming.join(", "))
+                });
+            }
+            if stuck.len() >= STALLED_SHOWN {
+                break;
+            }
+        }
         let line = if json {
-            json!({"node": id, "removed": false, "partitions_on_node": on}).to_string()
+            json!({"node": id, "removed": false, "partitions_on_node": on, "moving": stuck}).to_string()
         } else if on > 0 {
-            format!("{on} partition(s) still on node {id}")
+            format!("{on} partition(s) still on node {id}: {}", stuck.join("; "))
         } else {
             format!("node {id} holds no replica; leaving the metadata group")
         };

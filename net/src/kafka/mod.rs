@@ -1,0 +1,84 @@
+//! Kafka's wire protocol on Weir's client port (sans-IO): which API
+//! versions Weir answers, checked before any body is decoded (the version
+//! firewall, [`versions`]), and the requests and responses it answers,
+//! decoded and encoded with the `kafka-protocol` crate's message types
+//! under Weir's own bounds ([`request`], [`response`]).
+//!
+//! A Kafka frame is an i32 big-endian length, then the request: api key,
+//! api version, correlation id (the header), then the body. A native frame
+//! carries `WE` where a Kafka request has its api key, so the first bytes
+//! of a connection say which protocol it speaks
+//! ([`crate::frame::foreign_protocol`]).
+//!
+//! The crate's decoders size vectors from wire counts before reading them:
+//! a request of a few bytes could ask for terabytes. Every count a request
+//! carries at its top level is checked against the bytes left before the
+//! crate decodes it; nested arrays of the APIs answered so far hold no
+//! counts the crate pre-allocates from.
+
+pub mod request;
+pub mod response;
+pub mod versions;
+
+/// Kafka's error codes Weir answers with.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const INVALID_REQUEST: i16 = 42;
+}
+
+/// Whether a connection's first bytes (at least 8) are a Kafka request:
+/// not a native frame (no `WE` magic), a plausible length, and an API key
+/// Kafka could define (any version: a version the broker does not speak
+/// is for the firewall to answer).
+pub fn looks_like_kafka(first: &[u8]) -> bool {
+    if first.len() < 8 || first[4..6] == crate::frame::MAGIC {
+        return false;
+    }
+    let length = i32::from_be_bytes([first[0], first[1], first[2], first[3]]);
+    let key = i16::from_be_bytes([first[4], first[5]]);
+    let version = i16::from_be_bytes([first[6], first[7]]);
+    length >= 8 && (0..=100).contains(&key) && version >= 0
+}
+
+/// The length of the Kafka frame at the front of `buf` (without its
+/// length field), once its 4 length bytes are there; an error for a
+/// negative length or one above `max` (checked before anything is
+/// allocated for it).
+pub fn frame_len(buf: &[u8], max: usize) -> Option<Result<usize, String>> {
+    let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let length = i32::from_be_bytes(head);
+    Some(match usize::try_from(length) {
+        Err(_) => Err(format!("a Kafka frame of negative length {length}")),
+        Ok(n) if n > max => Err(format!("a Kafka frame of {n} bytes, above the broker's max_frame_bytes ({max})")),
+        Ok(n) if n < 8 => Err(format!("a Kafka frame of {n} bytes cannot hold a request header")),
+        Ok(n) => Ok(n),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_requests_are_told_from_native_frames_and_noise() {
+        assert!(looks_like_kafka(&[0, 0, 0, 33, 0, 18, 0, 3, 0, 0, 0, 1]), "ApiVersions v3");
+        assert!(looks_like_kafka(&[0, 0, 0, 33, 0, 18, 0, 99, 0, 0, 0, 1]), "ApiVersions v99 is the firewall's");
+        let native = [12, 0, 0, 0, b'W', b'E', 1, 0, 18, 0, 1, 0, 7, 0, 0, 0];
+        assert!(!looks_like_kafka(&native), "a native frame");
+        assert!(!looks_like_kafka(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_kafka(&[0, 0, 0, 33, 0, 18]), "too short to tell");
+        assert!(!looks_like_kafka(&[0xff, 0, 0, 33, 0, 18, 0, 3]), "negative length");
+    }
+
+    #[test]
+    fn frame_lengths_are_checked_before_anything_is_read() {
+        assert_eq!(frame_len(&[0, 0, 0], 100), None, "not all there");
+        assert_eq!(frame_len(&[0, 0, 0, 33, 0, 18], 100), Some(Ok(33)));
+        assert!(frame_len(&[0xff, 0xff, 0xff, 0xff], 100).unwrap().unwrap_err().contains("negative"));
+        assert!(frame_len(&[0x7f, 0xff, 0xff, 0xff], 100).unwrap().unwrap_err().contains("max_frame_bytes"));
+        assert!(frame_len(&[0, 0, 0, 3], 100).unwrap().is_err(), "shorter than a header");
+    }
+}

@@ -1,0 +1,257 @@
+//! Kafka requests as Weir reads them: the header's api key and version go
+//! through the firewall ([`super::versions::check`]) before anything else
+//! is decoded, and a body's top-level array count is checked against the
+//! bytes left before the crate decodes it (see the module above).
+
+use super::versions::{self, Verdict};
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
+
+/// Longest client id kept for logs.
+const CLIENT_ID_BYTES_MAX: usize = 256;
+
+/// A request's header, as far as it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+impl Header {
+    /// Who sent it, for logs: its client id, else "a Kafka client".
+    pub fn client(&self) -> String {
+        self.client_id.as_deref().map_or_else(|| "a Kafka client".to_owned(), |c| format!("Kafka client {c:?}"))
+    }
+}
+
+/// A request this broker answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    ApiVersions {
+        /// The client's software name and version (ApiVersions 3+).
+        software: Option<String>,
+    },
+    Metadata {
+        /// Topics asked about; `None`: every topic.
+        topics: Option<Vec<String>>,
+        /// Whether the client allows topics it names to be created.
+        allow_auto_create: bool,
+    },
+}
+
+/// Why a request is not answered as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// ApiVersions newer than ours: answered at version 0 with
+    /// UNSUPPORTED_VERSION and our ranges.
+    ApiVersionsTooNew,
+    /// Not answerable: the connection closes, and this says why.
+    Close(String),
+}
+
+/// Reads one request from a frame's bytes (after its length field; at
+/// least 8 bytes, see [`super::frame_len`]). Total: any bytes give a
+/// request or a refusal, never a panic or an allocation beyond a small
+/// multiple of the frame.
+pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> {
+    let mut header = Header { api_key: 0, api_version: 0, correlation_id: 0, client_id: None };
+    if frame.len() < 8 {
+        return Err((header, Refused::Close(format!("a Kafka request of {} bytes is shorter than its header", frame.len()))));
+    }
+    header.api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    header.api_version = i16::from_be_bytes([frame[2], frame[3]]);
+    header.correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let verdict = versions::check(header.api_key, header.api_version);
+    if verdict == Verdict::ApiVersionsTooNew {
+        return Err((header, Refused::ApiVersionsTooNew));
+    }
+    // The crate knows every header version; the client id helps the log.
+    let decoded = decode_request_header_from_buffer(&mut frame);
+    if let Ok(h) = &decoded {
+        header.client_id = h.client_id.as_ref().map(|c| c.chars().take(CLIENT_ID_BYTES_MAX).collect());
+    }
+    if verdict == Verdict::Unsupported {
+        let answered: Vec<String> = versions::ANSWERED.iter().map(|r| format!("{} {}-{}", versions::name(r.key), r.min, r.max)).collect();
+        let why = format!(
+            "{} asked for {} version {}, which this broker does not answer (it answers {})",
+            header.client(),
+            versions::name(header.api_key),
+            header.api_version,
+            answered.join(", ")
+        );
+        return Err((header, Refused::Close(why)));
+    }
+    if let Err(e) = decoded {
+        return Err((header, Refused::Close(format!("malformed Kafka request header: {e}"))));
+    }
+    let version = header.api_version;
+    let body = match header.api_key {
+        versions::API_VERSIONS => {
+            ApiVersionsRequest::decode(&mut frame, version).map_err(|e| e.to_string()).map(|r| Request::ApiVersions {
+                software: (version >= 3).then(|| format!("{} {}", &*r.client_software_name, &*r.client_software_version)),
+            })
+        }
+        versions::METADATA => {
+            fits(&frame, version >= 9, 2).and_then(|()| MetadataRequest::decode(&mut frame, version).map_err(|e| e.to_string())).map(|r| {
+                Request::Metadata {
+                    topics: r.topics.map(|ts| ts.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+                    // Versions before 4 have no such field: they always allow it.
+                    allow_auto_create: version < 4 || r.allow_auto_topic_creation,
+                }
+            })
+        }
+        _ => unreachable!("the firewall lets through only the keys matched here"),
+    };
+    match body {
+        Ok(r) => Ok((header, r)),
+        Err(e) => {
+            let why = format!("malformed Kafka {} v{version} request: {e}", versions::name(header.api_key));
+            Err((header, Refused::Close(why)))
+        }
+    }
+}
+
+/// Whether the array at the front of `body` can hold its count: each entry
+/// takes at least `entry_bytes_min`, so a count beyond what the bytes left
+/// hold is a lie the crate would allocate for. A null array fits.
+fn fits(body: &[u8], flexible: bool, entry_bytes_min: usize) -> Result<(), String> {
+    let mut b = body;
+    let count = if flexible {
+        match uvarint(&mut b)? {
+            0 => return Ok(()),
+            n => (n - 1) as usize,
+        }
+    } else {
+        if b.len() < 4 {
+            return Err("the request ends before its array's length".to_owned());
+        }
+        let n = b.get_i32();
+        match usize::try_from(n) {
+            Err(_) => return Ok(()),
+            Ok(n) => n,
+        }
+    };
+    if count.saturating_mul(entry_bytes_min) > b.len() {
+        return Err(format!("an array of {count} entries in {} bytes", b.len()));
+    }
+    Ok(())
+}
+
+/// An unsigned varint (at most 5 bytes: a u32).
+fn uvarint(b: &mut &[u8]) -> Result<u32, String> {
+    let mut value: u32 = 0;
+    for i in 0..5 {
+        let Some((&byte, rest)) = b.split_first() else { return Err("the request ends inside a varint".to_owned()) };
+        *b = rest;
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("a varint longer than 5 bytes".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn head(key: i16, version: i16, id: i32, client: Option<&str>, flexible: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.put_i16(key);
+        b.put_i16(version);
+        b.put_i32(id);
+        match client {
+            Some(c) => {
+                b.put_i16(c.len() as i16);
+                b.put_slice(c.as_bytes());
+            }
+            None => b.put_i16(-1),
+        }
+        if flexible {
+            b.put_u8(0); // no tagged fields
+        }
+        b
+    }
+
+    #[test]
+    fn api_versions_of_every_version_we_speak_and_newer_ones() {
+        let mut v0 = head(18, 0, 7, Some("kcat"), false);
+        let (h, r) = decode(Bytes::from(v0.clone())).unwrap();
+        assert_eq!((h.correlation_id, h.client_id.as_deref(), r), (7, Some("kcat"), Request::ApiVersions { software: None }));
+        let mut v3 = head(18, 3, 8, Some("rdkafka"), true);
+        v3.extend_from_slice(&[8, b'l', b'i', b'b', b'r', b'd', b'k', b'f', 6, b'2', b'.', b'0', b'.', b'2', 0]);
+        let (_, r) = decode(Bytes::from(v3)).unwrap();
+        assert_eq!(r, Request::ApiVersions { software: Some("librdkf 2.0.2".into()) });
+        v0[3] = 99;
+        let (h, refused) = decode(Bytes::from(v0)).unwrap_err();
+        assert_eq!((h.correlation_id, refused), (7, Refused::ApiVersionsTooNew));
+    }
+
+    #[test]
+    fn metadata_for_all_topics_or_some_at_old_and_flexible_versions() {
+        let mut v1 = head(3, 1, 1, None, false);
+        v1.put_i32(-1);
+        assert_eq!(decode(Bytes::from(v1)).unwrap().1, Request::Metadata { topics: None, allow_auto_create: true });
+        let mut v4 = head(3, 4, 1, None, false);
+        v4.put_i32(1);
+        v4.put_i16(3);
+        v4.put_slice(b"abc");
+        v4.put_u8(0);
+        assert_eq!(decode(Bytes::from(v4)).unwrap().1, Request::Metadata { topics: Some(vec!["abc".into()]), allow_auto_create: false });
+        let mut v9 = head(3, 9, 1, Some("c"), true);
+        v9.extend_from_slice(&[2, 4, b'a', b'b', b'c', 0, 1, 0, 0, 0]);
+        assert_eq!(decode(Bytes::from(v9)).unwrap().1, Request::Metadata { topics: Some(vec!["abc".into()]), allow_auto_create: true });
+    }
+
+    #[test]
+    fn hostile_counts_and_unknown_apis_are_refused_without_allocating() {
+        let mut huge = head(3, 1, 1, None, false);
+        huge.put_i32(i32::MAX);
+        let (_, r) = decode(Bytes::from(huge)).unwrap_err();
+        assert!(matches!(&r, Refused::Close(why) if why.contains("entries in 0 bytes")), "{r:?}");
+        let mut huge = head(3, 9, 1, None, true);
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode(Bytes::from(huge)).is_err());
+        let mut endless = head(3, 9, 1, None, true);
+        endless.extend_from_slice(&[0xff; 9]);
+        assert!(matches!(decode(Bytes::from(endless)).unwrap_err().1, Refused::Close(w) if w.contains("varint")));
+        let produce = head(0, 7, 5, Some("p"), false);
+        let (h, r) = decode(Bytes::from(produce)).unwrap_err();
+        assert_eq!(h.client_id.as_deref(), Some("p"));
+        assert!(matches!(&r, Refused::Close(w) if w.contains("Produce version 7") && w.contains("Metadata 0-9")), "{r:?}");
+        assert!(decode(Bytes::from(head(999, 0, 1, None, false))).is_err());
+        assert!(decode(Bytes::from_static(&[0, 3, 0])).is_err(), "short");
+        let mut bad_client = head(3, 1, 1, None, false);
+        bad_client[8..10].copy_from_slice(&i16::MAX.to_be_bytes());
+        assert!(decode(Bytes::from(bad_client)).is_err(), "a client id longer than the frame");
+    }
+
+    /// The fuzzer's seed corpus is what kcat sends: every seed must decode.
+    #[test]
+    fn the_seed_corpus_decodes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/kafka_request");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let n = super::super::frame_len(&bytes, 1 << 20).unwrap().unwrap();
+            let (h, _) = decode(Bytes::copy_from_slice(&bytes[4..4 + n])).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(h.client_id.as_deref(), Some("kcat"));
+            seen += 1;
+        }
+        assert_eq!(seen, 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), key in 0i16..20, version in -1i16..12) {
+            let mut frame = head(key, version, 1, None, version >= 9);
+            frame.extend_from_slice(&bytes);
+            let _ = decode(Bytes::from(frame));
+            let _ = decode(Bytes::from(bytes));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Kafka responses, each as a whole frame (length, header, body), from
+//! plain views of what the broker knows: the encoding is the crate's,
+//! the contents are ours.
+
+use super::versions::{self, ANSWERED};
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, BrokerId, MetadataResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+/// A broker as Metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// A partition as Metadata lists it (`leader` -1: none now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub index: i32,
+    pub error: i16,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A topic as Metadata lists it (an unknown one: its error, no partitions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    pub name: String,
+    pub error: i16,
+    pub partitions: Vec<PartitionView>,
+}
+
+/// What a Metadata answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataView {
+    pub brokers: Vec<BrokerView>,
+    pub cluster_id: Option<String>,
+    /// -1: none now.
+    pub controller_id: i32,
+    pub topics: Vec<TopicView>,
+}
+
+/// A response the message types cannot carry at the version asked (a
+/// bug: views hold only what every answered version can carry).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode a Kafka response: {0}")]
+pub struct EncodeError(String);
+
+/// `body` encoded after a response header of `header_version`, framed.
+fn framed<E: std::fmt::Display>(
+    correlation_id: i32,
+    header_version: i16,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<BytesMut, EncodeError> {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, header_version)
+        .map_err(|e| EncodeError(e.to_string()))?;
+    body(&mut out).map_err(|e| EncodeError(e.to_string()))?;
+    let length = i32::try_from(out.len() - 4).map_err(|_| EncodeError(format!("{} bytes do not fit a frame", out.len())))?;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(out)
+}
+
+/// ApiVersions at `version` (its header is always version 0), listing the
+/// ranges this build answers; `error` is UNSUPPORTED_VERSION for a request
+/// newer than ours (then `version` is 0).
+pub fn api_versions(correlation_id: i32, version: i16, error: i16) -> Result<BytesMut, EncodeError> {
+    let keys = ANSWERED.iter().map(|r| ApiVersion::default().with_api_key(r.key).with_min_version(r.min).with_max_version(r.max)).collect();
+    let body = ApiVersionsResponse::default().with_error_code(error).with_api_keys(keys);
+    framed(correlation_id, 0, |out| body.encode(out, version))
+}
+
+/// Metadata at `version`.
+pub fn metadata(correlation_id: i32, version: i16, view: &MetadataView) -> Result<BytesMut, EncodeError> {
+    let brokers = view
+        .brokers
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let topics = view
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_error_code(p.error)
+                        .with_partition_index(p.index)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                        .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+                })
+                .collect();
+            MetadataResponseTopic::default()
+                .with_error_code(t.error)
+                .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let body = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(view.cluster_id.clone().map(StrBytes::from_string))
+        .with_controller_id(BrokerId(view.controller_id))
+        .with_topics(topics);
+    framed(correlation_id, ApiKey::Metadata.response_header_version(version), |out| body.encode(out, version))
+}
+
+/// The versions this build answers, for a log line.
+pub fn answered_summary() -> String {
+    ANSWERED.iter().map(|r| format!("{} {}-{}", versions::name(r.key), r.min, r.max)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[test]
+    fn api_versions_answers_carry_our_ranges_under_a_version_0_header() {
+        let f = api_versions(7, 0, super::super::code::UNSUPPORTED_VERSION).unwrap();
+        let mut b = &f[..];
+        assert_eq!(b.get_i32() as usize, f.len() - 4);
+        assert_eq!(b.get_i32(), 7, "correlation id, then no tagged fields: header v0");
+        assert_eq!(b.get_i16(), 35);
+        assert_eq!(b.get_i32() as usize, ANSWERED.len());
+        let v3 = api_versions(8, 3, 0).unwrap();
+        assert_eq!(&v3[4..8], &8i32.to_be_bytes(), "header v0 even at version 3");
+    }
+
+    #[test]
+    fn metadata_encodes_at_every_version_answered() {
+        let view = MetadataView {
+            brokers: vec![BrokerView { node_id: 1, host: "127.0.0.1".into(), port: 9092, rack: Some("r1".into()) }],
+            cluster_id: Some("weir-00ff".into()),
+            controller_id: 1,
+            topics: vec![
+                TopicView {
+                    name: "t".into(),
+                    error: 0,
+                    partitions: vec![PartitionView { index: 0, error: 0, leader: 1, replicas: vec![1], isr: vec![1] }],
+                },
+                TopicView { name: "gone".into(), error: super::super::code::UNKNOWN_TOPIC_OR_PARTITION, partitions: vec![] },
+            ],
+        };
+        let r = versions::answered(versions::METADATA).unwrap();
+        for v in r.min..=r.max {
+            let f = metadata(3, v, &view).unwrap_or_else(|e| panic!("v{v}: {e}"));
+            assert_eq!(i32::from_be_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
+            assert_eq!(&f[4..8], &3i32.to_be_bytes());
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! A Kafka client's connection on the client port: frames in, answers out
+//! in request order (`weir_net::kafka` decodes, checks versions and
+//! encodes; this reads the socket under the same bounds as a native
+//! connection and asks the broker). As there, the buffer grows only as
+//! bytes arrive, and a frame larger than a read chunk is read only once
+//! the broker-wide `request_bytes_queued_max` budget holds all of it. A request this build does not answer
+//! closes the connection, logged with the client, API and version.
+
+use crate::broker::Broker;
+use crate::tasks::stopped;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use weir_net::Response;
+use weir_net::frame::READ_CHUNK_BYTES;
+use weir_net::kafka::request::{self, Refused, Request};
+use weir_net::kafka::response::{self, BrokerView, MetadataView, PartitionView, TopicView};
+use weir_net::kafka::{code, frame_len};
+use weir_net::message::MetadataRequest;
+
+/// Serves a connection whose first bytes (in `buf`) are a Kafka request.
+pub async fn connection<R, W>(
+    mut rd: R,
+    mut wr: W,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    budget: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let cfg = broker.config().clone();
+    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
+    let mut frame_deadline: Option<Instant> = Some(Instant::now() + cfg.frame_timeout);
+    // Budget held for the large frame being read, until it is answered.
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    tracing::debug!(%peer, "Kafka connection opened");
+    let reason = loop {
+        // Answer every whole frame buffered, in order.
+        match frame_len(&buf, cfg.frame_bytes_max) {
+            Some(Err(why)) => break format!("{why}; closing"),
+            Some(Ok(n)) if buf.len() >= 4 + n => {
+                let frame = buf.split_to(4 + n).split_off(4).freeze();
+                frame_deadline = None;
+                match answer(&broker, frame).await {
+                    Ok(Some(out)) => {
+                        let written = async {
+                            wr.write_all(&out).await?;
+                            wr.flush().await
+                        };
+                        if let Err(e) = written.await {
+                            break format!("write failed: {e}");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => break why,
+                }
+                permit = None;
+                idle_deadline = Instant::now() + cfg.idle_timeout;
+                continue;
+            }
+            Some(Ok(n)) => {
+                frame_deadline.get_or_insert(Instant::now() + cfg.frame_timeout);
+                if 4 + n > READ_CHUNK_BYTES && buf.len() >= READ_CHUNK_BYTES && permit.is_none() {
+                    let wait = budget.clone().acquire_many_owned(crate::server::kib(4 + n));
+                    tokio::select! {
+                        biased;
+                        _ = stopped(&mut shutdown) => break "broker shutting down".to_owned(),
+                        p = wait => permit = p.ok(),
+                        _ = tokio::time::sleep_until(frame_deadline.unwrap_or(idle_deadline)) => {
+                            break format!("no complete frame within {} ms", cfg.frame_timeout.as_millis());
+                        }
+                    }
+                }
+                // Grown as the frame's bytes arrive, never to a length merely announced.
+                buf.reserve((4 + n - buf.len()).min(READ_CHUNK_BYTES));
+            }
+            None if !buf.is_empty() => {
+                frame_deadline.get_or_insert(Instant::now() + cfg.frame_timeout);
+            }
+            None => buf.reserve(64),
+        }
+        tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => break "broker shutting down".to_owned(),
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break "peer closed".to_owned(),
+                Ok(_) => idle_deadline = Instant::now() + cfg.idle_timeout,
+                Err(e) => break format!("read failed: {e}"),
+            },
+            _ = tokio::time::sleep_until(frame_deadline.unwrap_or(idle_deadline)), if frame_deadline.is_some() => {
+                break format!("no complete frame within {} ms", cfg.frame_timeout.as_millis());
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => break "idle timeout".to_owned(),
+        }
+    };
+    if reason.starts_with("peer closed") || reason.starts_with("idle") || reason.starts_with("broker shutting") {
+        tracing::debug!(%peer, %reason, "Kafka connection closed");
+    } else {
+        tracing::warn!(%peer, %reason, "Kafka connection closed");
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The framed answer to one request (`None`: none is due), or why the
+/// connection closes.
+async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<BytesMut>, String> {
+    let encoded = match request::decode(frame) {
+        Ok((h, Request::ApiVersions { software })) => {
+            tracing::debug!(client = %h.client(), ?software, version = h.api_version, "Kafka ApiVersions");
+            response::api_versions(h.correlation_id, h.api_version, code::NONE)
+        }
+        Ok((h, Request::Metadata { topics, .. })) => {
+            let view = metadata_view(broker, topics).await?;
+            response::metadata(h.correlation_id, h.api_version, &view)
+        }
+        Err((h, Refused::ApiVersionsTooNew)) => {
+            tracing::debug!(client = %h.client(), version = h.api_version, "Kafka ApiVersions newer than ours: answered at version 0");
+            response::api_versions(h.correlation_id, 0, code::UNSUPPORTED_VERSION)
+        }
+        Err((_, Refused::Close(why))) => return Err(why),
+    };
+    encoded.map(Some).map_err(|e| e.to_string())
+}
+
+/// Kafka node ids are i32: a Weir node id beyond that cannot be named (-1).
+fn node(id: u64) -> i32 {
+    i32::try_from(id).unwrap_or(-1)
+}
+
+/// What a Metadata answer says, from the metadata native clients get.
+async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Result<MetadataView, String> {
+    let all = match broker.handle(weir_net::Request::Metadata(MetadataRequest { topics: None })).await {
+        Ok(Response::Metadata(m)) => m,
+        Ok(_) => return Err("the broker answered a metadata request with another response".to_owned()),
+        Err(e) => return Err(format!("metadata unavailable: {}", e.message)),
+    };
+    let (cluster_id, controller) = broker.kafka_identity();
+    let brokers = all
+        .brokers
+        .iter()
+        .map(|b| BrokerView { node_id: node(b.node_id), host: b.host.clone(), port: i32::from(b.port), rack: None })
+        .collect();
+    let describe = |t: &weir_net::message::TopicMetadata| TopicView {
+        name: t.name.clone(),
+        error: code::NONE,
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| {
+                let replicas: Vec<i32> = p.replicas.iter().map(|n| node(*n)).collect();
+                PartitionView {
+                    index: i32::try_from(p.partition).unwrap_or(i32::MAX),
+                    error: if p.leader.is_some() { code::NONE } else { code::LEADER_NOT_AVAILABLE },
+                    leader: p.leader.map_or(-1, node),
+                    // Replica lag is not in the metadata yet: every replica is listed in sync.
+                    isr: replicas.clone(),
+                    replicas,
+                }
+            })
+            .collect(),
+    };
+    let topics = match topics {
+        None => all.topics.iter().map(describe).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match all.topics.iter().find(|t| t.name == name) {
+                Some(t) => describe(t),
+                None => TopicView { name, error: code::UNKNOWN_TOPIC_OR_PARTITION, partitions: Vec::new() },
+            })
+            .collect(),
+    };
+    Ok(MetadataView { brokers, cluster_id, controller_id: controller.map_or(-1, node), topics })
+}
