@@ -124,3 +124,7 @@ write("kafka_request", "api_versions_v3", kafka(18, 3, 2, b"\x08librdkf\x062.0.2
 write("kafka_request", "metadata_v1_all", kafka(3, 1, 3, struct.pack(">i", -1)))
 write("kafka_request", "metadata_v4_one", kafka(3, 4, 4, struct.pack(">ih", 1, 6) + b"orders" + b"\x01"))
 write("kafka_request", "metadata_v9_one", kafka(3, 9, 5, b"\x02\x07orders\x00\x01\x00\x00\x00", flexible=True))
+# CreateTopics v5 (one topic, 3 partitions, replication -1, a config) and DeleteTopics v4.
+write("kafka_request", "create_topics_v5", kafka(19, 5, 6, b"\x02\x07orders" + struct.pack(">ih", 3, -1) + b"\x01"
+      + b"\x02\x0dretention.ms\x051000\x00" + b"\x00" + struct.pack(">i", 5000) + b"\x00\x00", flexible=True))
+write("kafka_request", "delete_topics_v4", kafka(20, 4, 7, b"\x02\x07orders" + struct.pack(">i", 5000) + b"\x00", flexible=True))

@@ -30,6 +30,14 @@ fuzz_target!(|data: &[u8]| {
             };
             response::metadata(h.correlation_id, h.api_version, &view).expect("encodes");
         }
+        Ok((h, Request::CreateTopics { topics, .. })) => {
+            let results: Vec<_> = topics.into_iter().map(|t| response::TopicResult { name: t.name, error: 0, message: None }).collect();
+            response::create_topics(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
+        Ok((h, Request::DeleteTopics { names, .. })) => {
+            let results: Vec<_> = names.into_iter().map(|name| response::TopicResult { name, error: 3, message: Some("gone".into()) }).collect();
+            response::delete_topics(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
         Err(_) => {}
     }
 });

@@ -14,12 +14,15 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use weir_core::metadata::MetadataError;
+use weir_core::metadata::TopicSettings;
 use weir_net::Response;
 use weir_net::frame::READ_CHUNK_BYTES;
-use weir_net::kafka::request::{self, Refused, Request};
-use weir_net::kafka::response::{self, BrokerView, MetadataView, PartitionView, TopicView};
+use weir_net::kafka::request::{self, NewTopic, Refused, Request};
+use weir_net::kafka::response::{self, BrokerView, MetadataView, PartitionView, TopicResult, TopicView};
 use weir_net::kafka::{code, frame_len};
-use weir_net::message::MetadataRequest;
+use weir_net::message::{CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse, TopicConfig};
+use weir_net::{ErrorCode, WireError};
 
 /// Serves a connection whose first bytes (in `buf`) are a Kafka request.
 pub async fn connection<R, W>(
@@ -119,6 +122,25 @@ async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<Byte
             let view = metadata_view(broker, topics).await?;
             response::metadata(h.correlation_id, h.api_version, &view)
         }
+        Ok((h, Request::CreateTopics { topics, validate_only, .. })) => {
+            let all = native_metadata(broker).await?;
+            let mut results = Vec::with_capacity(topics.len());
+            for t in topics {
+                results.push(create_topic(broker, &all, t, validate_only).await);
+            }
+            response::create_topics(h.correlation_id, h.api_version, &results)
+        }
+        Ok((h, Request::DeleteTopics { names, .. })) => {
+            let mut results = Vec::with_capacity(names.len());
+            for name in names {
+                let deleted = broker.handle(weir_net::Request::DeleteTopic(DeleteTopicRequest { name: name.clone() })).await;
+                results.push(match deleted {
+                    Ok(_) => TopicResult { name, error: code::NONE, message: None },
+                    Err(e) => TopicResult { name, error: kafka_code(&e), message: Some(e.message) },
+                });
+            }
+            response::delete_topics(h.correlation_id, h.api_version, &results)
+        }
         Err((h, Refused::ApiVersionsTooNew)) => {
             tracing::debug!(client = %h.client(), version = h.api_version, "Kafka ApiVersions newer than ours: answered at version 0");
             response::api_versions(h.correlation_id, 0, code::UNSUPPORTED_VERSION)
@@ -133,13 +155,123 @@ fn node(id: u64) -> i32 {
     i32::try_from(id).unwrap_or(-1)
 }
 
+/// Every topic and broker, as native clients get them.
+async fn native_metadata(broker: &Arc<Broker>) -> Result<MetadataResponse, String> {
+    match broker.handle(weir_net::Request::Metadata(MetadataRequest { topics: None })).await {
+        Ok(Response::Metadata(m)) => Ok(m),
+        Ok(_) => Err("the broker answered a metadata request with another response".to_owned()),
+        Err(e) => Err(format!("metadata unavailable: {}", e.message)),
+    }
+}
+
+/// The Kafka error code for a native error.
+fn kafka_code(e: &WireError) -> i16 {
+    match e.code() {
+        ErrorCode::TopicAlreadyExists => code::TOPIC_ALREADY_EXISTS,
+        ErrorCode::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode::InvalidName => code::INVALID_TOPIC_EXCEPTION,
+        ErrorCode::InvalidPartitions => code::INVALID_PARTITIONS,
+        ErrorCode::InvalidReplication | ErrorCode::NotEnoughReplicas => code::INVALID_REPLICATION_FACTOR,
+        ErrorCode::InvalidConfig => code::INVALID_CONFIG,
+        ErrorCode::Timeout | ErrorCode::Busy | ErrorCode::LeaderNotAvailable | ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
+            code::REQUEST_TIMED_OUT
+        }
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// The Kafka error code for a create refused on its own terms.
+fn kafka_create_code(e: &MetadataError) -> i16 {
+    match e {
+        MetadataError::InvalidName(_) => code::INVALID_TOPIC_EXCEPTION,
+        MetadataError::InvalidPartitions { .. } => code::INVALID_PARTITIONS,
+        MetadataError::InvalidReplication { .. } | MetadataError::NotEnoughReplicas { .. } => code::INVALID_REPLICATION_FACTOR,
+        MetadataError::InvalidConfig(_) => code::INVALID_CONFIG,
+        MetadataError::TopicExists(_) | MetadataError::CaseCollision { .. } => code::TOPIC_ALREADY_EXISTS,
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// Most replicas a CreateTopics asking for the default (-1) gets: three,
+/// or as many brokers as there are.
+const DEFAULT_REPLICAS_MAX: usize = 3;
+
+/// One topic of a CreateTopics: Kafka's -1 defaults (1 partition; up to
+/// three replicas), the settings Weir keeps (`retention.ms`,
+/// `retention.bytes`, `segment.bytes`; any other is refused with
+/// INVALID_CONFIG), and `validate_only` checked as a create would be.
+async fn create_topic(broker: &Arc<Broker>, all: &MetadataResponse, t: NewTopic, validate_only: bool) -> TopicResult {
+    let name = t.name.clone();
+    let fail = |error: i16, message: String| TopicResult { name: name.clone(), error, message: Some(message) };
+    if t.assignments > 0 {
+        return fail(
+            code::INVALID_REPLICA_ASSIGNMENT,
+            "Weir places replicas itself: give a partition count and a replication factor (move replicas afterwards with weirctl topic reassign)".to_owned(),
+        );
+    }
+    let partitions = match t.partitions {
+        -1 => 1,
+        n if n >= 1 => n as u32,
+        n => return fail(code::INVALID_PARTITIONS, format!("{n} partitions: use 1 or more, or -1 for the default (1)")),
+    };
+    let brokers = all.brokers.len().max(1);
+    let replicas = match t.replication {
+        -1 => brokers.min(DEFAULT_REPLICAS_MAX) as u16,
+        n if n >= 1 => n as u16,
+        n => return fail(code::INVALID_REPLICATION_FACTOR, format!("replication factor {n}: use 1 or more, or -1 for the default")),
+    };
+    let mut config = TopicConfig::default();
+    for (key, value) in &t.configs {
+        let number = value.as_deref().and_then(|v| v.trim().parse::<i64>().ok());
+        let bad = || fail(code::INVALID_CONFIG, format!("{key} = {value:?} is not a number"));
+        match key.as_str() {
+            "retention.ms" => match number {
+                Some(n) => config.retention_ms = Some(n),
+                None => return bad(),
+            },
+            "retention.bytes" => match number {
+                Some(-1) => config.retention_bytes = None,
+                Some(n) if n >= 0 => config.retention_bytes = Some(n as u64),
+                _ => return bad(),
+            },
+            "segment.bytes" => match number {
+                Some(n) if n > 0 => config.segment_bytes = Some(n as u64),
+                _ => return bad(),
+            },
+            other => {
+                return fail(
+                    code::INVALID_CONFIG,
+                    format!("topic config {other:?} is not supported: Weir takes retention.ms, retention.bytes and segment.bytes"),
+                );
+            }
+        }
+    }
+    if validate_only {
+        if all.topics.iter().any(|x| x.name == t.name) {
+            return fail(code::TOPIC_ALREADY_EXISTS, format!("topic {:?} already exists", t.name));
+        }
+        let cfg = broker.config();
+        let settings = TopicSettings {
+            retention_bytes: config.retention_bytes,
+            retention_ms: config.retention_ms,
+            segment_bytes: config.segment_bytes,
+        };
+        let brokers = u16::try_from(brokers).unwrap_or(u16::MAX);
+        return match weir_core::metadata::check_create(&t.name, partitions, replicas, &settings, cfg.partitions_max, brokers, &cfg.log) {
+            Ok(()) => TopicResult { name, error: code::NONE, message: None },
+            Err(e) => fail(kafka_create_code(&e), e.to_string()),
+        };
+    }
+    let created = broker.handle(weir_net::Request::CreateTopic(CreateTopicRequest { name: t.name, partitions, replicas, config })).await;
+    match created {
+        Ok(_) => TopicResult { name, error: code::NONE, message: None },
+        Err(e) => fail(kafka_code(&e), e.message),
+    }
+}
+
 /// What a Metadata answer says, from the metadata native clients get.
 async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Result<MetadataView, String> {
-    let all = match broker.handle(weir_net::Request::Metadata(MetadataRequest { topics: None })).await {
-        Ok(Response::Metadata(m)) => m,
-        Ok(_) => return Err("the broker answered a metadata request with another response".to_owned()),
-        Err(e) => return Err(format!("metadata unavailable: {}", e.message)),
-    };
+    let all = native_metadata(broker).await?;
     let (cluster_id, controller) = broker.kafka_identity();
     let brokers = all
         .brokers

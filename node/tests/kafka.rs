@@ -155,3 +155,49 @@ fn with_kafka_disabled_a_kafka_client_gets_no_kafka_answer() {
     let _ = s.read_to_end(&mut got);
     assert!(got.len() < 6 || &got[4..6] == b"WE", "a Kafka answer with Kafka off: {got:?}");
 }
+
+/// The pinned Python Kafka clients (`ci/kafka-venv` makes their venv).
+fn kafka_python() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(format!("{root}/ci/kafka-venv")).output().expect("run ci/kafka-venv");
+    assert!(out.status.success(), "ci/kafka-venv failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn confluent_kafka_and_kafka_python_create_list_and_delete_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), None);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/admin.py");
+    let out = Command::new(kafka_python()).args([script, &broker.addr]).output().expect("run the admin script");
+    assert!(out.status.success(), "the admin script failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["create"]["ck-orders"], "ok", "{r}");
+    assert_eq!(r["create"]["ck-bad"], "INVALID_CONFIG", "an unsupported config: {r}");
+    assert_eq!(r["create"]["../x"], "TOPIC_EXCEPTION", "a name that would be a path: {r}");
+    assert_eq!((r["listed"].clone(), r["partitions"].clone()), (serde_json::json!(["ck-orders"]), serde_json::json!(3)), "{r}");
+    assert!(r["cluster_id"].as_str().is_some_and(|c| c.starts_with("weir-") && c != "weir-0000000000000000"), "{r}");
+    assert_eq!(r["again"], "TOPIC_ALREADY_EXISTS", "{r}");
+    assert_eq!(
+        (r["dry"].clone(), r["listed_after_dry"].clone()),
+        (serde_json::json!("ok"), serde_json::json!(["ck-orders"])),
+        "validate_only creates nothing: {r}"
+    );
+    assert_eq!(
+        (r["delete"].clone(), r["delete_missing"].clone()),
+        (serde_json::json!("ok"), serde_json::json!("UNKNOWN_TOPIC_OR_PART")),
+        "{r}"
+    );
+    assert_eq!(r["listed_after_delete"], serde_json::json!([]), "{r}");
+    assert_eq!(
+        (r["kp_listed"].clone(), r["kp_listed_after_delete"].clone()),
+        (serde_json::json!(["kp-jobs"]), serde_json::json!([])),
+        "{r}"
+    );
+    // A topic created through Kafka is a native topic.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = broker.client().await;
+        assert!(Admin::new(&client).list_topics().await.unwrap().is_empty());
+    });
+}

@@ -11,21 +11,30 @@
 //! ([`crate::frame::foreign_protocol`]).
 //!
 //! The crate's decoders size vectors from wire counts before reading them:
-//! a request of a few bytes could ask for terabytes. Every count a request
-//! carries at its top level is checked against the bytes left before the
-//! crate decodes it; nested arrays of the APIs answered so far hold no
-//! counts the crate pre-allocates from.
+//! a request of a few bytes could ask for terabytes. Every request body is
+//! first walked against its schema ([`walk`]), every array count at every
+//! depth checked against the bytes left, before the crate decodes it.
 
 pub mod request;
 pub mod response;
 pub mod versions;
+pub mod walk;
 
 /// Kafka's error codes Weir answers with.
 pub mod code {
     pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const INVALID_REQUEST: i16 = 42;
 }
 

@@ -1,12 +1,26 @@
 //! Kafka requests as Weir reads them: the header's api key and version go
 //! through the firewall ([`super::versions::check`]) before anything else
-//! is decoded, and a body's top-level array count is checked against the
-//! bytes left before the crate decodes it (see the module above).
+//! is decoded, and a body is walked against its schema ([`super::walk`])
+//! before the crate decodes it.
 
 use super::versions::{self, Verdict};
-use bytes::{Buf, Bytes};
-use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+use super::walk::{Field, Field::*, walk};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest};
 use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
+
+/// Metadata 0-9: the topics (each a name, and tagged fields once flexible).
+const METADATA: &[Field] = &[Array(&[Str, Tagged])];
+/// CreateTopics 2-5: topics (name, partitions, replication, assignments of
+/// broker ids, configs), timeout, validate_only.
+const CREATE_TOPICS: &[Field] = &[
+    Array(&[Str, Fixed(4), Fixed(2), Array(&[Fixed(4), Array(&[Fixed(4)]), Tagged]), Array(&[Str, Str, Tagged]), Tagged]),
+    Fixed(4),
+    Fixed(1),
+    Tagged,
+];
+/// DeleteTopics 1-4: topic names, timeout.
+const DELETE_TOPICS: &[Field] = &[Array(&[Str]), Fixed(4), Tagged];
 
 /// Longest client id kept for logs.
 const CLIENT_ID_BYTES_MAX: usize = 256;
@@ -40,6 +54,27 @@ pub enum Request {
         /// Whether the client allows topics it names to be created.
         allow_auto_create: bool,
     },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        timeout_ms: i32,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        timeout_ms: i32,
+    },
+}
+
+/// A topic a CreateTopics request asks for (-1: the broker's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i16,
+    /// How many partitions the request places by hand (refused: Weir places them).
+    pub assignments: usize,
+    /// Settings, as (name, value).
+    pub configs: Vec<(String, Option<String>)>,
 }
 
 /// Why a request is not answered as asked.
@@ -95,14 +130,39 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
             })
         }
         versions::METADATA => {
-            fits(&frame, version >= 9, 2).and_then(|()| MetadataRequest::decode(&mut frame, version).map_err(|e| e.to_string())).map(|r| {
-                Request::Metadata {
-                    topics: r.topics.map(|ts| ts.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
-                    // Versions before 4 have no such field: they always allow it.
-                    allow_auto_create: version < 4 || r.allow_auto_topic_creation,
-                }
-            })
+            walk(&frame, METADATA, version >= 9).and_then(|()| MetadataRequest::decode(&mut frame, version).map_err(|e| e.to_string())).map(
+                |r| {
+                    Request::Metadata {
+                        topics: r.topics.map(|ts| ts.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+                        // Versions before 4 have no such field: they always allow it.
+                        allow_auto_create: version < 4 || r.allow_auto_topic_creation,
+                    }
+                },
+            )
         }
+        versions::CREATE_TOPICS => walk(&frame, CREATE_TOPICS, version >= 5)
+            .and_then(|()| CreateTopicsRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::CreateTopics {
+                topics: r
+                    .topics
+                    .into_iter()
+                    .map(|t| NewTopic {
+                        name: t.name.0.to_string(),
+                        partitions: t.num_partitions,
+                        replication: t.replication_factor,
+                        assignments: t.assignments.len(),
+                        configs: t.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect(),
+                    })
+                    .collect(),
+                timeout_ms: r.timeout_ms,
+                validate_only: r.validate_only,
+            }),
+        versions::DELETE_TOPICS => walk(&frame, DELETE_TOPICS, version >= 4)
+            .and_then(|()| DeleteTopicsRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::DeleteTopics {
+                names: r.topic_names.into_iter().map(|n| n.0.to_string()).collect(),
+                timeout_ms: r.timeout_ms,
+            }),
         _ => unreachable!("the firewall lets through only the keys matched here"),
     };
     match body {
@@ -112,46 +172,6 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
             Err((header, Refused::Close(why)))
         }
     }
-}
-
-/// Whether the array at the front of `body` can hold its count: each entry
-/// takes at least `entry_bytes_min`, so a count beyond what the bytes left
-/// hold is a lie the crate would allocate for. A null array fits.
-fn fits(body: &[u8], flexible: bool, entry_bytes_min: usize) -> Result<(), String> {
-    let mut b = body;
-    let count = if flexible {
-        match uvarint(&mut b)? {
-            0 => return Ok(()),
-            n => (n - 1) as usize,
-        }
-    } else {
-        if b.len() < 4 {
-            return Err("the request ends before its array's length".to_owned());
-        }
-        let n = b.get_i32();
-        match usize::try_from(n) {
-            Err(_) => return Ok(()),
-            Ok(n) => n,
-        }
-    };
-    if count.saturating_mul(entry_bytes_min) > b.len() {
-        return Err(format!("an array of {count} entries in {} bytes", b.len()));
-    }
-    Ok(())
-}
-
-/// An unsigned varint (at most 5 bytes: a u32).
-fn uvarint(b: &mut &[u8]) -> Result<u32, String> {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        let Some((&byte, rest)) = b.split_first() else { return Err("the request ends inside a varint".to_owned()) };
-        *b = rest;
-        value |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("a varint longer than 5 bytes".to_owned())
 }
 
 #[cfg(test)]
@@ -208,6 +228,52 @@ mod tests {
     }
 
     #[test]
+    fn create_and_delete_topics_at_old_and_flexible_versions() {
+        let mut v2 = head(19, 2, 1, None, false);
+        v2.put_i32(1);
+        v2.put_i16(1);
+        v2.put_slice(b"t");
+        v2.put_i32(3);
+        v2.put_i16(-1);
+        v2.put_i32(0); // no assignments
+        v2.put_i32(1);
+        v2.put_i16(12);
+        v2.put_slice(b"retention.ms");
+        v2.put_i16(4);
+        v2.put_slice(b"1000");
+        v2.put_i32(5000);
+        v2.put_u8(1);
+        let want = NewTopic {
+            name: "t".into(),
+            partitions: 3,
+            replication: -1,
+            assignments: 0,
+            configs: vec![("retention.ms".into(), Some("1000".into()))],
+        };
+        assert_eq!(decode(Bytes::from(v2)).unwrap().1, Request::CreateTopics { topics: vec![want], timeout_ms: 5000, validate_only: true });
+        let mut v5 = head(19, 5, 1, None, true);
+        v5.extend_from_slice(&[2, 2, b't', 0, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0x13, 0x88, 0, 0]);
+        let Request::CreateTopics { topics, .. } = decode(Bytes::from(v5)).unwrap().1 else { panic!() };
+        assert_eq!((topics[0].partitions, topics[0].replication), (1, 1));
+        let mut d1 = head(20, 1, 1, None, false);
+        d1.put_i32(2);
+        for n in [&b"a"[..], b"bc"] {
+            d1.put_i16(n.len() as i16);
+            d1.put_slice(n);
+        }
+        d1.put_i32(100);
+        assert_eq!(decode(Bytes::from(d1)).unwrap().1, Request::DeleteTopics { names: vec!["a".into(), "bc".into()], timeout_ms: 100 });
+        let mut nested = head(19, 2, 1, None, false);
+        nested.put_i32(1);
+        nested.put_i16(1);
+        nested.put_slice(b"t");
+        nested.put_i32(3);
+        nested.put_i16(1);
+        nested.put_i32(i32::MAX); // assignments
+        assert!(matches!(decode(Bytes::from(nested)).unwrap_err().1, Refused::Close(w) if w.contains("entries")), "a nested count");
+    }
+
+    #[test]
     fn hostile_counts_and_unknown_apis_are_refused_without_allocating() {
         let mut huge = head(3, 1, 1, None, false);
         huge.put_i32(i32::MAX);
@@ -242,7 +308,7 @@ mod tests {
             assert_eq!(h.client_id.as_deref(), Some("kcat"));
             seen += 1;
         }
-        assert_eq!(seen, 5);
+        assert_eq!(seen, 7);
     }
 
     proptest::proptest! {

@@ -5,8 +5,12 @@
 use super::versions::{self, ANSWERED};
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, BrokerId, MetadataResponse, ResponseHeader, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsResponse, DeleteTopicsResponse, MetadataResponse, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 /// A broker as Metadata lists it.
@@ -122,6 +126,49 @@ pub fn metadata(correlation_id: i32, version: i16, view: &MetadataView) -> Resul
     framed(correlation_id, ApiKey::Metadata.response_header_version(version), |out| body.encode(out, version))
 }
 
+/// One topic's outcome in a CreateTopics or DeleteTopics answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicResult {
+    pub name: String,
+    pub error: i16,
+    /// Why, for an error (CreateTopics carries it; DeleteTopics from 5).
+    pub message: Option<String>,
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+/// CreateTopics at `version`.
+pub fn create_topics(correlation_id: i32, version: i16, results: &[TopicResult]) -> Result<BytesMut, EncodeError> {
+    let topics = results
+        .iter()
+        .map(|r| {
+            CreatableTopicResult::default()
+                .with_name(topic_name(&r.name))
+                .with_error_code(r.error)
+                .with_error_message(r.message.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let body = CreateTopicsResponse::default().with_topics(topics);
+    framed(correlation_id, ApiKey::CreateTopics.response_header_version(version), |out| body.encode(out, version))
+}
+
+/// DeleteTopics at `version`.
+pub fn delete_topics(correlation_id: i32, version: i16, results: &[TopicResult]) -> Result<BytesMut, EncodeError> {
+    let responses = results
+        .iter()
+        .map(|r| {
+            DeletableTopicResult::default()
+                .with_name(Some(topic_name(&r.name)))
+                .with_error_code(r.error)
+                .with_error_message(r.message.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let body = DeleteTopicsResponse::default().with_responses(responses);
+    framed(correlation_id, ApiKey::DeleteTopics.response_header_version(version), |out| body.encode(out, version))
+}
+
 /// The versions this build answers, for a log line.
 pub fn answered_summary() -> String {
     ANSWERED.iter().map(|r| format!("{} {}-{}", versions::name(r.key), r.min, r.max)).collect::<Vec<_>>().join(", ")
@@ -142,6 +189,24 @@ mod tests {
         assert_eq!(b.get_i32() as usize, ANSWERED.len());
         let v3 = api_versions(8, 3, 0).unwrap();
         assert_eq!(&v3[4..8], &8i32.to_be_bytes(), "header v0 even at version 3");
+    }
+
+    #[test]
+    fn topic_results_encode_at_every_version_answered() {
+        let results = [
+            TopicResult { name: "a".into(), error: 0, message: None },
+            TopicResult { name: "b".into(), error: super::super::code::TOPIC_ALREADY_EXISTS, message: Some("exists".into()) },
+        ];
+        for (key, encode) in [
+            (versions::CREATE_TOPICS, create_topics as fn(i32, i16, &[TopicResult]) -> Result<BytesMut, EncodeError>),
+            (versions::DELETE_TOPICS, delete_topics),
+        ] {
+            let r = versions::answered(key).unwrap();
+            for v in r.min..=r.max {
+                let f = encode(9, v, &results).unwrap_or_else(|e| panic!("{} v{v}: {e}", versions::name(key)));
+                assert_eq!(&f[4..8], &9i32.to_be_bytes());
+            }
+        }
     }
 
     #[test]

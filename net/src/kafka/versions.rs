@@ -61,7 +61,7 @@ pub const PLANNED: &[Range] = &[
 ];
 
 /// What this build answers, and so advertises.
-pub const ANSWERED: &[Range] = &[r(METADATA, 0, 9), r(API_VERSIONS, 0, 3)];
+pub const ANSWERED: &[Range] = &[r(METADATA, 0, 9), r(API_VERSIONS, 0, 3), r(CREATE_TOPICS, 2, 5), r(DELETE_TOPICS, 1, 4)];
 
 /// The versions of `key` this build answers.
 pub fn answered(key: i16) -> Option<Range> {

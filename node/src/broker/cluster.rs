@@ -699,7 +699,16 @@ impl Broker {
     /// metadata leader picked (`None` until then).
     pub fn kafka_identity(&self) -> (Option<String>, Option<u64>) {
         match &self.cluster {
-            None => (Some(format!("weir-{:016x}", self.raft.identity().incarnation)), Some(self.config.node_id)),
+            None => {
+                let id = self.kafka_cluster_id.get_or_init(|| match super::store::data_dir_id(&*self.disk, &self.config.data_dir) {
+                    Ok(id) => Some(format!("weir-{id:016x}")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no data directory id to name the cluster to Kafka clients by");
+                        None
+                    }
+                });
+                (id.clone(), Some(self.config.node_id))
+            }
             Some(c) => (c.state().cluster_id().map(|id| format!("weir-{id:016x}")), c.log.status().leader),
         }
     }

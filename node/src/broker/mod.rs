@@ -61,6 +61,9 @@ pub struct Broker {
     boot: u64,
     /// Leader balancing's memory between passes.
     balance: leadership::Balance,
+    /// A single broker's cluster id for Kafka clients (from its data
+    /// directory's id, read at the first Kafka request).
+    kafka_cluster_id: std::sync::OnceLock<Option<String>>,
 }
 
 fn disk_error(e: DiskError) -> WireError {
@@ -267,6 +270,7 @@ impl Broker {
             cluster,
             boot,
             balance: leadership::Balance::default(),
+            kafka_cluster_id: std::sync::OnceLock::new(),
         });
         Ok(broker)
     }
