@@ -83,6 +83,10 @@ pub struct Config {
     /// Whether the client port answers Kafka clients too (told apart by a
     /// connection's first bytes).
     pub kafka_enabled: bool,
+    /// Whether a Kafka Metadata request that allows it creates the unknown
+    /// topics it names (with `default_partitions`).
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
 }
 
 /// `leader_balance_interval_ms`: 0 turns automatic balancing off.
@@ -161,6 +165,8 @@ impl Default for Config {
             node_id_explicit: false,
             rack: None,
             kafka_enabled: true,
+            auto_create_topics: true,
+            default_partitions: 1,
         }
     }
 }
@@ -232,6 +238,14 @@ pub struct Args {
     /// Answer Kafka clients on the client port too (default true).
     #[arg(long, env = "WEIR_KAFKA_ENABLED")]
     pub kafka_enabled: Option<bool>,
+    /// Create the unknown topics a Kafka Metadata request names, when it
+    /// allows it (default true).
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of a topic created by a Kafka client without a count
+    /// (auto-create, or -1 in CreateTopics).
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
 }
 
 /// Operator commands run instead of serving (with the broker stopped).
@@ -296,6 +310,8 @@ pub struct FileConfig {
     pub join: Option<Vec<String>>,
     pub rack: Option<String>,
     pub kafka_enabled: Option<bool>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<u32>,
 }
 
 /// Why a configuration was refused.
@@ -333,6 +349,12 @@ impl Config {
         }
         if let Some(k) = args.kafka_enabled {
             c.kafka_enabled = k;
+        }
+        if let Some(a) = args.auto_create_topics {
+            c.auto_create_topics = a;
+        }
+        if let Some(n) = args.default_partitions {
+            c.default_partitions = n;
         }
         set!(node_id => c.node_id, listen => c.listen, data_dir => c.data_dir, connections_max => c.connections_max, frame_bytes_max => c.frame_bytes_max,
              segment_bytes => c.log.segment_bytes_max, connections_per_ip_max => c.connections_per_ip_max);
@@ -476,6 +498,12 @@ impl Config {
         }
         if let Some(v) = f.kafka_enabled {
             c.kafka_enabled = v
+        }
+        if let Some(v) = f.auto_create_topics {
+            c.auto_create_topics = v
+        }
+        if let Some(v) = f.default_partitions {
+            c.default_partitions = v
         }
         Ok(())
     }

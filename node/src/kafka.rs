@@ -118,7 +118,10 @@ async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<Byte
             tracing::debug!(client = %h.client(), ?software, version = h.api_version, "Kafka ApiVersions");
             response::api_versions(h.correlation_id, h.api_version, code::NONE)
         }
-        Ok((h, Request::Metadata { topics, .. })) => {
+        Ok((h, Request::Metadata { topics, allow_auto_create })) => {
+            if let Some(names) = topics.as_deref().filter(|_| allow_auto_create && broker.config().auto_create_topics) {
+                auto_create(broker, names).await?;
+            }
             let view = metadata_view(broker, topics).await?;
             response::metadata(h.correlation_id, h.api_version, &view)
         }
@@ -196,6 +199,29 @@ fn kafka_create_code(e: &MetadataError) -> i16 {
 /// or as many brokers as there are.
 const DEFAULT_REPLICAS_MAX: usize = 3;
 
+/// Most topics one Metadata request creates: a client naming thousands of
+/// unknown topics gets the first ones (the rest stay unknown).
+const AUTO_CREATE_PER_REQUEST_MAX: usize = 64;
+
+/// Creates the topics among `names` that do not exist, as Kafka does for a
+/// Metadata request that allows it: `default_partitions`, the default
+/// replication, the cluster's log settings. A name that is invalid, or a
+/// create that fails, leaves the topic unknown (its Metadata entry says so).
+async fn auto_create(broker: &Arc<Broker>, names: &[String]) -> Result<(), String> {
+    let all = native_metadata(broker).await?;
+    let missing = names.iter().filter(|n| !all.topics.iter().any(|t| &t.name == *n)).take(AUTO_CREATE_PER_REQUEST_MAX);
+    for name in missing {
+        let t = NewTopic { name: name.clone(), partitions: -1, replication: -1, assignments: 0, configs: Vec::new() };
+        let r = create_topic(broker, &all, t, false).await;
+        match r.error {
+            code::NONE => tracing::info!(topic = %name, "created a topic a Kafka client asked for (auto_create_topics)"),
+            code::TOPIC_ALREADY_EXISTS => {}
+            _ => tracing::debug!(topic = %name, error = ?r.message, "a topic a Kafka client asked for was not created"),
+        }
+    }
+    Ok(())
+}
+
 /// One topic of a CreateTopics: Kafka's -1 defaults (1 partition; up to
 /// three replicas), the settings Weir keeps (`retention.ms`,
 /// `retention.bytes`, `segment.bytes`; any other is refused with
@@ -210,9 +236,9 @@ async fn create_topic(broker: &Arc<Broker>, all: &MetadataResponse, t: NewTopic,
         );
     }
     let partitions = match t.partitions {
-        -1 => 1,
+        -1 => broker.config().default_partitions,
         n if n >= 1 => n as u32,
-        n => return fail(code::INVALID_PARTITIONS, format!("{n} partitions: use 1 or more, or -1 for the default (1)")),
+        n => return fail(code::INVALID_PARTITIONS, format!("{n} partitions: use 1 or more, or -1 for the default (default_partitions)")),
     };
     let brokers = all.brokers.len().max(1);
     let replicas = match t.replication {

@@ -1188,3 +1188,41 @@ async fn join_move_grow_remove_and_roll_under_load_lose_nothing() {
     assert_eq!(s.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![2, 3, 4], "{:?}", s.nodes);
     eprintln!("{} records acknowledged through join, move, grow, remove and a rolling restart", acked.len());
 }
+
+/// Kafka clients see the cluster as native ones do: every broker, the
+/// metadata leader as controller, each partition's leader and replicas
+/// from the cluster metadata, whichever broker they ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_metadata_is_the_cluster_metadata_through_every_broker() {
+    let cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    let admin = Admin::new(&client);
+    admin.create_topic(CreateTopicRequest { name: "kt".into(), partitions: 3, replicas: 3, config: Default::default() }).await.unwrap();
+    let native = admin.describe_topic("kt").await.unwrap();
+    if Command::new("kcat").arg("-V").output().is_err() {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/install-kcat")).status().expect("ci/install-kcat");
+        assert!(status.success());
+    }
+    for node in &cluster.nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("kcat").args(["-b", &node.addr, "-L", "-J", "-t", "kt", "-m", "10"]).output().expect("kcat");
+            let md: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let brokers = md["brokers"].as_array().map_or(0, |b| b.len());
+            let controller = md["controllerid"].as_i64().unwrap_or(-1);
+            let partitions = md["topics"][0]["partitions"].as_array().cloned().unwrap_or_default();
+            let leaders_known = partitions.len() == 3 && partitions.iter().all(|p| p["leader"].as_i64().is_some_and(|l| l > 0));
+            if brokers == 3 && (1..=3).contains(&controller) && leaders_known {
+                for p in &partitions {
+                    let i = p["partition"].as_u64().unwrap() as usize;
+                    let replicas: Vec<u64> = p["replicas"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+                    assert_eq!(replicas, native.partitions[i].replicas, "partition {i} through {}", node.addr);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "kcat through {} never saw the whole cluster: {md}", node.addr);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -92,7 +92,12 @@ async fn kcat_lists_the_brokers_and_topics_native_clients_see() {
     for (i, p) in partitions.iter().enumerate() {
         assert_eq!((p["partition"].as_u64(), p["leader"].as_u64()), (Some(i as u64), Some(1)), "{p}");
     }
-    let missing = kcat_metadata(&broker.addr, Some("nope"));
+    // kcat's metadata request allows auto-creation: the topic it names is made.
+    let made = kcat_metadata(&broker.addr, Some("fresh"));
+    assert_eq!(made["topics"][0]["partitions"].as_array().map(Vec::len), Some(1), "{made}");
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Broker::start_with(dir.path(), None, &["--auto-create-topics", "false"]);
+    let missing = kcat_metadata(&strict.addr, Some("nope"));
     assert!(missing["topics"][0]["error"].as_str().is_some_and(|e| e.contains("Unknown topic")), "{missing}");
 }
 
@@ -200,4 +205,39 @@ fn confluent_kafka_and_kafka_python_create_list_and_delete_topics() {
         let client = broker.client().await;
         assert!(Admin::new(&client).list_topics().await.unwrap().is_empty());
     });
+}
+
+/// Metadata v1 asking for topic `name` (versions before 4 always allow
+/// auto-creation), or v4 with `allow` saying whether it may.
+fn metadata_request(name: &str, version: i16, allow: bool) -> Vec<u8> {
+    let mut body = 1i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&(name.len() as i16).to_be_bytes());
+    body.extend_from_slice(name.as_bytes());
+    if version >= 4 {
+        body.push(u8::from(allow));
+    }
+    request(3, version, 1, false, &body)
+}
+
+#[tokio::test]
+async fn a_metadata_request_that_allows_it_creates_the_topics_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), None, &["--default-partitions", "2"]);
+    let client = broker.client().await;
+    let names =
+        || async { Admin::new(&client).list_topics().await.unwrap().into_iter().map(|t| (t.name, t.partitions)).collect::<Vec<_>>() };
+    for (topic, version, allow) in [("not-allowed", 4, false), ("auto-v1", 1, true), ("auto-v4", 4, true), ("../bad", 1, true)] {
+        let mut s = connect(&broker.addr);
+        s.write_all(&metadata_request(topic, version, allow)).unwrap();
+        assert!(response(&mut s).is_some(), "{topic}: an answer");
+    }
+    assert_eq!(names().await, vec![("auto-v1".to_owned(), 2), ("auto-v4".to_owned(), 2)]);
+    drop(broker);
+    let dir = tempfile::tempdir().unwrap();
+    let off = Broker::start_with(dir.path(), None, &["--auto-create-topics", "false"]);
+    let mut s = connect(&off.addr);
+    s.write_all(&metadata_request("auto-v1", 1, true)).unwrap();
+    assert!(response(&mut s).is_some());
+    let client = off.client().await;
+    assert!(Admin::new(&client).list_topics().await.unwrap().is_empty(), "auto_create_topics = false");
 }
