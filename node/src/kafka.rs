@@ -45,7 +45,7 @@ pub async fn connection<R, W>(
     tracing::debug!(%peer, "Kafka connection opened");
     let reason = loop {
         // Answer every whole frame buffered, in order.
-        match frame_len(&buf, cfg.frame_bytes_max) {
+        match frame_len(&buf, cfg.frame_bytes_max.min(weir_net::kafka::FRAME_BYTES_MAX)) {
             Some(Err(why)) => break format!("{why}; closing"),
             Some(Ok(n)) if buf.len() >= 4 + n => {
                 let frame = buf.split_to(4 + n).split_off(4).freeze();
@@ -325,13 +325,17 @@ async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Res
     };
     let topics = match topics {
         None => all.topics.iter().map(describe).collect(),
-        Some(names) => names
-            .into_iter()
-            .map(|name| match all.topics.iter().find(|t| t.name == name) {
-                Some(t) => describe(t),
-                None => TopicView { name, error: code::UNKNOWN_TOPIC_OR_PARTITION, partitions: Vec::new() },
-            })
-            .collect(),
+        Some(names) => {
+            let by_name: std::collections::HashMap<&str, &weir_net::message::TopicMetadata> =
+                all.topics.iter().map(|t| (t.name.as_str(), t)).collect();
+            names
+                .into_iter()
+                .map(|name| match by_name.get(name.as_str()) {
+                    Some(t) => describe(t),
+                    None => TopicView { name, error: code::UNKNOWN_TOPIC_OR_PARTITION, partitions: Vec::new() },
+                })
+                .collect()
+        }
     };
     Ok(MetadataView { brokers, cluster_id, controller_id: controller.map_or(-1, node), topics })
 }

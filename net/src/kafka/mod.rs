@@ -20,6 +20,11 @@ pub mod response;
 pub mod versions;
 pub mod walk;
 
+/// Largest Kafka frame read while no API that carries records is
+/// answered: the requests answered are small, and a frame's size bounds
+/// what decoding it may allocate.
+pub const FRAME_BYTES_MAX: usize = 1 << 20;
+
 /// Kafka's error codes Weir answers with.
 pub mod code {
     pub const NONE: i16 = 0;

@@ -25,6 +25,10 @@ pub fn walk(body: &[u8], schema: &[Field], flexible: bool) -> Result<(), String>
     fields(&mut b, schema, flexible, 0)
 }
 
+/// Most entries of one array in a request this build answers (topics of
+/// a Metadata or admin request; Kafka's own clients send far fewer).
+pub const ARRAY_ENTRIES_MAX: usize = 10_000;
+
 /// Array and struct nesting a schema may have.
 const DEPTH_MAX: usize = 8;
 
@@ -44,6 +48,11 @@ fn fields(b: &mut &[u8], schema: &[Field], flexible: bool, depth: usize) -> Resu
                 let least = min_size(entry, flexible).max(1);
                 if count.saturating_mul(least) > b.len() {
                     return Err(format!("an array of {count} entries in {} bytes", b.len()));
+                }
+                // Tiny entries decode into far larger values (a 2-byte name
+                // into a String): the count itself is bounded too.
+                if count > ARRAY_ENTRIES_MAX {
+                    return Err(format!("an array of {count} entries: at most {ARRAY_ENTRIES_MAX} are taken"));
                 }
                 for _ in 0..count {
                     fields(b, entry, flexible, depth + 1)?;
