@@ -1200,14 +1200,10 @@ async fn kafka_metadata_is_the_cluster_metadata_through_every_broker() {
     let admin = Admin::new(&client);
     admin.create_topic(CreateTopicRequest { name: "kt".into(), partitions: 3, replicas: 3, config: Default::default() }).await.unwrap();
     let native = admin.describe_topic("kt").await.unwrap();
-    if Command::new("kcat").arg("-V").output().is_err() {
-        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/install-kcat")).status().expect("ci/install-kcat");
-        assert!(status.success());
-    }
     for node in &cluster.nodes {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = Command::new("kcat").args(["-b", &node.addr, "-L", "-J", "-t", "kt", "-m", "10"]).output().expect("kcat");
+            let out = common::kcat().args(["-b", &node.addr, "-L", "-J", "-t", "kt", "-m", "10"]).output().expect("kcat");
             let md: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             let brokers = md["brokers"].as_array().map_or(0, |b| b.len());
             let controller = md["controllerid"].as_i64().unwrap_or(-1);

@@ -100,3 +100,12 @@ pub async fn read_all(client: &Client, topic: &str, partition: u32) -> Vec<Messa
     }
     out
 }
+
+/// kcat (librdkafka 2.0.x), installed by `ci/install-kcat` when missing.
+pub fn kcat() -> Command {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/install-kcat")).status().expect("run ci/install-kcat");
+        assert!(status.success(), "ci/install-kcat failed");
+    }
+    Command::new("kcat")
+}

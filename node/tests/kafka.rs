@@ -4,21 +4,12 @@
 
 mod common;
 
-use common::Broker;
+use common::{Broker, kcat};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 use weir_client::{Admin, CreateTopicRequest};
-
-fn kcat() -> Command {
-    if Command::new("kcat").arg("-V").output().is_err() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let status = Command::new(format!("{root}/ci/install-kcat")).status().expect("run ci/install-kcat");
-        assert!(status.success(), "ci/install-kcat failed");
-    }
-    Command::new("kcat")
-}
 
 /// kcat's metadata listing, as JSON.
 fn kcat_metadata(addr: &str, topic: Option<&str>) -> serde_json::Value {

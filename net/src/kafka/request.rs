@@ -109,13 +109,12 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
         header.client_id = h.client_id.as_ref().map(|c| c.chars().take(CLIENT_ID_BYTES_MAX).collect());
     }
     if verdict == Verdict::Unsupported {
-        let answered: Vec<String> = versions::ANSWERED.iter().map(|r| format!("{} {}-{}", versions::name(r.key), r.min, r.max)).collect();
         let why = format!(
             "{} asked for {} version {}, which this broker does not answer (it answers {})",
             header.client(),
             versions::name(header.api_key),
             header.api_version,
-            answered.join(", ")
+            versions::answered_summary()
         );
         return Err((header, Refused::Close(why)));
     }

@@ -2,7 +2,7 @@
 //! plain views of what the broker knows: the encoding is the crate's,
 //! the contents are ours.
 
-use super::versions::{self, ANSWERED};
+use super::versions::ANSWERED;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -169,13 +169,9 @@ pub fn delete_topics(correlation_id: i32, version: i16, results: &[TopicResult])
     framed(correlation_id, ApiKey::DeleteTopics.response_header_version(version), |out| body.encode(out, version))
 }
 
-/// The versions this build answers, for a log line.
-pub fn answered_summary() -> String {
-    ANSWERED.iter().map(|r| format!("{} {}-{}", versions::name(r.key), r.min, r.max)).collect::<Vec<_>>().join(", ")
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::versions;
     use super::*;
     use bytes::Buf;
 

@@ -68,6 +68,11 @@ pub fn answered(key: i16) -> Option<Range> {
     ANSWERED.iter().copied().find(|r| r.key == key)
 }
 
+/// The ranges this build answers, for messages: `Metadata 0-9, ...`.
+pub fn answered_summary() -> String {
+    ANSWERED.iter().map(|r| format!("{} {}-{}", name(r.key), r.min, r.max)).collect::<Vec<_>>().join(", ")
+}
+
 /// What to do with a request of `key` at `version`, before its body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

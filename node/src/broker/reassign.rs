@@ -116,20 +116,26 @@ impl Broker {
                 tracing::warn!(topic = %t.record.name, partition = p, "a moved replica that is not open here keeps its data until the next start, which records its tombstone and removes it");
                 return;
             };
-            part.close_and_wait().await;
-            let group = part.raft_group();
-            let tombstone = crate::raft::tombstone::Tombstone::of(&*group.log().lock().await);
-            let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
-            let (dir, name) = (replica_dir(&data_dir, t.record.id, p), format!("replica-{}-{p}", t.record.id));
-            let deleted = blocking::run(move || {
-                crate::raft::tombstone::save(&*disk, &data_dir, group.id, tombstone)?;
-                super::store::remove_via_trash(&*disk, &data_dir, &dir, &name, boot)
-            })
-            .await;
-            if let Err(e) = deleted {
+            let dir = replica_dir(&self.config.data_dir, t.record.id, p);
+            if let Err(e) = self.retire_replica(&part, dir, format!("replica-{}-{p}", t.record.id)).await {
                 tracing::warn!(topic = %t.record.name, partition = p, error = %e, "could not delete a moved replica's data; the next start removes it (do not delete it by hand: it would leave no tombstone)");
             }
         }
+    }
+
+    /// Closes a replica moved off this node, keeps its vote and log end
+    /// (see `raft::tombstone`), then deletes its data in `dir` (through the
+    /// trash, as `name`).
+    async fn retire_replica(&self, part: &Arc<Partition>, dir: std::path::PathBuf, name: String) -> Result<(), weir_core::disk::DiskError> {
+        part.close_and_wait().await;
+        let group = part.raft_group();
+        let tombstone = crate::raft::tombstone::Tombstone::of(&*group.log().lock().await);
+        let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
+        blocking::run(move || {
+            crate::raft::tombstone::save(&*disk, &data_dir, group.id, tombstone)?;
+            super::store::remove_via_trash(&*disk, &data_dir, &dir, &name, boot)
+        })
+        .await
     }
 
     /// Opens or deletes this node's replica of the consumer offsets log as
@@ -147,16 +153,8 @@ impl Broker {
             },
             (false, true) => {
                 let Some(part) = self.groups.release_replica() else { return };
-                part.close_and_wait().await;
-                let group = part.raft_group();
-                let tombstone = crate::raft::tombstone::Tombstone::of(&*group.log().lock().await);
-                let (disk, data_dir, boot) = (self.disk.clone(), self.config.data_dir.clone(), self.boot);
-                let deleted = blocking::run(move || {
-                    crate::raft::tombstone::save(&*disk, &data_dir, group.id, tombstone)?;
-                    super::store::remove_via_trash(&*disk, &data_dir, &super::groups::offsets_dir(&data_dir), "offsets", boot)
-                })
-                .await;
-                match deleted {
+                let dir = super::groups::offsets_dir(&self.config.data_dir);
+                match self.retire_replica(&part, dir, "offsets".to_owned()).await {
                     Ok(()) => tracing::info!("the offsets log moved off this node: its copy is deleted"),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not delete this node's copy of the moved offsets log (do not delete it by hand: it would leave no tombstone)")
