@@ -35,8 +35,71 @@ fuzz_target!(|data: &[u8]| {
             response::create_topics(h.correlation_id, h.api_version, &results).expect("encodes");
         }
         Ok((h, Request::DeleteTopics { names, .. })) => {
-            let results: Vec<_> = names.into_iter().map(|name| response::TopicResult { name, error: 3, message: Some("gone".into()) }).collect();
+            let results: Vec<_> =
+                names.into_iter().map(|name| response::TopicResult { name, error: 3, message: Some("gone".into()) }).collect();
             response::delete_topics(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
+        Ok((h, Request::Produce { topics, .. })) => {
+            // Each partition's records through what the broker does with them.
+            let mut results = Vec::new();
+            for t in topics {
+                let mut partitions = Vec::new();
+                for (index, records) in t.partitions {
+                    if let Some(records) = records
+                        && let Ok(wrapped) = weir_core::batch::wrap_kafka(&records)
+                        && let Ok((b, _)) = weir_core::batch::RecordBatch::decode(&wrapped, usize::MAX)
+                        && b.validate().is_ok()
+                    {
+                        assert_eq!(b.kafka_bytes().expect("valid").expect("data").as_ref(), records.as_ref(), "stored as sent");
+                    }
+                    partitions.push(response::ProducePartitionResult {
+                        index,
+                        error: 0,
+                        base_offset: 0,
+                        log_start_offset: 0,
+                        message: None,
+                    });
+                }
+                results.push(response::ProduceTopicResult { name: t.name, partitions });
+            }
+            response::produce(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
+        Ok((h, Request::Fetch { topics, .. })) => {
+            let results: Vec<_> = topics
+                .into_iter()
+                .map(|t| response::FetchTopicResult {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| response::FetchPartitionResult {
+                            index: p.index,
+                            error: 0,
+                            high_watermark: p.offset,
+                            log_start_offset: 0,
+                            records: bytes::Bytes::new(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            response::fetch(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
+        Ok((h, Request::ListOffsets { topics })) => {
+            let results: Vec<_> = topics
+                .into_iter()
+                .map(|t| {
+                    let parts = t
+                        .partitions
+                        .iter()
+                        .map(|(index, ts)| response::OffsetResult { index: *index, error: 0, timestamp: *ts, offset: 0 })
+                        .collect();
+                    (t.name, parts)
+                })
+                .collect();
+            response::list_offsets(h.correlation_id, h.api_version, &results).expect("encodes");
+        }
+        Ok((h, Request::InitProducerId { .. })) => {
+            response::init_producer_id(h.correlation_id, h.api_version, 0, 1, 0).expect("encodes");
         }
         Err(_) => {}
     }

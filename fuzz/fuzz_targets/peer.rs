@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use weir_net::frame::{self, FrameHeader, Kind};
-use weir_net::peer::{Answer, Call, PeerFrame, PEER_API_KEY, PEER_VERSION};
+use weir_net::peer::{Answer, Call, PEER_API_KEY, PEER_VERSION, PeerFrame};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, body)) = data.split_first() else { return };

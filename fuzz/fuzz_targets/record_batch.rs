@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(b.as_bytes().len() + rest.len(), data.len());
     assert_eq!(b.header().total_len(), b.as_bytes().len());
     if b.header().is_control() {
-        let body = input.slice(batch::HEADER_LEN.min(b.as_bytes().len())..b.as_bytes().len());
+        let body = input.slice(b.header().header_len().min(b.as_bytes().len())..b.as_bytes().len());
         if let Ok(decoded) = ControlBody::decode(&body)
             && !body.is_empty()
         {
@@ -32,5 +32,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.base_offset(), 12345);
         assert_eq!(again.header().record_count, b.header().record_count);
         assert_eq!((again.header().raft_index, again.header().entry_rest), (8, 1));
+        // What a Kafka client reads is a Kafka batch of the same records.
+        if let Some(theirs) = b.kafka_bytes().expect("a valid batch re-encodes") {
+            let (k, _) = RecordBatch::decode(&batch::wrap_kafka(&theirs).expect("one whole batch"), 1 << 21).expect("decodes");
+            k.validate().expect("valid");
+            assert_eq!(k.header().record_count, b.header().record_count);
+        }
     }
 });

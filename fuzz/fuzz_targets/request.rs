@@ -4,14 +4,19 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use weir_net::frame::{self, FrameHeader, Kind};
 use weir_net::Request;
+use weir_net::frame::{self, FrameHeader, Kind};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
         return;
     }
-    let header = FrameHeader { kind: Kind::Request, api_key: u16::from(data[0]) % (weir_net::message::ApiKey::ALL.len() as u16 + 1), api_version: u16::from(data[1] % 3), correlation_id: 9 };
+    let header = FrameHeader {
+        kind: Kind::Request,
+        api_key: u16::from(data[0]) % (weir_net::message::ApiKey::ALL.len() as u16 + 1),
+        api_version: u16::from(data[1] % 3),
+        correlation_id: 9,
+    };
     let mut buf = BytesMut::new();
     frame::encode(&mut buf, header, &data[2..], b"");
     let f = frame::decode(&mut buf, 1 << 20).unwrap().unwrap();

@@ -4,9 +4,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use weir_net::Response;
 use weir_net::frame::{self, FrameHeader, Kind};
 use weir_net::message::ApiKey;
-use weir_net::Response;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {

@@ -513,6 +513,12 @@ impl Config {
         if self.node_id == 0 || self.node_id > u64::from(u32::MAX) {
             return Err(ConfigError::Invalid(format!("node_id must be between 1 and {}, not {}", u32::MAX, self.node_id)));
         }
+        if self.default_partitions == 0 || self.default_partitions > self.partitions_max {
+            return Err(ConfigError::Invalid(format!(
+                "default_partitions must be between 1 and partitions_max ({}), not {}",
+                self.partitions_max, self.default_partitions
+            )));
+        }
         if self.connections_max == 0 {
             return bad("connections_max must be at least 1");
         }

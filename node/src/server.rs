@@ -254,11 +254,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let reason = match frame::foreign_protocol(&buf).filter(|_| first_frame) {
+                    let foreign = frame::foreign_protocol(&buf).filter(|_| first_frame);
+                    let reason = match foreign {
                         Some(proto) => format!("the peer speaks {proto}, not the Weir protocol (is it pointed at the right port?)"),
                         None => format!("bad frame: {e}"),
                     };
-                    if let Some(ids) = e.ids {
+                    // A Kafka client (Kafka off) would take a Weir error
+                    // frame's bytes for a length and read on: it is only closed.
+                    if let Some(ids) = e.ids.filter(|_| foreign != Some("Kafka")) {
                         let code = if matches!(e.fault, FrameFault::TooLarge { .. }) {
                             ErrorCode::MessageTooLarge
                         } else {
@@ -312,9 +315,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, bu
                     pieces.push(out.split().freeze());
                 }
                 // Flush: a no-op on a real socket, but simulated sockets send on flush.
+                let stall = cfg.frame_timeout;
                 let written = async {
-                    if pieces.is_empty() { wr.write_all(&out).await? } else { write_pieces(&mut wr, &mut pieces).await? }
-                    wr.flush().await
+                    if pieces.is_empty() { write_all_within(&mut wr, &out, stall).await } else { write_pieces(&mut wr, &mut pieces, stall).await }
                 };
                 if let Err(e) = written.await {
                     tracing::debug!(%peer, error = %e, "write failed; closing");
@@ -372,12 +375,39 @@ fn encode_answer(key: u16, version: u16, id: u32, result: &Result<Response, Wire
     }
 }
 
-/// Writes every piece, in order, with vectored writes; empties `pieces`.
-async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, pieces: &mut Vec<Bytes>) -> std::io::Result<()> {
+/// Fails a write the peer has taken no byte of for `stall`: a client that
+/// stops reading must not hold its connection, its budget or the broker's
+/// shutdown forever.
+async fn within<T>(stall: Duration, io: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    match tokio::time::timeout(stall, io).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer took no bytes for {} ms (frame_timeout)", stall.as_millis()),
+        )),
+    }
+}
+
+/// Writes and flushes all of `buf`, failing if the peer takes no byte for
+/// `stall` (flush: a no-op on a real socket, but simulated sockets send on it).
+pub(crate) async fn write_all_within<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, mut buf: &[u8], stall: Duration) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = within(stall, wr.write(buf)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    within(stall, wr.flush()).await
+}
+
+/// Writes every piece, in order, with vectored writes, then flushes; empties
+/// `pieces`. Fails if the peer takes no byte for `stall`.
+async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, pieces: &mut Vec<Bytes>, stall: Duration) -> std::io::Result<()> {
     let mut queue: std::collections::VecDeque<Bytes> = pieces.drain(..).filter(|p| !p.is_empty()).collect();
     while !queue.is_empty() {
         let slices: Vec<std::io::IoSlice<'_>> = queue.iter().take(64).map(|p| std::io::IoSlice::new(p)).collect();
-        let mut n = wr.write_vectored(&slices).await?;
+        let mut n = within(stall, wr.write_vectored(&slices)).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -392,7 +422,7 @@ async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, pieces: &mut
             }
         }
     }
-    Ok(())
+    within(stall, wr.flush()).await
 }
 
 #[cfg(test)]
@@ -411,9 +441,23 @@ mod tests {
             rd.read_to_end(&mut got).await.unwrap();
             got
         });
-        write_pieces(&mut wr, &mut pieces).await.unwrap();
+        write_pieces(&mut wr, &mut pieces, Duration::from_secs(5)).await.unwrap();
         assert!(pieces.is_empty());
         drop(wr);
         assert_eq!(reader.await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_nothing_fails_the_write_after_the_stall_limit() {
+        let (mut wr, _rd) = tokio::io::duplex(7);
+        let stall = Duration::from_millis(200);
+        let started = tokio::time::Instant::now();
+        let err = write_all_within(&mut wr, &[1u8; 100], stall).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("frame_timeout"), "{err}");
+        assert!(started.elapsed() >= stall);
+        let mut pieces = vec![Bytes::from(vec![2u8; 100])];
+        let err = write_pieces(&mut wr, &mut pieces, stall).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     }
 }

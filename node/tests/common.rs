@@ -48,6 +48,21 @@ impl Broker {
         self.child.wait().expect("wait").code()
     }
 
+    /// SIGTERM, then waits at most `limit`: the exit code, or `None` if the
+    /// broker is still running then (it is killed).
+    pub fn terminate_within(&mut self, limit: std::time::Duration) -> Option<i32> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+
     /// Restarts on the same directory, port and arguments.
     pub fn restart(&mut self) {
         // The old port may linger briefly in the kernel; retry a few times.

@@ -110,6 +110,59 @@ fn pipelined_fetches_that_are_never_read_are_bounded() {
 }
 
 #[test]
+fn clients_that_never_read_their_answers_hold_neither_the_broker_nor_its_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_with(dir.path(), None, &["--frame-timeout-ms", "1000"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = broker.client().await;
+        Admin::new(&client)
+            .create_topic(CreateTopicRequest { name: "big".into(), partitions: 1, replicas: 1, config: Default::default() })
+            .await
+            .unwrap();
+        let value = "v".repeat(64 << 10);
+        Producer::new(&client)
+            .send_batch((0..64).map(|_| ProduceMessage::new("big", value.clone()).with_partition(0)).collect())
+            .await
+            .unwrap();
+    });
+    // Native: fetches of 4 MiB each; Kafka: ApiVersions, about 100 bytes an
+    // answer for 14 bytes asked. Neither client reads a byte.
+    let mut native = BytesMut::new();
+    for id in 0..64 {
+        Request::Fetch(FetchRequest { topic: "big".into(), partition: 0, offset: 0, max_bytes: 16 << 20, min_bytes: 1, max_wait_ms: 0 })
+            .encode(id, &mut native);
+    }
+    let mut kafka = Vec::new();
+    for id in 0..400_000i32 {
+        kafka.extend_from_slice(&10i32.to_be_bytes());
+        kafka.extend_from_slice(&[0, 18, 0, 0]);
+        kafka.extend_from_slice(&id.to_be_bytes());
+        kafka.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+    let writers: Vec<_> = [native.to_vec(), kafka]
+        .into_iter()
+        .map(|bytes| {
+            let mut s = TcpStream::connect(&broker.addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+            std::thread::spawn(move || {
+                let _ = s.write_all(&bytes);
+                s
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // The broker still serves others while those connections are stuck.
+    rt.block_on(async { Admin::new(&broker.client().await).list_topics().await.expect("served") });
+    // A write the peer takes nothing of fails after frame_timeout, so
+    // shutdown finishes well before its 30 s drain limit.
+    let started = Instant::now();
+    let code = broker.terminate_within(Duration::from_secs(25));
+    assert_eq!(code, Some(0), "the broker did not shut down cleanly within 25 s of SIGTERM ({:?})", started.elapsed());
+    drop(writers);
+}
+
+#[test]
 fn one_address_cannot_take_every_connection_and_stalled_frames_are_cut() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_with(dir.path(), None, &["--connections-per-ip-max", "8", "--frame-timeout-ms", "500"]);

@@ -630,16 +630,16 @@ fn inject_loss(disk: &SimDisk, partitions: u32, rng: &mut fastrand::Rng) -> Opti
     let mut pos = 0usize;
     while let Ok(h) = weir_core::batch::BatchHeader::parse(&data[pos..]) {
         let total = h.total_len();
-        if total < weir_core::batch::HEADER_LEN || pos + total > data.len() || h.next_offset() > checkpoint {
+        if total < h.header_len() || pos + total > data.len() || h.next_offset() > checkpoint {
             break;
         }
         if h.record_count > 0 {
-            below.push((pos, total));
+            below.push((pos + h.crc_start(), pos + total));
         }
         pos += total;
     }
-    let (at, total) = *below.get(rng.usize(0..below.len().max(1)))?;
-    disk.flip_bit(active, Some((at + weir_core::batch::CRC_START) as u64..(at + total) as u64))?;
+    let (from, to) = *below.get(rng.usize(0..below.len().max(1)))?;
+    disk.flip_bit(active, Some(from as u64..to as u64))?;
     Some(p)
 }
 

@@ -1,4 +1,6 @@
 //! Records inside a batch: varint framing, decoded lazily and zero-copy.
+//! Form 1 frames lengths, offset deltas and header counts as unsigned
+//! varints; Kafka's form (2) frames every integer as a zigzag varint.
 
 use super::BatchError;
 use super::varint;
@@ -35,11 +37,12 @@ pub struct RecordIter {
     left: u32,
     index: u32,
     failed: bool,
+    kafka: bool,
 }
 
 impl RecordIter {
-    pub(super) fn new(buf: Bytes, count: u32) -> Self {
-        Self { buf, left: count, index: 0, failed: false }
+    pub(super) fn new(buf: Bytes, count: u32, kafka: bool) -> Self {
+        Self { buf, left: count, index: 0, failed: false, kafka }
     }
 
     /// True when every byte of the records area has been consumed.
@@ -58,9 +61,19 @@ struct Cursor<'a> {
     buf: &'a Bytes,
     pos: usize,
     end: usize,
+    kafka: bool,
 }
 
 impl Cursor<'_> {
+    /// A count or length that cannot be negative: an unsigned varint in
+    /// form 1, a zigzag varint in Kafka's.
+    fn count(&mut self) -> Option<u64> {
+        match self.kafka {
+            true => self.ivarint().and_then(|v| u64::try_from(v).ok()),
+            false => self.uvarint(),
+        }
+    }
+
     fn uvarint(&mut self) -> Option<u64> {
         let (v, used) = varint::get_u64(&self.buf[self.pos..self.end])?;
         self.pos += used;
@@ -111,8 +124,12 @@ impl Iterator for RecordIter {
         if self.failed || self.left == 0 {
             return None;
         }
-        let Some((len, used)) = varint::get_u64(&self.buf) else {
-            return self.bad("truncated record length");
+        let framed = match self.kafka {
+            true => varint::get_i64(&self.buf).and_then(|(v, used)| Some((u64::try_from(v).ok()?, used))),
+            false => varint::get_u64(&self.buf),
+        };
+        let Some((len, used)) = framed else {
+            return self.bad("truncated or negative record length");
         };
         let Some(end) = usize::try_from(len).ok().and_then(|l| l.checked_add(used)) else {
             return self.bad("record length too large");
@@ -120,22 +137,22 @@ impl Iterator for RecordIter {
         if end > self.buf.len() {
             return self.bad("record length runs past the batch");
         }
-        let mut c = Cursor { buf: &self.buf, pos: used, end };
+        let mut c = Cursor { buf: &self.buf, pos: used, end, kafka: self.kafka };
         let parsed = (|| -> Result<Record, &'static str> {
             let _attributes = c.u8().ok_or("truncated attributes")?;
             let timestamp_delta = c.ivarint().ok_or("truncated timestamp delta")?;
-            let offset_delta = c.uvarint().ok_or("truncated offset delta")?;
+            let offset_delta = c.count().ok_or("truncated or negative offset delta")?;
             let offset_delta = u32::try_from(offset_delta).map_err(|_| "offset delta too large")?;
             let key = c.nullable()?;
             let value = c.nullable()?;
-            let header_count = c.uvarint().ok_or("truncated header count")?;
+            let header_count = c.count().ok_or("truncated or negative header count")?;
             // Bound the allocation by the bytes actually present.
             if header_count > ((c.end - c.pos) / HEADER_BYTES_MIN) as u64 {
                 return Err("header count larger than the record");
             }
             let mut headers = Vec::with_capacity(header_count as usize);
             for _ in 0..header_count {
-                let klen = c.uvarint().ok_or("truncated header key length")?;
+                let klen = c.count().ok_or("truncated or negative header key length")?;
                 let klen = usize::try_from(klen).map_err(|_| "header key too large")?;
                 let key = c.take(klen).ok_or("header key runs past the record")?;
                 let key = std::str::from_utf8(&key).map_err(|_| "header key is not UTF-8")?.to_owned();

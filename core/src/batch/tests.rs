@@ -13,7 +13,13 @@ fn record_strategy() -> impl Strategy<Value = Input> {
 }
 
 fn build(records: &[Input], base_ts: i64) -> Bytes {
-    let mut b = BatchBuilder::new(ProducerStamp { producer_id: 7, producer_epoch: 2, base_sequence: 40 });
+    build_in(true, records, base_ts)
+}
+
+/// A batch in form 2 (`kafka`) or form 1.
+fn build_in(kafka: bool, records: &[Input], base_ts: i64) -> Bytes {
+    let stamp = ProducerStamp { producer_id: 7, producer_epoch: 2, base_sequence: 40 };
+    let mut b = if kafka { BatchBuilder::new(stamp) } else { BatchBuilder::v1(stamp) };
     for (ts, key, value, headers) in records {
         let hs: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
         b.push(base_ts + ts, key.as_deref(), value.as_deref(), &hs);
@@ -23,8 +29,8 @@ fn build(records: &[Input], base_ts: i64) -> Bytes {
 
 proptest! {
     #[test]
-    fn round_trip(records in proptest::collection::vec(record_strategy(), 1..20), offset in 0u64..1 << 40, epoch: u64, index: u64) {
-        let bytes = build(&records, 1_700_000_000_000);
+    fn round_trip(records in proptest::collection::vec(record_strategy(), 1..20), offset in 0u64..1 << 40, epoch: u64, index: u64, kafka: bool) {
+        let bytes = build_in(kafka, &records, 1_700_000_000_000);
         let mut raw = bytes.to_vec();
         stamp(&mut raw, offset, RaftStamp { term: epoch, node: 3, index, entry_rest: 2 });
         let raw = Bytes::from(raw);
@@ -40,6 +46,18 @@ proptest! {
         prop_assert_eq!(h.total_len(), raw.len());
         prop_assert_eq!(h.producer_id, 7);
         prop_assert_eq!(h.base_sequence, 40);
+        prop_assert_eq!(h.is_kafka(), kafka);
+        // What a Kafka client reads: the stored bytes (form 2) or a
+        // re-encoding (form 1), either way the same records at the same offset.
+        let theirs = batch.kafka_bytes().unwrap().unwrap();
+        if kafka {
+            prop_assert_eq!(&theirs[..], &raw[KAFKA_AT..]);
+        }
+        prop_assert_eq!(&theirs[..8], &offset.to_be_bytes()[..]);
+        let (again, _) = RecordBatch::decode(&wrap_kafka(&theirs).unwrap(), usize::MAX).unwrap();
+        again.validate().unwrap();
+        prop_assert_eq!(again.records().map(Result::unwrap).collect::<Vec<_>>(), batch.records().map(Result::unwrap).collect::<Vec<_>>());
+        prop_assert_eq!(again.header().producer_id, 7);
         let first = records[0].0;
         for (got, want) in batch.records().zip(records.iter()) {
             let got = got.unwrap();
@@ -64,8 +82,8 @@ proptest! {
     }
 
     #[test]
-    fn any_flipped_bit_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>(), offset: u64) {
-        let mut raw = build(&records, 0).to_vec();
+    fn any_flipped_bit_is_detected(records in proptest::collection::vec(record_strategy(), 1..5), bit in any::<prop::sample::Index>(), offset: u64, kafka: bool) {
+        let mut raw = build_in(kafka, &records, 0).to_vec();
         stamp(&mut raw, offset, RaftStamp { term: 1, node: 2, index: 3, entry_rest: 0 });
         let bits = raw.len() * 8;
         let bit = bit.index(bits);
@@ -77,21 +95,87 @@ proptest! {
     /// Arbitrary record bytes behind a valid header and CRC: the record
     /// decoder must stay total, not just the envelope.
     #[test]
-    fn arbitrary_records_behind_valid_crc_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300), count in 0u32..50) {
-        let mut raw = build(&[(0, None, Some(vec![1]), vec![])], 0).to_vec();
-        raw.truncate(HEADER_LEN);
-        raw.extend_from_slice(&body);
-        let len = (raw.len() - LENGTH_PREFIX_LEN) as u32;
-        raw[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
-        raw[at::RECORD_COUNT..at::RECORD_COUNT + 4].copy_from_slice(&count.to_le_bytes());
-        let crc = crc32fast::hash(&raw[CRC_START..]);
-        raw[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_le_bytes());
-        seal_header(&mut raw);
-        let raw = Bytes::from(raw);
+    fn arbitrary_records_behind_valid_crc_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300), count in 0u32..50, kafka: bool) {
+        let raw = behind_valid_crc(kafka, &body, count);
         let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
         let _ = batch.validate();
         prop_assert!(batch.records().count() <= count as usize);
     }
+}
+
+/// A batch of either form whose records area is `body`, claiming `count`
+/// records, with valid lengths and CRCs.
+fn behind_valid_crc(kafka: bool, body: &[u8], count: u32) -> Bytes {
+    let mut raw = build_in(kafka, &[(0, None, Some(vec![1]), vec![])], 0).to_vec();
+    let header = if kafka { HEADER_LEN_KAFKA } else { HEADER_LEN_V1 };
+    raw.truncate(header);
+    raw.extend_from_slice(body);
+    let len = (raw.len() - LENGTH_PREFIX_LEN) as u32;
+    raw[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+    if kafka {
+        raw[kat::BATCH_LENGTH..kat::BATCH_LENGTH + 4].copy_from_slice(&(len - KAFKA_AT as u32).to_be_bytes());
+        raw[kat::RECORD_COUNT..kat::RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+        raw[kat::LAST_OFFSET_DELTA..kat::LAST_OFFSET_DELTA + 4].copy_from_slice(&count.saturating_sub(1).to_be_bytes());
+    } else {
+        raw[at::RECORD_COUNT..at::RECORD_COUNT + 4].copy_from_slice(&count.to_le_bytes());
+    }
+    seal_body(&mut raw);
+    Bytes::from(raw)
+}
+
+#[test]
+fn a_kafka_batch_is_wrapped_whole_and_alone() {
+    let batch = build(&[(0, Some(b"k".to_vec()), Some(b"v".to_vec()), vec![])], 5);
+    let kafka = &batch[KAFKA_AT..];
+    let wrapped = wrap_kafka(kafka).unwrap();
+    assert_eq!(&wrapped[KAFKA_AT..], kafka);
+    RecordBatch::decode(&wrapped, usize::MAX).unwrap().0.validate().unwrap();
+    let two = [kafka, kafka].concat();
+    assert!(matches!(wrap_kafka(&two), Err(BatchError::Inconsistent(_))), "two batches for one partition");
+    assert!(matches!(wrap_kafka(&kafka[..kafka.len() - 1]), Err(BatchError::Truncated { .. })));
+    assert!(matches!(wrap_kafka(&kafka[..30]), Err(BatchError::Truncated { .. })));
+    let mut negative = kafka.to_vec();
+    negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+    assert!(wrap_kafka(&negative).is_err());
+    let mut v1 = kafka.to_vec();
+    v1[16] = 1;
+    assert_eq!(wrap_kafka(&v1), Err(BatchError::BadMagic(1)), "Kafka's magic 0 and 1 are not taken");
+}
+
+#[test]
+fn kafka_batches_take_no_transactions_control_or_unknown_codecs() {
+    let batch = build(&[(0, None, Some(vec![1]), vec![])], 0);
+    for (attributes, want) in [
+        (attributes::TRANSACTIONAL, BatchError::BadAttributes(attributes::TRANSACTIONAL)),
+        (attributes::CONTROL, BatchError::BadAttributes(attributes::CONTROL)),
+        (1 << 6, BatchError::BadAttributes(1 << 6)),
+        (5, BatchError::UnsupportedCodec(5)),
+    ] {
+        let mut raw = batch.to_vec();
+        raw[kat::ATTRIBUTES..kat::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        seal_body(&mut raw);
+        assert_eq!(RecordBatch::decode(&Bytes::from(raw), usize::MAX).unwrap_err(), want);
+    }
+}
+
+#[test]
+fn a_kafka_record_may_precede_its_batch_timestamp() {
+    // Kafka lets a record's timestamp delta be negative.
+    let mut rec = vec![0u8];
+    varint::put_i64(&mut rec, -5);
+    varint::put_i64(&mut rec, 0);
+    varint::put_i64(&mut rec, -1);
+    varint::put_i64(&mut rec, 1);
+    rec.push(b'v');
+    varint::put_i64(&mut rec, 0);
+    let mut body = Vec::new();
+    varint::put_i64(&mut body, rec.len() as i64);
+    body.extend_from_slice(&rec);
+    let raw = behind_valid_crc(true, &body, 1);
+    let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+    batch.validate().unwrap();
+    let r = batch.records().next().unwrap().unwrap();
+    assert_eq!(r.timestamp(batch.header().first_timestamp), batch.header().first_timestamp - 5);
 }
 
 #[test]
@@ -153,7 +237,19 @@ fn header_count_cannot_force_a_large_allocation() {
     varint::put_u64(&mut rec, 1 << 40);
     varint::put_u64(&mut body, rec.len() as u64);
     body.extend_from_slice(&rec);
-    let mut iter = RecordIter::new(Bytes::from(body), 1);
+    let mut iter = RecordIter::new(Bytes::from(body), 1, false);
+    assert!(matches!(iter.next(), Some(Err(BatchError::BadRecord { .. }))));
+    // The same in Kafka's framing, where every count is a zigzag varint.
+    let mut rec = vec![0u8];
+    varint::put_i64(&mut rec, 0);
+    varint::put_i64(&mut rec, 0);
+    varint::put_i64(&mut rec, -1);
+    varint::put_i64(&mut rec, -1);
+    varint::put_i64(&mut rec, 1 << 40);
+    let mut body = Vec::new();
+    varint::put_i64(&mut body, rec.len() as i64);
+    body.extend_from_slice(&rec);
+    let mut iter = RecordIter::new(Bytes::from(body), 1, true);
     assert!(matches!(iter.next(), Some(Err(BatchError::BadRecord { .. }))));
 }
 

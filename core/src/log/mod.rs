@@ -660,8 +660,8 @@ impl PartitionLog {
             None => return Err(BatchError::Truncated { needed: batch::HEADER_LEN, available: batch.len() }.into()),
         }
         let header = BatchHeader::parse(batch)?;
-        if header.magic != batch::MAGIC {
-            return Err(BatchError::BadMagic(header.magic).into());
+        if batch.len() < header.header_len() {
+            return Err(BatchError::Truncated { needed: header.header_len(), available: batch.len() }.into());
         }
         if header.last_offset_delta != header.record_count.saturating_sub(1) {
             return Err(BatchError::Inconsistent("last_offset_delta is not record_count - 1").into());
@@ -1194,6 +1194,12 @@ impl PartitionLog {
             }
         }
         Ok(ReadResult { bytes: Bytes::new(), next_offset: offset })
+    }
+
+    /// The largest record timestamp in the log and the base offset of the
+    /// (latest) batch holding it; `None` for an empty log.
+    pub fn max_timestamp_batch(&self) -> Option<(i64, u64)> {
+        self.segments.values().filter_map(|s| s.max_timestamp_batch()).max()
     }
 
     /// First offset whose record timestamp is at or after `timestamp`, or

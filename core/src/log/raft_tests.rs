@@ -256,7 +256,8 @@ fn purge_by_index_records_the_purged_id_and_deletes_whole_segments() {
     disk.crash();
     let log = open(&disk);
     assert_eq!(log.purged_log_id(), Some(id(1, 25)), "the purged id is durable");
-    assert_eq!(log.last_log_id(), Some(id(1, 40)));
+    // The unflushed entry 41 may or may not have reached the disk.
+    assert!(matches!(log.last_log_id(), Some(l) if l == id(1, 40) || l == id(1, 41)), "{:?}", log.last_log_id());
 }
 
 #[test]

@@ -315,14 +315,11 @@ impl Segment {
         let data = Bytes::from(data);
         let mut best: Option<u64> = None;
         let mut i = 0usize;
-        while i + HEADER_LEN <= data.len() {
-            // Cheap filters first: the magic byte, then the header's own CRC.
-            let plausible = data[i + batch::at::MAGIC] == batch::MAGIC
-                && crc32fast::hash(&data[i..i + batch::HEADER_CRC_COVERS])
-                    == u32::from_le_bytes(data[i + batch::at::HEADER_CRC..i + batch::at::HEADER_CRC + 4].try_into().expect("4 bytes"));
-            if plausible
+        while i + batch::HEADER_LEN_MIN <= data.len() {
+            // Cheap filters first: the magic byte and the header's own CRC.
+            if batch::header_crc_ok(&data[i..])
                 && let Ok(h) = BatchHeader::parse(&data[i..])
-                && h.total_len() >= HEADER_LEN
+                && h.total_len() >= h.header_len()
                 && h.total_len() <= batch_bytes_max
                 && i + h.total_len() <= data.len()
                 && RecordBatch::decode(&data.slice(i..i + h.total_len()), batch_bytes_max).is_ok()
@@ -641,6 +638,13 @@ impl Segment {
         Ok(None)
     }
 
+    /// The largest record timestamp held and the base offset of the batch
+    /// holding it (`None`: empty).
+    pub fn max_timestamp_batch(&self) -> Option<(i64, u64)> {
+        (self.next_offset > self.base_offset && self.max_timestamp != i64::MIN)
+            .then(|| (self.max_timestamp, self.base_offset + u64::from(self.max_timestamp_relative)))
+    }
+
     fn header_at(&self, pos: u64) -> Result<Option<BatchHeader>, DiskError> {
         let mut head = [0u8; HEADER_LEN];
         let n = self.log()?.read_at(&mut head, pos)?;
@@ -740,13 +744,13 @@ impl Segment {
         let Ok(h) = BatchHeader::parse(&head[..n]) else {
             return Err(self.corrupt(pos, at, "unreadable batch header".to_owned()));
         };
-        if h.total_len() > batch_bytes_max || h.batch_length < (HEADER_LEN - batch::LENGTH_PREFIX_LEN) as u32 {
+        if h.total_len() > batch_bytes_max || h.total_len() < h.header_len() {
             return Err(self.corrupt(pos, at, format!("batch length {} is invalid", h.batch_length)));
         }
         if expected.is_some_and(|e| e != h.base_offset) {
             return Err(self.corrupt(pos, at, format!("batch header says base offset {}, expected {at}", h.base_offset)));
         }
-        if crc32fast::hash(&head[..batch::HEADER_CRC_COVERS]) != h.header_crc {
+        if !batch::header_crc_ok(&head[..n]) {
             return Err(self.corrupt(pos, at, "batch header CRC mismatch".to_owned()));
         }
         Ok((h, head))
@@ -789,7 +793,7 @@ impl Segment {
                         batch::forget_producer(&mut head);
                     }
                 }
-                buf.extend_from_slice(&head);
+                buf.extend_from_slice(&head[..h.header_len()]);
                 continue;
             }
             let start = buf.len();

@@ -6,7 +6,10 @@
 use super::versions::{self, Verdict};
 use super::walk::{Field, Field::*, walk};
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest,
+};
 use kafka_protocol::protocol::{Decodable, decode_request_header_from_buffer};
 
 /// Metadata 0-9: the topics (each a name, and tagged fields once flexible).
@@ -21,6 +24,70 @@ const CREATE_TOPICS: &[Field] = &[
 ];
 /// DeleteTopics 1-4: topic names, timeout.
 const DELETE_TOPICS: &[Field] = &[Array(&[Str]), Fixed(4), Tagged];
+
+/// Produce 3-9: transactional id, acks, timeout, topics (name, partitions
+/// (index, records)).
+const PRODUCE: &[Field] = &[Str, Fixed(2), Fixed(4), Array(&[Str, Array(&[Fixed(4), Bytes, Tagged]), Tagged]), Tagged];
+
+/// Fetch partitions: index, [current leader epoch 9+], offset, [last
+/// fetched epoch 12+], [log start 5+], max bytes.
+const FETCH_P4: &[Field] = &[Fixed(4), Fixed(8), Fixed(4), Tagged];
+const FETCH_P5: &[Field] = &[Fixed(4), Fixed(8), Fixed(8), Fixed(4), Tagged];
+const FETCH_P9: &[Field] = &[Fixed(4), Fixed(4), Fixed(8), Fixed(8), Fixed(4), Tagged];
+const FETCH_P12: &[Field] = &[Fixed(4), Fixed(4), Fixed(8), Fixed(4), Fixed(8), Fixed(4), Tagged];
+const FORGOTTEN: Field = Array(&[Str, Array(&[Fixed(4)]), Tagged]);
+/// Fetch 4-12: replica, max wait, min bytes, max bytes, isolation,
+/// [session id and epoch 7+], topics, [forgotten topics 7+], [rack 11+].
+const FETCH_4: &[Field] = &[Fixed(4), Fixed(4), Fixed(4), Fixed(4), Fixed(1), Array(&[Str, Array(FETCH_P4), Tagged]), Tagged];
+const FETCH_5: &[Field] = &[Fixed(4), Fixed(4), Fixed(4), Fixed(4), Fixed(1), Array(&[Str, Array(FETCH_P5), Tagged]), Tagged];
+const FETCH_7: &[Field] =
+    &[Fixed(4), Fixed(4), Fixed(4), Fixed(4), Fixed(1), Fixed(4), Fixed(4), Array(&[Str, Array(FETCH_P5), Tagged]), FORGOTTEN, Tagged];
+const FETCH_9: &[Field] =
+    &[Fixed(4), Fixed(4), Fixed(4), Fixed(4), Fixed(1), Fixed(4), Fixed(4), Array(&[Str, Array(FETCH_P9), Tagged]), FORGOTTEN, Tagged];
+const FETCH_11: &[Field] =
+    &[Fixed(4), Fixed(4), Fixed(4), Fixed(4), Fixed(1), Fixed(4), Fixed(4), Array(&[Str, Array(FETCH_P9), Tagged]), FORGOTTEN, Str, Tagged];
+const FETCH_12: &[Field] = &[
+    Fixed(4),
+    Fixed(4),
+    Fixed(4),
+    Fixed(4),
+    Fixed(1),
+    Fixed(4),
+    Fixed(4),
+    Array(&[Str, Array(FETCH_P12), Tagged]),
+    FORGOTTEN,
+    Str,
+    Tagged,
+];
+
+fn fetch_schema(version: i16) -> &'static [Field] {
+    match version {
+        ..=4 => FETCH_4,
+        5..=6 => FETCH_5,
+        7..=8 => FETCH_7,
+        9..=10 => FETCH_9,
+        11 => FETCH_11,
+        _ => FETCH_12,
+    }
+}
+
+/// ListOffsets 1-7: replica, [isolation 2+], topics (name, partitions
+/// (index, [current leader epoch 4+], timestamp)).
+const LIST_OFFSETS_1: &[Field] = &[Fixed(4), Array(&[Str, Array(&[Fixed(4), Fixed(8), Tagged]), Tagged]), Tagged];
+const LIST_OFFSETS_2: &[Field] = &[Fixed(4), Fixed(1), Array(&[Str, Array(&[Fixed(4), Fixed(8), Tagged]), Tagged]), Tagged];
+const LIST_OFFSETS_4: &[Field] = &[Fixed(4), Fixed(1), Array(&[Str, Array(&[Fixed(4), Fixed(4), Fixed(8), Tagged]), Tagged]), Tagged];
+
+fn list_offsets_schema(version: i16) -> &'static [Field] {
+    match version {
+        ..=1 => LIST_OFFSETS_1,
+        2..=3 => LIST_OFFSETS_2,
+        _ => LIST_OFFSETS_4,
+    }
+}
+
+/// InitProducerId 0-4: transactional id, timeout, [producer id and epoch 3+].
+const INIT_PRODUCER_ID_0: &[Field] = &[Str, Fixed(4), Tagged];
+const INIT_PRODUCER_ID_3: &[Field] = &[Str, Fixed(4), Fixed(8), Fixed(2), Tagged];
 
 /// Longest client id kept for logs.
 const CLIENT_ID_BYTES_MAX: usize = 256;
@@ -63,6 +130,59 @@ pub enum Request {
         names: Vec<String>,
         timeout_ms: i32,
     },
+    Produce {
+        transactional_id: Option<String>,
+        /// 0: no answer; 1: the leader's; -1: every replica's.
+        acks: i16,
+        timeout_ms: i32,
+        topics: Vec<ProduceTopic>,
+    },
+    Fetch {
+        max_wait_ms: i32,
+        min_bytes: i32,
+        max_bytes: i32,
+        /// 0 read uncommitted, 1 read committed (the same here: no transactions).
+        isolation_level: i8,
+        session_id: i32,
+        session_epoch: i32,
+        topics: Vec<FetchTopic>,
+    },
+    ListOffsets {
+        topics: Vec<OffsetsTopic>,
+    },
+    InitProducerId {
+        transactional_id: Option<String>,
+    },
+}
+
+/// One topic's data in a Produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopic {
+    pub name: String,
+    /// (partition, its records: one Kafka RecordBatch, as sent).
+    pub partitions: Vec<(i32, Option<Bytes>)>,
+}
+
+/// One topic's partitions in a Fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopic {
+    pub name: String,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPartition {
+    pub index: i32,
+    pub offset: i64,
+    pub max_bytes: i32,
+}
+
+/// One topic's partitions in a ListOffsets: (partition, timestamp; -1
+/// latest, -2 earliest, -3 the record with the largest timestamp).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetsTopic {
+    pub name: String,
+    pub partitions: Vec<(i32, i64)>,
 }
 
 /// A topic a CreateTopics request asks for (-1: the broker's default).
@@ -121,6 +241,15 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
     if let Err(e) = decoded {
         return Err((header, Refused::Close(format!("malformed Kafka request header: {e}"))));
     }
+    if header.api_key == versions::PRODUCE && header.api_version < versions::PRODUCE_DECODED_MIN {
+        let why = format!(
+            "{} sent Produce version {} (message format 0 or 1), which this broker does not store: use a client that sends Produce {} or newer",
+            header.client(),
+            header.api_version,
+            versions::PRODUCE_DECODED_MIN
+        );
+        return Err((header, Refused::Close(why)));
+    }
     let version = header.api_version;
     let body = match header.api_key {
         versions::API_VERSIONS => {
@@ -132,7 +261,11 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
             walk(&frame, METADATA, version >= 9).and_then(|()| MetadataRequest::decode(&mut frame, version).map_err(|e| e.to_string())).map(
                 |r| {
                     Request::Metadata {
-                        topics: r.topics.map(|ts| ts.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+                        // Version 0 has no null list: an empty one means every topic.
+                        topics: r
+                            .topics
+                            .filter(|ts| version > 0 || !ts.is_empty())
+                            .map(|ts| ts.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
                         // Versions before 4 have no such field: they always allow it.
                         allow_auto_create: version < 4 || r.allow_auto_topic_creation,
                     }
@@ -162,6 +295,58 @@ pub fn decode(mut frame: Bytes) -> Result<(Header, Request), (Header, Refused)> 
                 names: r.topic_names.into_iter().map(|n| n.0.to_string()).collect(),
                 timeout_ms: r.timeout_ms,
             }),
+        versions::PRODUCE => walk(&frame, PRODUCE, version >= 9)
+            .and_then(|()| ProduceRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::Produce {
+                transactional_id: r.transactional_id.map(|t| t.0.to_string()),
+                acks: r.acks,
+                timeout_ms: r.timeout_ms,
+                topics: r
+                    .topic_data
+                    .into_iter()
+                    .map(|t| ProduceTopic {
+                        name: t.name.0.to_string(),
+                        partitions: t.partition_data.into_iter().map(|p| (p.index, p.records)).collect(),
+                    })
+                    .collect(),
+            }),
+        versions::FETCH => walk(&frame, fetch_schema(version), version >= 12)
+            .and_then(|()| FetchRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::Fetch {
+                max_wait_ms: r.max_wait_ms,
+                min_bytes: r.min_bytes,
+                max_bytes: r.max_bytes,
+                isolation_level: r.isolation_level,
+                session_id: r.session_id,
+                session_epoch: r.session_epoch,
+                topics: r
+                    .topics
+                    .into_iter()
+                    .map(|t| FetchTopic {
+                        name: t.topic.0.to_string(),
+                        partitions: t
+                            .partitions
+                            .into_iter()
+                            .map(|p| FetchPartition { index: p.partition, offset: p.fetch_offset, max_bytes: p.partition_max_bytes })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+        versions::LIST_OFFSETS => walk(&frame, list_offsets_schema(version), version >= 6)
+            .and_then(|()| ListOffsetsRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::ListOffsets {
+                topics: r
+                    .topics
+                    .into_iter()
+                    .map(|t| OffsetsTopic {
+                        name: t.name.0.to_string(),
+                        partitions: t.partitions.into_iter().map(|p| (p.partition_index, p.timestamp)).collect(),
+                    })
+                    .collect(),
+            }),
+        versions::INIT_PRODUCER_ID => walk(&frame, if version >= 3 { INIT_PRODUCER_ID_3 } else { INIT_PRODUCER_ID_0 }, version >= 2)
+            .and_then(|()| InitProducerIdRequest::decode(&mut frame, version).map_err(|e| e.to_string()))
+            .map(|r| Request::InitProducerId { transactional_id: r.transactional_id.map(|t| t.0.to_string()) }),
         _ => unreachable!("the firewall lets through only the keys matched here"),
     };
     match body {
@@ -284,10 +469,13 @@ mod tests {
         let mut endless = head(3, 9, 1, None, true);
         endless.extend_from_slice(&[0xff; 9]);
         assert!(matches!(decode(Bytes::from(endless)).unwrap_err().1, Refused::Close(w) if w.contains("varint")));
-        let produce = head(0, 7, 5, Some("p"), false);
-        let (h, r) = decode(Bytes::from(produce)).unwrap_err();
+        let commit = head(8, 2, 5, Some("p"), false);
+        let (h, r) = decode(Bytes::from(commit)).unwrap_err();
         assert_eq!(h.client_id.as_deref(), Some("p"));
-        assert!(matches!(&r, Refused::Close(w) if w.contains("Produce version 7") && w.contains("Metadata 0-9")), "{r:?}");
+        assert!(matches!(&r, Refused::Close(w) if w.contains("OffsetCommit version 2") && w.contains("Metadata 0-9")), "{r:?}");
+        // Produce 0-2 are advertised (librdkafka needs 0 in range) but close.
+        let (_, r) = decode(Bytes::from(head(0, 2, 5, None, false))).unwrap_err();
+        assert!(matches!(&r, Refused::Close(w) if w.contains("Produce 3 or newer")), "{r:?}");
         assert!(decode(Bytes::from(head(999, 0, 1, None, false))).is_err());
         assert!(decode(Bytes::from_static(&[0, 3, 0])).is_err(), "short");
         let mut bad_client = head(3, 1, 1, None, false);

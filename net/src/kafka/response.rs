@@ -7,9 +7,13 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsResponse, DeleteTopicsResponse, MetadataResponse, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsResponse, DeleteTopicsResponse, FetchResponse, InitProducerIdResponse,
+    ListOffsetsResponse, MetadataResponse, ProduceResponse, ProducerId, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
@@ -62,7 +66,17 @@ fn framed<E: std::fmt::Display>(
     header_version: i16,
     body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<BytesMut, EncodeError> {
-    let mut out = BytesMut::with_capacity(256);
+    framed_with(correlation_id, header_version, 256, body)
+}
+
+/// [`framed`], with room for `capacity` bytes up front.
+fn framed_with<E: std::fmt::Display>(
+    correlation_id: i32,
+    header_version: i16,
+    capacity: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<BytesMut, EncodeError> {
+    let mut out = BytesMut::with_capacity(capacity);
     out.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -167,6 +181,133 @@ pub fn delete_topics(correlation_id: i32, version: i16, results: &[TopicResult])
         .collect();
     let body = DeleteTopicsResponse::default().with_responses(responses);
     framed(correlation_id, ApiKey::DeleteTopics.response_header_version(version), |out| body.encode(out, version))
+}
+
+/// One partition's answer to a Produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartitionResult {
+    pub index: i32,
+    pub error: i16,
+    /// -1 for an error.
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopicResult {
+    pub name: String,
+    pub partitions: Vec<ProducePartitionResult>,
+}
+
+/// Produce at `version` (3-9).
+pub fn produce(correlation_id: i32, version: i16, results: &[ProduceTopicResult]) -> Result<BytesMut, EncodeError> {
+    let responses = results
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default().with_name(topic_name(&t.name)).with_partition_responses(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(p.error)
+                            .with_base_offset(p.base_offset)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(p.log_start_offset)
+                            .with_error_message(p.message.clone().map(StrBytes::from_string))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let body = ProduceResponse::default().with_responses(responses);
+    framed(correlation_id, ApiKey::Produce.response_header_version(version), |out| body.encode(out, version))
+}
+
+/// One partition's answer to a Fetch: whole Kafka batches as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartitionResult {
+    pub index: i32,
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopicResult {
+    pub name: String,
+    pub partitions: Vec<FetchPartitionResult>,
+}
+
+/// Fetch at `version` (4-12): no fetch sessions (id 0), the last stable
+/// offset is the high watermark, no aborted transactions.
+pub fn fetch(correlation_id: i32, version: i16, results: &[FetchTopicResult]) -> Result<BytesMut, EncodeError> {
+    let responses = results
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default().with_topic(topic_name(&t.name)).with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        PartitionData::default()
+                            .with_partition_index(p.index)
+                            .with_error_code(p.error)
+                            .with_high_watermark(p.high_watermark)
+                            .with_last_stable_offset(p.high_watermark)
+                            .with_log_start_offset(p.log_start_offset)
+                            .with_aborted_transactions(Some(Vec::new()))
+                            .with_preferred_read_replica(BrokerId(-1))
+                            .with_records(Some(p.records.clone()))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let body = FetchResponse::default().with_session_id(0).with_responses(responses);
+    let size: usize = results.iter().flat_map(|t| &t.partitions).map(|p| p.records.len() + 64).sum();
+    framed_with(correlation_id, ApiKey::Fetch.response_header_version(version), 256 + size, |out| body.encode(out, version))
+}
+
+/// One partition's answer to a ListOffsets (`timestamp` -1 where none applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetResult {
+    pub index: i32,
+    pub error: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// ListOffsets at `version` (1-7).
+pub fn list_offsets(correlation_id: i32, version: i16, results: &[(String, Vec<OffsetResult>)]) -> Result<BytesMut, EncodeError> {
+    let topics = results
+        .iter()
+        .map(|(name, parts)| {
+            ListOffsetsTopicResponse::default().with_name(topic_name(name)).with_partitions(
+                parts
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.index)
+                            .with_error_code(p.error)
+                            .with_timestamp(p.timestamp)
+                            .with_offset(p.offset)
+                            .with_leader_epoch(-1)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let body = ListOffsetsResponse::default().with_topics(topics);
+    framed(correlation_id, ApiKey::ListOffsets.response_header_version(version), |out| body.encode(out, version))
+}
+
+/// InitProducerId at `version` (0-4).
+pub fn init_producer_id(correlation_id: i32, version: i16, error: i16, producer_id: i64, epoch: i16) -> Result<BytesMut, EncodeError> {
+    let body =
+        InitProducerIdResponse::default().with_error_code(error).with_producer_id(ProducerId(producer_id)).with_producer_epoch(epoch);
+    framed(correlation_id, ApiKey::InitProducerId.response_header_version(version), |out| body.encode(out, version))
 }
 
 #[cfg(test)]

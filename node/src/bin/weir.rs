@@ -11,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 /// warnings only (it logs several lines at info for every group it opens,
 /// and every partition is a group).
 const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+/// How long a shutdown waits for open connections to finish their requests.
+const SHUTDOWN_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 use weir_node::broker::Broker;
 use weir_node::broker::{LossTarget, accept_loss as accept};
 use weir_node::config::{Args, Command, Config};
@@ -90,7 +92,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     broker.hand_off_leaderships().await;
     tracing::info!("shutting down: finishing in-flight requests");
     shutdown.trigger();
-    let _ = server.await;
+    // Connections finish what they read; one that cannot (a produce waiting
+    // out its timeout, a peer that stopped reading) does not hold the
+    // shutdown past the drain limit.
+    if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, server).await.is_err() {
+        tracing::warn!(limit_s = SHUTDOWN_DRAIN_MAX.as_secs(), "connections still open at the drain limit; closing them");
+    }
     broker.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())

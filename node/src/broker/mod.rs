@@ -848,6 +848,33 @@ impl Broker {
         Ok(FetchResponse { high_watermark: hw, log_start_offset: start, next_offset: result.next_offset, batches: result.bytes })
     }
 
+    /// A partition's (log start, high watermark), for Kafka's answers.
+    pub(crate) async fn partition_offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), WireError> {
+        self.partition(topic, partition)?.offsets().await
+    }
+
+    /// The record with the largest timestamp in a partition this broker
+    /// leads: (offset, timestamp), `None` if it holds no readable record.
+    pub(crate) async fn partition_max_timestamp(&self, topic: &str, partition: u32) -> Result<Option<(u64, i64)>, WireError> {
+        let p = self.partition(topic, partition)?;
+        p.check_leads_reads()?;
+        let Some((max, at)) = p.max_timestamp_batch().await? else { return Ok(None) };
+        let hw = p.high_watermark();
+        let (read, _, _) = p.fetch(at, 1 << 20, 0, Duration::ZERO).await?;
+        for b in weir_core::batch::decode_all(read.bytes, usize::MAX) {
+            let b = b.map_err(|e| WireError::new(ErrorCode::CorruptData, e.to_string()))?;
+            let h = *b.header();
+            for (n, r) in b.records().enumerate() {
+                let offset = h.base_offset + n as u64;
+                let r = r.map_err(|e| WireError::new(ErrorCode::CorruptData, e.to_string()))?;
+                if offset < hw && r.timestamp(h.first_timestamp) == max {
+                    return Ok(Some((offset, max)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     async fn list_offsets(&self, r: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
         p.check_leads_reads()?;

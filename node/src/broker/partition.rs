@@ -594,6 +594,14 @@ impl Partition {
         Ok((start, self.high_watermark()))
     }
 
+    /// The largest record timestamp and the batch holding it, below the
+    /// high watermark (`None`: nothing readable).
+    pub async fn max_timestamp_batch(&self) -> Result<Option<(i64, u64)>, WireError> {
+        let log = self.log().await?;
+        let hw = self.high_watermark();
+        Ok(log.max_timestamp_batch().filter(|(_, at)| *at < hw))
+    }
+
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, WireError> {
         let log = self.log().await?;
         blocking::run(move || log.offset_for_timestamp(ts)).await.map_err(log_error)

@@ -74,7 +74,7 @@ fn to_raft_entry(e: &log::Entry, heads_only: bool) -> std::result::Result<Entry<
     let mut payload = None;
     while at < bytes.len() {
         let h = BatchHeader::parse(&bytes[at..])?;
-        let len = if heads_only && !h.is_control() { HEADER_LEN } else { h.total_len() };
+        let len = if heads_only && !h.is_control() { h.header_len() } else { h.total_len() };
         if at + len > bytes.len() {
             return Err(LogError::RaftOrder(format!(
                 "entry {} ends inside a batch (at {at}, {len} bytes, of {})",
@@ -219,8 +219,9 @@ fn heads_of(e: &Entry<TypeConfig>, info: &log::AppendInfo) -> Entry<TypeConfig> 
                 .batches
                 .iter()
                 .map(|b| {
-                    let mut head = b[..HEADER_LEN].to_vec();
-                    let records = BatchHeader::parse(&head).map_or(0, |h| u64::from(h.record_count));
+                    let parsed = BatchHeader::parse(b).ok();
+                    let mut head = b[..parsed.map_or(b.len().min(HEADER_LEN), |h| h.header_len())].to_vec();
+                    let records = parsed.map_or(0, |h| u64::from(h.record_count));
                     let id = convert::log_id_to_log(e.log_id);
                     weir_core::batch::stamp(
                         &mut head,

@@ -1,156 +1,69 @@
-//! A Kafka client's connection on the client port: frames in, answers out
-//! in request order (`weir_net::kafka` decodes, checks versions and
-//! encodes; this reads the socket under the same bounds as a native
-//! connection and asks the broker). As there, the buffer grows only as
-//! bytes arrive, and a frame larger than a read chunk is read only once
-//! the broker-wide `request_bytes_queued_max` budget holds all of it. A request this build does not answer
-//! closes the connection, logged with the client, API and version.
+//! Kafka's admin and metadata requests, answered from the metadata native
+//! clients get: Metadata (and auto-create), CreateTopics, DeleteTopics.
 
 use crate::broker::Broker;
-use crate::tasks::stopped;
-use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::time::Instant;
 use weir_core::metadata::MetadataError;
 use weir_core::metadata::TopicSettings;
 use weir_net::Response;
-use weir_net::frame::READ_CHUNK_BYTES;
-use weir_net::kafka::request::{self, NewTopic, Refused, Request};
-use weir_net::kafka::response::{self, BrokerView, MetadataView, PartitionView, TopicResult, TopicView};
-use weir_net::kafka::{code, frame_len};
+use weir_net::kafka::code;
+use weir_net::kafka::request::NewTopic;
+use weir_net::kafka::response::{BrokerView, MetadataView, PartitionView, TopicResult, TopicView};
 use weir_net::message::{CreateTopicRequest, DeleteTopicRequest, MetadataRequest, MetadataResponse, TopicConfig};
 use weir_net::{ErrorCode, WireError};
 
-/// Serves a connection whose first bytes (in `buf`) are a Kafka request.
-pub async fn connection<R, W>(
-    mut rd: R,
-    mut wr: W,
-    mut buf: BytesMut,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    budget: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let cfg = broker.config().clone();
-    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
-    let mut frame_deadline: Option<Instant> = Some(Instant::now() + cfg.frame_timeout);
-    // Budget held for the large frame being read, until it is answered.
-    let mut permit: Option<OwnedSemaphorePermit> = None;
-    tracing::debug!(%peer, "Kafka connection opened");
-    let reason = loop {
-        // Answer every whole frame buffered, in order.
-        match frame_len(&buf, cfg.frame_bytes_max.min(weir_net::kafka::FRAME_BYTES_MAX)) {
-            Some(Err(why)) => break format!("{why}; closing"),
-            Some(Ok(n)) if buf.len() >= 4 + n => {
-                let frame = buf.split_to(4 + n).split_off(4).freeze();
-                frame_deadline = None;
-                match answer(&broker, frame).await {
-                    Ok(Some(out)) => {
-                        let written = async {
-                            wr.write_all(&out).await?;
-                            wr.flush().await
-                        };
-                        if let Err(e) = written.await {
-                            break format!("write failed: {e}");
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => break why,
-                }
-                permit = None;
-                idle_deadline = Instant::now() + cfg.idle_timeout;
-                continue;
-            }
-            Some(Ok(n)) => {
-                frame_deadline.get_or_insert(Instant::now() + cfg.frame_timeout);
-                if 4 + n > READ_CHUNK_BYTES && buf.len() >= READ_CHUNK_BYTES && permit.is_none() {
-                    let wait = budget.clone().acquire_many_owned(crate::server::kib(4 + n));
-                    tokio::select! {
-                        biased;
-                        _ = stopped(&mut shutdown) => break "broker shutting down".to_owned(),
-                        p = wait => permit = p.ok(),
-                        _ = tokio::time::sleep_until(frame_deadline.unwrap_or(idle_deadline)) => {
-                            break format!("no complete frame within {} ms", cfg.frame_timeout.as_millis());
-                        }
-                    }
-                }
-                // Grown as the frame's bytes arrive, never to a length merely announced.
-                buf.reserve((4 + n - buf.len()).min(READ_CHUNK_BYTES));
-            }
-            None if !buf.is_empty() => {
-                frame_deadline.get_or_insert(Instant::now() + cfg.frame_timeout);
-            }
-            None => buf.reserve(64),
-        }
-        tokio::select! {
-            biased;
-            _ = stopped(&mut shutdown) => break "broker shutting down".to_owned(),
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => break "peer closed".to_owned(),
-                Ok(_) => idle_deadline = Instant::now() + cfg.idle_timeout,
-                Err(e) => break format!("read failed: {e}"),
-            },
-            _ = tokio::time::sleep_until(frame_deadline.unwrap_or(idle_deadline)), if frame_deadline.is_some() => {
-                break format!("no complete frame within {} ms", cfg.frame_timeout.as_millis());
-            }
-            _ = tokio::time::sleep_until(idle_deadline) => break "idle timeout".to_owned(),
-        }
-    };
-    if reason.starts_with("peer closed") || reason.starts_with("idle") || reason.starts_with("broker shutting") {
-        tracing::debug!(%peer, %reason, "Kafka connection closed");
-    } else {
-        tracing::warn!(%peer, %reason, "Kafka connection closed");
+/// Answers a CreateTopics: each topic created (or, `validate_only`,
+/// checked) on its own; a name given twice is refused in every entry.
+pub(super) async fn create_topics(broker: &Arc<Broker>, topics: Vec<NewTopic>, validate_only: bool) -> Result<Vec<TopicResult>, String> {
+    let all = native_metadata(broker).await?;
+    let dups = duplicates(topics.iter().map(|t| t.name.as_str()));
+    let mut results = Vec::with_capacity(topics.len());
+    for t in topics {
+        results.push(match dups.contains(t.name.as_str()) {
+            true => duplicate(&t.name),
+            false => create_topic(broker, &all, t, validate_only).await,
+        });
     }
-    let _ = wr.shutdown().await;
+    Ok(results)
 }
 
-/// The framed answer to one request (`None`: none is due), or why the
-/// connection closes.
-async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<BytesMut>, String> {
-    let encoded = match request::decode(frame) {
-        Ok((h, Request::ApiVersions { software })) => {
-            tracing::debug!(client = %h.client(), ?software, version = h.api_version, "Kafka ApiVersions");
-            response::api_versions(h.correlation_id, h.api_version, code::NONE)
+/// Answers a DeleteTopics: each topic deleted on its own.
+pub(super) async fn delete_topics(broker: &Arc<Broker>, names: Vec<String>) -> Vec<TopicResult> {
+    let dups = duplicates(names.iter().map(String::as_str));
+    let mut results = Vec::with_capacity(names.len());
+    for name in names {
+        if dups.contains(name.as_str()) {
+            results.push(duplicate(&name));
+            continue;
         }
-        Ok((h, Request::Metadata { topics, allow_auto_create })) => {
-            if let Some(names) = topics.as_deref().filter(|_| allow_auto_create && broker.config().auto_create_topics) {
-                auto_create(broker, names).await?;
-            }
-            let view = metadata_view(broker, topics).await?;
-            response::metadata(h.correlation_id, h.api_version, &view)
+        let deleted = broker.handle(weir_net::Request::DeleteTopic(DeleteTopicRequest { name: name.clone() })).await;
+        results.push(match deleted {
+            Ok(_) => TopicResult { name, error: code::NONE, message: None },
+            Err(e) => TopicResult { name, error: kafka_code(&e), message: Some(e.message) },
+        });
+    }
+    results
+}
+
+/// The names given more than once in one request: Kafka refuses each of
+/// their entries (INVALID_REQUEST) rather than act on one of them.
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut dups = std::collections::HashSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            dups.insert(n.to_owned());
         }
-        Ok((h, Request::CreateTopics { topics, validate_only, .. })) => {
-            let all = native_metadata(broker).await?;
-            let mut results = Vec::with_capacity(topics.len());
-            for t in topics {
-                results.push(create_topic(broker, &all, t, validate_only).await);
-            }
-            response::create_topics(h.correlation_id, h.api_version, &results)
-        }
-        Ok((h, Request::DeleteTopics { names, .. })) => {
-            let mut results = Vec::with_capacity(names.len());
-            for name in names {
-                let deleted = broker.handle(weir_net::Request::DeleteTopic(DeleteTopicRequest { name: name.clone() })).await;
-                results.push(match deleted {
-                    Ok(_) => TopicResult { name, error: code::NONE, message: None },
-                    Err(e) => TopicResult { name, error: kafka_code(&e), message: Some(e.message) },
-                });
-            }
-            response::delete_topics(h.correlation_id, h.api_version, &results)
-        }
-        Err((h, Refused::ApiVersionsTooNew)) => {
-            tracing::debug!(client = %h.client(), version = h.api_version, "Kafka ApiVersions newer than ours: answered at version 0");
-            response::api_versions(h.correlation_id, 0, code::UNSUPPORTED_VERSION)
-        }
-        Err((_, Refused::Close(why))) => return Err(why),
-    };
-    encoded.map(Some).map_err(|e| e.to_string())
+    }
+    dups
+}
+
+fn duplicate(name: &str) -> TopicResult {
+    TopicResult {
+        name: name.to_owned(),
+        error: code::INVALID_REQUEST,
+        message: Some(format!("topic {name:?} is named more than once in this request: name each topic once")),
+    }
 }
 
 /// Kafka node ids are i32: a Weir node id beyond that cannot be named (-1).
@@ -207,7 +120,7 @@ const AUTO_CREATE_PER_REQUEST_MAX: usize = 64;
 /// Metadata request that allows it: `default_partitions`, the default
 /// replication, the cluster's log settings. A name that is invalid, or a
 /// create that fails, leaves the topic unknown (its Metadata entry says so).
-async fn auto_create(broker: &Arc<Broker>, names: &[String]) -> Result<(), String> {
+pub(super) async fn auto_create(broker: &Arc<Broker>, names: &[String]) -> Result<(), String> {
     let all = native_metadata(broker).await?;
     let missing = names.iter().filter(|n| !all.topics.iter().any(|t| &t.name == *n)).take(AUTO_CREATE_PER_REQUEST_MAX);
     for name in missing {
@@ -216,7 +129,7 @@ async fn auto_create(broker: &Arc<Broker>, names: &[String]) -> Result<(), Strin
         match r.error {
             code::NONE => tracing::info!(topic = %name, "created a topic a Kafka client asked for (auto_create_topics)"),
             code::TOPIC_ALREADY_EXISTS => {}
-            _ => tracing::debug!(topic = %name, error = ?r.message, "a topic a Kafka client asked for was not created"),
+            _ => tracing::warn!(topic = %name, error = ?r.message, "a topic a Kafka client asked for was not created"),
         }
     }
     Ok(())
@@ -249,20 +162,20 @@ async fn create_topic(broker: &Arc<Broker>, all: &MetadataResponse, t: NewTopic,
     let mut config = TopicConfig::default();
     for (key, value) in &t.configs {
         let number = value.as_deref().and_then(|v| v.trim().parse::<i64>().ok());
-        let bad = || fail(code::INVALID_CONFIG, format!("{key} = {value:?} is not a number"));
+        let bad = |want: &str| fail(code::INVALID_CONFIG, format!("{key} = {value:?}: {want}"));
         match key.as_str() {
             "retention.ms" => match number {
                 Some(n) => config.retention_ms = Some(n),
-                None => return bad(),
+                None => return bad("give milliseconds, or -1 for no time limit"),
             },
             "retention.bytes" => match number {
                 Some(-1) => config.retention_bytes = None,
                 Some(n) if n >= 0 => config.retention_bytes = Some(n as u64),
-                _ => return bad(),
+                _ => return bad("give bytes (0 or more), or -1 for no size limit"),
             },
             "segment.bytes" => match number {
                 Some(n) if n > 0 => config.segment_bytes = Some(n as u64),
-                _ => return bad(),
+                _ => return bad("give a positive number of bytes"),
             },
             other => {
                 return fail(
@@ -273,8 +186,11 @@ async fn create_topic(broker: &Arc<Broker>, all: &MetadataResponse, t: NewTopic,
         }
     }
     if validate_only {
-        if all.topics.iter().any(|x| x.name == t.name) {
-            return fail(code::TOPIC_ALREADY_EXISTS, format!("topic {:?} already exists", t.name));
+        if let Some(x) = all.topics.iter().find(|x| x.name.eq_ignore_ascii_case(&t.name)) {
+            return match x.name == t.name {
+                true => fail(code::TOPIC_ALREADY_EXISTS, format!("topic {:?} already exists", t.name)),
+                false => fail(code::TOPIC_ALREADY_EXISTS, format!("topic {:?} differs from {:?} only in case", t.name, x.name)),
+            };
         }
         let cfg = broker.config();
         let settings = TopicSettings {
@@ -296,7 +212,7 @@ async fn create_topic(broker: &Arc<Broker>, all: &MetadataResponse, t: NewTopic,
 }
 
 /// What a Metadata answer says, from the metadata native clients get.
-async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Result<MetadataView, String> {
+pub(super) async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Result<MetadataView, String> {
     let all = native_metadata(broker).await?;
     let (cluster_id, controller) = broker.kafka_identity();
     let brokers = all
@@ -332,7 +248,13 @@ async fn metadata_view(broker: &Arc<Broker>, topics: Option<Vec<String>>) -> Res
                 .into_iter()
                 .map(|name| match by_name.get(name.as_str()) {
                     Some(t) => describe(t),
-                    None => TopicView { name, error: code::UNKNOWN_TOPIC_OR_PARTITION, partitions: Vec::new() },
+                    None => {
+                        let error = match weir_core::name::validate(&name) {
+                            Ok(()) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                            Err(_) => code::INVALID_TOPIC_EXCEPTION,
+                        };
+                        TopicView { name, error, partitions: Vec::new() }
+                    }
                 })
                 .collect()
         }
