@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use weir_net::kafka::request::{self, Request};
+use weir_net::kafka::group::{self, GroupRequest};
 use weir_net::kafka::{frame_len, looks_like_kafka, response};
 
 fuzz_target!(|data: &[u8]| {
@@ -101,6 +102,61 @@ fuzz_target!(|data: &[u8]| {
         Ok((h, Request::InitProducerId { .. })) => {
             response::init_producer_id(h.correlation_id, h.api_version, 0, 1, 0).expect("encodes");
         }
+        Ok((h, Request::Group(r))) => group_answer(&h, r),
         Err(_) => {}
     }
 });
+
+/// An answer to a decoded group request, echoing what it carried, encodes.
+fn group_answer(h: &request::Header, r: GroupRequest) {
+    let (id, v) = (h.correlation_id, h.api_version);
+    let encoded = match r {
+        GroupRequest::FindCoordinator { key, .. } => {
+            group::find_coordinator(id, v, &group::CoordinatorView { error: 0, message: Some(key), node_id: 1, host: "h".into(), port: 1 })
+        }
+        GroupRequest::Join(j) => {
+            let members = j.protocols.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect();
+            let view = group::JoinView { member_id: j.member_id, leader: j.group, protocol_type: j.protocol_type, members, ..Default::default() };
+            group::join_group(id, v, &view)
+        }
+        GroupRequest::Sync(s) => {
+            let assignment = s.assignments.first().map(|a| a.1.to_vec()).unwrap_or_default();
+            group::sync_group(id, v, 0, Some(("consumer", "range")), &assignment)
+        }
+        GroupRequest::Heartbeat { .. } => group::heartbeat(id, v, 0),
+        GroupRequest::Leave { members, .. } => group::leave_group(id, v, 0, &members.into_iter().map(|m| (m, 0)).collect::<Vec<_>>()),
+        GroupRequest::Commit(c) => {
+            let results: Vec<_> = c.topics.into_iter().map(|(t, ps)| (t, ps.into_iter().map(|p| (p.0, 0)).collect())).collect();
+            group::offset_commit(id, v, &results)
+        }
+        GroupRequest::OffsetFetch { topics, .. } => {
+            let topics: Vec<_> = topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| {
+                    (t, ps.into_iter().map(|p| group::FetchedOffset { partition: p, offset: -1, metadata: String::new(), error: 0 }).collect())
+                })
+                .collect();
+            group::offset_fetch(id, v, 0, &topics)
+        }
+        GroupRequest::Describe { groups } => {
+            let views: Vec<_> = groups
+                .into_iter()
+                .map(|g| group::GroupView {
+                    error: 0,
+                    group: g,
+                    state: "Dead".into(),
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: vec![],
+                })
+                .collect();
+            group::describe_groups(id, v, &views)
+        }
+        GroupRequest::List { states } => {
+            let groups: Vec<_> = states.into_iter().map(|s| (s.clone(), "consumer".to_owned(), s)).collect();
+            group::list_groups(id, v, 0, &groups)
+        }
+    };
+    encoded.expect("encodes");
+}

@@ -328,3 +328,82 @@ fn kcat_and_weirctl_read_what_the_other_wrote() {
     assert_eq!(lines[1]["value"], "from-kcat", "{lines:?}");
     assert_eq!(lines[1]["key"], "kk", "{lines:?}");
 }
+
+#[test]
+fn confluent_kafka_and_kafka_python_groups_commit_resume_split_and_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(create(&broker, "grouped", 4));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/groups.py");
+    let weirctl = std::path::Path::new(env!("CARGO_BIN_EXE_weir")).with_file_name("weirctl");
+    assert!(weirctl.exists(), "{} is missing: build the workspace's binaries (cargo build --bins)", weirctl.display());
+    let out =
+        Command::new(kafka_python()).args([script, &broker.addr, "grouped", weirctl.to_str().unwrap()]).output().expect("run the script");
+    assert!(
+        out.status.success(),
+        "the script failed ({}): stderr {} stdout {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(r["unflushed"], 0, "{r}");
+    assert!(r["poll_errors"].is_null(), "{r}");
+    // The first member read 25 and committed them: the commits sit one past
+    // the last record it read of each partition.
+    let first: Vec<(u64, u64, String)> = serde_json::from_value(r["first"].clone()).unwrap();
+    assert_eq!(first.len(), 25, "{r}");
+    let mut next = [0u64; 4];
+    for (p, o, _) in &first {
+        next[*p as usize] = next[*p as usize].max(o + 1);
+    }
+    let committed: Vec<(u64, i64)> = serde_json::from_value(r["first_committed"].clone()).unwrap();
+    for (p, o) in committed {
+        let want = if next[p as usize] == 0 { -1001 } else { next[p as usize] as i64 };
+        assert_eq!(o, want, "partition {p}'s commit: {r}");
+    }
+    // The second member resumed exactly there: together they read every
+    // record once, and nothing more came.
+    let second: Vec<(u64, u64, String)> = serde_json::from_value(r["second"].clone()).unwrap();
+    for (p, o, _) in &second {
+        assert!(*o >= next[*p as usize], "the second member re-read {p}/{o}, below the commit: {r}");
+    }
+    let mut all: Vec<String> = first.iter().chain(&second).map(|x| x.2.clone()).collect();
+    all.sort();
+    let mut want: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "every record read once across the two members");
+    assert_eq!(r["second_extra"], serde_json::json!([]), "{r}");
+    // Two members split the four partitions; when one leaves the other has them all.
+    assert_eq!(r["alone"], serde_json::json!([0, 1, 2, 3]), "{r}");
+    let (a, b): (Vec<u64>, Vec<u64>) = serde_json::from_value(r["split"].clone()).unwrap();
+    let mut union: Vec<u64> = a.iter().chain(&b).copied().collect();
+    union.sort();
+    assert!(!a.is_empty() && !b.is_empty() && union == vec![0, 1, 2, 3], "disjoint and complete: {r}");
+    assert_eq!(r["after_leave"], serde_json::json!([0, 1, 2, 3]), "{r}");
+    // weirctl saw the split: each member subscribed to the topic, holding its part.
+    let w = &r["weirctl_split"];
+    assert_eq!((w["state"].as_str(), w["assignor"].as_str()), (Some("Stable"), Some("range")), "{w}");
+    let mut held: Vec<u64> = Vec::new();
+    for m in w["members"].as_array().unwrap() {
+        assert_eq!(m["topics"], serde_json::json!(["grouped"]), "{w}");
+        held.extend(m["partitions"].as_array().unwrap().iter().map(|p| p["partition"].as_u64().unwrap()));
+    }
+    held.sort();
+    assert_eq!(held, vec![0, 1, 2, 3], "{w}");
+    // kafka-python: everything read once; a new member finds the commits at the end.
+    assert_eq!((r["kp_seen"].clone(), r["kp_distinct"].clone()), (serde_json::json!(60), serde_json::json!(60)), "{r}");
+    assert_eq!(r["kp_committed"], r["kp_end"], "{r}");
+    assert_eq!(r["admin_offsets"], r["kp_end"], "{r}");
+    for g in ["ck-group", "ck-split", "kp-group"] {
+        assert!(r["listed"].as_array().unwrap().iter().any(|x| x == g), "{g} listed: {r}");
+    }
+    assert_eq!(r["described"], serde_json::json!([["ck-group", "Empty", "consumer", 0], ["kp-group", "Empty", "consumer", 0]]), "{r}");
+    // The groups are the broker's: weirctl shows the committed offsets.
+    let described = Command::new(&weirctl).args(["--broker", &broker.addr, "group", "describe", "kp-group"]).output().unwrap();
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(described.contains("grouped"), "{described}");
+    let listed = Command::new(&weirctl).args(["--broker", &broker.addr, "group", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("ck-split"), "{listed:?}");
+}

@@ -20,8 +20,16 @@
 //! retention run on its monotonic clock, so a stepped wall clock expires
 //! nothing; commit times record the wall clock. [`offsets_log`] owns the
 //! records' durable form, replay and compaction.
+//!
+//! A group is one of two kinds, fixed while it has members
+//! ([`Protocol`]): Weir's, where the coordinator assigns partitions, or
+//! Kafka's, where members' metadata and the leader's assignment are opaque
+//! bytes ([`client_assigned`]: join answers wait for the generation, sync
+//! answers for the leader's assignment). Both share commits, offsets,
+//! sessions and generations.
 
 mod assign;
+pub mod client_assigned;
 pub mod offsets_log;
 #[cfg(test)]
 mod tests;
@@ -75,6 +83,12 @@ pub enum GroupError {
     InvalidSessionTimeout { got: u32, min: u32, max: u32 },
     #[error("no assignor is supported by every member: this member offers {offered:?}, the group uses {group:?}")]
     InconsistentAssignors { offered: Vec<Assignor>, group: Vec<Assignor> },
+    /// A member of another kind (Weir's or Kafka's), protocol type or set
+    /// of protocols than the group's members.
+    #[error("{0}")]
+    InconsistentProtocol(String),
+    #[error("group {group:?} is full ({max} members)")]
+    GroupFull { group: String, max: usize },
     #[error("group {0:?} has active members: stop them first")]
     NotEmpty(String),
     #[error("invalid request: {0}")]
@@ -98,11 +112,20 @@ pub struct CoordinatorConfig {
     pub offsets_retention_ms: Option<i64>,
     /// Members per group; joins beyond it are refused.
     pub members_max: usize,
+    /// Opaque bytes (members' metadata and assignments) one client-assigned
+    /// group may hold; a join or assignment beyond it is refused.
+    pub group_opaque_bytes_max: usize,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
-        CoordinatorConfig { session_timeout_min_ms: 1_000, session_timeout_max_ms: 300_000, offsets_retention_ms: None, members_max: 1_000 }
+        CoordinatorConfig {
+            session_timeout_min_ms: 1_000,
+            session_timeout_max_ms: 300_000,
+            offsets_retention_ms: None,
+            members_max: 1_000,
+            group_opaque_bytes_max: 4 << 20,
+        }
     }
 }
 
@@ -117,6 +140,11 @@ pub struct Member {
     pub last_heartbeat: Monotonic,
     /// Rejoined for the rebalance in progress.
     pub joined: bool,
+    /// Client-assigned groups: the protocols the member supports, in its
+    /// order of preference, each with its metadata.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// Where the member connects from (for describe).
+    pub client_host: String,
 }
 
 /// A committed offset with what the application attached to it.
@@ -146,6 +174,12 @@ pub struct Group {
     pub members: BTreeMap<String, Member>,
     pub assignment: Assignment,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// `Some`: a client-assigned group of this protocol type (Kafka's
+    /// `consumer`), with `protocol` the one chosen for the generation and
+    /// `client_assignment` what its leader assigned each member.
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub client_assignment: BTreeMap<String, Vec<u8>>,
     rebalance_deadline: Option<Monotonic>,
     /// When the group last became empty (monotonic: offsets retention is
     /// measured on this node's clock, not a wall clock that may step).
@@ -172,6 +206,9 @@ impl Group {
             members: BTreeMap::new(),
             assignment: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            protocol_type: None,
+            protocol: None,
+            client_assignment: BTreeMap::new(),
             rebalance_deadline: None,
             empty_since: Some(now.mono),
             pending_commits: 0,
@@ -191,6 +228,7 @@ impl Group {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.assignment.clear();
+            self.client_assignment.clear();
             self.rebalance_deadline = None;
             self.empty_since = Some(now.mono);
             return;
@@ -231,10 +269,20 @@ pub struct SyncResult {
 pub struct JoinParams {
     pub member_id: Option<String>,
     pub client_id: String,
-    pub topics: Vec<String>,
-    pub assignors: Vec<Assignor>,
+    pub client_host: String,
+    pub protocol: Protocol,
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
+}
+
+/// How a member's partitions are decided: a group's kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// Weir's: the coordinator assigns the subscribed topics' partitions.
+    Assigned { topics: Vec<String>, assignors: Vec<Assignor> },
+    /// Kafka's: the leader assigns; metadata and assignments are opaque.
+    /// `protocols` are (name, metadata), in the member's preference order.
+    ClientAssigned { protocol_type: String, protocols: Vec<(String, Vec<u8>)> },
 }
 
 /// A commit checked against the group and ready to be made durable; hand
@@ -264,7 +312,9 @@ pub struct GroupCoordinator {
     generation_floor: u32,
 }
 
-/// Generations of one coordinator life start at `epoch << GENERATION_EPOCH_SHIFT`.
+/// Generations of one coordinator life start at `epoch << GENERATION_EPOCH_SHIFT`
+/// (the epoch taken modulo 2^15, so every generation is a positive i32, as
+/// Kafka's protocol carries them).
 const GENERATION_EPOCH_SHIFT: u32 = 16;
 
 impl GroupCoordinator {
@@ -277,7 +327,7 @@ impl GroupCoordinator {
     /// generation this coordinator handed out, so a group deleted and
     /// created again never repeats one.
     fn first_generation(&self) -> u32 {
-        (((self.epoch as u32) & 0xffff) << GENERATION_EPOCH_SHIFT).max(self.generation_floor)
+        (((self.epoch as u32) & 0x7fff) << GENERATION_EPOCH_SHIFT).max(self.generation_floor)
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -311,45 +361,73 @@ impl GroupCoordinator {
         if !(min..=max).contains(&p.session_timeout_ms) {
             return Err(GroupError::InvalidSessionTimeout { got: p.session_timeout_ms, min, max });
         }
-        if p.topics.is_empty() {
-            return Err(GroupError::Invalid("a member must subscribe to at least one topic".into()));
+        match &p.protocol {
+            Protocol::Assigned { topics, assignors } => {
+                if topics.is_empty() {
+                    return Err(GroupError::Invalid("a member must subscribe to at least one topic".into()));
+                }
+                if assignors.is_empty() {
+                    return Err(GroupError::Invalid("a member must support at least one assignor".into()));
+                }
+            }
+            Protocol::ClientAssigned { protocol_type, protocols } => {
+                if protocol_type.is_empty() || protocols.is_empty() {
+                    return Err(GroupError::Invalid("a member must name its protocol type and at least one protocol".into()));
+                }
+            }
         }
-        if p.assignors.is_empty() {
-            return Err(GroupError::Invalid("a member must support at least one assignor".into()));
-        }
-        let members_max = self.config.members_max;
+        let (members_max, opaque_max) = (self.config.members_max, self.config.group_opaque_bytes_max);
         let first = self.first_generation();
         let group = self.groups.entry(group_id.to_owned()).or_insert_with(|| Group::new(group_id, now, first));
         if group.state == GroupState::Dead {
             *group = Group::new(group_id, now, first);
         }
-        let common_now = group.common_assignors();
-        if !group.members.is_empty() && !p.assignors.iter().any(|a| common_now.contains(a)) {
-            return Err(GroupError::InconsistentAssignors { offered: p.assignors, group: common_now });
-        }
-        let topics: BTreeSet<String> = p.topics.iter().cloned().collect();
+        let (topics, assignors, protocols) = match p.protocol {
+            Protocol::Assigned { topics, assignors } => {
+                if !group.members.is_empty() && group.protocol_type.is_some() {
+                    return Err(GroupError::InconsistentProtocol(format!(
+                        "group {group_id:?} is a Kafka group with members: a Weir consumer cannot join it (use another group)"
+                    )));
+                }
+                let common_now = group.common_assignors();
+                if !group.members.is_empty() && !assignors.iter().any(|a| common_now.contains(a)) {
+                    return Err(GroupError::InconsistentAssignors { offered: assignors, group: common_now });
+                }
+                group.protocol_type = None;
+                (topics.into_iter().collect::<BTreeSet<String>>(), assignors, Vec::new())
+            }
+            Protocol::ClientAssigned { protocol_type, protocols } => {
+                client_assigned::check_join(group, &protocol_type, &protocols, p.member_id.as_deref(), opaque_max)?;
+                group.protocol_type = Some(protocol_type);
+                (BTreeSet::new(), Vec::new(), protocols)
+            }
+        };
         let member_id = match p.member_id.filter(|id| !id.is_empty()) {
             Some(id) if group.members.contains_key(&id) => id,
             Some(id) => return Err(GroupError::UnknownMember(id)),
             None => {
                 if group.members.len() >= members_max {
-                    return Err(GroupError::Invalid(format!("group {group_id:?} is full ({members_max} members)")));
+                    return Err(GroupError::GroupFull { group: group_id.to_owned(), max: members_max });
                 }
                 self.next_member += 1;
                 format!("{}-{}-{}", p.client_id, self.epoch, self.next_member)
             }
         };
         let existing = group.members.get(&member_id).cloned();
-        let unchanged = existing.as_ref().is_some_and(|m| m.topics == topics && m.assignors == p.assignors);
+        let unchanged = existing.as_ref().is_some_and(|m| m.topics == topics && m.assignors == assignors && m.protocols == protocols);
+        // Kafka's leader rejoins to have a topic change it saw reassigned.
+        let leader_rejoins = group.protocol_type.is_some() && group.leader.as_deref() == Some(member_id.as_str());
         let member = Member {
             id: member_id.clone(),
             client_id: p.client_id,
             topics,
-            assignors: p.assignors,
+            assignors,
             session_timeout_ms: p.session_timeout_ms,
             rebalance_timeout_ms: p.rebalance_timeout_ms.max(p.session_timeout_ms),
             last_heartbeat: now.mono,
             joined: true,
+            protocols,
+            client_host: p.client_host,
         };
         group.members.insert(member_id.clone(), member);
         group.empty_since = None;
@@ -357,7 +435,7 @@ impl GroupCoordinator {
             group.leader = Some(member_id.clone());
         }
         // A stable member rejoining with the same subscription needs no rebalance.
-        if !(unchanged && group.state == GroupState::Stable) {
+        if !(unchanged && !leader_rejoins && group.state == GroupState::Stable) {
             group.start_rebalance(now);
             if let Some(m) = group.members.get_mut(&member_id) {
                 m.joined = true;
@@ -390,6 +468,9 @@ impl GroupCoordinator {
         let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
         m.last_heartbeat = now.mono;
         match g.state {
+            // Kafka's members rejoin on this; their joins are held meanwhile.
+            GroupState::PreparingRebalance if g.protocol_type.is_some() => Err(GroupError::RebalanceInProgress),
+            GroupState::CompletingRebalance if g.protocol_type.is_some() && generation == g.generation => Ok(()),
             GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
                 if m.joined {
                     Ok(())
@@ -439,6 +520,10 @@ impl GroupCoordinator {
                 }
                 if generation != g.generation {
                     return Err(GroupError::IllegalGeneration { got: generation, current: g.generation });
+                }
+                // The generation's owners are not known until its leader assigns.
+                if g.state == GroupState::CompletingRebalance {
+                    return Err(GroupError::RebalanceInProgress);
                 }
             }
         }
@@ -628,6 +713,10 @@ impl GroupCoordinator {
             g.assignment.clear();
             g.empty_since = Some(now.mono);
             g.rebalance_deadline = None;
+            return;
+        }
+        if g.protocol_type.is_some() {
+            client_assigned::complete_rebalance(g, now);
             return;
         }
         g.state = GroupState::CompletingRebalance;

@@ -10,8 +10,8 @@ fn params(member_id: Option<String>, topics: &[&str], assignors: Vec<Assignor>) 
     JoinParams {
         member_id,
         client_id: "c".into(),
-        topics: topics.iter().map(|t| t.to_string()).collect(),
-        assignors,
+        client_host: String::new(),
+        protocol: Protocol::Assigned { topics: topics.iter().map(|t| t.to_string()).collect(), assignors },
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: SESSION_MS,
     }

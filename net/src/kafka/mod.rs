@@ -14,7 +14,9 @@
 //! a request of a few bytes could ask for terabytes. Every request body is
 //! first walked against its schema ([`walk`]), every array count at every
 //! depth checked against the bytes left, before the crate decodes it.
+//! The group APIs live in [`group`].
 
+pub mod group;
 pub mod request;
 pub mod response;
 pub mod versions;

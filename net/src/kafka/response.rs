@@ -61,7 +61,7 @@ pub struct MetadataView {
 pub struct EncodeError(String);
 
 /// `body` encoded after a response header of `header_version`, framed.
-fn framed<E: std::fmt::Display>(
+pub(super) fn framed<E: std::fmt::Display>(
     correlation_id: i32,
     header_version: i16,
     body: impl FnOnce(&mut BytesMut) -> Result<(), E>,

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use weir_core::group::offsets_log::{self, CompactionPolicy};
-use weir_core::group::{Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, PendingCommit, TopicPartition};
+use weir_core::group::{
+    Assignor, CoordinatorConfig, GroupCoordinator, GroupError, GroupState, JoinParams, PendingCommit, Protocol, TopicPartition,
+};
 use weir_core::log::PartitionLog;
 use weir_net::message::*;
 use weir_net::{ErrorCode, WireError};
@@ -65,6 +67,8 @@ pub struct Groups {
     log_order: tokio::sync::RwLock<()>,
     compaction: Mutex<CompactionPolicy>,
     clock: Clock,
+    /// Woken on every change the Kafka protocol's held joins and syncs wait for.
+    changed: tokio::sync::Notify,
 }
 
 /// Aborts a checked commit unless it was applied.
@@ -89,7 +93,8 @@ pub fn group_error(e: GroupError) -> WireError {
         GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
         GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
-        GroupError::InconsistentAssignors { .. } => ErrorCode::InconsistentAssignors,
+        GroupError::InconsistentAssignors { .. } | GroupError::InconsistentProtocol(_) => ErrorCode::InconsistentAssignors,
+        GroupError::GroupFull { .. } => ErrorCode::InvalidRequest,
         GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
         GroupError::Invalid(_) => ErrorCode::InvalidRequest,
         GroupError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
@@ -98,7 +103,7 @@ pub fn group_error(e: GroupError) -> WireError {
     WireError::new(code, e.to_string())
 }
 
-fn state_name(s: GroupState) -> &'static str {
+pub fn state_name(s: GroupState) -> &'static str {
     match s {
         GroupState::Empty => "Empty",
         GroupState::PreparingRebalance => "PreparingRebalance",
@@ -180,6 +185,7 @@ impl Groups {
             log_order: tokio::sync::RwLock::new(()),
             compaction: Mutex::new(CompactionPolicy { compact_bytes: config.offsets_compact_bytes, compacted_size: 0 }),
             clock,
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -206,6 +212,22 @@ impl Groups {
 
     fn lock(&self) -> MutexGuard<'_, GroupCoordinator> {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the coordinator if this node coordinates now (the Kafka
+    /// protocol's group calls go straight to core), then wakes the
+    /// requests held for a change.
+    pub fn with_coordinator<T>(&self, f: impl FnOnce(&mut GroupCoordinator, weir_core::Now) -> T) -> Result<T, WireError> {
+        self.coordinating()?;
+        let now = self.clock.now();
+        let out = f(&mut self.lock(), now);
+        self.changed.notify_waiters();
+        Ok(out)
+    }
+
+    /// Notified on a change to any group (a held request re-checks).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     fn serving(&self) -> Option<u64> {
@@ -354,7 +376,7 @@ impl Groups {
     /// Makes a pending change durable, then applies it; if that fails, or
     /// this future is dropped at any await (its connection died), the guard
     /// aborts it, so the group is never left waiting on it.
-    async fn settle(&self, pending: PendingCommit) -> Result<(), WireError> {
+    pub async fn settle(&self, pending: PendingCommit) -> Result<(), WireError> {
         let mut guard = PendingGuard { groups: self, pending: Some(pending) };
         let _order = self.log_order.read().await;
         let records = guard.pending.as_ref().map(|p| p.records.clone()).unwrap_or_default();
@@ -362,6 +384,7 @@ impl Groups {
         if let Some(p) = guard.pending.take() {
             let now = self.clock.now();
             self.lock().apply_commit(&p, now);
+            self.changed.notify_waiters();
         }
         Ok(())
     }
@@ -376,6 +399,7 @@ impl Groups {
         }
         let now = self.clock.now();
         let expired = self.lock().tick(now);
+        self.changed.notify_waiters();
         for pending in expired {
             if let Err(e) = self.settle(pending).await {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
@@ -467,8 +491,8 @@ impl Groups {
         let params = JoinParams {
             member_id: r.member_id,
             client_id: r.client_id,
-            topics: r.topics,
-            assignors,
+            client_host: String::new(),
+            protocol: Protocol::Assigned { topics: r.topics, assignors },
             session_timeout_ms: r.session_timeout_ms,
             rebalance_timeout_ms: r.rebalance_timeout_ms,
         };
@@ -557,22 +581,26 @@ impl Groups {
             group: g.id.clone(),
             state: state_name(g.state).to_owned(),
             generation: g.generation,
-            assignor: g.assignor.map(|a| a.name().to_owned()),
+            assignor: g.assignor.map(|a| a.name().to_owned()).or_else(|| g.protocol.clone()),
             leader: g.leader.clone(),
             members: g
                 .members
                 .values()
-                .map(|m| GroupMemberInfo {
-                    member_id: m.id.clone(),
-                    client_id: m.client_id.clone(),
-                    topics: m.topics.iter().cloned().collect(),
-                    partitions: g
-                        .assignment
-                        .get(&m.id)
-                        .into_iter()
-                        .flatten()
-                        .map(|tp| TopicPartitionRef { topic: tp.topic.clone(), partition: tp.partition })
-                        .collect(),
+                .map(|m| {
+                    let (topics, partitions) = match g.protocol_type.as_deref() {
+                        // A Kafka consumer's subscription and assignment, read from its protocol's bytes.
+                        Some(_) => kafka_consumer(g, m),
+                        None => (
+                            m.topics.iter().cloned().collect(),
+                            g.assignment
+                                .get(&m.id)
+                                .into_iter()
+                                .flatten()
+                                .map(|tp| TopicPartitionRef { topic: tp.topic.clone(), partition: tp.partition })
+                                .collect(),
+                        ),
+                    };
+                    GroupMemberInfo { member_id: m.id.clone(), client_id: m.client_id.clone(), topics, partitions }
                 })
                 .collect(),
             offsets: g
@@ -609,6 +637,25 @@ impl Groups {
         }
         log.close();
     }
+}
+
+/// A Kafka group member's topics and partitions, as far as its
+/// protocol's bytes are Kafka's consumer protocol (others show none).
+fn kafka_consumer(g: &weir_core::group::Group, m: &weir_core::group::Member) -> (Vec<String>, Vec<TopicPartitionRef>) {
+    use weir_net::kafka::group::{consumer_assignment, consumer_topics};
+    let metadata = m.protocols.iter().find(|(n, _)| Some(n) == g.protocol.as_ref()).map(|(_, b)| b.as_slice());
+    let topics = metadata.and_then(consumer_topics).unwrap_or_default();
+    let partitions = g
+        .client_assignment
+        .get(&m.id)
+        .and_then(|a| consumer_assignment(a))
+        .into_iter()
+        .flatten()
+        .flat_map(|(topic, ps)| {
+            ps.into_iter().filter_map(move |p| Some(TopicPartitionRef { topic: topic.clone(), partition: u32::try_from(p).ok()? }))
+        })
+        .collect();
+    (topics, partitions)
 }
 
 /// Where a node keeps its replica of the offsets log.

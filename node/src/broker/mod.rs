@@ -305,6 +305,11 @@ impl Broker {
         self.tasks.every(name, interval, move || weak.upgrade().map(&tick));
     }
 
+    /// The consumer groups (the Kafka protocol's group calls use them directly).
+    pub fn groups(&self) -> &Arc<groups::Groups> {
+        &self.groups
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -67,7 +67,7 @@ fn duplicate(name: &str) -> TopicResult {
 }
 
 /// Kafka node ids are i32: a Weir node id beyond that cannot be named (-1).
-fn node(id: u64) -> i32 {
+pub(super) fn node(id: u64) -> i32 {
     i32::try_from(id).unwrap_or(-1)
 }
 

@@ -27,6 +27,7 @@ use weir_net::kafka::{code, frame_len};
 
 mod admin;
 mod data;
+mod groups;
 
 /// An answer being prepared: the framed bytes (`None`: none is due) or why
 /// the connection closes, with the request's response-bytes estimate and
@@ -61,8 +62,13 @@ pub async fn connection<R, W>(
     let mut in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = Answer> + Send>>> = FuturesOrdered::new();
     let mut response_bytes = 0usize;
     let mut closing: Option<String> = None;
+    // Turns true once the connection is closing: held group requests stop waiting.
+    let (gone_tx, gone) = watch::channel(false);
     tracing::debug!(%peer, "Kafka connection opened");
     loop {
+        if closing.is_some() {
+            gone_tx.send_replace(true);
+        }
         // Start every whole frame buffered, in order, within the bounds.
         let mut partial = None;
         while closing.is_none() && in_flight.len() < cfg.in_flight_per_connection_max {
@@ -76,8 +82,8 @@ pub async fn connection<R, W>(
                     let frame = buf.split_to(4 + n).split_off(4).freeze();
                     frame_deadline = None;
                     response_bytes += estimate;
-                    let (broker, held) = (broker.clone(), permit.take());
-                    in_flight.push_back(Box::pin(async move { (answer(&broker, frame).await, estimate, held) }));
+                    let (broker, held, gone) = (broker.clone(), permit.take(), gone.clone());
+                    in_flight.push_back(Box::pin(async move { (answer(&broker, frame, peer, gone).await, estimate, held) }));
                 }
                 Some(Ok(n)) => {
                     frame_deadline.get_or_insert(Instant::now() + cfg.frame_timeout);
@@ -160,7 +166,12 @@ fn response_estimate(frame: &[u8], len: usize, frame_max: usize) -> usize {
 
 /// The framed answer to one request (`None`: none is due), or why the
 /// connection closes.
-async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<BytesMut>, String> {
+async fn answer(
+    broker: &Arc<Broker>,
+    frame: bytes::Bytes,
+    peer: SocketAddr,
+    gone: watch::Receiver<bool>,
+) -> Result<Option<BytesMut>, String> {
     let encoded = match request::decode(frame) {
         Ok((h, Request::ApiVersions { software })) => {
             tracing::debug!(client = %h.client(), ?software, version = h.api_version, "Kafka ApiVersions");
@@ -209,6 +220,7 @@ async fn answer(broker: &Arc<Broker>, frame: bytes::Bytes) -> Result<Option<Byte
             let (error, id, epoch) = data::init_producer_id(broker, transactional_id).await;
             response::init_producer_id(h.correlation_id, h.api_version, error, id, epoch)
         }
+        Ok((h, Request::Group(r))) => groups::answer(broker, &h, r, peer, gone).await,
         Err((h, Refused::ApiVersionsTooNew)) => {
             tracing::debug!(client = %h.client(), version = h.api_version, "Kafka ApiVersions newer than ours: answered at version 0");
             response::api_versions(h.correlation_id, 0, code::UNSUPPORTED_VERSION)
