@@ -727,14 +727,12 @@ mod tests {
                         .with_group_id(g())
                         .with_generation_id_or_member_epoch(3)
                         .with_member_id(sb("m"))
-                        .with_topics(vec![
-                            OffsetCommitRequestTopic::default().with_name(TopicName(sb("t"))).with_partitions(vec![
+                        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(sb("t"))).with_partitions(vec![
                                 OffsetCommitRequestPartition::default()
                                     .with_partition_index(1)
                                     .with_committed_offset(7)
                                     .with_committed_metadata(Some(sb("x"))),
-                            ]),
-                        ])
+                            ])])
                         .encode(&mut b, v),
                     versions::OFFSET_FETCH => OffsetFetchRequest::default()
                         .with_group_id(g())

@@ -118,7 +118,9 @@ pub async fn connection<R, W>(
                 match answered {
                     Ok(Some(out)) => {
                         if let Err(e) = crate::server::write_all_within(&mut wr, &out, cfg.frame_timeout).await {
-                            closing = Some(format!("write failed: {e}"));
+                            // A client that hangs up with answers due is ordinary (a consumer closing).
+                            let gone = matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset);
+                            closing = Some(if gone { format!("peer closed before its answer: {e}") } else { format!("write failed: {e}") });
                             break;
                         }
                     }
