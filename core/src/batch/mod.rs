@@ -39,7 +39,9 @@
 //! value bytes, `header_count` uvarint, then per header `key_length`
 //! uvarint, UTF-8 key bytes, `value_length` zigzag varint, value bytes.
 //!
-//! Attributes (both forms): bits 0-2 codec (0 = none), bit 3 timestamp type
+//! Attributes (both forms): bits 0-2 codec (0 = none; form 2 also takes
+//! Kafka's 1 gzip, 2 snappy, 3 lz4 and 4 zstd, see [`codec`]: the records
+//! after the header are then compressed as a whole), bit 3 timestamp type
 //! (0 create, 1 log-append), bit 5 control.
 //!
 //! A Raft entry is one or more batches stamped with the same `raft_index`;
@@ -59,6 +61,7 @@
 //! keys and values as `Bytes` slices of the input.
 
 mod builder;
+pub mod codec;
 pub mod record;
 mod varint;
 
@@ -178,8 +181,14 @@ pub enum BatchError {
     #[error("unsupported batch attributes {0:#06x} (transactions and control batches are not taken)")]
     BadAttributes(u16),
     /// The batch is compressed with a codec this broker does not take.
-    #[error("batch compression codec {0} is not supported")]
+    #[error("batch compression codec {0} is not supported (Kafka batches take 1 gzip, 2 snappy, 3 lz4, 4 zstd)")]
     UnsupportedCodec(u16),
+    /// The records do not decompress with the batch's codec.
+    #[error("the batch's {codec} records do not decompress: {reason}")]
+    Decompress { codec: &'static str, reason: String },
+    /// The records decompress to more than a batch may hold.
+    #[error("the batch's records decompress to more than {max} bytes: send smaller batches")]
+    DecompressedTooLarge { max: usize },
     /// A record inside the batch is malformed.
     #[error("record {index} is malformed: {reason}")]
     BadRecord { index: u32, reason: &'static str },
@@ -552,7 +561,9 @@ impl RecordBatch {
         if header.attributes & !known != 0 {
             return Err(BatchError::BadAttributes(header.attributes));
         }
-        if header.attributes & attributes::CODEC_MASK != 0 {
+        // Form 2 carries Kafka's codecs; form 1 was never compressed.
+        let codec = codec::Codec::from_bits(header.attributes)?;
+        if codec != codec::Codec::None && !header.is_kafka() {
             return Err(BatchError::UnsupportedCodec(header.attributes & attributes::CODEC_MASK));
         }
         let batch = RecordBatch { header, bytes: buf.slice(..total) };
@@ -584,10 +595,25 @@ impl RecordBatch {
         ControlBody::decode(&self.bytes.slice(self.header.header_len()..))
     }
 
-    /// Iterates the records. Each item is a record or the error that stops
-    /// iteration; the iterator ends after an error.
+    /// The batch's compression codec (form 2 only; decode refused others).
+    pub fn codec(&self) -> codec::Codec {
+        codec::Codec::from_bits(self.header.attributes).unwrap_or(codec::Codec::None)
+    }
+
+    /// Iterates the records (decompressed first, under
+    /// [`codec::DECOMPRESSED_BYTES_MAX`], if the batch is compressed). Each
+    /// item is a record or the error that stops iteration; the iterator
+    /// ends after an error.
     pub fn records(&self) -> RecordIter {
-        RecordIter::new(self.bytes.slice(self.header.header_len()..), self.header.record_count, self.header.is_kafka())
+        let area = self.bytes.slice(self.header.header_len()..);
+        let area = match self.codec() {
+            codec::Codec::None => area,
+            c => match codec::decompress(c, &area, codec::DECOMPRESSED_BYTES_MAX) {
+                Ok(plain) => plain,
+                Err(e) => return RecordIter::failing(e),
+            },
+        };
+        RecordIter::new(area, self.header.record_count, self.header.is_kafka())
     }
 
     /// The batch as a Kafka client reads it: a form 2 batch's stored Kafka
@@ -638,6 +664,14 @@ impl RecordBatch {
         let check_times = !h.is_kafka();
         if check_times && h.max_timestamp < h.first_timestamp {
             return Err(BatchError::Inconsistent("max_timestamp is before first_timestamp"));
+        }
+        let codec = self.codec();
+        if codec != codec::Codec::None {
+            // Streamed, a record at a time: the broker never holds a whole
+            // decompressed batch.
+            let area = &self.bytes[h.header_len()..];
+            let cap = codec::DECOMPRESSED_BYTES_MAX;
+            return record::validate_stream(codec::decompressor(codec, area, cap)?, h.record_count, cap, codec);
         }
         let mut seen = 0u32;
         let mut iter = self.records();

@@ -38,11 +38,18 @@ pub struct RecordIter {
     index: u32,
     failed: bool,
     kafka: bool,
+    error: Option<BatchError>,
 }
 
 impl RecordIter {
     pub(super) fn new(buf: Bytes, count: u32, kafka: bool) -> Self {
-        Self { buf, left: count, index: 0, failed: false, kafka }
+        Self { buf, left: count, index: 0, failed: false, kafka, error: None }
+    }
+
+    /// An iterator that yields `error` and ends (records that could not be
+    /// decompressed).
+    pub(super) fn failing(error: BatchError) -> Self {
+        Self { buf: Bytes::new(), left: 1, index: 0, failed: false, kafka: true, error: Some(error) }
     }
 
     /// True when every byte of the records area has been consumed.
@@ -117,12 +124,93 @@ impl Cursor<'_> {
 /// Smallest possible header encoding: empty key length, null value.
 const HEADER_BYTES_MIN: usize = 2;
 
+/// One record's fields from `buf[pos..end]` (after its length).
+fn parse(buf: &Bytes, pos: usize, end: usize, kafka: bool) -> Result<Record, &'static str> {
+    let mut c = Cursor { buf, pos, end, kafka };
+    let _attributes = c.u8().ok_or("truncated attributes")?;
+    let timestamp_delta = c.ivarint().ok_or("truncated timestamp delta")?;
+    let offset_delta = c.count().ok_or("truncated or negative offset delta")?;
+    let offset_delta = u32::try_from(offset_delta).map_err(|_| "offset delta too large")?;
+    let key = c.nullable()?;
+    let value = c.nullable()?;
+    let header_count = c.count().ok_or("truncated or negative header count")?;
+    // Bound the allocation by the bytes actually present.
+    if header_count > ((c.end - c.pos) / HEADER_BYTES_MIN) as u64 {
+        return Err("header count larger than the record");
+    }
+    let mut headers = Vec::with_capacity(header_count as usize);
+    for _ in 0..header_count {
+        let klen = c.count().ok_or("truncated or negative header key length")?;
+        let klen = usize::try_from(klen).map_err(|_| "header key too large")?;
+        let key = c.take(klen).ok_or("header key runs past the record")?;
+        let key = std::str::from_utf8(&key).map_err(|_| "header key is not UTF-8")?.to_owned();
+        let value = c.nullable()?;
+        headers.push(Header { key, value });
+    }
+    if c.pos != c.end {
+        return Err("bytes left over inside the record");
+    }
+    Ok(Record { offset_delta, timestamp_delta, key, value, headers })
+}
+
+/// Checks `count` Kafka records read from `r` (a decompressor), one at a
+/// time, so memory stays one record's worth: each record's framing,
+/// offset deltas 0, 1, 2, ..., and nothing after the last. `cap` bounds
+/// any one record (the reader caps their total).
+pub(super) fn validate_stream(r: impl std::io::Read, count: u32, cap: usize, codec: super::codec::Codec) -> Result<(), BatchError> {
+    use std::io::Read;
+    let mut r = std::io::BufReader::with_capacity(64 << 10, r);
+    let io = |e: std::io::Error| super::codec::from_io(codec, e, cap);
+    let bad = |index: u32, reason: &'static str| BatchError::BadRecord { index, reason };
+    for index in 0..count {
+        // A zigzag varint length, a byte at a time (at most 10).
+        let (mut raw, mut shift) = (0u64, 0u32);
+        loop {
+            let mut b = [0u8; 1];
+            if r.read(&mut b).map_err(io)? == 0 {
+                return Err(bad(index, "the decompressed records end before record_count records"));
+            }
+            if shift > 63 {
+                return Err(bad(index, "record length varint too long"));
+            }
+            raw |= u64::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let len = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        let len = usize::try_from(len).map_err(|_| bad(index, "negative record length"))?;
+        if len > cap {
+            return Err(BatchError::DecompressedTooLarge { max: cap });
+        }
+        let mut body = Vec::new();
+        (&mut r).take(len as u64).read_to_end(&mut body).map_err(io)?;
+        if body.len() != len {
+            return Err(bad(index, "record length runs past the decompressed records"));
+        }
+        let record = parse(&Bytes::from(body), 0, len, true).map_err(|reason| bad(index, reason))?;
+        if record.offset_delta != index {
+            return Err(bad(index, "offset deltas must be 0, 1, 2, ..."));
+        }
+    }
+    let mut probe = [0u8; 1];
+    if r.read(&mut probe).map_err(io)? != 0 {
+        return Err(BatchError::Inconsistent("bytes left over after the last record"));
+    }
+    Ok(())
+}
+
 impl Iterator for RecordIter {
     type Item = Result<Record, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.left == 0 {
             return None;
+        }
+        if let Some(e) = self.error.take() {
+            self.failed = true;
+            return Some(Err(e));
         }
         let framed = match self.kafka {
             true => varint::get_i64(&self.buf).and_then(|(v, used)| Some((u64::try_from(v).ok()?, used))),
@@ -137,33 +225,7 @@ impl Iterator for RecordIter {
         if end > self.buf.len() {
             return self.bad("record length runs past the batch");
         }
-        let mut c = Cursor { buf: &self.buf, pos: used, end, kafka: self.kafka };
-        let parsed = (|| -> Result<Record, &'static str> {
-            let _attributes = c.u8().ok_or("truncated attributes")?;
-            let timestamp_delta = c.ivarint().ok_or("truncated timestamp delta")?;
-            let offset_delta = c.count().ok_or("truncated or negative offset delta")?;
-            let offset_delta = u32::try_from(offset_delta).map_err(|_| "offset delta too large")?;
-            let key = c.nullable()?;
-            let value = c.nullable()?;
-            let header_count = c.count().ok_or("truncated or negative header count")?;
-            // Bound the allocation by the bytes actually present.
-            if header_count > ((c.end - c.pos) / HEADER_BYTES_MIN) as u64 {
-                return Err("header count larger than the record");
-            }
-            let mut headers = Vec::with_capacity(header_count as usize);
-            for _ in 0..header_count {
-                let klen = c.count().ok_or("truncated or negative header key length")?;
-                let klen = usize::try_from(klen).map_err(|_| "header key too large")?;
-                let key = c.take(klen).ok_or("header key runs past the record")?;
-                let key = std::str::from_utf8(&key).map_err(|_| "header key is not UTF-8")?.to_owned();
-                let value = c.nullable()?;
-                headers.push(Header { key, value });
-            }
-            if c.pos != c.end {
-                return Err("bytes left over inside the record");
-            }
-            Ok(Record { offset_delta, timestamp_delta, key, value, headers })
-        })();
+        let parsed = parse(&self.buf, used, end, self.kafka);
         match parsed {
             Ok(record) => {
                 self.buf = self.buf.slice(end..);

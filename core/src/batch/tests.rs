@@ -287,3 +287,101 @@ fn batches_built_from_the_documented_layout_decode() {
         decode_all(entry, usize::MAX).map(|b| b.unwrap()).map(|b| (b.header().raft_index, b.header().entry_rest)).collect();
     assert_eq!(rests, vec![(1, 0), (2, 1), (2, 0), (3, 0)]);
 }
+
+/// `batch` with its records area compressed by `codec`'s encoder, its
+/// attributes saying so, and both CRCs sealed again (as a Kafka producer
+/// sends it).
+fn compressed(batch: &Bytes, codec: codec::Codec) -> Bytes {
+    use std::io::Write;
+    let plain = &batch[HEADER_LEN_KAFKA..];
+    let body = match codec {
+        codec::Codec::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        codec::Codec::Snappy => snap::raw::Encoder::new().compress_vec(plain).unwrap(),
+        codec::Codec::Lz4 => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        }
+        // zstd, as raw blocks (ruzstd only decodes).
+        codec::Codec::Zstd => {
+            let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0b1010_0000];
+            out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+            let header = 1 | ((plain.len() as u32) << 3);
+            out.extend_from_slice(&header.to_le_bytes()[..3]);
+            out.extend_from_slice(plain);
+            out
+        }
+        codec::Codec::None => plain.to_vec(),
+    };
+    let mut raw = batch[..HEADER_LEN_KAFKA].to_vec();
+    raw.extend_from_slice(&body);
+    let len = (raw.len() - LENGTH_PREFIX_LEN) as u32;
+    raw[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
+    raw[kat::BATCH_LENGTH..kat::BATCH_LENGTH + 4].copy_from_slice(&(len - KAFKA_AT as u32).to_be_bytes());
+    let bits = match codec {
+        codec::Codec::None => 0u16,
+        codec::Codec::Gzip => 1,
+        codec::Codec::Snappy => 2,
+        codec::Codec::Lz4 => 3,
+        codec::Codec::Zstd => 4,
+    };
+    raw[kat::ATTRIBUTES..kat::ATTRIBUTES + 2].copy_from_slice(&bits.to_be_bytes());
+    seal_body(&mut raw);
+    Bytes::from(raw)
+}
+
+const CODECS: [codec::Codec; 4] = [codec::Codec::Gzip, codec::Codec::Snappy, codec::Codec::Lz4, codec::Codec::Zstd];
+
+proptest! {
+    /// A compressed batch validates and reads back exactly the records of
+    /// the same batch uncompressed; a count it does not hold is refused.
+    #[test]
+    fn compressed_batches_read_back_their_records(records in proptest::collection::vec(record_strategy(), 1..20), c in 0usize..4) {
+        let plain = build(&records, 1_700_000_000_000);
+        let (want, _) = RecordBatch::decode(&plain, usize::MAX).unwrap();
+        let raw = compressed(&plain, CODECS[c]);
+        let (batch, _) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+        prop_assert_eq!(batch.codec(), CODECS[c]);
+        batch.validate().unwrap();
+        let got: Vec<Record> = batch.records().collect::<Result<_, _>>().unwrap();
+        let expected: Vec<Record> = want.records().collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(batch.kafka_bytes().unwrap().unwrap(), raw.slice(KAFKA_AT..), "served as stored");
+        // One record more than the batch holds, or one fewer.
+        for count in [records.len() as u32 + 1, records.len() as u32 - 1] {
+            let mut lying = raw.to_vec();
+            lying[kat::RECORD_COUNT..kat::RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+            lying[kat::LAST_OFFSET_DELTA..kat::LAST_OFFSET_DELTA + 4].copy_from_slice(&count.saturating_sub(1).to_be_bytes());
+            seal_body(&mut lying);
+            let lying = Bytes::from(lying);
+            if let Ok((b, _)) = RecordBatch::decode(&lying, usize::MAX) {
+                prop_assert!(b.validate().is_err() || count == 0, "count {} accepted", count);
+            }
+        }
+    }
+
+    /// Any bytes behind a valid CRC with any codec's bits are refused or
+    /// validate, never panic.
+    #[test]
+    fn garbage_under_any_codec_is_refused(body in proptest::collection::vec(any::<u8>(), 0..200), c in 0usize..4, count in 1u32..5) {
+        let mut raw = behind_valid_crc(true, &body, count).to_vec();
+        raw[kat::ATTRIBUTES..kat::ATTRIBUTES + 2].copy_from_slice(&(c as u16 + 1).to_be_bytes());
+        seal_body(&mut raw);
+        if let Ok((b, _)) = RecordBatch::decode(&Bytes::from(raw), usize::MAX) {
+            let _ = b.validate();
+            let _ = b.records().count();
+        }
+    }
+}
+
+#[test]
+fn form_1_batches_are_never_compressed() {
+    let mut raw = build_in(false, &[(0, None, Some(vec![1]), vec![])], 0).to_vec();
+    raw[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&1u16.to_le_bytes());
+    seal_body(&mut raw);
+    assert_eq!(RecordBatch::decode(&Bytes::from(raw), usize::MAX).unwrap_err(), BatchError::UnsupportedCodec(1));
+}

@@ -337,9 +337,15 @@ impl Broker {
     /// the command was committed at.
     async fn propose_here(&self, command: &ClusterCommand) -> Result<u64, WireError> {
         let cluster = self.cluster()?;
-        // A hopeless command is refused before it is written.
-        if let Err(e) = cluster.state().check(command) {
-            return Err(metadata_error(e));
+        // A hopeless command is refused before it is written; but only once
+        // this copy has applied all that is committed (a delete committed and
+        // acknowledged elsewhere, not yet applied here, refused a create of
+        // the same name as "already exists").
+        if cluster.state().check(command).is_err() {
+            self.metadata_barrier().await?;
+            if let Err(e) = cluster.state().check(command) {
+                return Err(metadata_error(e));
+            }
         }
         let batch = cluster::encode(command, crate::clock::now());
         let appended = cluster.log.produce(batch, Acks::All, COMMAND_TIMEOUT).await?;

@@ -46,6 +46,8 @@ fn batch_code(e: &BatchError) -> i16 {
     match e {
         BatchError::CrcMismatch { .. } => code::CORRUPT_MESSAGE,
         BatchError::UnsupportedCodec(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
+        BatchError::Decompress { .. } => code::CORRUPT_MESSAGE,
+        BatchError::DecompressedTooLarge { .. } => code::MESSAGE_TOO_LARGE,
         BatchError::BadMagic(_) => code::UNSUPPORTED_FOR_MESSAGE_FORMAT,
         _ => code::INVALID_RECORD,
     }
