@@ -93,6 +93,35 @@ blank = control(0, bytes([0]), term=1, node=1, index=1)
 e2a = batch(0, [b"a"], term=1, node=1, rest=1, index=2)
 e2b = batch(1, [b"b", b"c"], term=1, node=1, rest=0, index=2)
 member = control(3, bytes([1]) + b"voters:1,2,3", term=1, node=1, index=3)
+# Form 2: a Kafka RecordBatch v2 inside the envelope, plain and gzip.
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+def krecord(i, value, key=None):
+    body = bytes([0]) + zigzag(0) + zigzag(i)
+    body += zigzag(-1) if key is None else zigzag(len(key)) + key
+    body += zigzag(len(value)) + value + zigzag(0)
+    return zigzag(len(body)) + body
+
+def kafka_batch(base, values, codec=0, key=None):
+    recs = b"".join(krecord(i, v, key) for i, v in enumerate(values))
+    if codec == 1:
+        c = zlib.compressobj(wbits=31)
+        recs = c.compress(recs) + c.flush()
+    n = len(values)
+    after_crc = struct.pack(">hiqqqhii", codec, n - 1, 1700000000000, 1700000000000, -1, -1, -1, n) + recs
+    kafka = struct.pack(">qiibI", base, 4 + 1 + 4 + len(after_crc), -1, 2, crc32c(after_crc)) + after_crc
+    head = struct.pack("<QIQIIQ", base, 41 + len(kafka) - 12, 0, 0, 0, 0)
+    header_crc = zlib.crc32(head + bytes([2]) + kafka[:21])
+    return head + struct.pack("<I", header_crc) + bytes([2]) + kafka
+
+write("record_batch", "kafka_plain", kafka_batch(0, [b"hello", b"kafka"], key=b"k"))
+write("record_batch", "kafka_gzip", kafka_batch(0, [b"compressed " * 20, b"twice " * 20], codec=1))
 write("record_batch", "control_blank", blank)
 write("record_batch", "control_membership", member)
 write("log_recovery", "raft_entries", blank + e2a + e2b + member)

@@ -1222,3 +1222,36 @@ async fn kafka_metadata_is_the_cluster_metadata_through_every_broker() {
         }
     }
 }
+
+/// A Kafka group consumer bootstrapped on a broker that does not coordinate
+/// groups is sent to the one that does (FindCoordinator from the cluster
+/// metadata), reads by group and commits there, where native clients see
+/// the commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_group_consumer_finds_the_clusters_coordinator_and_commits_there() {
+    let cluster = Cluster::start(3);
+    cluster.wait_registered(0).await;
+    let client = cluster.client().await;
+    Admin::new(&client)
+        .create_topic(CreateTopicRequest { name: "kg".into(), partitions: 3, replicas: 3, config: Default::default() })
+        .await
+        .unwrap();
+    let producer = Producer::new(&client);
+    for i in 0..30u32 {
+        producer.send(ProduceMessage::new("kg", format!("m{i}")).with_partition(i % 3)).await.unwrap();
+    }
+    let coordinator = match client.request(&Request::FindCoordinator(weir_net::message::FindCoordinatorRequest {})).await.unwrap() {
+        Response::FindCoordinator(r) => r.node_id.expect("a coordinator"),
+        other => panic!("{other:?}"),
+    };
+    let other = cluster.nodes.iter().enumerate().find(|(i, _)| *i as u64 + 1 != coordinator).map(|(_, n)| n.addr.clone()).unwrap();
+    let out = common::kcat()
+        .args(["-b", &other, "-G", "kafka-readers", "-X", "auto.offset.reset=earliest", "-e", "-q", "-f", "%s\n", "kg"])
+        .output()
+        .expect("kcat");
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(got, (0..30).map(|i| format!("m{i}")).collect::<Vec<_>>(), "{}", String::from_utf8_lossy(&out.stderr));
+    let offsets = committed(&client, "kafka-readers").await;
+    assert_eq!(offsets, BTreeMap::from([(0, 10), (1, 10), (2, 10)]), "the commits, as native clients read them");
+}

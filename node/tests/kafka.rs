@@ -400,6 +400,10 @@ fn confluent_kafka_and_kafka_python_groups_commit_resume_split_and_rebalance() {
         assert!(r["listed"].as_array().unwrap().iter().any(|x| x == g), "{g} listed: {r}");
     }
     assert_eq!(r["described"], serde_json::json!([["ck-group", "Empty", "consumer", 0], ["kp-group", "Empty", "consumer", 0]]), "{r}");
+    // Transactions are refused at once, non-retriably, saying so.
+    let txn = r["txn"].as_str().unwrap();
+    assert!(txn.contains("TRANSACTIONAL_ID_AUTHORIZATION_FAILED") || txn.contains("not supported"), "{r}");
+    assert!(r["txn_seconds"].as_f64().unwrap() < 10.0, "{r}");
     // The groups are the broker's: weirctl shows the committed offsets.
     let described = Command::new(&weirctl).args(["--broker", &broker.addr, "group", "describe", "kp-group"]).output().unwrap();
     let described = String::from_utf8_lossy(&described.stdout);

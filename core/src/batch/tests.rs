@@ -286,6 +286,19 @@ fn batches_built_from_the_documented_layout_decode() {
     let rests: Vec<(u64, u32)> =
         decode_all(entry, usize::MAX).map(|b| b.unwrap()).map(|b| (b.header().raft_index, b.header().entry_rest)).collect();
     assert_eq!(rests, vec![(1, 0), (2, 1), (2, 0), (3, 0)]);
+    // Form 2, plain and gzip-compressed, from the README's layout.
+    for (seed, codec, first) in [
+        (&include_bytes!("../../../fuzz/corpus/record_batch/kafka_plain")[..], codec::Codec::None, "hello".to_owned()),
+        (&include_bytes!("../../../fuzz/corpus/record_batch/kafka_gzip")[..], codec::Codec::Gzip, "compressed ".repeat(20)),
+    ] {
+        let raw = Bytes::copy_from_slice(seed);
+        let (batch, rest) = RecordBatch::decode(&raw, usize::MAX).unwrap();
+        assert!(rest.is_empty());
+        batch.validate().unwrap();
+        assert_eq!(batch.codec(), codec);
+        let records: Vec<Record> = batch.records().map(Result::unwrap).collect();
+        assert_eq!((records.len(), records[0].value.as_deref()), (2, Some(first.as_bytes())));
+    }
 }
 
 /// `batch` with its records area compressed by `codec`'s encoder, its

@@ -24,7 +24,7 @@ pub struct Joined {
     pub members: Vec<(String, Vec<u8>)>,
 }
 
-fn opaque_bytes(g: &Group) -> usize {
+pub(super) fn opaque_bytes(g: &Group) -> usize {
     let metadata: usize = g.members.values().flat_map(|m| &m.protocols).map(|(n, b)| n.len() + b.len()).sum();
     metadata + g.client_assignment.values().map(Vec::len).sum::<usize>()
 }
@@ -98,6 +98,7 @@ pub(super) fn complete_rebalance(g: &mut Group, now: Now) {
         best.map(|(n, _)| n.to_owned())
     });
     g.protocol = chosen;
+    g.generation_leader = leader.map(|m| m.id.clone());
     g.generation += 1;
     g.rebalance_deadline = None;
     g.assignment.clear();
@@ -120,8 +121,8 @@ impl GroupCoordinator {
     /// The answer to a client-assigned join made in `joined_in` (the
     /// generation its [`super::JoinResult`] gave), once a later generation
     /// formed or the group is past preparing one; `None` while it waits.
-    pub fn joined(&mut self, group_id: &str, member_id: &str, joined_in: u32, now: Now) -> Result<Option<Joined>, GroupError> {
-        self.advance(now);
+    /// A query (held requests poll it): time moves by `tick` and inputs.
+    pub fn joined(&self, group_id: &str, member_id: &str, joined_in: u32) -> Result<Option<Joined>, GroupError> {
         let g = self.groups.get(group_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
         if !g.members.contains_key(member_id) {
             return Err(GroupError::UnknownMember(member_id.to_owned()));
@@ -129,7 +130,7 @@ impl GroupCoordinator {
         if g.state == GroupState::PreparingRebalance && g.generation <= joined_in {
             return Ok(None);
         }
-        let leader = g.leader.clone().unwrap_or_default();
+        let leader = g.generation_leader.clone().unwrap_or_default();
         let protocol = g.protocol.clone().unwrap_or_default();
         let members = if leader == member_id {
             g.members
@@ -153,7 +154,6 @@ impl GroupCoordinator {
         assignments: Vec<(String, Vec<u8>)>,
         now: Now,
     ) -> Result<Option<Vec<u8>>, GroupError> {
-        self.advance(now);
         let opaque_max = self.config.group_opaque_bytes_max;
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
         let m = g.members.get_mut(member_id).ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
@@ -166,7 +166,7 @@ impl GroupCoordinator {
         }
         match g.state {
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
-            GroupState::CompletingRebalance if g.leader.as_deref() == Some(member_id) => {
+            GroupState::CompletingRebalance if g.generation_leader.as_deref() == Some(member_id) => {
                 // Assignments for members no longer here are dropped.
                 let assignment: BTreeMap<String, Vec<u8>> = assignments.into_iter().filter(|(id, _)| g.members.contains_key(id)).collect();
                 let metadata = opaque_bytes(g);
@@ -195,7 +195,7 @@ impl GroupCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CoordinatorConfig, JoinParams, Protocol};
+    use super::super::{CoordinatorConfig, JoinParams, Protocol, TopicPartition};
     use super::*;
 
     fn kafka(member_id: Option<&str>, protocols: &[(&str, &[u8])]) -> JoinParams {
@@ -217,7 +217,7 @@ mod tests {
         let now = Now::at(0);
         let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 1);
         let j = c.join("g", kafka(None, &[("range", b"m1")]), now).unwrap();
-        let joined = c.joined("g", &j.member_id, j.generation, now).unwrap().unwrap();
+        let joined = c.joined("g", &j.member_id, j.generation).unwrap().unwrap();
         assert_eq!((joined.protocol.as_str(), joined.leader.as_str()), ("range", j.member_id.as_str()));
         assert_eq!(joined.members, vec![(j.member_id.clone(), b"m1".to_vec())]);
         assert!(joined.generation > 0 && i32::try_from(joined.generation).is_ok());
@@ -233,16 +233,16 @@ mod tests {
         let now = Now::at(0);
         let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 1);
         let a = c.join("g", kafka(None, &[("range", b"a"), ("roundrobin", b"a")]), now).unwrap();
-        let ja = c.joined("g", &a.member_id, a.generation, now).unwrap().unwrap();
+        let ja = c.joined("g", &a.member_id, a.generation).unwrap().unwrap();
         c.sync_client_assigned("g", &a.member_id, ja.generation, vec![], now).unwrap();
         // A second member prefers roundrobin: its join waits for the first to rejoin.
         let b = c.join("g", kafka(None, &[("roundrobin", b"b"), ("range", b"b")]), now).unwrap();
-        assert_eq!(c.joined("g", &b.member_id, b.generation, now).unwrap(), None);
+        assert_eq!(c.joined("g", &b.member_id, b.generation).unwrap(), None);
         assert_eq!(c.heartbeat("g", &a.member_id, ja.generation, now), Err(GroupError::RebalanceInProgress));
         // Commits of the old generation still land while it rebalances.
         let a2 = c.join("g", kafka(Some(&a.member_id), &[("range", b"a"), ("roundrobin", b"a")]), now).unwrap();
-        let ja2 = c.joined("g", &a.member_id, a2.generation, now).unwrap().unwrap();
-        let jb = c.joined("g", &b.member_id, b.generation, now).unwrap().unwrap();
+        let ja2 = c.joined("g", &a.member_id, a2.generation).unwrap().unwrap();
+        let jb = c.joined("g", &b.member_id, b.generation).unwrap().unwrap();
         assert_eq!(ja2.generation, ja.generation + 1);
         assert_eq!(ja2.protocol, "range", "one vote each: the leader's preference");
         assert_eq!(ja2.members.len(), 2, "the leader sees every member");
@@ -260,7 +260,7 @@ mod tests {
         // Leaving rebalances at once; the one left forms the next generation alone.
         c.leave("g", &b.member_id, now).unwrap();
         let a3 = c.join("g", kafka(Some(&a.member_id), &[("range", b"a")]), now).unwrap();
-        assert_eq!(c.joined("g", &a.member_id, a3.generation, now).unwrap().unwrap().generation, ja2.generation + 1);
+        assert_eq!(c.joined("g", &a.member_id, a3.generation).unwrap().unwrap().generation, ja2.generation + 1);
     }
 
     #[test]
@@ -290,7 +290,7 @@ mod tests {
         let mut now = Now::at(0);
         let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 1);
         let a = c.join("g", kafka(None, &[("range", b"")]), now).unwrap();
-        let ja = c.joined("g", &a.member_id, a.generation, now).unwrap().unwrap();
+        let ja = c.joined("g", &a.member_id, a.generation).unwrap().unwrap();
         c.sync_client_assigned("g", &a.member_id, ja.generation, vec![], now).unwrap();
         let b = c.join("g", kafka(None, &[("range", b"")]), now).unwrap();
         // b's join is held past its own session while a heartbeats (told to
@@ -299,10 +299,11 @@ mod tests {
             now = Now::at(now.mono.0 + 1_000);
             assert!(now.mono.0 <= 30_000, "the generation never formed");
             c.touch("g", &b.member_id, now);
+            c.tick(now);
             if now.mono.0 <= 8_000 {
                 c.heartbeat("g", &a.member_id, ja.generation, now).unwrap_err();
             }
-            if let Some(j) = c.joined("g", &b.member_id, b.generation, now).unwrap() {
+            if let Some(j) = c.joined("g", &b.member_id, b.generation).unwrap() {
                 break j;
             }
         };
@@ -313,6 +314,127 @@ mod tests {
         now = Now::at(now.mono.0 + 11_000);
         c.tick(now);
         assert_eq!(c.group("g").unwrap().state, GroupState::Empty);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(usize, bool),
+        Joined(usize),
+        Sync(usize),
+        Heartbeat(usize),
+        Leave(usize),
+        Commit(usize),
+        Wait(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..4, any::<bool>()).prop_map(|(k, rr)| Op::Join(k, rr)),
+            (0usize..4).prop_map(Op::Joined),
+            (0usize..4).prop_map(Op::Sync),
+            (0usize..4).prop_map(Op::Heartbeat),
+            (0usize..4).prop_map(Op::Leave),
+            (0usize..4).prop_map(Op::Commit),
+            (0u64..12_000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Under any interleaving of joins (preferring range or roundrobin),
+        /// polls, syncs, heartbeats, leaves, commits and time: generations
+        /// are positive i32s that never go back; one leader per generation;
+        /// a member is handed exactly what that generation's leader assigned
+        /// it; commits land only from a member of the current generation
+        /// once its assignment is out.
+        #[test]
+        fn client_assigned_groups_keep_their_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut now = Now::at(0);
+            let mut c = GroupCoordinator::new(CoordinatorConfig::default(), 7);
+            c.set_partitions("t", Some(4), now);
+            // Per client: member id, the generation its join was made in, the generation it last joined.
+            let mut clients: Vec<(Option<String>, u32, Option<u32>)> = vec![(None, 0, None); 4];
+            let mut leaders: BTreeMap<u32, String> = BTreeMap::new();
+            let mut last_generation = 0u32;
+            for op in ops {
+                match op {
+                    Op::Join(k, rr) => {
+                        let protocols: &[(&str, &[u8])] = if rr { &[("roundrobin", b"r"), ("range", b"r")] } else { &[("range", b"g"), ("roundrobin", b"g")] };
+                        match c.join("g", kafka(clients[k].0.as_deref(), protocols), now) {
+                            Ok(j) => clients[k] = (Some(j.member_id), j.generation, None),
+                            Err(GroupError::UnknownMember(_)) => clients[k] = (None, 0, None),
+                            Err(e) => proptest::prop_assert!(false, "join refused: {e:?}"),
+                        }
+                    }
+                    Op::Joined(k) => {
+                        let Some(id) = clients[k].0.clone() else { continue };
+                        if let Ok(Some(j)) = c.joined("g", &id, clients[k].1) {
+                            proptest::prop_assert!(j.generation > 0 && i32::try_from(j.generation).is_ok());
+                            let leader = leaders.entry(j.generation).or_insert_with(|| j.leader.clone());
+                            proptest::prop_assert_eq!(&*leader, &j.leader, "two leaders in generation {}", j.generation);
+                            if j.leader == id {
+                                proptest::prop_assert!(j.members.iter().any(|(m, _)| *m == id), "the leader sees itself");
+                            } else {
+                                proptest::prop_assert!(j.members.is_empty());
+                            }
+                            clients[k].2 = Some(j.generation);
+                        }
+                    }
+                    Op::Sync(k) => {
+                        let (Some(id), Some(generation)) = (clients[k].0.clone(), clients[k].2) else { continue };
+                        let members: Vec<String> = c.group("g").map(|g| g.members.keys().cloned().collect()).unwrap_or_default();
+                        let assignments = members.iter().map(|m| (m.clone(), format!("{generation}:{m}").into_bytes())).collect();
+                        if let Ok(Some(mine)) = c.sync_client_assigned("g", &id, generation, assignments, now) {
+                            // The leader of this generation assigned every member "{generation}:{member}".
+                            proptest::prop_assert_eq!(mine, format!("{generation}:{id}").into_bytes());
+                        }
+                    }
+                    Op::Heartbeat(k) => {
+                        if let (Some(id), Some(generation)) = (clients[k].0.clone(), clients[k].2) {
+                            let _ = c.heartbeat("g", &id, generation, now);
+                        }
+                    }
+                    Op::Leave(k) => {
+                        if let Some(id) = clients[k].0.take() {
+                            let _ = c.leave("g", &id, now);
+                        }
+                    }
+                    Op::Commit(k) => {
+                        let (Some(id), Some(generation)) = (clients[k].0.clone(), clients[k].2) else { continue };
+                        let tp = TopicPartition::new("t", 0);
+                        if let Ok(p) = c.commit("g", Some((&id, generation)), &[(tp, 1, String::new())], now) {
+                            let g = c.group("g").unwrap();
+                            proptest::prop_assert_eq!(g.generation, generation, "a commit from an old generation");
+                            proptest::prop_assert!(g.state != GroupState::CompletingRebalance, "a commit before the assignment");
+                            c.apply_commit(&p, now);
+                        }
+                    }
+                    Op::Wait(ms) => {
+                        now = Now::at(now.mono.0 + ms);
+                        c.tick(now);
+                    }
+                }
+                if let Some(g) = c.group("g") {
+                    proptest::prop_assert!(g.generation >= last_generation, "generations never go back");
+                    last_generation = g.generation;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_coordinator_bounds_its_groups_and_their_bytes() {
+        let now = Now::at(0);
+        let config = CoordinatorConfig { groups_max: 2, opaque_bytes_max: 150, ..CoordinatorConfig::default() };
+        let mut c = GroupCoordinator::new(config, 1);
+        let a = c.join("a", kafka(None, &[("range", &[0; 70])]), now).unwrap();
+        c.join("b", kafka(None, &[("range", &[0; 70])]), now).unwrap();
+        assert_eq!(c.join("c", kafka(None, &[("range", b"")]), now).unwrap_err(), GroupError::TooManyGroups { max: 2 });
+        assert!(matches!(c.join("b", kafka(None, &[("range", &[0; 70])]), now), Err(GroupError::Invalid(_))), "150 bytes in all");
+        // A group left with nothing is forgotten to make room.
+        c.leave("a", &a.member_id, now).unwrap();
+        c.join("c", kafka(None, &[("range", b"")]), now).unwrap();
+        assert!(c.group("a").is_none());
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub enum GroupError {
     InconsistentProtocol(String),
     #[error("group {group:?} is full ({max} members)")]
     GroupFull { group: String, max: usize },
+    #[error("the coordinator holds {max} groups: no more can be created (delete unused groups)")]
+    TooManyGroups { max: usize },
     #[error("group {0:?} has active members: stop them first")]
     NotEmpty(String),
     #[error("invalid request: {0}")]
@@ -115,6 +117,11 @@ pub struct CoordinatorConfig {
     /// Opaque bytes (members' metadata and assignments) one client-assigned
     /// group may hold; a join or assignment beyond it is refused.
     pub group_opaque_bytes_max: usize,
+    /// Opaque bytes all groups together may hold.
+    pub opaque_bytes_max: usize,
+    /// Groups the coordinator holds; at the bound, a join that would create
+    /// one first forgets groups with no members, offsets or pending changes.
+    pub groups_max: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -125,6 +132,8 @@ impl Default for CoordinatorConfig {
             offsets_retention_ms: None,
             members_max: 1_000,
             group_opaque_bytes_max: 4 << 20,
+            opaque_bytes_max: 256 << 20,
+            groups_max: 100_000,
         }
     }
 }
@@ -180,6 +189,9 @@ pub struct Group {
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
     pub client_assignment: BTreeMap<String, Vec<u8>>,
+    /// The leader the current generation formed with (`leader` may move
+    /// on when it leaves; the generation's answers keep naming this one).
+    pub generation_leader: Option<String>,
     rebalance_deadline: Option<Monotonic>,
     /// When the group last became empty (monotonic: offsets retention is
     /// measured on this node's clock, not a wall clock that may step).
@@ -209,6 +221,7 @@ impl Group {
             protocol_type: None,
             protocol: None,
             client_assignment: BTreeMap::new(),
+            generation_leader: None,
             rebalance_deadline: None,
             empty_since: Some(now.mono),
             pending_commits: 0,
@@ -377,6 +390,20 @@ impl GroupCoordinator {
             }
         }
         let (members_max, opaque_max) = (self.config.members_max, self.config.group_opaque_bytes_max);
+        if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
+            // Groups that hold nothing are forgotten first (as if never made).
+            self.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty() || g.pending_commits > 0);
+            if self.groups.len() >= self.config.groups_max {
+                return Err(GroupError::TooManyGroups { max: self.config.groups_max });
+            }
+        }
+        let others_opaque: usize = match p.protocol {
+            Protocol::ClientAssigned { .. } => {
+                self.groups.iter().filter(|(id, _)| *id != group_id).map(|(_, g)| client_assigned::opaque_bytes(g)).sum()
+            }
+            Protocol::Assigned { .. } => 0,
+        };
+        let opaque_max = opaque_max.min(self.config.opaque_bytes_max.saturating_sub(others_opaque));
         let first = self.first_generation();
         let group = self.groups.entry(group_id.to_owned()).or_insert_with(|| Group::new(group_id, now, first));
         if group.state == GroupState::Dead {

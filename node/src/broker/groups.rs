@@ -94,7 +94,7 @@ pub fn group_error(e: GroupError) -> WireError {
         GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
         GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
         GroupError::InconsistentAssignors { .. } | GroupError::InconsistentProtocol(_) => ErrorCode::InconsistentAssignors,
-        GroupError::GroupFull { .. } => ErrorCode::InvalidRequest,
+        GroupError::GroupFull { .. } | GroupError::TooManyGroups { .. } => ErrorCode::InvalidRequest,
         GroupError::NotEmpty(_) => ErrorCode::GroupNotEmpty,
         GroupError::Invalid(_) => ErrorCode::InvalidRequest,
         GroupError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
@@ -218,11 +218,18 @@ impl Groups {
     /// protocol's group calls go straight to core), then wakes the
     /// requests held for a change.
     pub fn with_coordinator<T>(&self, f: impl FnOnce(&mut GroupCoordinator, weir_core::Now) -> T) -> Result<T, WireError> {
-        self.coordinating()?;
-        let now = self.clock.now();
-        let out = f(&mut self.lock(), now);
+        let out = self.inspect_coordinator(f)?;
         self.changed.notify_waiters();
         Ok(out)
+    }
+
+    /// [`Groups::with_coordinator`] without waking held requests: for a held
+    /// request's own re-checks (each waking the others would have them
+    /// wake each other without end).
+    pub fn inspect_coordinator<T>(&self, f: impl FnOnce(&mut GroupCoordinator, weir_core::Now) -> T) -> Result<T, WireError> {
+        self.coordinating()?;
+        let now = self.clock.now();
+        Ok(f(&mut self.lock(), now))
     }
 
     /// Notified on a change to any group (a held request re-checks).
@@ -398,8 +405,16 @@ impl Groups {
             return;
         }
         let now = self.clock.now();
-        let expired = self.lock().tick(now);
-        self.changed.notify_waiters();
+        let (expired, changed) = {
+            let mut c = self.lock();
+            let before = shape(&c);
+            let expired = c.tick(now);
+            (expired, shape(&c) != before)
+        };
+        // Held requests wait for a generation to form or a member to go.
+        if changed {
+            self.changed.notify_waiters();
+        }
         for pending in expired {
             if let Err(e) = self.settle(pending).await {
                 tracing::warn!(error = %e, "could not persist expired offsets; the expiry is retried");
@@ -637,6 +652,11 @@ impl Groups {
         }
         log.close();
     }
+}
+
+/// What held requests wait on: each group's generation, state and members.
+fn shape(c: &GroupCoordinator) -> Vec<(u32, GroupState, usize)> {
+    c.groups().map(|g| (g.generation, g.state, g.members.len())).collect()
 }
 
 /// A Kafka group member's topics and partitions, as far as its

@@ -21,8 +21,9 @@ use weir_net::kafka::request::Header;
 use weir_net::kafka::response::EncodeError;
 use weir_net::{ErrorCode, WireError};
 
-/// How often a held request re-checks (it is also woken on every change).
-const HELD_POLL: Duration = Duration::from_millis(100);
+/// How often a held request re-checks at the least (it is woken on every
+/// change to a group, so this only bounds a missed one).
+const HELD_POLL: Duration = Duration::from_secs(1);
 /// Longest rebalance timeout taken (Kafka's clients send 300 s by default).
 const REBALANCE_TIMEOUT_MAX_MS: u32 = 30 * 60 * 1000;
 /// Longest metadata kept with a committed offset (Kafka's default bound).
@@ -45,6 +46,7 @@ fn group_code(e: &GroupError) -> i16 {
         GroupError::UnknownPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
         GroupError::ChangePending(_) => gcode::COORDINATOR_LOAD_IN_PROGRESS,
         GroupError::GroupFull { .. } => gcode::GROUP_MAX_SIZE_REACHED,
+        GroupError::TooManyGroups { .. } => code::INVALID_REQUEST,
     }
 }
 
@@ -76,10 +78,14 @@ async fn hold<T>(
     mut check: impl FnMut(&mut weir_core::group::GroupCoordinator, weir_core::Now) -> Result<Option<T>, GroupError>,
 ) -> Held<T> {
     let until = tokio::time::Instant::now() + deadline;
+    let mut first = true;
     loop {
         let groups = broker.groups();
         let changed = groups.changed();
-        match groups.with_coordinator(&mut check) {
+        // Only the first check can change what others wait for (a leader's sync).
+        let checked = if first { groups.with_coordinator(&mut check) } else { groups.inspect_coordinator(&mut check) };
+        first = false;
+        match checked {
             Err(e) => return Held::Refused(wire_code(&e)),
             Ok(Err(e)) => return Held::Refused(group_code(&e)),
             Ok(Ok(Some(v))) => return Held::Done(v),
@@ -208,7 +214,7 @@ async fn join(broker: &Arc<Broker>, h: &Header, j: wire::Join, peer: SocketAddr,
     let wait = Duration::from_millis(u64::from(rebalance)) + Duration::from_secs(5);
     let result = hold(broker, gone, wait, |c, now| {
         c.touch(&group, &member, now);
-        c.joined(&group, &member, joined.generation, now)
+        c.joined(&group, &member, joined.generation)
     })
     .await;
     match result {

@@ -9,7 +9,8 @@ node/tests/kafka.rs to check:
   takes them all;
 - kafka-python: a member reads everything and commits; a new member of the
   group finds the commits at the end; the admin client lists and describes
-  the groups.
+  the groups;
+- confluent-kafka: a transactional producer is refused promptly.
 """
 import json
 import subprocess
@@ -150,4 +151,14 @@ out["described"] = sorted(
 offsets = admin.list_group_offsets({"kp-group": None})["kp-group"]
 out["admin_offsets"] = sorted([tp.partition, o.offset] for tp, o in offsets.items())
 admin.close()
+
+# 4. A transactional producer is refused at once, not retried for minutes.
+t0 = time.time()
+txn = Producer({"bootstrap.servers": addr, "transactional.id": "txn-1"})
+try:
+    txn.init_transactions(30)
+    out["txn"] = "accepted"
+except Exception as e:  # noqa: BLE001 (whatever librdkafka raises is reported)
+    out["txn"] = str(e)
+out["txn_seconds"] = time.time() - t0
 print(json.dumps(out))
