@@ -435,6 +435,10 @@ mod tests {
         c.leave("a", &a.member_id, now).unwrap();
         c.join("c", kafka(None, &[("range", b"")]), now).unwrap();
         assert!(c.group("a").is_none());
+        // Commits from outside a group create one too, and are bounded alike.
+        c.set_partitions("t", Some(1), now);
+        let offsets = [(TopicPartition::new("t", 0), 1, String::new())];
+        assert_eq!(c.commit("d", None, &offsets, now).unwrap_err(), GroupError::TooManyGroups { max: 2 });
     }
 
     #[test]

@@ -390,13 +390,7 @@ impl GroupCoordinator {
             }
         }
         let (members_max, opaque_max) = (self.config.members_max, self.config.group_opaque_bytes_max);
-        if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
-            // Groups that hold nothing are forgotten first (as if never made).
-            self.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty() || g.pending_commits > 0);
-            if self.groups.len() >= self.config.groups_max {
-                return Err(GroupError::TooManyGroups { max: self.config.groups_max });
-            }
-        }
+        self.room_for(group_id)?;
         let others_opaque: usize = match p.protocol {
             Protocol::ClientAssigned { .. } => {
                 self.groups.iter().filter(|(id, _)| *id != group_id).map(|(_, g)| client_assigned::opaque_bytes(g)).sum()
@@ -473,6 +467,18 @@ impl GroupCoordinator {
         Ok(JoinResult { member_id, generation: g.generation, leader: g.leader.clone(), state: g.state })
     }
 
+    /// Refuses a group that would be created beyond `groups_max`, after
+    /// forgetting the groups that hold nothing (as if never made).
+    fn room_for(&mut self, group_id: &str) -> Result<(), GroupError> {
+        if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
+            self.groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty() || g.pending_commits > 0);
+            if self.groups.len() >= self.config.groups_max {
+                return Err(GroupError::TooManyGroups { max: self.config.groups_max });
+            }
+        }
+        Ok(())
+    }
+
     /// The member's partitions in the current generation, once the group is stable.
     pub fn sync(&mut self, group_id: &str, member_id: &str, now: Now) -> Result<SyncResult, GroupError> {
         let g = self.groups.get_mut(group_id).ok_or_else(|| GroupError::UnknownGroup(group_id.to_owned()))?;
@@ -536,7 +542,8 @@ impl GroupCoordinator {
         now: Now,
     ) -> Result<PendingCommit, GroupError> {
         match (self.groups.get(group_id), member) {
-            (None, None) => {}
+            // A commit from outside creates the group: it counts.
+            (None, None) => self.room_for(group_id)?,
             (None, Some((m, _))) => return Err(GroupError::UnknownMember(m.to_owned())),
             (Some(g), _) if g.removal_pending => return Err(GroupError::ChangePending(g.id.clone())),
             (Some(g), None) if g.members.is_empty() => {}
