@@ -2,8 +2,9 @@
 //! (raw, or Java's xerial framing), lz4 (the frame format) and zstd. A
 //! compressed batch is stored and served as produced; records are
 //! decompressed only to read them ([`decompress`]) or to validate them
-//! ([`decompressor`], streaming). Every output is capped at
-//! [`DECOMPRESSED_BYTES_MAX`]: a small hostile batch cannot make the broker
+//! ([`decompressor`], streaming). Every output is capped ([`cap_for`]: 256
+//! times the compressed size, at least 1 MiB, at most
+//! [`DECOMPRESSED_BYTES_MAX`]): a small hostile batch cannot make the broker
 //! hold or churn through more.
 
 use super::BatchError;
@@ -12,6 +13,18 @@ use std::io::{self, Read};
 
 /// Most bytes a batch's records may decompress to.
 pub const DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+/// Most bytes a batch's records may decompress to per compressed byte
+/// (above [`DECOMPRESSED_FLOOR`]): the work a request makes the broker do
+/// stays proportional to its size (a 2 KiB zstd frame of zeros otherwise
+/// costs 64 MiB of decompression, and a request can carry thousands).
+pub const RATIO_MAX: usize = 256;
+/// What any batch may decompress to, whatever its ratio.
+pub const DECOMPRESSED_FLOOR: usize = 1 << 20;
+
+/// The output cap of a batch whose records take `compressed` bytes.
+pub fn cap_for(compressed: usize) -> usize {
+    compressed.saturating_mul(RATIO_MAX).clamp(DECOMPRESSED_FLOOR, DECOMPRESSED_BYTES_MAX)
+}
 
 /// A codec, from a batch's attribute bits 0-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,5 +275,14 @@ mod tests {
             assert!(decompress(codec, b"not compressed at all", 1 << 20).is_err(), "{codec:?}");
         }
         assert_eq!(Codec::from_bits(5), Err(BatchError::UnsupportedCodec(5)));
+    }
+
+    #[test]
+    fn the_cap_grows_with_the_compressed_size_within_bounds() {
+        assert_eq!(cap_for(0), DECOMPRESSED_FLOOR);
+        assert_eq!(cap_for(2048), DECOMPRESSED_FLOOR, "a 2 KiB bomb gets 1 MiB");
+        assert_eq!(cap_for(16 << 10), 4 << 20);
+        assert_eq!(cap_for(1 << 20), DECOMPRESSED_BYTES_MAX);
+        assert_eq!(cap_for(usize::MAX), DECOMPRESSED_BYTES_MAX);
     }
 }

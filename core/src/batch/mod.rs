@@ -601,14 +601,14 @@ impl RecordBatch {
     }
 
     /// Iterates the records (decompressed first, under
-    /// [`codec::DECOMPRESSED_BYTES_MAX`], if the batch is compressed). Each
+    /// [`codec::cap_for`], if the batch is compressed). Each
     /// item is a record or the error that stops iteration; the iterator
     /// ends after an error.
     pub fn records(&self) -> RecordIter {
         let area = self.bytes.slice(self.header.header_len()..);
         let area = match self.codec() {
             codec::Codec::None => area,
-            c => match codec::decompress(c, &area, codec::DECOMPRESSED_BYTES_MAX) {
+            c => match codec::decompress(c, &area, codec::cap_for(area.len())) {
                 Ok(plain) => plain,
                 Err(e) => return RecordIter::failing(e),
             },
@@ -670,7 +670,7 @@ impl RecordBatch {
             // Streamed, a record at a time: the broker never holds a whole
             // decompressed batch.
             let area = &self.bytes[h.header_len()..];
-            let cap = codec::DECOMPRESSED_BYTES_MAX;
+            let cap = codec::cap_for(area.len());
             return record::validate_stream(codec::decompressor(codec, area, cap)?, h.record_count, cap, codec);
         }
         let mut seen = 0u32;
@@ -694,6 +694,12 @@ impl RecordBatch {
         }
         Ok(())
     }
+}
+
+/// Whether `buf` starts with a form 2 batch whose attributes name a codec
+/// (before any check: to decide where to validate it).
+pub fn is_compressed(buf: &[u8]) -> bool {
+    buf.get(at::MAGIC) == Some(&MAGIC_KAFKA) && buf.get(kat::ATTRIBUTES + 1).is_some_and(|a| u16::from(*a) & attributes::CODEC_MASK != 0)
 }
 
 /// Stamps the offset alone (no Raft fields): a batch re-encoded for a reader.

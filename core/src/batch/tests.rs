@@ -398,3 +398,14 @@ fn form_1_batches_are_never_compressed() {
     seal_body(&mut raw);
     assert_eq!(RecordBatch::decode(&Bytes::from(raw), usize::MAX).unwrap_err(), BatchError::UnsupportedCodec(1));
 }
+
+#[test]
+fn a_compressed_batch_is_told_from_its_header_alone() {
+    let plain = build(&[(0, None, Some(vec![1; 100]), vec![])], 0);
+    assert!(!is_compressed(&plain));
+    for c in CODECS {
+        assert!(is_compressed(&compressed(&plain, c)), "{c:?}");
+    }
+    assert!(!is_compressed(&build_in(false, &[(0, None, Some(vec![1]), vec![])], 0)), "form 1");
+    assert!(!is_compressed(&plain[..50]), "too short to tell");
+}

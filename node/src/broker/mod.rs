@@ -821,7 +821,7 @@ impl Broker {
 
     async fn produce(&self, r: ProduceRequest) -> Result<ProduceResponse, WireError> {
         let p = self.partition(&r.topic, r.partition)?;
-        let batch = p.validate(r.batch)?;
+        let batch = p.validate(r.batch).await?;
         // A producer id this broker never handed out would be trusted by the
         // producer table and, after a restart, raise the id floor to it.
         let producer_id = batch.header().producer_id;

@@ -487,15 +487,21 @@ impl Partition {
 
     /// Queues one batch and waits for its answer as `acks` asks, up to `timeout`.
     pub async fn produce(self: &Arc<Self>, batch: Bytes, acks: Acks, timeout: Duration) -> Result<Appended, WireError> {
-        let batch = self.validate(batch)?;
+        let batch = self.validate(batch).await?;
         self.produce_valid(batch, acks, timeout).await
     }
 
     /// The one validation path for a client's batch (see
     /// `weir_core::partition::validate`): CPU work (CRC, records), run on the
-    /// request's own task, in parallel, outside any lock.
-    pub fn validate(&self, batch: Bytes) -> Result<ValidBatch, WireError> {
-        weir_core::partition::validate(batch, self.batch_bytes_max).map_err(produce_error)
+    /// request's own task, in parallel, outside any lock; a compressed
+    /// batch's (decompression, many times a CRC's work) off the async
+    /// workers, so a few of them cannot stall every connection.
+    pub async fn validate(&self, batch: Bytes) -> Result<ValidBatch, WireError> {
+        let max = self.batch_bytes_max;
+        if weir_core::batch::is_compressed(&batch) {
+            return crate::blocking::run(move || weir_core::partition::validate(batch, max)).await.map_err(produce_error);
+        }
+        weir_core::partition::validate(batch, max).map_err(produce_error)
     }
 
     /// As [`Partition::produce`], for a batch already validated.
